@@ -1,0 +1,424 @@
+//! The connection pool: one type for SQLite and PostgreSQL, chosen at run time by the URL.
+//!
+//! SQLite connections run in WAL mode with `synchronous=NORMAL` and foreign keys on;
+//! write transactions start with `BEGIN IMMEDIATE` (see [`DbConn::begin_write`]).
+//! A SQLite pool watches the identity of its file: when the file at the path is
+//! removed, acquiring fails (an outage, never a fresh empty database); when it is
+//! replaced, the pool reopens on the new file.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection, Transaction};
+
+use crate::config::DbSettings;
+use crate::url::{DatabaseUrl, DbKind, mask_url};
+
+/// A database failure, with passwords masked.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The SQLite file was removed while the server runs.
+    #[error("database file {0} is missing; restore it or run `cargo xtask db-init`")]
+    FileMissing(PathBuf),
+    /// The directory of the SQLite file cannot be created or written.
+    #[error("cannot use database location {path}: {reason}")]
+    Location {
+        /// The directory or file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// No connection within the time bound.
+    #[error("timed out after {0:?} connecting to the database")]
+    ConnectTimeout(Duration),
+    /// The configuration handed to the pool is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// An error from the driver.
+    #[error("{}", mask_url(&.0.to_string()))]
+    Driver(#[from] sqlx::Error),
+}
+
+/// Whether opening may create the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Startup and `db-init`: create the file and its directories if missing.
+    Create,
+    /// Everything else: a missing database is an error.
+    MustExist,
+}
+
+/// Pool statistics for health output.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Upper bound.
+    pub max: u32,
+}
+
+/// The pool, for either engine.
+pub struct DbPool {
+    engine: Engine,
+    max_connections: u32,
+}
+
+enum Engine {
+    Sqlite(SqliteEngine),
+    Postgres(PgPool),
+}
+
+/// A pooled connection to either engine.
+pub enum DbConn {
+    /// A SQLite connection.
+    Sqlite(PoolConnection<Sqlite>),
+    /// A PostgreSQL connection.
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// A transaction on either engine.
+pub enum DbTx<'c> {
+    /// A SQLite transaction.
+    Sqlite(Transaction<'c, Sqlite>),
+    /// A PostgreSQL transaction.
+    Postgres(Transaction<'c, Postgres>),
+}
+
+impl DbPool {
+    /// Opens the pool described by `settings` and checks one connection.
+    pub async fn open(settings: &DbSettings, mode: OpenMode) -> Result<Self, DbError> {
+        let engine = match &settings.url {
+            DatabaseUrl::Sqlite { path } => {
+                Engine::Sqlite(SqliteEngine::open(settings, Some(path), mode).await?)
+            }
+            DatabaseUrl::SqliteMemory => Engine::Sqlite(SqliteEngine::open(settings, None, mode).await?),
+            DatabaseUrl::Postgres { url } => {
+                let options = PgConnectOptions::from_str(url.as_str())?
+                    .options([
+                        (
+                            "statement_timeout",
+                            settings.statement_timeout.as_millis().to_string(),
+                        ),
+                        ("lock_timeout", settings.lock_timeout.as_millis().to_string()),
+                        (
+                            "idle_in_transaction_session_timeout",
+                            settings.statement_timeout.as_millis().to_string(),
+                        ),
+                    ])
+                    .log_statements(echo_level(settings.echo));
+                let pool = pool_options(settings).connect_with(options);
+                let pool = tokio::time::timeout(settings.connect_timeout, pool)
+                    .await
+                    .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))??;
+                Engine::Postgres(pool)
+            }
+        };
+        Ok(Self {
+            engine,
+            max_connections: settings.max_connections,
+        })
+    }
+
+    /// The engine behind this pool.
+    pub fn kind(&self) -> DbKind {
+        match self.engine {
+            Engine::Sqlite(_) => DbKind::Sqlite,
+            Engine::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// Takes a connection, waiting at most the configured acquire timeout.
+    pub async fn acquire(&self) -> Result<DbConn, DbError> {
+        match &self.engine {
+            Engine::Sqlite(engine) => Ok(DbConn::Sqlite(engine.current().await?.acquire().await?)),
+            Engine::Postgres(pool) => Ok(DbConn::Postgres(pool.acquire().await?)),
+        }
+    }
+
+    /// Current pool statistics.
+    pub fn stats(&self) -> PoolStats {
+        let (size, idle) = match &self.engine {
+            Engine::Sqlite(engine) => {
+                let pool = engine.snapshot();
+                (pool.size(), pool.num_idle())
+            }
+            Engine::Postgres(pool) => (pool.size(), pool.num_idle()),
+        };
+        PoolStats {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max: self.max_connections,
+        }
+    }
+
+    /// Waits for connections in use to come back, then closes all of them.
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.snapshot().close().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl DbConn {
+    /// The engine of this connection.
+    pub fn kind(&self) -> DbKind {
+        match self {
+            Self::Sqlite(_) => DbKind::Sqlite,
+            Self::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// One real round trip: `SELECT 1`.
+    pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
+            Self::Postgres(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
+        }
+    }
+
+    /// Starts a transaction that will write.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken up front, so a busy
+    /// database makes the transaction wait for the busy timeout instead of failing with
+    /// `SQLITE_BUSY` at its first write, as a deferred transaction that upgrades would.
+    pub async fn begin_write(&mut self) -> Result<DbTx<'_>, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(c) => DbTx::Sqlite(c.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(c) => DbTx::Postgres(c.begin().await?),
+        })
+    }
+
+    /// Runs a script of one or more statements outside any transaction.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+            Self::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+        }
+    }
+}
+
+impl DbTx<'_> {
+    /// Runs a script of one or more statements inside this transaction.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        match self {
+            Self::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+            Self::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+        }
+    }
+
+    /// Opens a savepoint: a nested transaction that can fail alone.
+    pub async fn savepoint(&mut self) -> Result<DbTx<'_>, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(tx) => DbTx::Sqlite(tx.begin().await?),
+            Self::Postgres(tx) => DbTx::Postgres(tx.begin().await?),
+        })
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await,
+            Self::Postgres(tx) => tx.rollback().await,
+        }
+    }
+}
+
+fn echo_level(echo: bool) -> log::LevelFilter {
+    if echo {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Off
+    }
+}
+
+fn pool_options<DB: sqlx::Database>(settings: &DbSettings) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .min_connections(settings.min_connections)
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(settings.idle_timeout)
+}
+
+/// Identity of a file: replaced files get a new one, even at the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// A SQLite pool bound to the file it opened.
+struct SqliteEngine {
+    path: Option<PathBuf>,
+    options: SqliteConnectOptions,
+    pool_options: PoolOptions<Sqlite>,
+    connect_timeout: Duration,
+    current: RwLock<Arc<SqliteGeneration>>,
+    reopen: tokio::sync::Mutex<()>,
+}
+
+/// The pool for one file identity.
+struct SqliteGeneration {
+    pool: SqlitePool,
+    identity: Option<FileId>,
+}
+
+impl SqliteEngine {
+    async fn open(
+        settings: &DbSettings,
+        path: Option<&Path>,
+        mode: OpenMode,
+    ) -> Result<Self, DbError> {
+        let mut options = SqliteConnectOptions::new()
+            .foreign_keys(true)
+            .busy_timeout(settings.busy_timeout)
+            .log_statements(echo_level(settings.echo));
+        let mut pool_options = pool_options::<Sqlite>(settings);
+        match path {
+            Some(path) => {
+                if mode == OpenMode::Create {
+                    prepare_location(path)?;
+                } else if !path.is_file() {
+                    return Err(DbError::FileMissing(path.to_path_buf()));
+                }
+                options = options
+                    .filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .create_if_missing(mode == OpenMode::Create);
+            }
+            None => {
+                // One shared in-memory database lives as long as one connection does:
+                // keep one open for the life of the pool.
+                options = SqliteConnectOptions::from_str("sqlite::memory:")?
+                    .foreign_keys(true)
+                    .busy_timeout(settings.busy_timeout)
+                    .log_statements(echo_level(settings.echo));
+                pool_options = pool_options
+                    .min_connections(settings.min_connections.max(1))
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+        }
+        let generation = connect_generation(
+            &pool_options,
+            &options,
+            path,
+            settings.connect_timeout,
+        )
+        .await?;
+        // From now on the file must exist: a missing file is an outage, not a cue to create one.
+        let options = options.create_if_missing(false);
+        Ok(Self {
+            path: path.map(Path::to_path_buf),
+            options,
+            pool_options,
+            connect_timeout: settings.connect_timeout,
+            current: RwLock::new(Arc::new(generation)),
+            reopen: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The pool to use now: fails if the file is gone, reopens if it was replaced.
+    async fn current(&self) -> Result<SqlitePool, DbError> {
+        let generation = self.read();
+        let Some(path) = &self.path else {
+            return Ok(generation.pool.clone());
+        };
+        let on_disk = file_id(path).ok_or_else(|| DbError::FileMissing(path.clone()))?;
+        if Some(on_disk) == generation.identity {
+            return Ok(generation.pool.clone());
+        }
+        let _guard = self.reopen.lock().await;
+        let generation = self.read();
+        if Some(on_disk) == generation.identity {
+            return Ok(generation.pool.clone());
+        }
+        let fresh = connect_generation(
+            &self.pool_options,
+            &self.options,
+            Some(path),
+            self.connect_timeout,
+        )
+        .await?;
+        let pool = fresh.pool.clone();
+        let old = std::mem::replace(
+            &mut *self.current.write().expect("pool lock poisoned"),
+            Arc::new(fresh),
+        );
+        tokio::spawn(async move { old.pool.close().await });
+        log::warn!("database file {} was replaced; reopened it", path.display());
+        Ok(pool)
+    }
+
+    fn read(&self) -> Arc<SqliteGeneration> {
+        self.current.read().expect("pool lock poisoned").clone()
+    }
+
+    fn snapshot(&self) -> SqlitePool {
+        self.read().pool.clone()
+    }
+}
+
+async fn connect_generation(
+    pool_options: &PoolOptions<Sqlite>,
+    options: &SqliteConnectOptions,
+    path: Option<&Path>,
+    timeout: Duration,
+) -> Result<SqliteGeneration, DbError> {
+    let pool = tokio::time::timeout(timeout, pool_options.clone().connect_with(options.clone()))
+        .await
+        .map_err(|_| DbError::ConnectTimeout(timeout))??;
+    let identity = match path {
+        Some(path) => Some(file_id(path).ok_or_else(|| DbError::FileMissing(path.to_path_buf()))?),
+        None => None,
+    };
+    Ok(SqliteGeneration { pool, identity })
+}
+
+/// Creates the parent directories of `path` and checks that they are writable.
+fn prepare_location(path: &Path) -> Result<(), DbError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let location_error = |path: &Path, e: std::io::Error| DbError::Location {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| location_error(dir, e))?;
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| location_error(path, e))?;
+    } else {
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| location_error(dir, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! The database foundation: configuration, pool, migrations, health checks and backups,
+//! shared by the `server` binary and `cargo xtask`; plus the Rocket application.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod migrations;
+pub mod url;
