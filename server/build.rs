@@ -16,8 +16,12 @@ fn main() {
     for path in files {
         let name = path.file_name().expect("file name").to_string_lossy();
         let path = path.canonicalize().expect("canonical path");
-        writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string())
-            .expect("writing to a String");
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .expect("writing to a String");
     }
     out.push(']');
     let target = Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("migrations.rs");

@@ -297,9 +297,7 @@ impl DbSettings {
                 reason: "set it in Rocket.toml or with DATABASE_URL".into(),
             });
         }
-        let mut raw: RawDbSettings = figment
-            .extract()
-            .map_err(|e| figment_error(figment, e))?;
+        let mut raw: RawDbSettings = figment.extract().map_err(|e| figment_error(figment, e))?;
         let url_origin = origin(figment, "url");
         let url = DatabaseUrl::parse(&raw.url, root).map_err(|reason| ConfigError::Invalid {
             key: url_key.clone(),
@@ -443,8 +441,11 @@ fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, ConfigError> {
         .find(|path| path.is_file()))
 }
 
+/// A `.env` file: its path and its variables.
+type DotEnv = (PathBuf, BTreeMap<String, String>);
+
 /// Reads `<root>/.env` if it exists.
-fn read_dotenv(root: &Path) -> Result<Option<(PathBuf, BTreeMap<String, String>)>, ConfigError> {
+fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
     let path = root.join(".env");
     if !path.is_file() {
         return Ok(None);
@@ -464,11 +465,14 @@ fn read_dotenv(root: &Path) -> Result<Option<(PathBuf, BTreeMap<String, String>)
 /// Picks the profile: `ROCKET_PROFILE` from the environment, then from `.env`, then Rocket's default.
 fn select_profile(
     env: &Environment,
-    dotenv: &Option<(PathBuf, BTreeMap<String, String>)>,
+    dotenv: &Option<DotEnv>,
     toml: Option<&figment::providers::Data<Toml>>,
 ) -> Result<Profile, ConfigError> {
     let (requested, origin) = if let Some(p) = env.var("ROCKET_PROFILE") {
-        (p.to_string(), "ROCKET_PROFILE environment variable".to_string())
+        (
+            p.to_string(),
+            "ROCKET_PROFILE environment variable".to_string(),
+        )
     } else if let Some((path, p)) = dotenv
         .as_ref()
         .and_then(|(path, vars)| vars.get("ROCKET_PROFILE").map(|p| (path, p)))
@@ -493,7 +497,7 @@ fn select_profile(
             reason: e.to_string(),
         })?;
         for profile in data.keys() {
-            if !known.iter().any(|k| profile == k.as_str()) && profile != &Profile::Global {
+            if !known.iter().any(|k| profile == k.as_str()) && *profile != Profile::Global {
                 known.push(profile.to_string());
             }
         }
@@ -574,7 +578,9 @@ impl Provider for EnvLayer {
             let value = if key.ends_with(".url") || key.ends_with(".backup_dir") {
                 Value::from(value.to_string())
             } else {
-                value.parse().expect("parsing a figment value is infallible")
+                value
+                    .parse()
+                    .expect("parsing a figment value is infallible")
             };
             let nested = figment::util::nest(&key, value)
                 .into_dict()

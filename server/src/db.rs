@@ -74,7 +74,7 @@ pub struct DbPool {
 }
 
 enum Engine {
-    Sqlite(SqliteEngine),
+    Sqlite(Box<SqliteEngine>),
     Postgres(PgPool),
 }
 
@@ -98,10 +98,12 @@ impl DbPool {
     /// Opens the pool described by `settings` and checks one connection.
     pub async fn open(settings: &DbSettings, mode: OpenMode) -> Result<Self, DbError> {
         let engine = match &settings.url {
-            DatabaseUrl::Sqlite { path } => {
-                Engine::Sqlite(SqliteEngine::open(settings, Some(path), mode).await?)
+            DatabaseUrl::Sqlite { path } => Engine::Sqlite(Box::new(
+                SqliteEngine::open(settings, Some(path), mode).await?,
+            )),
+            DatabaseUrl::SqliteMemory => {
+                Engine::Sqlite(Box::new(SqliteEngine::open(settings, None, mode).await?))
             }
-            DatabaseUrl::SqliteMemory => Engine::Sqlite(SqliteEngine::open(settings, None, mode).await?),
             DatabaseUrl::Postgres { url } => {
                 let options = PgConnectOptions::from_str(url.as_str())?
                     .options([
@@ -109,7 +111,10 @@ impl DbPool {
                             "statement_timeout",
                             settings.statement_timeout.as_millis().to_string(),
                         ),
-                        ("lock_timeout", settings.lock_timeout.as_millis().to_string()),
+                        (
+                            "lock_timeout",
+                            settings.lock_timeout.as_millis().to_string(),
+                        ),
                         (
                             "idle_in_transaction_session_timeout",
                             settings.statement_timeout.as_millis().to_string(),
@@ -327,13 +332,8 @@ impl SqliteEngine {
                     .max_lifetime(None);
             }
         }
-        let generation = connect_generation(
-            &pool_options,
-            &options,
-            path,
-            settings.connect_timeout,
-        )
-        .await?;
+        let generation =
+            connect_generation(&pool_options, &options, path, settings.connect_timeout).await?;
         // From now on the file must exist: a missing file is an outage, not a cue to create one.
         let options = options.create_if_missing(false);
         Ok(Self {

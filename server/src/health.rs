@@ -61,17 +61,22 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, timeout: Duration) -> DbHe
     let result = tokio::time::timeout(timeout, async {
         let mut conn = pool.acquire().await.map_err(|e| describe(&e))?;
         conn.ping().await.map_err(|e| describe_driver(&e))?;
-        migrations::status(&mut conn, set).await.map_err(|e| match e {
-            MigrationError::Db(e) => describe_driver(&e),
-            _ => "cannot read the migration history".into(),
-        })
+        migrations::status(&mut conn, set)
+            .await
+            .map_err(|e| match e {
+                MigrationError::Db(e) => describe_driver(&e),
+                _ => "cannot read the migration history".into(),
+            })
     })
     .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
     let (schema, output) = match result {
         Err(_) => (
             None,
-            Some(format!("database did not answer within {} ms", timeout.as_millis())),
+            Some(format!(
+                "database did not answer within {} ms",
+                timeout.as_millis()
+            )),
         ),
         Ok(Err(output)) => (None, Some(output)),
         Ok(Ok(status)) => {
@@ -96,7 +101,11 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, timeout: Duration) -> DbHe
         }
     };
     DbHealth {
-        status: if output.is_none() { Status::Pass } else { Status::Fail },
+        status: if output.is_none() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
         kind: pool.kind(),
         latency_ms: (latency_ms * 1_000.0).round() / 1_000.0,
         schema,
@@ -117,7 +126,7 @@ fn describe(error: &DbError) -> String {
 
 fn describe_driver(error: &sqlx::Error) -> String {
     match error {
-        sqlx::Error::PoolTimedOut { .. } => "no database connection available in time".into(),
+        sqlx::Error::PoolTimedOut => "no database connection available in time".into(),
         sqlx::Error::PoolClosed => "the connection pool is closed".into(),
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => "cannot connect to the database".into(),
         sqlx::Error::Database(db) => match db.code().as_deref() {

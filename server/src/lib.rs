@@ -2,8 +2,11 @@
 //! shared by the `server` binary and `cargo xtask`; plus the Rocket application.
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod in_use;
+pub mod maintenance;
 pub mod migrations;
 pub mod url;

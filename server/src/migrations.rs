@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -35,10 +34,14 @@ pub enum MigrationError {
     #[error("{0}")]
     Files(String),
     /// The database holds history this code does not know.
-    #[error("the database is ahead of this code: applied migration {0} is not in migrations/; deploy the newer code or roll the database back with it")]
+    #[error(
+        "the database is ahead of this code: applied migration {0} is not in migrations/; deploy the newer code or roll the database back with it"
+    )]
     Ahead(String),
     /// An applied migration was edited afterwards.
-    #[error("migration {0} was edited after it was applied (checksum differs); restore the original file and add a new migration instead")]
+    #[error(
+        "migration {0} was edited after it was applied (checksum differs); restore the original file and add a new migration instead"
+    )]
     Diverged(String),
     /// A migration's SQL failed; migrations before it stay applied.
     #[error("migration {name} failed: {reason}")]
@@ -110,13 +113,20 @@ impl MigrationSet {
     /// Reads the `.sql` files of `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self, MigrationError> {
         let read_error = |e: std::io::Error| {
-            MigrationError::Files(format!("cannot read migrations directory {}: {e}", dir.display()))
+            MigrationError::Files(format!(
+                "cannot read migrations directory {}: {e}",
+                dir.display()
+            ))
         };
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_error)? {
             let path = entry.map_err(read_error)?.path();
             if path.extension().is_some_and(|e| e == "sql") {
-                let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string();
                 let sql = std::fs::read_to_string(&path).map_err(|e| {
                     MigrationError::Files(format!("cannot read {}: {e}", path.display()))
                 })?;
@@ -146,23 +156,39 @@ impl MigrationSet {
         let mut migrations = Vec::new();
         for (version, mut candidates) in ups {
             if candidates.len() > 1 {
-                let names: Vec<_> = candidates.iter().map(|(n, _)| format!("V{version}__{n}")).collect();
-                problems.push(format!("version {version} is used more than once: {}", names.join(", ")));
+                let names: Vec<_> = candidates
+                    .iter()
+                    .map(|(n, _)| format!("V{version}__{n}"))
+                    .collect();
+                problems.push(format!(
+                    "version {version} is used more than once: {}",
+                    names.join(", ")
+                ));
                 continue;
             }
             let (name, up) = candidates.remove(0);
             let down = downs.remove(&(version, name.clone()));
             let id = format!("V{version}__{name}");
             if down.is_none() {
-                problems.push(format!("{id}: no down script (expected migrations/{id}.down.sql)"));
+                problems.push(format!(
+                    "{id}: no down script (expected migrations/{id}.down.sql)"
+                ));
             }
             let checksum = Migration::unapplied(&id, &up)
                 .expect("a validated migration name")
                 .checksum();
-            migrations.push(MigrationFile { version, name, up, down, checksum });
+            migrations.push(MigrationFile {
+                version,
+                name,
+                up,
+                down,
+                checksum,
+            });
         }
         for (version, name) in downs.keys() {
-            problems.push(format!("V{version}__{name}.down.sql: down script without an up script"));
+            problems.push(format!(
+                "V{version}__{name}.down.sql: down script without an up script"
+            ));
         }
         for (expected, migration) in (1..).zip(&migrations) {
             if migration.version != expected {
@@ -173,7 +199,10 @@ impl MigrationSet {
                 break;
             }
         }
-        Self { migrations, problems }
+        Self {
+            migrations,
+            problems,
+        }
     }
 
     /// All usable migrations, by version.
@@ -334,10 +363,18 @@ impl SchemaStatus {
     /// Fails with a clear error when the database is ahead or diverged.
     pub fn ensure_compatible(&self) -> Result<(), MigrationError> {
         let id = |a: &AppliedMigration| format!("V{}__{}", a.version, a.name);
-        if let Some(a) = self.applied.iter().find(|a| a.state == AppliedState::Divergent) {
+        if let Some(a) = self
+            .applied
+            .iter()
+            .find(|a| a.state == AppliedState::Divergent)
+        {
             return Err(MigrationError::Diverged(id(a)));
         }
-        if let Some(a) = self.applied.iter().find(|a| a.state == AppliedState::Unknown) {
+        if let Some(a) = self
+            .applied
+            .iter()
+            .find(|a| a.state == AppliedState::Unknown)
+        {
             return Err(MigrationError::Ahead(id(a)));
         }
         Ok(())
@@ -359,6 +396,14 @@ pub async fn status(conn: &mut DbConn, set: &MigrationSet) -> Result<SchemaStatu
         DbConn::Postgres(c) => read_history_pg(c).await?,
     };
     Ok(SchemaStatus::compare(history, set))
+}
+
+/// Reads the migration state of a standalone SQLite connection (e.g. a backup file).
+pub async fn status_of_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    set: &MigrationSet,
+) -> Result<SchemaStatus, MigrationError> {
+    Ok(SchemaStatus::compare(read_history_sqlite(conn).await?, set))
 }
 
 async fn read_history_sqlite(
@@ -449,12 +494,14 @@ pub async fn upgrade(
     tx.commit().await?;
     match result {
         Ok(report) => Ok(Outcome {
-            changed: report.applied_migrations().iter().map(|m| m.to_string()).collect(),
+            changed: report
+                .applied_migrations()
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
         }),
         Err(error) => {
-            let failed = error
-                .report()
-                .map_or(0, |r| r.applied_migrations().len());
+            let failed = error.report().map_or(0, |r| r.applied_migrations().len());
             let name = set
                 .migrations()
                 .iter()
@@ -490,7 +537,10 @@ pub async fn downgrade(
         .iter()
         .rev()
         .filter(|a| a.version > to)
-        .map(|a| set.get(a.version).expect("compatible status: every applied migration is known"))
+        .map(|a| {
+            set.get(a.version)
+                .expect("compatible status: every applied migration is known")
+        })
         .collect();
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
         return Err(MigrationError::NoDownScript(m.id()));
@@ -520,7 +570,8 @@ pub async fn downgrade(
         outcome.changed.push(migration.id());
     }
     if to == 0 && !status.applied.is_empty() {
-        tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}")).await?;
+        tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}"))
+            .await?;
     }
     tx.commit().await?;
     Ok(outcome)
@@ -554,51 +605,50 @@ struct RefineryDriver<'t, 'c> {
 impl AsyncTransaction for RefineryDriver<'_, '_> {
     type Error = sqlx::Error;
 
-    fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &'a mut self,
         queries: T,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-        async move {
-            let queries: Vec<&str> = queries.collect();
-            let mut sp = self.tx.savepoint().await?;
-            for query in &queries {
-                if let Err(e) = sp.execute_script(query).await {
-                    sp.rollback().await?;
-                    return Err(e);
-                }
+    ) -> Result<usize, Self::Error> {
+        let queries: Vec<&str> = queries.collect();
+        let mut sp = self.tx.savepoint().await?;
+        for query in &queries {
+            if let Err(e) = sp.execute_script(query).await {
+                sp.rollback().await?;
+                return Err(e);
             }
-            sp.commit().await?;
-            Ok(queries.len())
         }
+        sp.commit().await?;
+        Ok(queries.len())
     }
 }
 
 impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
-    fn query<'a>(
-        &'a mut self,
-        _query: &'a str,
-    ) -> impl Future<Output = Result<Vec<Migration>, Self::Error>> + Send + 'a {
-        async move {
-            let history = match &mut *self.tx {
-                DbTx::Sqlite(c) => read_history_sqlite(c).await?,
-                DbTx::Postgres(c) => read_history_pg(c).await?,
-            };
-            history
-                .into_iter()
-                .map(|row| {
-                    let applied_on = time::OffsetDateTime::parse(
-                        &row.applied_on,
-                        &time::format_description::well_known::Rfc3339,
-                    )
+    /// refinery only asks for the applied migrations; they are read the same way as for status.
+    async fn query<'a>(&'a mut self, _query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        let history = match &mut *self.tx {
+            DbTx::Sqlite(c) => read_history_sqlite(c).await?,
+            DbTx::Postgres(c) => read_history_pg(c).await?,
+        };
+        history
+            .into_iter()
+            .map(|row| {
+                let applied_on = time::OffsetDateTime::parse(
+                    &row.applied_on,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                let checksum = row
+                    .checksum
+                    .parse()
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                    let checksum = row
-                        .checksum
-                        .parse()
-                        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                    Ok(Migration::applied(row.version, row.name, applied_on, checksum))
-                })
-                .collect()
-        }
+                Ok(Migration::applied(
+                    row.version,
+                    row.name,
+                    applied_on,
+                    checksum,
+                ))
+            })
+            .collect()
     }
 }
 
@@ -607,6 +657,76 @@ impl AsyncMigrate for RefineryDriver<'_, '_> {}
 /// The `migrations/` directory of a project root.
 pub fn dir_in(root: &Path) -> PathBuf {
     root.join("migrations")
+}
+
+/// Creates the next migration pair in `dir` from a template; returns (up, down) paths.
+///
+/// Rejects names that are not `snake_case` and names already used by a migration.
+pub fn scaffold(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), MigrationError> {
+    if !is_snake_case(name) {
+        return Err(MigrationError::Files(format!(
+            "migration name `{name}` is not snake_case (lowercase letters, digits and single underscores, starting with a letter), e.g. `add_users`"
+        )));
+    }
+    let set = if dir.is_dir() {
+        MigrationSet::from_dir(dir)?
+    } else {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", dir.display())))?;
+        MigrationSet::default()
+    };
+    if let Some(existing) = set.migrations().iter().find(|m| m.name == name) {
+        return Err(MigrationError::Files(format!(
+            "a migration named `{name}` already exists: {}.sql; choose another name",
+            existing.id()
+        )));
+    }
+    let version = highest_version_on_disk(dir)? + 1;
+    let id = format!("V{version}__{name}");
+    let up = dir.join(format!("{id}.sql"));
+    let down = dir.join(format!("{id}.down.sql"));
+    let write = |path: &Path, text: String| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+            .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", path.display())))
+    };
+    write(
+        &up,
+        format!(
+            "-- {id}: describe the change here.\n\
+             -- Runs in one transaction with its history row; keep it valid on SQLite and PostgreSQL.\n"
+        ),
+    )?;
+    write(
+        &down,
+        format!(
+            "-- Reverts {id}: undo exactly what {id}.sql does, in reverse order.\n\
+             -- `cargo xtask db-check` verifies that up, down, up gives back the same schema.\n"
+        ),
+    )?;
+    Ok((up, down))
+}
+
+/// The highest version of any file in `dir` that looks like a migration, valid or not.
+fn highest_version_on_disk(dir: &Path) -> Result<i32, MigrationError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| MigrationError::Files(format!("cannot read {}: {e}", dir.display())))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let digits: String = name
+                .strip_prefix('V')?
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<i32>().ok()
+        })
+        .max()
+        .unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -642,8 +762,14 @@ mod tests {
         let all = s.problems().join("\n");
         assert!(all.contains("V1__initial: no down script"), "{all}");
         assert!(all.contains("expected V2"), "{all}");
-        assert!(all.contains("V4__BadName.sql: not a migration name"), "{all}");
-        assert!(all.contains("V5__orphan.down.sql: down script without an up script"), "{all}");
+        assert!(
+            all.contains("V4__BadName.sql: not a migration name"),
+            "{all}"
+        );
+        assert!(
+            all.contains("V5__orphan.down.sql: down script without an up script"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Which database engine a URL points at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DbKind {
     /// SQLite, a file or an in-memory database.
@@ -50,12 +50,15 @@ impl DatabaseUrl {
             return Self::parse_sqlite(rest, root);
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            let url = url::Url::parse(raw).map_err(|e| format!("malformed PostgreSQL URL ({e})"))?;
+            let url =
+                url::Url::parse(raw).map_err(|e| format!("malformed PostgreSQL URL ({e})"))?;
             if url.host_str().is_none_or(str::is_empty) {
                 return Err("the PostgreSQL URL has no host".into());
             }
             if url.path().trim_start_matches('/').is_empty() {
-                return Err("the PostgreSQL URL names no database (postgres://user@host/dbname)".into());
+                return Err(
+                    "the PostgreSQL URL names no database (postgres://user@host/dbname)".into(),
+                );
             }
             return Ok(Self::Postgres { url });
         }
@@ -230,7 +233,8 @@ mod tests {
             ("", "empty"),
             ("sqlite://", "names no file"),
             ("sqlite://data/", "directory"),
-            ("postgres://", "malformed"),
+            ("postgres://", "no host"),
+            ("postgres://u:pw@[::1/db", "malformed"),
             ("postgres://u:pw@host", "names no database"),
         ] {
             let err = DatabaseUrl::parse(raw, root).unwrap_err();

@@ -1,1 +1,52 @@
-fn main(){}
+//! `cargo xtask`: database tasks for this workspace, in place of a Makefile.
+//!
+//! Each command parses its flags and calls the shared library in the `server` crate,
+//! where the logic lives (the server uses the same code). Progress goes to stderr,
+//! results to stdout; errors end in one `error:` line and a non-zero exit.
+
+mod backup;
+mod check;
+mod downgrade;
+mod flags;
+mod init;
+mod migrate;
+mod progress;
+mod project;
+mod reset;
+mod restore;
+mod status;
+mod upgrade;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use flags::Command;
+
+fn main() -> ExitCode {
+    let flags = flags::Xtask::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        let project = project::Project::load(flags.migrations_dir)?;
+        match flags.command {
+            Command::DbInit(cmd) => cmd.run(&project).await,
+            Command::DbStatus(cmd) => return cmd.run(&project).await,
+            Command::DbMigrate(cmd) => cmd.run(&project),
+            Command::DbUpgrade(cmd) => cmd.run(&project).await,
+            Command::DbDowngrade(cmd) => cmd.run(&project).await,
+            Command::DbReset(cmd) => cmd.run(&project).await,
+            Command::DbBackup(cmd) => cmd.run(&project).await,
+            Command::DbBackups(cmd) => cmd.run(&project),
+            Command::DbRestore(cmd) => cmd.run(&project).await,
+            Command::DbCheck(cmd) => cmd.run(&project).await,
+        }
+        .map(|()| ExitCode::SUCCESS)
+    });
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {}", server::url::mask_url(&format!("{e:#}")));
+        ExitCode::FAILURE
+    })
+}

@@ -7,6 +7,7 @@ use rocket_db_pools::Database;
 
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbError, DbPool, OpenMode};
+use crate::in_use::InUse;
 use crate::migrations::{self, MigrationSet};
 
 /// The application database; `Connection<Db>` is the request guard for a pooled connection.
@@ -50,25 +51,45 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
     let (Some(db), Some(settings)) = (rocket.state::<Db>(), rocket.state::<DbSettings>()) else {
         return Err(rocket);
     };
-    let set = MigrationSet::embedded();
-    let result = async {
-        let mut conn = db.acquire().await?;
-        if settings.migrate_on_start {
-            let outcome = migrations::upgrade(&mut conn, set, None).await?;
-            for id in &outcome.changed {
-                rocket::info!("applied migration {id}");
-            }
-        } else {
-            migrations::status(&mut conn, set).await?.ensure_compatible()?;
-        }
-        Ok::<_, Box<dyn std::error::Error>>(())
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(rocket),
+    rocket::info!("database: {} ({})", settings.url, settings.url_origin);
+    match prepare(db, settings).await {
+        Ok(Some(claim)) => Ok(rocket.manage(claim)),
+        Ok(None) => Ok(rocket),
         Err(e) => {
-            rocket::error!("database migrations: {e}");
+            rocket::error!("database: {e}");
             Err(rocket)
         }
     }
+}
+
+/// Claims a SQLite file for this server, then migrates (or only checks) the schema.
+async fn prepare(db: &Db, settings: &DbSettings) -> Result<Option<InUse>, StartupError> {
+    let claim = settings
+        .url
+        .sqlite_path()
+        .map(crate::in_use::claim_for_server)
+        .transpose()?;
+    let set = MigrationSet::embedded();
+    let mut conn = db.acquire().await?;
+    if settings.migrate_on_start {
+        for id in migrations::upgrade(&mut conn, set, None).await?.changed {
+            rocket::info!("applied migration {id}");
+        }
+    } else {
+        migrations::status(&mut conn, set)
+            .await?
+            .ensure_compatible()?;
+    }
+    Ok(claim)
+}
+
+/// Why the server refuses to start.
+#[derive(Debug, thiserror::Error)]
+enum StartupError {
+    #[error(transparent)]
+    InUse(#[from] crate::in_use::InUseError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Migration(#[from] migrations::MigrationError),
 }

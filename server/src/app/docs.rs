@@ -10,7 +10,13 @@ use super::routes;
 #[openapi(
     info(title = "server", description = "Health endpoints of the server."),
     paths(routes::live, routes::database),
-    components(schemas(routes::Liveness, crate::health::DbHealth, crate::health::SchemaHealth, crate::db::PoolStats, crate::health::Status))
+    components(schemas(
+        routes::Liveness,
+        crate::health::DbHealth,
+        crate::health::SchemaHealth,
+        crate::db::PoolStats,
+        crate::health::Status
+    ))
 )]
 struct ApiDoc;
 

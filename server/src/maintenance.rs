@@ -1,0 +1,341 @@
+//! Whole-database operations behind the xtask commands: init, reset, and the migration doctor.
+
+use std::collections::BTreeSet;
+
+use crate::config::DbSettings;
+use crate::db::{DbConn, DbError, DbPool, OpenMode};
+use crate::migrations::{self, MigrationError, MigrationSet, SchemaState, SchemaStatus};
+use crate::url::DatabaseUrl;
+
+/// A maintenance failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A migration failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// A post-condition does not hold.
+    #[error("{0}")]
+    Check(String),
+}
+
+impl From<sqlx::Error> for MaintenanceError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// What `db-init` did.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The SQLite file did not exist before.
+    pub created: bool,
+    /// Migrations applied by this run.
+    pub applied: Vec<String>,
+    /// The state afterwards (always up to date on success).
+    pub status: SchemaStatus,
+}
+
+/// Creates the database if missing, applies pending migrations, and verifies the result.
+pub async fn init(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<InitReport, MaintenanceError> {
+    let created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
+    let pool = DbPool::open(settings, OpenMode::Create).await?;
+    let result = async {
+        let mut conn = pool.acquire().await?;
+        let outcome = migrations::upgrade(&mut conn, set, None).await?;
+        conn.ping().await?;
+        let status = migrations::status(&mut conn, set).await?;
+        if status.state != SchemaState::UpToDate {
+            return Err(MaintenanceError::Check(format!(
+                "after migrating, the schema is {} (version {} of {})",
+                status.state, status.current_version, status.latest_version
+            )));
+        }
+        Ok(InitReport {
+            created,
+            applied: outcome.changed,
+            status,
+        })
+    }
+    .await;
+    pool.close().await;
+    result
+}
+
+/// Drops every table, view, trigger and sequence the application owns, history included.
+pub async fn drop_all(pool: &DbPool) -> Result<(), MaintenanceError> {
+    let mut conn = pool.acquire().await?;
+    match &mut conn {
+        DbConn::Sqlite(c) => {
+            let objects: Vec<(String, String)> = sqlx::query_as(
+                "SELECT type, name FROM sqlite_master \
+                 WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite_%' \
+                 ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 ELSE 2 END",
+            )
+            .fetch_all(&mut **c)
+            .await?;
+            // Foreign keys would make drop order matter; the pragma only works outside a transaction.
+            conn.execute_script("PRAGMA foreign_keys = OFF").await?;
+            let mut tx = conn.begin_write().await?;
+            for (kind, name) in &objects {
+                tx.execute_script(&format!(
+                    "DROP {} IF EXISTS \"{}\"",
+                    kind.to_uppercase(),
+                    name.replace('"', "\"\"")
+                ))
+                .await?;
+            }
+            tx.commit().await?;
+            conn.execute_script("PRAGMA foreign_keys = ON").await?;
+        }
+        DbConn::Postgres(_) => {
+            conn.execute_script(PG_DROP_ALL).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the objects of the current schema, keeping the schema itself (and its grants).
+const PG_DROP_ALL: &str = r#"
+DO $$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT matviewname AS n FROM pg_matviews WHERE schemaname = current_schema() LOOP
+    EXECUTE format('DROP MATERIALIZED VIEW IF EXISTS %I CASCADE', r.n);
+  END LOOP;
+  FOR r IN SELECT viewname AS n FROM pg_views WHERE schemaname = current_schema() LOOP
+    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', r.n);
+  END LOOP;
+  FOR r IN SELECT tablename AS n FROM pg_tables WHERE schemaname = current_schema() LOOP
+    EXECUTE format('DROP TABLE IF EXISTS %I CASCADE', r.n);
+  END LOOP;
+  FOR r IN SELECT sequencename AS n FROM pg_sequences WHERE schemaname = current_schema() LOOP
+    EXECUTE format('DROP SEQUENCE IF EXISTS %I CASCADE', r.n);
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS n FROM pg_proc p
+           WHERE p.pronamespace = current_schema()::regnamespace LOOP
+    EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.n);
+  END LOOP;
+  FOR r IN SELECT t.typname AS n FROM pg_type t
+           WHERE t.typnamespace = current_schema()::regnamespace
+             AND t.typtype IN ('e', 'd', 'c', 'r')
+             AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c') LOOP
+    EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.n);
+  END LOOP;
+END $$;
+"#;
+
+/// Drops everything, then migrates to the latest version.
+pub async fn reset(pool: &DbPool, set: &MigrationSet) -> Result<Vec<String>, MaintenanceError> {
+    drop_all(pool).await?;
+    let mut conn = pool.acquire().await?;
+    Ok(migrations::upgrade(&mut conn, set, None).await?.changed)
+}
+
+/// Everything `db-check` finds wrong, one line each; empty when all is well.
+///
+/// Checks the files (names, contiguous versions, down scripts), the applied checksums
+/// of the configured database when it exists, and a round trip on a scratch database:
+/// for each migration, up, down and up again must give back the same schema.
+pub async fn check(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Vec<String>, MaintenanceError> {
+    let mut problems: Vec<String> = set.problems().to_vec();
+
+    let exists = settings.url.sqlite_path().is_none_or(|p| p.exists());
+    if exists && settings.url != DatabaseUrl::SqliteMemory {
+        let pool = DbPool::open(settings, OpenMode::MustExist).await?;
+        let mut conn = pool.acquire().await?;
+        let status = migrations::status(&mut conn, set).await?;
+        drop(conn);
+        pool.close().await;
+        for applied in &status.applied {
+            let id = format!("V{}__{}", applied.version, applied.name);
+            match applied.state {
+                migrations::AppliedState::Ok => {}
+                migrations::AppliedState::Divergent => problems.push(format!(
+                    "{id}: edited after it was applied (checksum in the database differs from the file)"
+                )),
+                migrations::AppliedState::Unknown => problems.push(format!(
+                    "{id}: applied to the database but missing from migrations/"
+                )),
+            }
+        }
+    }
+
+    let scratch = Scratch::create(settings).await?;
+    let result = round_trip(&scratch.settings, set).await;
+    scratch.drop().await?;
+    problems.extend(result?);
+    Ok(problems)
+}
+
+/// Up, down, up for each migration in turn, comparing schemas.
+async fn round_trip(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Vec<String>, MaintenanceError> {
+    let pool = DbPool::open(settings, OpenMode::Create).await?;
+    let mut conn = pool.acquire().await?;
+    let mut problems = Vec::new();
+    let mut before = schema_snapshot(&mut conn).await?;
+    for migration in set.migrations() {
+        let id = migration.id();
+        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+            problems.push(format!("{id}: does not apply on an empty database: {e}"));
+            break;
+        }
+        let after = schema_snapshot(&mut conn).await?;
+        if migration.down.is_none() {
+            before = after;
+            continue;
+        }
+        if let Err(e) = migrations::downgrade(&mut conn, set, migration.version - 1).await {
+            problems.push(format!("{id}.down.sql: fails: {e}"));
+            break;
+        }
+        let reverted = schema_snapshot(&mut conn).await?;
+        if reverted != before {
+            let left: Vec<_> = reverted.difference(&before).cloned().collect();
+            let lost: Vec<_> = before.difference(&reverted).cloned().collect();
+            let mut detail = Vec::new();
+            if !left.is_empty() {
+                detail.push(format!("leaves behind {}", left.join(", ")));
+            }
+            if !lost.is_empty() {
+                detail.push(format!("removes {}", lost.join(", ")));
+            }
+            problems.push(format!(
+                "{id}.down.sql does not fully revert {id}: {}",
+                detail.join("; ")
+            ));
+            break;
+        }
+        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+            problems.push(format!(
+                "{id}: does not apply again after its down script: {e}"
+            ));
+            break;
+        }
+        if schema_snapshot(&mut conn).await? != after {
+            problems.push(format!(
+                "{id}: applying it again after its down script gives a different schema"
+            ));
+            break;
+        }
+        before = after;
+    }
+    drop(conn);
+    pool.close().await;
+    Ok(problems)
+}
+
+/// The application's schema as comparable lines (the history table excluded).
+pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx::Error> {
+    let rows: Vec<String> = match conn {
+        DbConn::Sqlite(c) => {
+            sqlx::query_scalar(
+                "SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master \
+                 WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> 'refinery_schema_history'",
+            )
+            .fetch_all(&mut **c)
+            .await?
+        }
+        DbConn::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' \
+                        || is_nullable || ' ' || coalesce(column_default, '') \
+                   FROM information_schema.columns \
+                  WHERE table_schema = current_schema() AND table_name <> 'refinery_schema_history' \
+                 UNION ALL \
+                 SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
+                  WHERE schemaname = current_schema() AND tablename <> 'refinery_schema_history' \
+                 UNION ALL \
+                 SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
+                  WHERE connamespace = current_schema()::regnamespace \
+                    AND conrelid <> coalesce(to_regclass('refinery_schema_history'), 0)::oid \
+                 UNION ALL \
+                 SELECT 'sequence ' || sequencename FROM pg_sequences WHERE schemaname = current_schema() \
+                 UNION ALL \
+                 SELECT 'type ' || typname FROM pg_type \
+                  WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') \
+                 UNION ALL \
+                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema()",
+            )
+            .fetch_all(&mut **c)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().collect())
+}
+
+/// A throwaway database of the same engine: a temp SQLite file, or a new PostgreSQL database.
+struct Scratch {
+    settings: DbSettings,
+    _dir: Option<tempfile::TempDir>,
+    admin: Option<(DbPool, String)>,
+}
+
+impl Scratch {
+    async fn create(settings: &DbSettings) -> Result<Self, MaintenanceError> {
+        let mut scratch = settings.clone();
+        scratch.min_connections = 1;
+        scratch.max_connections = 2;
+        match &settings.url {
+            DatabaseUrl::Sqlite { .. } | DatabaseUrl::SqliteMemory => {
+                let dir = tempfile::tempdir().map_err(|e| {
+                    MaintenanceError::Check(format!("cannot create a scratch directory: {e}"))
+                })?;
+                scratch.url = DatabaseUrl::Sqlite {
+                    path: dir.path().join("scratch.db"),
+                };
+                Ok(Self {
+                    settings: scratch,
+                    _dir: Some(dir),
+                    admin: None,
+                })
+            }
+            DatabaseUrl::Postgres { url } => {
+                let admin = DbPool::open(&scratch, OpenMode::MustExist).await?;
+                let name = format!("db_check_{}_{}", std::process::id(), unique_suffix());
+                admin
+                    .acquire()
+                    .await?
+                    .execute_script(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                let mut url = url.clone();
+                url.set_path(&name);
+                scratch.url = DatabaseUrl::Postgres { url };
+                Ok(Self {
+                    settings: scratch,
+                    _dir: None,
+                    admin: Some((admin, name)),
+                })
+            }
+        }
+    }
+
+    async fn drop(self) -> Result<(), MaintenanceError> {
+        if let Some((admin, name)) = self.admin {
+            admin
+                .acquire()
+                .await?
+                .execute_script(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
+            admin.close().await;
+        }
+        Ok(())
+    }
+}
+
+fn unique_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() % 1_000_000_000)
+}

@@ -1,0 +1,88 @@
+//! `db-backup` and `db-backups`.
+
+use server::backup::{self, BackupState};
+use server::db::OpenMode;
+
+use crate::flags::{DbBackup, DbBackups};
+use crate::progress::Reporter;
+use crate::project::Project;
+
+impl DbBackup {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        let settings = project.settings();
+        let dir = self
+            .out
+            .map_or_else(|| settings.backup_dir.clone(), |d| project.user_path(&d));
+        let pool = project.open(OpenMode::MustExist).await?;
+        let entry = backup::create(
+            &settings,
+            &pool,
+            &project.migrations,
+            &dir,
+            &Reporter::new(),
+        )
+        .await;
+        pool.close().await;
+        let entry = entry?;
+        let manifest = entry
+            .manifest
+            .as_ref()
+            .expect("a new backup has a manifest");
+        println!(
+            "backup {} ({} bytes, schema version {}, sha256 {}) verified",
+            project.display(&entry.path),
+            manifest.size,
+            manifest.schema_version,
+            manifest.sha256
+        );
+        if let Some(keep) = self.keep {
+            for removed in backup::prune(&dir, keep as usize)? {
+                println!("removed old backup {}", project.display(&removed));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DbBackups {
+    /// Runs the command.
+    pub fn run(self, project: &Project) -> anyhow::Result<()> {
+        let dir = self.dir.map_or_else(
+            || project.config.database.backup_dir.clone(),
+            |d| project.user_path(&d),
+        );
+        let entries = backup::list(&dir)?;
+        if entries.is_empty() {
+            println!("no backups in {}", project.display(&dir));
+            return Ok(());
+        }
+        println!(
+            "{:<48} {:<25} {:>12} {:>6}  state",
+            "file", "created", "bytes", "schema"
+        );
+        for entry in entries {
+            let name = entry
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let (created, size, schema) = match &entry.manifest {
+                Some(m) => (
+                    m.created_at.clone(),
+                    m.size.to_string(),
+                    format!("v{}", m.schema_version),
+                ),
+                None => ("?".into(), "?".into(), "?".into()),
+            };
+            let state = match entry.state {
+                BackupState::Verified => "verified".to_string(),
+                BackupState::Corrupt(reason) => format!("CORRUPT: {reason}"),
+                BackupState::NoManifest => "no manifest".to_string(),
+            };
+            println!("{name:<48} {created:<25} {size:>12} {schema:>6}  {state}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Command-line flags: every `///` line is `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Database tasks for this workspace: `cargo xtask <command>`.
+///
+/// Every command reads the same configuration as the server: `Rocket.toml` (profile from
+/// ROCKET_PROFILE), `.env`, ROCKET_* and DATABASE_* variables, and DATABASE_URL, which wins.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, propagate_version = true)]
+pub struct Xtask {
+    /// Read migrations from this directory instead of `migrations/` next to Rocket.toml.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub migrations_dir: Option<PathBuf>,
+
+    /// The task to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// One enum of commands; the `Db` prefix becomes the `db-` of each command name.
+#[allow(clippy::enum_variant_names)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if missing, apply pending migrations, and verify it (idempotent).
+    DbInit(DbInit),
+    /// Show applied and pending migrations.
+    ///
+    /// Exit code: 0 up to date, 2 migrations pending (or no database yet), 3 database ahead of this code, 4 diverged (an applied migration was edited), 1 error.
+    DbStatus(DbStatus),
+    /// Create the next migration pair: `V<n>__<name>.sql` and its `V<n>__<name>.down.sql`.
+    DbMigrate(DbMigrate),
+    /// Apply pending migrations (all, or up to `--to`).
+    DbUpgrade(DbUpgrade),
+    /// Roll back the last applied migration, or `--steps N`, or down to `--to N` (asks first).
+    DbDowngrade(DbDowngrade),
+    /// Drop everything and recreate the database at the latest version (asks first).
+    DbReset(DbReset),
+    /// Take an online, consistent, verified backup.
+    DbBackup(DbBackup),
+    /// List backups with time, size, schema version and verification state.
+    DbBackups(DbBackups),
+    /// Replace the database with a verified backup (asks first).
+    DbRestore(DbRestore),
+    /// Check migrations for CI: names, contiguous versions, down scripts, applied checksums, and an up/down/up round trip on a scratch database.
+    DbCheck(DbCheck),
+}
+
+/// Flags shared by commands that destroy data.
+#[derive(Debug, Args)]
+pub struct Destructive {
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Allow running under the protected `production` profile.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip the automatic safety backup taken before anything changes.
+    #[arg(long)]
+    pub no_backup: bool,
+}
+
+/// `db-init`.
+#[derive(Debug, Args)]
+pub struct DbInit {}
+
+/// `db-status`.
+#[derive(Debug, Args)]
+pub struct DbStatus {}
+
+/// `db-migrate`.
+#[derive(Debug, Args)]
+pub struct DbMigrate {
+    /// Name of the migration, in snake_case (e.g. `add_users`).
+    pub name: String,
+}
+
+/// `db-upgrade`.
+#[derive(Debug, Args)]
+pub struct DbUpgrade {
+    /// Stop at this version instead of the latest.
+    #[arg(long, value_name = "N")]
+    pub to: Option<i32>,
+    /// Print the SQL that would run and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `db-downgrade`.
+#[derive(Debug, Args)]
+pub struct DbDowngrade {
+    /// Roll back this many migrations (default 1).
+    #[arg(long, value_name = "N", conflicts_with = "to")]
+    pub steps: Option<usize>,
+    /// Roll back every migration above version N (`--to 0` reverts everything).
+    #[arg(long, value_name = "N")]
+    pub to: Option<i32>,
+    /// Print the down scripts that would run and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirmation, production and safety-backup flags.
+    #[command(flatten)]
+    pub destructive: Destructive,
+}
+
+/// `db-reset`.
+#[derive(Debug, Args)]
+pub struct DbReset {
+    /// Confirmation, production and safety-backup flags.
+    #[command(flatten)]
+    pub destructive: Destructive,
+}
+
+/// `db-backup`.
+#[derive(Debug, Args)]
+pub struct DbBackup {
+    /// Backup directory (default: `backups/` next to the database, or `databases.main.backup_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Afterwards keep only the newest N backups in the directory.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+}
+
+/// `db-backups`.
+#[derive(Debug, Args)]
+pub struct DbBackups {
+    /// Backup directory (default: as for db-backup).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `db-restore`.
+#[derive(Debug, Args)]
+pub struct DbRestore {
+    /// The backup file (its `.json` manifest must be beside it).
+    pub file: PathBuf,
+    /// Confirmation, production and safety-backup flags; `--force` also restores while a server has the database open.
+    #[command(flatten)]
+    pub destructive: Destructive,
+}
+
+/// `db-check`.
+#[derive(Debug, Args)]
+pub struct DbCheck {}

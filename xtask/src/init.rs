@@ -1,0 +1,33 @@
+//! `db-init`: create if missing, migrate, verify.
+
+use server::maintenance;
+
+use crate::flags::DbInit;
+use crate::project::Project;
+
+impl DbInit {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        project.guard_memory()?;
+        let report = maintenance::init(&project.settings(), &project.migrations).await?;
+        let location = project.location();
+        if report.created {
+            println!("created database {location}");
+        }
+        for id in &report.applied {
+            println!("applied {id}");
+        }
+        if !report.created && report.applied.is_empty() {
+            println!(
+                "database {location} is already up to date at version {}; nothing to do",
+                report.status.current_version
+            );
+        } else {
+            println!(
+                "database {location} is ready at version {}",
+                report.status.current_version
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! `db-restore <FILE>`: verified restore with a safety backup first.
+
+use anyhow::bail;
+use server::backup;
+use server::db::OpenMode;
+use server::in_use::{self, InUseError};
+use server::migrations::{self, SchemaState};
+use server::url::DatabaseUrl;
+
+use crate::flags::DbRestore;
+use crate::project::Project;
+
+impl DbRestore {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        project.guard_production("db-restore", self.destructive.force)?;
+        project.guard_memory()?;
+        let file = project.user_path(&self.file);
+        let database = &project.config.database;
+        let manifest = backup::verify(&file, database.url.kind(), &project.migrations).await?;
+        eprintln!(
+            "backup {} verified: schema version {}, taken {}",
+            project.display(&file),
+            manifest.schema_version,
+            manifest.created_at
+        );
+
+        // Hold the database for the whole restore, so no server starts on it midway.
+        let _claim = match database.url.sqlite_path() {
+            Some(path) => match in_use::claim_exclusive(path) {
+                Ok(claim) => Some(claim),
+                Err(InUseError::Busy(message)) if self.destructive.force => {
+                    eprintln!("warning: {message} (continuing: --force)");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
+        };
+        let exists = database.url.sqlite_path().is_none_or(|p| p.exists());
+        let pool = if exists {
+            Some(project.open(OpenMode::MustExist).await?)
+        } else {
+            None
+        };
+        if let Some(pool) = &pool
+            && matches!(database.url, DatabaseUrl::Postgres { .. })
+        {
+            let others = backup::other_pg_sessions(pool).await?;
+            if others > 0 && !self.destructive.force {
+                bail!(
+                    "{others} other session(s) are connected to {}; stop the server first, or pass --force",
+                    project.location()
+                );
+            }
+        }
+
+        eprintln!(
+            "this replaces all data in {} with the backup",
+            project.location()
+        );
+        project.confirm("restore?", self.destructive.yes)?;
+        if let Some(pool) = &pool {
+            project
+                .safety_backup(pool, self.destructive.no_backup)
+                .await?;
+        }
+        match database.url.sqlite_path() {
+            Some(path) => {
+                if let Some(pool) = pool {
+                    pool.close().await;
+                }
+                backup::swap_in_sqlite(&file, path)?;
+            }
+            None => {
+                let pool = pool.expect("a PostgreSQL database always exists");
+                backup::restore_postgres(&project.settings(), &pool, &file).await?;
+                pool.close().await;
+            }
+        }
+        println!(
+            "restored {} from {}",
+            project.location(),
+            project.display(&file)
+        );
+
+        let pool = project.open(OpenMode::MustExist).await?;
+        let status = migrations::status(&mut pool.acquire().await?, &project.migrations).await?;
+        pool.close().await;
+        match status.state {
+            SchemaState::UpToDate => {
+                println!("schema is up to date (version {})", status.current_version)
+            }
+            SchemaState::Pending => println!(
+                "schema is at version {} of {}: run `cargo xtask db-upgrade`",
+                status.current_version, status.latest_version
+            ),
+            state => println!("schema is {state}; check `cargo xtask db-status`"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! `db-status`: applied and pending migrations; the exit code says where the database stands.
+
+use std::process::ExitCode;
+
+use server::db::OpenMode;
+use server::migrations::{self, AppliedState, SchemaState};
+
+use crate::flags::DbStatus;
+use crate::project::Project;
+
+/// Exit code when migrations are pending (or there is no database yet).
+const EXIT_PENDING: u8 = 2;
+/// Exit code when the database is ahead of this code.
+const EXIT_AHEAD: u8 = 3;
+/// Exit code when an applied migration was edited.
+const EXIT_DIVERGED: u8 = 4;
+
+impl DbStatus {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<ExitCode> {
+        let database = &project.config.database;
+        println!(
+            "database:   {} ({})",
+            database.url.kind(),
+            project.location()
+        );
+        println!(
+            "migrations: {} ({} files, latest V{})",
+            project.display(&project.migrations_dir),
+            project.migrations.migrations().len(),
+            project.migrations.latest()
+        );
+        if let Some(path) = database.url.sqlite_path()
+            && !path.exists()
+        {
+            println!(
+                "status:     no database yet; {} pending (run `cargo xtask db-init`)",
+                project.migrations.migrations().len()
+            );
+            return Ok(ExitCode::from(EXIT_PENDING));
+        }
+        let pool = project.open(OpenMode::MustExist).await?;
+        let status = migrations::status(&mut pool.acquire().await?, &project.migrations).await?;
+        pool.close().await;
+
+        for applied in &status.applied {
+            let state = match applied.state {
+                AppliedState::Ok => "checksum ok",
+                AppliedState::Divergent => "DIVERGENT: file edited after it was applied",
+                AppliedState::Unknown => "NOT IN migrations/ (database ahead)",
+            };
+            println!(
+                "  applied  V{}__{}  {}  {}",
+                applied.version, applied.name, applied.applied_on, state
+            );
+        }
+        for version in &status.pending {
+            if let Some(m) = project.migrations.get(*version) {
+                println!("  pending  {}", m.id());
+            }
+        }
+        let (summary, code) = match status.state {
+            SchemaState::UpToDate => (
+                format!("up to date (version {})", status.current_version),
+                0,
+            ),
+            SchemaState::Pending => (
+                format!(
+                    "{} pending (version {} of {}); run `cargo xtask db-upgrade`",
+                    status.pending.len(),
+                    status.current_version,
+                    status.latest_version
+                ),
+                EXIT_PENDING,
+            ),
+            SchemaState::Ahead => ("ahead of this code".to_string(), EXIT_AHEAD),
+            SchemaState::Diverged => ("diverged".to_string(), EXIT_DIVERGED),
+        };
+        println!("status:     {summary}");
+        Ok(ExitCode::from(code))
+    }
+}

@@ -1,0 +1,54 @@
+//! `db-upgrade [--to N] [--dry-run]`.
+
+use anyhow::bail;
+use server::db::OpenMode;
+use server::migrations;
+
+use crate::flags::DbUpgrade;
+use crate::project::Project;
+
+impl DbUpgrade {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        let set = &project.migrations;
+        if let Some(to) = self.to
+            && set.get(to).is_none()
+        {
+            bail!(
+                "there is no migration V{to}; the latest is V{}",
+                set.latest()
+            );
+        }
+        let pool = project.open(OpenMode::MustExist).await?;
+        let mut conn = pool.acquire().await?;
+        let status = migrations::status(&mut conn, set).await?;
+        status.ensure_compatible()?;
+        let planned: Vec<_> = set
+            .migrations()
+            .iter()
+            .filter(|m| status.pending.contains(&m.version))
+            .filter(|m| self.to.is_none_or(|to| m.version <= to))
+            .collect();
+        if planned.is_empty() {
+            println!(
+                "nothing to apply: database is at version {}",
+                status.current_version
+            );
+            return Ok(());
+        }
+        if self.dry_run {
+            for m in &planned {
+                println!("-- {} (would apply)\n{}", m.id(), m.up.trim_end());
+            }
+            eprintln!("dry run: nothing was changed");
+            return Ok(());
+        }
+        let outcome = migrations::upgrade(&mut conn, set, self.to).await?;
+        for id in &outcome.changed {
+            println!("applied {id}");
+        }
+        drop(conn);
+        pool.close().await;
+        Ok(())
+    }
+}
