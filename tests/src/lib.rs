@@ -1,1 +1,381 @@
-//! x
+//! Helpers shared by every test in the workspace: a scratch PostgreSQL database per test,
+//! a temporary project directory, the built binaries, and a minimal HTTP client.
+//!
+//! Nothing here mocks a database: tests talk to real SQLite files and the real PostgreSQL
+//! server (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Default server used when `TEST_POSTGRES_URL` is not set.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The admin URL of the test PostgreSQL server.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string())
+}
+
+/// A fresh PostgreSQL database, dropped when this value is dropped.
+pub struct PgDatabase {
+    /// URL of the new database.
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates a database, or returns `None` (saying so loudly) when PostgreSQL is not
+    /// reachable outside CI. With `CI=true` an unreachable server fails the test.
+    pub fn create() -> Option<Self> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let admin = postgres_admin_url();
+        if let Err(reason) = psql(&admin, "SELECT 1") {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("PostgreSQL is required in CI but not reachable at {admin}: {reason}");
+            }
+            eprintln!(
+                "SKIPPED: PostgreSQL not reachable at {admin} ({reason}); set TEST_POSTGRES_URL to run this test"
+            );
+            return None;
+        }
+        let name = format!(
+            "t_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        );
+        psql(&admin, &format!("CREATE DATABASE {name}")).expect("create test database");
+        let url = match admin.rfind('/') {
+            Some(i) if admin[..i].ends_with(|c: char| c != '/') => {
+                format!("{}/{name}", &admin[..i])
+            }
+            _ => format!("{admin}/{name}"),
+        };
+        Some(Self { url, name })
+    }
+
+    /// Runs SQL in this database.
+    pub fn execute(&self, sql: &str) -> String {
+        psql(&self.url, sql).unwrap_or_else(|e| panic!("psql failed: {e}"))
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = psql(
+            &postgres_admin_url(),
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Runs one SQL command with `psql`, returning its unaligned output.
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new("psql")
+        .args([
+            "--no-psqlrc",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tA",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+    }
+}
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// A binary of this workspace, built by `cargo test --workspace` (the `server` and
+/// `xtask` packages have integration tests, so cargo builds their binaries first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// A temporary project: `Rocket.toml`, a copy of `migrations/`, and nothing else.
+pub struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    /// A project whose database is `sqlite://app.db` (next to its `Rocket.toml`).
+    pub fn sqlite() -> Self {
+        Self::with_url("sqlite://app.db")
+    }
+
+    /// A project whose `Rocket.toml` points at `url`.
+    pub fn with_url(url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("Rocket.toml"),
+            format!(
+                "[default]\naddress = \"127.0.0.1\"\nport = 0\nlog_level = \"normal\"\n\n\
+                 [default.databases.main]\nurl = \"{url}\"\nacquire_timeout_ms = 500\nbusy_timeout_ms = 2000\n\n\
+                 [production.databases.main]\nurl = \"{url}\"\n"
+            ),
+        )
+        .expect("write Rocket.toml");
+        let migrations = dir.path().join("migrations");
+        std::fs::create_dir(&migrations).expect("migrations dir");
+        for entry in std::fs::read_dir(workspace_root().join("migrations")).expect("migrations/") {
+            let entry = entry.expect("entry");
+            std::fs::copy(entry.path(), migrations.join(entry.file_name()))
+                .expect("copy migration");
+        }
+        Self { dir }
+    }
+
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The default SQLite database file.
+    pub fn db_path(&self) -> PathBuf {
+        self.path().join("app.db")
+    }
+
+    /// Writes a migration pair into `migrations/`.
+    pub fn write_migration(&self, id: &str, up: &str, down: Option<&str>) {
+        let dir = self.path().join("migrations");
+        std::fs::write(dir.join(format!("{id}.sql")), up).expect("write up script");
+        if let Some(down) = down {
+            std::fs::write(dir.join(format!("{id}.down.sql")), down).expect("write down script");
+        }
+    }
+
+    /// A command for a workspace binary, run in this project with a clean environment.
+    pub fn command(&self, binary_name: &str) -> Command {
+        let mut command = Command::new(binary(binary_name));
+        command.current_dir(self.path()).stdin(Stdio::null());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ROCKET_") || key.starts_with("DATABASE_") {
+                command.env_remove(key);
+            }
+        }
+        command
+    }
+
+    /// Runs `xtask <args>` in this project.
+    pub fn xtask(&self, args: &[&str]) -> Run {
+        self.xtask_with(args, &[])
+    }
+
+    /// Runs `xtask <args>` in this project with extra environment variables.
+    pub fn xtask_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = self
+            .command("xtask")
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run xtask");
+        Run::from(output)
+    }
+}
+
+/// The outcome of running a command.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts a zero exit and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts a given exit code.
+    pub fn code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The one `error:` line on stderr.
+    pub fn error_line(&self) -> &str {
+        assert_ne!(self.code, 0, "expected failure\nstdout:\n{}", self.stdout);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one error line, got:\n{}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "panic:\n{}", self.stderr);
+        lines[0]
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// A running `server` process, killed when dropped.
+pub struct Server {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts the server in `project` with extra env vars and waits (at most 30 s) until `/health` answers.
+    pub fn start(project: &Project, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let child = project
+            .command("server")
+            .env("ROCKET_PORT", port.to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let mut server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = server.child.try_wait().expect("poll server") {
+                let mut stderr = String::new();
+                if let Some(mut e) = server.child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                panic!("server exited with {status}:\n{stderr}");
+            }
+            if get(port, "/health").is_ok_and(|r| r.status == 200) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not answer /health within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET path` on this server.
+    pub fn get(&self, path: &str) -> Response {
+        get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header lines, lowercased names.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Response {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 GET with a 10-second bound.
+pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {raw}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
