@@ -163,7 +163,7 @@ impl AppConfig {
         let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
         // Rocket and rocket_db_pools read the validated values, with the URL resolved,
         // so the pool sees exactly what was checked here.
-        let figment = figment.merge(Serialized::default(DATABASE_KEY, canonical));
+        let figment = figment.merge(Serialized::global(DATABASE_KEY, canonical));
         Ok(Self {
             root,
             config_file,

@@ -21,8 +21,8 @@ impl rocket_db_pools::Pool for DbPool {
     type Error = DbError;
 
     async fn init(figment: &Figment) -> Result<Self, Self::Error> {
-        // The URL was resolved to an absolute path when the configuration was loaded.
-        let settings = DbSettings::from_focused(figment, std::path::Path::new("/"))
+        // AppConfig already resolved the URL to an absolute path; nothing relative is left.
+        let settings = DbSettings::from_focused(figment, std::path::Path::new("."))
             .map_err(|e| DbError::Config(e.to_string()))?;
         DbPool::open(&settings, OpenMode::Create).await
     }
