@@ -379,3 +379,42 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
         body: body.to_string(),
     })
 }
+
+/// Runs `sql` on the SQLite file at `path` (one statement or a script) and returns each
+/// row as its columns joined by `|`.
+pub fn sqlite(path: &Path, sql: &str) -> Vec<String> {
+    use sqlx::{ConnectOptions, Row, ValueRef};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows.iter()
+            .map(|row| {
+                (0..row.columns().len())
+                    .map(|i| {
+                        let raw = row.try_get_raw(i).expect("column");
+                        if raw.is_null() {
+                            "NULL".to_string()
+                        } else if let Ok(v) = row.try_get::<i64, _>(i) {
+                            v.to_string()
+                        } else {
+                            row.try_get::<String, _>(i).unwrap_or_default()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,831 @@
+//! `cargo xtask` end to end: the real binary, in temporary projects, on SQLite and PostgreSQL.
+
+use std::path::{Path, PathBuf};
+
+use tests::{PgDatabase, Project, Server, psql, sqlite};
+
+fn history(project: &Project) -> Vec<String> {
+    sqlite(
+        &project.db_path(),
+        "SELECT version, name FROM refinery_schema_history ORDER BY version",
+    )
+}
+
+fn notes_migrations(project: &Project) {
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        Some("DROP TABLE notes;"),
+    );
+    project.write_migration(
+        "V3__tags",
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY, label TEXT NOT NULL);",
+        Some("DROP TABLE tags;"),
+    );
+}
+
+/// Files in a directory whose names end with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.to_string_lossy().ends_with(suffix))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn backups(project: &Project) -> Vec<PathBuf> {
+    files_ending(&project.path().join("backups"), ".db")
+}
+
+#[test]
+fn db_init_creates_migrates_and_is_idempotent() {
+    let project = Project::sqlite();
+    let first = project.xtask(&["db-init"]);
+    let out = first.ok();
+    assert!(out.contains("created database app.db"), "{out}");
+    assert!(out.contains("applied V1__initial"), "{out}");
+    assert!(project.db_path().is_file());
+    assert_eq!(history(&project), ["1|initial"]);
+
+    let second = project.xtask(&["db-init"]);
+    assert!(
+        second
+            .ok()
+            .contains("already up to date at version 1; nothing to do"),
+        "{}",
+        second.stdout
+    );
+    assert_eq!(history(&project), ["1|initial"]);
+}
+
+#[test]
+fn db_init_from_a_subdirectory_uses_the_database_next_to_rocket_toml() {
+    let project = Project::sqlite();
+    let sub = project.path().join("deep/er");
+    std::fs::create_dir_all(&sub).unwrap();
+    let run = project
+        .command("xtask")
+        .current_dir(&sub)
+        .arg("db-init")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(project.db_path().is_file());
+    assert!(!sub.join("app.db").exists());
+}
+
+#[test]
+fn db_init_reports_a_failed_migration_and_keeps_the_good_ones() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER);",
+        Some("DROP TABLE notes;"),
+    );
+    project.write_migration(
+        "V3__broken",
+        "CREATE TABLE x (id INTEGER); NOT SQL AT ALL;",
+        Some("DROP TABLE x;"),
+    );
+    let run = project.xtask(&["db-init"]);
+    let line = run.error_line();
+    assert!(
+        line.starts_with("error: migration V3__broken failed:"),
+        "{line}"
+    );
+    assert_eq!(history(&project), ["1|initial", "2|notes"]);
+}
+
+#[test]
+fn four_concurrent_db_inits_apply_the_baseline_once() {
+    let mut projects = vec![(Project::sqlite(), None)];
+    if let Some(pg) = PgDatabase::create() {
+        projects.push((Project::with_url(&pg.url), Some(pg)));
+    }
+    for (project, pg) in &projects {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                project
+                    .command("xtask")
+                    .arg("db-init")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let mut applied = 0;
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            applied += stdout.matches("applied V1__initial").count();
+        }
+        assert_eq!(applied, 1, "exactly one process applied the baseline");
+        let rows = match pg {
+            Some(pg) => pg.execute("SELECT count(*) FROM refinery_schema_history"),
+            None => sqlite(
+                &project.db_path(),
+                "SELECT count(*) FROM refinery_schema_history",
+            )
+            .join(""),
+        };
+        assert_eq!(rows, "1");
+    }
+}
+
+#[test]
+fn db_status_exit_codes_follow_the_schema_state() {
+    let project = Project::sqlite();
+    let before = project.xtask(&["db-status"]);
+    before.code(2);
+    assert!(
+        before.stdout.contains("no database yet"),
+        "{}",
+        before.stdout
+    );
+    assert!(
+        !project.db_path().exists(),
+        "status never creates the database"
+    );
+
+    project.xtask(&["db-init"]).ok();
+    let up = project.xtask(&["db-status"]);
+    assert!(up.ok().contains("applied  V1__initial"), "{}", up.stdout);
+    assert!(up.stdout.contains("checksum ok"));
+    assert!(up.stdout.contains("status:     up to date (version 1)"));
+
+    notes_migrations(&project);
+    let pending = project.xtask(&["db-status"]);
+    pending.code(2);
+    assert!(pending.stdout.contains("pending  V2__notes") && pending.stdout.contains("2 pending"));
+
+    project.xtask(&["db-upgrade"]).ok();
+    std::fs::write(
+        project.path().join("migrations/V3__tags.sql"),
+        "CREATE TABLE tags (id INTEGER);",
+    )
+    .unwrap();
+    let diverged = project.xtask(&["db-status"]);
+    diverged.code(4);
+    assert!(diverged.stdout.contains("DIVERGENT"), "{}", diverged.stdout);
+
+    for f in ["V3__tags.sql", "V3__tags.down.sql"] {
+        std::fs::remove_file(project.path().join("migrations").join(f)).unwrap();
+    }
+    let ahead = project.xtask(&["db-status"]);
+    ahead.code(3);
+    assert!(
+        ahead.stdout.contains("ahead of this code"),
+        "{}",
+        ahead.stdout
+    );
+}
+
+#[test]
+fn db_migrate_creates_a_pair_and_rejects_bad_names() {
+    let project = Project::sqlite();
+    let run = project.xtask(&["db-migrate", "add_users"]);
+    let out = run.ok();
+    assert!(
+        out.contains("created migrations/V2__add_users.sql"),
+        "{out}"
+    );
+    assert!(
+        out.contains("created migrations/V2__add_users.down.sql"),
+        "{out}"
+    );
+    assert!(
+        project
+            .path()
+            .join("migrations/V2__add_users.down.sql")
+            .is_file()
+    );
+
+    for bad in ["AddUsers", "add-users", "1users", "add__users"] {
+        let line = project.xtask(&["db-migrate", bad]).error_line().to_string();
+        assert!(line.contains("not snake_case"), "{bad}: {line}");
+    }
+    let line = project
+        .xtask(&["db-migrate", "add_users"])
+        .error_line()
+        .to_string();
+    assert!(line.contains("already exists"), "{line}");
+    assert_eq!(
+        files_ending(&project.path().join("migrations"), ".sql").len(),
+        4
+    );
+}
+
+/// `db-migrate` → write the scripts → `db-upgrade` → `db-downgrade`, keeping untouched data.
+fn migrate_upgrade_downgrade(project: &Project, sql: &dyn Fn(&str) -> String) {
+    project.xtask(&["db-init"]).ok();
+    for (name, up, down) in [
+        (
+            "notes",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+            "DROP TABLE notes;",
+        ),
+        (
+            "tags",
+            "CREATE TABLE tags (id INTEGER PRIMARY KEY, label TEXT NOT NULL);",
+            "DROP TABLE tags;",
+        ),
+    ] {
+        project.xtask(&["db-migrate", name]).ok();
+        let files = files_ending(&project.path().join("migrations"), &format!("__{name}.sql"));
+        std::fs::write(&files[0], up).unwrap();
+        std::fs::write(files[0].with_extension("down.sql"), down).unwrap();
+    }
+    let dry = project.xtask(&["db-upgrade", "--dry-run"]);
+    assert!(dry.ok().contains("CREATE TABLE notes"), "{}", dry.stdout);
+    assert!(
+        sql("SELECT count(*) FROM refinery_schema_history").ends_with('1'),
+        "dry run changed nothing"
+    );
+
+    assert!(
+        project
+            .xtask(&["db-upgrade", "--to", "2"])
+            .ok()
+            .contains("applied V2__notes")
+    );
+    assert!(
+        project
+            .xtask(&["db-upgrade"])
+            .ok()
+            .contains("applied V3__tags")
+    );
+    sql(
+        "INSERT INTO notes (id, body) VALUES (1, 'keep me'); INSERT INTO tags (id, label) VALUES (1, 'x')",
+    );
+
+    let refused = project.xtask(&["db-downgrade"]);
+    assert!(
+        refused.error_line().contains("stdin is not a terminal"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        sql("SELECT count(*) FROM tags").ends_with('1'),
+        "refusal changed nothing"
+    );
+
+    let dry = project.xtask(&["db-downgrade", "--dry-run"]);
+    assert!(dry.ok().contains("DROP TABLE tags"));
+
+    let run = project.xtask(&["db-downgrade", "-y"]);
+    assert!(run.ok().contains("reverted V3__tags"), "{}", run.stdout);
+    assert!(run.stderr.contains("safety backup: "), "{}", run.stderr);
+    assert_eq!(sql("SELECT body FROM notes"), "keep me");
+    assert!(sql("SELECT count(*) FROM refinery_schema_history").ends_with('2'));
+
+    let run = project.xtask(&["db-downgrade", "--to", "0", "-y", "--no-backup"]);
+    assert!(run.ok().contains("reverted V1__initial"), "{}", run.stdout);
+}
+
+#[test]
+fn migrate_upgrade_downgrade_keeps_data_on_sqlite() {
+    let project = Project::sqlite();
+    let db = project.db_path();
+    migrate_upgrade_downgrade(&project, &|q| sqlite(&db, q).join("\n"));
+    assert!(
+        sqlite(&db, "SELECT name FROM sqlite_master WHERE type = 'table'").is_empty(),
+        "everything reverted"
+    );
+}
+
+#[test]
+fn migrate_upgrade_downgrade_keeps_data_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    migrate_upgrade_downgrade(&project, &|q| pg.execute(q));
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0"
+    );
+}
+
+#[test]
+fn destructive_commands_refuse_under_production_without_force() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let prod = [("ROCKET_PROFILE", "production")];
+    for args in [
+        &["db-reset", "-y"][..],
+        &["db-downgrade", "-y"],
+        &["db-restore", "x.db", "-y"],
+    ] {
+        let run = project.xtask_with(args, &prod);
+        assert!(
+            run.error_line().contains("production profile"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(history(&project), ["1|initial"]);
+    project
+        .xtask_with(&["db-reset", "-y", "--force"], &prod)
+        .ok();
+}
+
+#[test]
+fn db_reset_clears_data_and_leaves_the_latest_version() {
+    let project = Project::sqlite();
+    notes_migrations(&project);
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO notes (body) VALUES ('a'), ('b'); CREATE TABLE stray (x INTEGER);",
+    );
+
+    let refused = project.xtask(&["db-reset"]);
+    assert!(
+        refused.error_line().contains("pass --yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT count(*) FROM notes"),
+        ["2"]
+    );
+
+    let run = project.xtask(&["db-reset", "--yes"]);
+    assert!(
+        run.ok().contains("was reset to version 3"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT count(*) FROM notes"),
+        ["0"]
+    );
+    assert!(
+        sqlite(
+            &project.db_path(),
+            "SELECT name FROM sqlite_master WHERE name = 'stray'"
+        )
+        .is_empty()
+    );
+    assert_eq!(history(&project).len(), 3);
+    assert_eq!(
+        backups(&project).len(),
+        1,
+        "a safety backup was taken first"
+    );
+}
+
+#[test]
+fn db_reset_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    notes_migrations(&project);
+    project.xtask(&["db-init"]).ok();
+    pg.execute("INSERT INTO notes (id, body) VALUES (1, 'a'); CREATE TABLE stray (x INTEGER)");
+    project.xtask(&["db-reset", "-y"]).ok();
+    assert_eq!(pg.execute("SELECT count(*) FROM notes"), "0");
+    assert_eq!(pg.execute("SELECT to_regclass('stray') IS NULL"), "t");
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM refinery_schema_history"),
+        "3"
+    );
+    assert_eq!(
+        files_ending(&project.path().join("backups"), ".dump").len(),
+        1
+    );
+}
+
+#[test]
+fn a_backup_taken_while_a_writer_commits_is_a_consistent_prefix() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__events",
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+        Some("DROP TABLE events;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    // Enough data that the snapshot takes a while.
+    sqlite(
+        &db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO events SELECT i, hex(randomblob(200)) FROM n;",
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let mut seq = 20_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                sqlite(&db, &format!("INSERT INTO events VALUES ({seq}, 'w{seq}')"));
+            }
+            seq
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let run = project.xtask(&["db-backup"]);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.join().unwrap();
+    let out = run.ok();
+    assert!(out.contains("verified"), "{out}");
+
+    let backup = backups(&project).pop().expect("one backup");
+    let rows = sqlite(&backup, "SELECT count(*), min(seq), max(seq) FROM events");
+    let parts: Vec<i64> = rows[0].split('|').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(
+        parts[0], parts[2],
+        "no gaps: the backup holds exactly 1..=max"
+    );
+    assert_eq!(parts[1], 1);
+    assert!(
+        parts[2] >= 20_000 && parts[2] <= last,
+        "a prefix of what was committed: {parts:?} of {last}"
+    );
+    assert!(
+        last > parts[2],
+        "the writer kept committing after the snapshot"
+    );
+    assert_eq!(sqlite(&backup, "PRAGMA integrity_check"), ["ok"]);
+
+    let mode = std::fs::metadata(&backup).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.json", backup.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["schema_version"], 2);
+    assert_eq!(manifest["kind"], "sqlite");
+    assert_eq!(manifest["size"], std::fs::metadata(&backup).unwrap().len());
+
+    // Restoring it gives exactly that prefix.
+    let restored = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"]);
+    assert!(
+        restored.ok().contains("schema is up to date"),
+        "{}",
+        restored.stdout
+    );
+    assert_eq!(
+        sqlite(&db, "SELECT count(*), max(seq) FROM events"),
+        [format!("{}|{}", parts[0], parts[2])]
+    );
+}
+
+#[test]
+fn db_backups_lists_and_keep_retains_exactly_n() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    for _ in 0..4 {
+        project.xtask(&["db-backup"]).ok();
+    }
+    assert_eq!(backups(&project).len(), 4);
+    let run = project.xtask(&["db-backup", "--keep", "2"]);
+    assert_eq!(run.ok().matches("removed old backup").count(), 3);
+    let kept = backups(&project);
+    assert_eq!(kept.len(), 2);
+    assert_eq!(
+        files_ending(&project.path().join("backups"), ".json").len(),
+        2
+    );
+
+    let list = project.xtask(&["db-backups"]);
+    let out = list.ok();
+    assert_eq!(out.matches("verified").count(), 2, "{out}");
+    assert!(out.contains("v1"));
+
+    std::fs::write(&kept[0], b"tampered").unwrap();
+    assert!(project.xtask(&["db-backups"]).ok().contains("CORRUPT"));
+
+    let out_dir = project.path().join("elsewhere");
+    project.xtask(&["db-backup", "--out", "elsewhere"]).ok();
+    assert_eq!(files_ending(&out_dir, ".db").len(), 1);
+    assert!(
+        project
+            .xtask(&["db-backups", "--dir", "elsewhere"])
+            .ok()
+            .contains("verified")
+    );
+}
+
+#[test]
+fn restore_refuses_bad_backups_and_changes_nothing() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+        Some("DROP TABLE notes;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO notes (body) VALUES ('current')",
+    );
+    project.xtask(&["db-backup"]).ok();
+    let good = backups(&project).pop().unwrap();
+    let manifest = format!("{}.json", good.display());
+
+    // A backup from a newer schema, taken in another project that knows V3.
+    let newer = Project::sqlite();
+    newer.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+        Some("DROP TABLE notes;"),
+    );
+    newer.write_migration(
+        "V3__more",
+        "CREATE TABLE more (id INTEGER);",
+        Some("DROP TABLE more;"),
+    );
+    newer.xtask(&["db-init"]).ok();
+    newer.xtask(&["db-backup"]).ok();
+    let newer_backup = backups(&newer).pop().unwrap();
+
+    let dir = project.path().join("bad");
+    std::fs::create_dir(&dir).unwrap();
+    let with_manifest = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::copy(&manifest, format!("{}.json", path.display())).unwrap();
+        path
+    };
+    let original = std::fs::read(&good).unwrap();
+    let random: Vec<u8> = (0..original.len())
+        .map(|i| (i * 7919 % 251) as u8)
+        .collect();
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (with_manifest("empty.db", b""), "the file is empty"),
+        (
+            with_manifest("random.db", &random),
+            "checksum does not match",
+        ),
+        (
+            with_manifest("truncated.db", &original[..original.len() / 2]),
+            "size is",
+        ),
+        (
+            with_manifest("flipped.db", &flipped),
+            "checksum does not match",
+        ),
+        (newer_backup, "newer than this code knows"),
+        (dir.join("missing-manifest.db"), "no manifest"),
+    ];
+    std::fs::write(dir.join("missing-manifest.db"), &original).unwrap();
+
+    let before = std::fs::read(project.db_path()).unwrap();
+    let backups_before = backups(&project).len();
+    for (path, reason) in cases {
+        let run = project.xtask(&["db-restore", path.to_str().unwrap(), "-y"]);
+        let line = run.error_line();
+        assert!(
+            line.contains(reason) && line.contains("nothing was changed"),
+            "{}: {line}",
+            path.display()
+        );
+        assert_eq!(
+            std::fs::read(project.db_path()).unwrap(),
+            before,
+            "database unchanged"
+        );
+    }
+    assert_eq!(
+        backups(&project).len(),
+        backups_before,
+        "no safety backup for a refused restore"
+    );
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM notes"),
+        ["current"]
+    );
+}
+
+#[test]
+fn restore_brings_back_the_backup_after_a_safety_backup() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+        Some("DROP TABLE notes;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO notes (body) VALUES ('before')",
+    );
+    project.xtask(&["db-backup"]).ok();
+    let backup = backups(&project).pop().unwrap();
+    sqlite(
+        &project.db_path(),
+        "DELETE FROM notes; INSERT INTO notes (body) VALUES ('after')",
+    );
+
+    let refused = project.xtask(&["db-restore", backup.to_str().unwrap()]);
+    assert!(refused.error_line().contains("pass --yes"));
+
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "--yes"]);
+    let out = run.ok();
+    assert!(out.contains("restored app.db"), "{out}");
+    assert!(out.contains("schema is up to date (version 2)"), "{out}");
+    assert!(
+        run.stderr.contains("safety backup: backups/"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM notes"),
+        ["before"]
+    );
+    assert_eq!(backups(&project).len(), 2);
+    for side in ["-journal"] {
+        assert!(!project.path().join(format!("app.db{side}")).exists());
+    }
+
+    // An older backup restores too, and the user is told to upgrade.
+    project.write_migration(
+        "V3__tags",
+        "CREATE TABLE tags (id INTEGER);",
+        Some("DROP TABLE tags;"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"]);
+    assert!(
+        run.ok().contains("run `cargo xtask db-upgrade`"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn restore_refuses_while_a_server_has_the_database_open() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.xtask(&["db-backup"]).ok();
+    let backup = backups(&project).pop().unwrap();
+    let server = Server::start(&project, &[]);
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y"]);
+    let line = run.error_line();
+    assert!(line.contains("open by a running server (pid"), "{line}");
+    assert!(line.contains("--force"), "{line}");
+    drop(server);
+    project
+        .xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"])
+        .ok();
+}
+
+#[test]
+fn postgres_backup_and_restore_round_trip() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT);",
+        Some("DROP TABLE notes;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    pg.execute("INSERT INTO notes (body) VALUES ('kept')");
+    let run = project.xtask(&["db-backup"]);
+    assert!(run.ok().contains("verified"), "{}", run.stdout);
+    let dumps = files_ending(&project.path().join("backups"), ".dump");
+    assert_eq!(dumps.len(), 1);
+    assert!(project.xtask(&["db-backups"]).ok().contains("verified"));
+
+    pg.execute("DELETE FROM notes; CREATE TABLE stray (x INTEGER)");
+    let run = project.xtask(&["db-restore", dumps[0].to_str().unwrap(), "-y"]);
+    assert!(
+        run.ok().contains("schema is up to date (version 2)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pg.execute("SELECT body FROM notes"), "kept");
+    assert_eq!(pg.execute("SELECT to_regclass('stray') IS NULL"), "t");
+    assert_eq!(
+        files_ending(&project.path().join("backups"), ".dump").len(),
+        2,
+        "safety backup taken"
+    );
+
+    let sqlite_backup = Project::sqlite();
+    sqlite_backup.xtask(&["db-init"]).ok();
+    sqlite_backup.xtask(&["db-backup"]).ok();
+    let wrong = backups(&sqlite_backup).pop().unwrap();
+    let line = project
+        .xtask(&["db-restore", wrong.to_str().unwrap(), "-y"])
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("sqlite backup") && line.contains("postgres"),
+        "{line}"
+    );
+}
+
+#[test]
+fn db_check_passes_on_good_migrations_and_names_each_problem() {
+    let project = Project::sqlite();
+    notes_migrations(&project);
+    let run = project.xtask(&["db-check"]);
+    assert!(run.ok().contains("ok: 3 migration(s)"), "{}", run.stdout);
+
+    let broken = |setup: &dyn Fn(&Project), expected: &str| {
+        let p = Project::sqlite();
+        notes_migrations(&p);
+        setup(&p);
+        let run = p.xtask(&["db-check"]);
+        assert_eq!(run.code, 1, "{}", run.stdout);
+        assert!(
+            run.stdout.contains(expected),
+            "expected `{expected}` in:\n{}",
+            run.stdout
+        );
+    };
+    broken(
+        &|p| std::fs::remove_file(p.path().join("migrations/V3__tags.down.sql")).unwrap(),
+        "V3__tags: no down script",
+    );
+    broken(
+        &|p| {
+            for f in ["V2__notes.sql", "V2__notes.down.sql"] {
+                std::fs::remove_file(p.path().join("migrations").join(f)).unwrap();
+            }
+        },
+        "versions must be contiguous from 1; expected V2",
+    );
+    broken(
+        &|p| {
+            p.xtask(&["db-init"]).ok();
+            std::fs::write(
+                p.path().join("migrations/V2__notes.sql"),
+                "CREATE TABLE notes (id INTEGER, extra TEXT);",
+            )
+            .unwrap();
+        },
+        "V2__notes: edited after it was applied",
+    );
+    broken(
+        &|p| std::fs::write(p.path().join("migrations/V3__tags.down.sql"), "SELECT 1;").unwrap(),
+        "V3__tags.down.sql does not fully revert V3__tags: leaves behind table tags",
+    );
+}
+
+#[test]
+fn db_check_round_trips_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id SERIAL PRIMARY KEY, body TEXT NOT NULL); CREATE INDEX notes_body ON notes (body);",
+        Some("DROP INDEX notes_body;"),
+    );
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("V2__notes.down.sql does not fully revert V2__notes"),
+        "{}",
+        run.stdout
+    );
+    let leftovers = psql(
+        &tests::postgres_admin_url(),
+        "SELECT count(*) FROM pg_database WHERE datname LIKE 'db_check_%'",
+    )
+    .unwrap();
+    assert_eq!(leftovers, "0", "the scratch database was dropped");
+}
+
+#[test]
+fn in_memory_databases_are_refused_with_a_clear_message() {
+    let project = Project::sqlite();
+    let run = project.xtask_with(&["db-init"], &[("DATABASE_URL", "sqlite::memory:")]);
+    assert!(
+        run.error_line().contains("in-memory database"),
+        "{}",
+        run.stderr
+    );
+}
