@@ -660,9 +660,10 @@ fn restore_brings_back_the_backup_after_a_safety_backup() {
         ["before"]
     );
     assert_eq!(backups(&project).len(), 2);
-    for side in ["-journal"] {
-        assert!(!project.path().join(format!("app.db{side}")).exists());
-    }
+    assert!(
+        !project.path().join(".app.db.restoring").exists(),
+        "no staging file left behind"
+    );
 
     // An older backup restores too, and the user is told to upgrade.
     project.write_migration(
