@@ -14,7 +14,10 @@ async fn main() -> ExitCode {
     match server::app::rocket(&config).launch().await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: the server did not start: {e}");
+            // Inspecting the kind marks the error handled; unhandled, Rocket panics on drop.
+            let kind = e.kind().to_string();
+            let reason = server::app::startup_error().map_or(kind, str::to_string);
+            eprintln!("error: the server did not start: {reason}");
             ExitCode::FAILURE
         }
     }

@@ -115,12 +115,50 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("target/<profile>/deps");
     let path = dir.join(name);
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run `cargo test --workspace`, which builds it",
+                path.display()
+            )
+        });
+    // What each binary is built from: its own sources, the shared library and the
+    // embedded migrations (the server's `main.rs` is not part of xtask).
+    let root = workspace_root();
+    let sources: &[&str] = match name {
+        "xtask" => &["xtask/src", "server/src", "server/build.rs", "migrations"],
+        _ => &["server/src", "server/build.rs", "migrations"],
+    };
+    let newest_source = sources
+        .iter()
+        .filter_map(|source| {
+            newest_mtime(&root.join(source), &root.join("server/src/main.rs"), name)
+        })
+        .max();
     assert!(
-        path.is_file(),
-        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        newest_source.is_none_or(|source| source <= built),
+        "{} is older than its sources: run `cargo test --workspace`, which rebuilds it",
         path.display()
     );
     path
+}
+
+/// The newest modification time of `path` (a file, or any file below a directory),
+/// skipping the server's `main.rs` unless `binary` is the server.
+fn newest_mtime(path: &Path, server_main: &Path, binary: &str) -> Option<std::time::SystemTime> {
+    if path == server_main && binary != "server" {
+        return None;
+    }
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path(), server_main, binary))
+        .max()
 }
 
 /// A temporary project: `Rocket.toml`, a copy of `migrations/`, and nothing else.

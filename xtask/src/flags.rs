@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// Every command reads the same configuration as the server: `Rocket.toml` (profile from
 /// ROCKET_PROFILE), `.env`, ROCKET_* and DATABASE_* variables, and DATABASE_URL, which wins.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, propagate_version = true)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    version,
+    propagate_version = true
+)]
 pub struct Xtask {
     /// Read migrations from this directory instead of `migrations/` next to Rocket.toml.
     #[arg(long, global = true, value_name = "DIR")]

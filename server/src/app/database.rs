@@ -1,5 +1,7 @@
 //! The pool fairing (`rocket_db_pools`) and the migrations fairing that runs on ignite.
 
+use std::sync::OnceLock;
+
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
@@ -24,7 +26,9 @@ impl rocket_db_pools::Pool for DbPool {
         // AppConfig already resolved the URL to an absolute path; nothing relative is left.
         let settings = DbSettings::from_focused(figment, std::path::Path::new("."))
             .map_err(|e| DbError::Config(e.to_string()))?;
-        DbPool::open(&settings, OpenMode::Create).await
+        DbPool::open(&settings, OpenMode::Create)
+            .await
+            .inspect_err(|e| record_startup_error(e.to_string()))
     }
 
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
@@ -57,9 +61,22 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
         Ok(None) => Ok(rocket),
         Err(e) => {
             rocket::error!("database: {e}");
+            record_startup_error(e.to_string());
             Err(rocket)
         }
     }
+}
+
+/// Why the database stage stopped the launch, for `main` to report on stderr.
+static STARTUP_ERROR: OnceLock<String> = OnceLock::new();
+
+fn record_startup_error(message: String) {
+    let _ = STARTUP_ERROR.set(message);
+}
+
+/// The reason the database stage refused to start the server, if it did.
+pub fn startup_error() -> Option<&'static str> {
+    STARTUP_ERROR.get().map(String::as_str)
 }
 
 /// Claims a SQLite file for this server, then migrates (or only checks) the schema.

@@ -8,7 +8,7 @@ use rocket::{Build, Rocket};
 
 use crate::config::AppConfig;
 
-pub use database::Db;
+pub use database::{Db, startup_error};
 
 /// Builds the server from a loaded configuration.
 pub fn rocket(config: &AppConfig) -> Rocket<Build> {

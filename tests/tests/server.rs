@@ -1,0 +1,221 @@
+//! The `server` binary end to end: startup, health over real HTTP, configuration errors,
+//! and PostgreSQL going away and coming back (through a TCP proxy the test controls).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tests::{PgDatabase, Project, Server, sqlite};
+
+#[test]
+fn serves_health_on_the_sqlite_default_from_any_subdirectory() {
+    let project = Project::sqlite();
+    let sub = project.path().join("nested");
+    std::fs::create_dir(&sub).unwrap();
+    let server = Server::start(&project, &[]);
+    let live = server.get("/health");
+    assert_eq!(
+        (live.status, live.body.as_str()),
+        (200, r#"{"status":"pass"}"#)
+    );
+    let ready = server.get("/health/db");
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.header("cache-control"), Some("no-store"));
+    let body = ready.json();
+    assert_eq!(body["status"], "pass");
+    assert_eq!(body["kind"], "sqlite");
+    assert_eq!(body["schema"]["state"], "up_to_date");
+    assert!(project.db_path().is_file(), "created next to Rocket.toml");
+    assert_eq!(
+        sqlite(
+            &project.db_path(),
+            "SELECT name FROM refinery_schema_history"
+        ),
+        ["initial"]
+    );
+    assert!(server.get("/openapi.json").json()["paths"]["/health/db"].is_object());
+    assert_eq!(server.get("/docs/").status, 200);
+}
+
+#[test]
+fn the_same_binary_serves_postgres_when_database_url_says_so() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::sqlite();
+    let server = Server::start(&project, &[("DATABASE_URL", &pg.url)]);
+    let body = server.get("/health/db").json();
+    assert_eq!(body["kind"], "postgres", "{body}");
+    assert_eq!(body["status"], "pass");
+    assert_eq!(
+        pg.execute("SELECT name FROM refinery_schema_history"),
+        "initial"
+    );
+    assert!(
+        !project.db_path().exists(),
+        "no SQLite file when running on PostgreSQL"
+    );
+}
+
+#[test]
+fn bad_configuration_exits_with_one_clear_line_and_no_panic() {
+    let project = Project::sqlite();
+    for (env, expected) in [
+        (
+            ("DATABASE_URL", "mysql://root:hunter2@localhost/app"),
+            "unknown scheme `mysql:`",
+        ),
+        (("ROCKET_PROFILE", "nope"), "unknown profile `nope`"),
+        (
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            "DATABASE_MAX_CONNECTIONS",
+        ),
+    ] {
+        let output = project
+            .command("server")
+            .env(env.0, env.1)
+            .output()
+            .unwrap();
+        let run = tests::Run::from(output);
+        let line = run.error_line();
+        assert!(line.contains(expected), "{line}");
+        assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    }
+    assert!(!project.db_path().exists(), "nothing was created");
+}
+
+#[test]
+fn refuses_to_start_when_the_database_is_ahead_of_the_binary() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__future",
+        "CREATE TABLE future (id INTEGER);",
+        Some("DROP TABLE future;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    let output = project
+        .command("server")
+        .env("ROCKET_PORT", tests::free_port().to_string())
+        .output()
+        .unwrap();
+    let run = tests::Run::from(output);
+    assert_ne!(run.code, 0);
+    assert!(run.stderr.contains("ahead of this code"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut and restore.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    fn start(port: u16, upstream: u16) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy port");
+        listener.set_nonblocking(true).unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let streams: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let accept = {
+            let (up, streams) = (up.clone(), streams.clone());
+            std::thread::spawn(move || {
+                while up.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((client, _)) => {
+                            client.set_nonblocking(false).unwrap();
+                            let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                                continue;
+                            };
+                            let mut registry = streams.lock().unwrap();
+                            registry.push(client.try_clone().unwrap());
+                            registry.push(server.try_clone().unwrap());
+                            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                            pipe(server, client);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        Self {
+            port,
+            up,
+            streams,
+            accept: Some(accept),
+        }
+    }
+
+    /// Closes the listener and every proxied connection: the database is unreachable.
+    fn cut(mut self) -> u16 {
+        self.up.store(false, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            t.join().unwrap();
+        }
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        self.port
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+#[test]
+fn postgres_going_away_fails_within_a_second_and_recovers_without_restart() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let upstream: u16 = url_port(&pg.url);
+    let proxy = Proxy::start(tests::free_port(), upstream);
+    let via_proxy = pg
+        .url
+        .replacen(&format!(":{upstream}/"), &format!(":{}/", proxy.port), 1);
+    assert_ne!(via_proxy, pg.url);
+    let project = Project::sqlite();
+    let server = Server::start(&project, &[("DATABASE_URL", &via_proxy)]);
+    assert_eq!(server.get("/health/db").status, 200);
+
+    let port = proxy.cut();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = server.get("/health/db");
+        let elapsed = started.elapsed();
+        assert_eq!(response.status, 503, "{}", response.body);
+        assert_eq!(response.json()["status"], "fail");
+        assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+        assert!(!response.body.contains("postgres://"), "{}", response.body);
+    }
+
+    let _proxy = Proxy::start(port, upstream);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if server.get("/health/db").status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "did not recover within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn url_port(url: &str) -> u16 {
+    let authority = url.split('/').nth(2).unwrap();
+    authority
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5432)
+}
