@@ -293,6 +293,15 @@ fn migrate_upgrade_downgrade(project: &Project, sql: &dyn Fn(&str) -> String) {
     assert_eq!(sql("SELECT body FROM notes"), "keep me");
     assert!(sql("SELECT count(*) FROM refinery_schema_history").ends_with('2'));
 
+    project.xtask(&["db-upgrade"]).ok();
+    let run = project.xtask(&["db-downgrade", "--steps", "2", "-y", "--no-backup"]);
+    let out = run.ok();
+    assert!(
+        out.contains("reverted V3__tags") && out.contains("reverted V2__notes"),
+        "{out}"
+    );
+    assert!(out.contains("database is at version 1"), "{out}");
+
     let run = project.xtask(&["db-downgrade", "--to", "0", "-y", "--no-backup"]);
     assert!(run.ok().contains("reverted V1__initial"), "{}", run.stdout);
 }
