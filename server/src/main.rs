@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
         Err(e) => {
             // Inspecting the kind marks the error handled; unhandled, Rocket panics on drop.
             let kind = e.kind().to_string();
-            let reason = server::app::startup_error().map_or(kind, str::to_string);
+            let reason = server::app::startup_error().unwrap_or(kind);
             eprintln!("error: the server did not start: {reason}");
             ExitCode::FAILURE
         }

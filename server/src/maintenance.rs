@@ -43,8 +43,17 @@ pub async fn init(
     settings: &DbSettings,
     set: &MigrationSet,
 ) -> Result<InitReport, MaintenanceError> {
-    let created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
-    let pool = DbPool::open(settings, OpenMode::Create).await?;
+    let mut created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
+    let pool = match DbPool::open(settings, OpenMode::Create).await {
+        Err(DbError::Driver(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
+        {
+            create_pg_database(settings).await?;
+            created = true;
+            DbPool::open(settings, OpenMode::Create).await?
+        }
+        other => other?,
+    };
     let result = async {
         let mut conn = pool.acquire().await?;
         let outcome = migrations::upgrade(&mut conn, set, None).await?;
@@ -65,6 +74,48 @@ pub async fn init(
     .await;
     pool.close().await;
     result
+}
+
+/// SQLSTATE `invalid_catalog_name`: the database does not exist.
+const PG_NO_SUCH_DATABASE: &str = "3D000";
+/// SQLSTATE `duplicate_database`: someone else created it first.
+const PG_DUPLICATE_DATABASE: &str = "42P04";
+
+/// Creates the PostgreSQL database named in the URL, connecting to the server's `postgres` database.
+async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceError> {
+    let DatabaseUrl::Postgres { url } = &settings.url else {
+        return Ok(());
+    };
+    let name = url.path().trim_start_matches('/').to_string();
+    let mut admin = settings.clone();
+    let mut admin_url = url.clone();
+    admin_url.set_path("/postgres");
+    admin.url = DatabaseUrl::Postgres { url: admin_url };
+    admin.min_connections = 0;
+    admin.max_connections = 1;
+    let pool = DbPool::open(&admin, OpenMode::MustExist).await.map_err(|e| {
+        MaintenanceError::Check(format!(
+            "database `{name}` does not exist and cannot be created (connecting to the `postgres` database failed: {e})"
+        ))
+    })?;
+    let result = pool
+        .acquire()
+        .await?
+        .execute_script(&format!(
+            "CREATE DATABASE \"{}\"",
+            name.replace('"', "\"\"")
+        ))
+        .await;
+    pool.close().await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(PG_DUPLICATE_DATABASE) => {
+            Ok(())
+        }
+        Err(e) => Err(MaintenanceError::Check(format!(
+            "cannot create database `{name}`: {e}"
+        ))),
+    }
 }
 
 /// Drops every table, view, trigger and sequence the application owns, history included.

@@ -316,29 +316,27 @@ pub struct Server {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    log: tempfile::NamedTempFile,
 }
 
 impl Server {
     /// Starts the server in `project` with extra env vars and waits (at most 30 s) until `/health` answers.
     pub fn start(project: &Project, env: &[(&str, &str)]) -> Self {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().expect("log file");
         let child = project
             .command("server")
             .env("ROCKET_PORT", port.to_string())
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(log.reopen().expect("log file"))
+            .stderr(log.reopen().expect("log file"))
             .spawn()
             .expect("spawn server");
-        let mut server = Self { child, port };
+        let mut server = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = server.child.try_wait().expect("poll server") {
-                let mut stderr = String::new();
-                if let Some(mut e) = server.child.stderr.take() {
-                    let _ = e.read_to_string(&mut stderr);
-                }
-                panic!("server exited with {status}:\n{stderr}");
+                panic!("server exited with {status}:\n{}", server.output());
             }
             if get(port, "/health").is_ok_and(|r| r.status == 200) {
                 return server;
@@ -354,6 +352,11 @@ impl Server {
     /// `GET path` on this server.
     pub fn get(&self, path: &str) -> Response {
         get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Everything the server printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 }
 

@@ -60,6 +60,59 @@ fn the_same_binary_serves_postgres_when_database_url_says_so() {
 }
 
 #[test]
+fn passwords_never_appear_in_logs_or_health_output() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    // The test server trusts local connections, so any password is accepted.
+    let with_password = pg.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:supersecret@",
+        1,
+    );
+    assert_ne!(with_password, pg.url);
+    let project = Project::sqlite();
+    let server = Server::start(
+        &project,
+        &[("DATABASE_URL", &with_password), ("DATABASE_ECHO", "true")],
+    );
+    let health = server.get("/health/db");
+    assert_eq!(health.status, 200);
+    assert!(!health.body.contains("supersecret"));
+    let log = server.output();
+    assert!(
+        log.contains("postgres://postgres:****@"),
+        "the masked URL is logged: {log}"
+    );
+    assert!(!log.contains("supersecret"), "{log}");
+
+    let unreachable = format!(
+        "postgres://postgres:supersecret@127.0.0.1:{}/x",
+        tests::free_port()
+    );
+    let run = project.xtask_with(&["db-status"], &[("DATABASE_URL", &unreachable)]);
+    run.error_line();
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains("supersecret"),
+        "{}",
+        run.stderr
+    );
+    let output = project
+        .command("server")
+        .env("DATABASE_URL", &unreachable)
+        .env("DATABASE_CONNECT_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    let run = tests::Run::from(output);
+    run.error_line();
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains("supersecret"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn bad_configuration_exits_with_one_clear_line_and_no_panic() {
     let project = Project::sqlite();
     for (env, expected) in [

@@ -64,6 +64,27 @@ fn db_init_creates_migrates_and_is_idempotent() {
 }
 
 #[test]
+fn db_init_creates_a_missing_postgres_database() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let name = pg.url.rsplit('/').next().unwrap().to_string();
+    psql(
+        &tests::postgres_admin_url(),
+        &format!("DROP DATABASE {name}"),
+    )
+    .unwrap();
+    let project = Project::with_url(&pg.url);
+    let out = project.xtask(&["db-init"]);
+    let stdout = out.ok();
+    assert!(stdout.contains("created database"), "{stdout}");
+    assert_eq!(
+        pg.execute("SELECT name FROM refinery_schema_history"),
+        "initial"
+    );
+}
+
+#[test]
 fn db_init_from_a_subdirectory_uses_the_database_next_to_rocket_toml() {
     let project = Project::sqlite();
     let sub = project.path().join("deep/er");

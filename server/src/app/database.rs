@@ -1,6 +1,6 @@
 //! The pool fairing (`rocket_db_pools`) and the migrations fairing that runs on ignite.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
@@ -51,8 +51,18 @@ pub fn stage(settings: DbSettings) -> AdHoc {
 }
 
 async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
-    // Without a pool the pool fairing has already failed the launch and said why.
-    let (Some(db), Some(settings)) = (rocket.state::<Db>(), rocket.state::<DbSettings>()) else {
+    let Some(settings) = rocket.state::<DbSettings>() else {
+        return Err(rocket);
+    };
+    let Some(db) = rocket.state::<Db>() else {
+        // The pool fairing failed and recorded why; say where the URL came from.
+        let mut error = STARTUP_ERROR.lock().expect("startup error lock");
+        if let Some(reason) = error.take() {
+            *error = Some(format!(
+                "{reason} (databases.main.url {})",
+                settings.url_origin
+            ));
+        }
         return Err(rocket);
     };
     rocket::info!("database: {} ({})", settings.url, settings.url_origin);
@@ -68,15 +78,15 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
 }
 
 /// Why the database stage stopped the launch, for `main` to report on stderr.
-static STARTUP_ERROR: OnceLock<String> = OnceLock::new();
+static STARTUP_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
 fn record_startup_error(message: String) {
-    let _ = STARTUP_ERROR.set(message);
+    *STARTUP_ERROR.lock().expect("startup error lock") = Some(message);
 }
 
 /// The reason the database stage refused to start the server, if it did.
-pub fn startup_error() -> Option<&'static str> {
-    STARTUP_ERROR.get().map(String::as_str)
+pub fn startup_error() -> Option<String> {
+    STARTUP_ERROR.lock().expect("startup error lock").clone()
 }
 
 /// Claims a SQLite file for this server, then migrates (or only checks) the schema.
