@@ -206,7 +206,7 @@ impl DbConn {
 
     /// Runs a script of one or more statements outside any transaction.
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        let sql = sqlx::AssertSqlSafe(sql);
         match self {
             Self::Sqlite(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
             Self::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
@@ -217,7 +217,7 @@ impl DbConn {
 impl DbTx<'_> {
     /// Runs a script of one or more statements inside this transaction.
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        let sql = sqlx::AssertSqlSafe(sql);
         match self {
             Self::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
             Self::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),

@@ -220,6 +220,17 @@ impl MigrationSet {
         self.migrations.last().map_or(0, |m| m.version)
     }
 
+    /// Fails unless `version` names a migration of this set.
+    pub fn check_target(&self, version: i32) -> Result<(), MigrationError> {
+        match self.get(version) {
+            Some(_) => Ok(()),
+            None => Err(MigrationError::Target(format!(
+                "there is no migration V{version}; the latest is V{}",
+                self.latest()
+            ))),
+        }
+    }
+
     /// The migration with this version.
     pub fn get(&self, version: i32) -> Option<&MigrationFile> {
         self.migrations.iter().find(|m| m.version == version)
@@ -409,27 +420,36 @@ pub async fn status_of_sqlite(
 async fn read_history_sqlite(
     c: &mut sqlx::SqliteConnection,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    let exists: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history'",
+    read_history::<sqlx::Sqlite>(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
     )
-    .fetch_one(&mut *c)
-    .await?;
-    if exists == 0 {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(
-        "SELECT version, name, applied_on, checksum FROM refinery_schema_history ORDER BY version",
-    )
-    .fetch_all(&mut *c)
-    .await?;
-    rows.iter().map(history_row).collect()
+    .await
 }
 
 async fn read_history_pg(c: &mut sqlx::PgConnection) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('refinery_schema_history') IS NOT NULL")
-            .fetch_one(&mut *c)
-            .await?;
+    read_history::<sqlx::Postgres>(
+        c,
+        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+    )
+    .await
+}
+
+/// Reads the history table, if `exists_sql` says there is one.
+async fn read_history<DB>(
+    c: &mut DB::Connection,
+    exists_sql: &'static str,
+) -> Result<Vec<HistoryRow>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> i32: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let exists: bool = sqlx::query_scalar(exists_sql).fetch_one(&mut *c).await?;
     if !exists {
         return Ok(Vec::new());
     }
@@ -438,21 +458,16 @@ async fn read_history_pg(c: &mut sqlx::PgConnection) -> Result<Vec<HistoryRow>, 
     )
     .fetch_all(&mut *c)
     .await?;
-    rows.iter().map(history_row).collect()
-}
-
-fn history_row<R: Row>(row: &R) -> Result<HistoryRow, sqlx::Error>
-where
-    usize: sqlx::ColumnIndex<R>,
-    i32: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(HistoryRow {
-        version: row.try_get(0)?,
-        name: row.try_get(1)?,
-        applied_on: row.try_get(2)?,
-        checksum: row.try_get(3)?,
-    })
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryRow {
+                version: row.try_get(0)?,
+                name: row.try_get(1)?,
+                applied_on: row.try_get(2)?,
+                checksum: row.try_get(3)?,
+            })
+        })
+        .collect()
 }
 
 /// What an upgrade or downgrade did.
@@ -470,14 +485,8 @@ pub async fn upgrade(
     set: &MigrationSet,
     target: Option<i32>,
 ) -> Result<Outcome, MigrationError> {
-    if let Some(t) = target
-        && t != 0
-        && set.get(t).is_none()
-    {
-        return Err(MigrationError::Target(format!(
-            "there is no migration V{t}; the latest is V{}",
-            set.latest()
-        )));
+    if let Some(target) = target {
+        set.check_target(target)?;
     }
     let mut tx = lock(conn).await?;
     let status = status_in(&mut tx, set).await?;
@@ -590,11 +599,14 @@ async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
 }
 
 async fn status_in(tx: &mut DbTx<'_>, set: &MigrationSet) -> Result<SchemaStatus, MigrationError> {
-    let history = match tx {
-        DbTx::Sqlite(c) => read_history_sqlite(c).await?,
-        DbTx::Postgres(c) => read_history_pg(c).await?,
-    };
-    Ok(SchemaStatus::compare(history, set))
+    Ok(SchemaStatus::compare(history_in(tx).await?, set))
+}
+
+async fn history_in(tx: &mut DbTx<'_>) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    match tx {
+        DbTx::Sqlite(c) => read_history_sqlite(c).await,
+        DbTx::Postgres(c) => read_history_pg(c).await,
+    }
 }
 
 /// Lets refinery run inside our locked transaction: each `execute` is a savepoint.
@@ -625,11 +637,8 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
 impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
     /// refinery only asks for the applied migrations; they are read the same way as for status.
     async fn query<'a>(&'a mut self, _query: &'a str) -> Result<Vec<Migration>, Self::Error> {
-        let history = match &mut *self.tx {
-            DbTx::Sqlite(c) => read_history_sqlite(c).await?,
-            DbTx::Postgres(c) => read_history_pg(c).await?,
-        };
-        history
+        history_in(self.tx)
+            .await?
             .into_iter()
             .map(|row| {
                 let applied_on = time::OffsetDateTime::parse(

@@ -127,22 +127,16 @@ async fn sqlite_pragmas_are_in_effect_on_every_pooled_connection() {
         let DbConn::Sqlite(c) = &mut conn else {
             panic!("sqlite")
         };
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
+        let pragmas: (String, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT journal_mode FROM pragma_journal_mode), \
+                    (SELECT synchronous FROM pragma_synchronous), \
+                    (SELECT foreign_keys FROM pragma_foreign_keys), \
+                    (SELECT timeout FROM pragma_busy_timeout)",
+        )
+        .fetch_one(&mut **c)
+        .await
+        .unwrap();
+        let (mode, sync, fk, busy) = pragmas;
         assert_eq!((mode.as_str(), sync, fk, busy), ("wal", 1, 1, 1234));
         held.push(conn);
     }

@@ -559,30 +559,37 @@ fn db_backups_lists_and_keep_retains_exactly_n() {
     );
 }
 
-#[test]
-fn restore_refuses_bad_backups_and_changes_nothing() {
+/// A SQLite project at version 2 with one note, and a backup of it.
+fn backed_up_project(note: &str) -> (Project, PathBuf) {
     let project = Project::sqlite();
+    write_notes(&project);
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        &format!("INSERT INTO notes (body) VALUES ('{note}')"),
+    );
+    project.xtask(&["db-backup"]).ok();
+    let backup = backups(&project).pop().expect("a backup");
+    (project, backup)
+}
+
+/// `V2__notes`: one table with an id and a body.
+fn write_notes(project: &Project) {
     project.write_migration(
         "V2__notes",
         "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
         Some("DROP TABLE notes;"),
     );
-    project.xtask(&["db-init"]).ok();
-    sqlite(
-        &project.db_path(),
-        "INSERT INTO notes (body) VALUES ('current')",
-    );
-    project.xtask(&["db-backup"]).ok();
-    let good = backups(&project).pop().unwrap();
+}
+
+#[test]
+fn restore_refuses_bad_backups_and_changes_nothing() {
+    let (project, good) = backed_up_project("current");
     let manifest = format!("{}.json", good.display());
 
     // A backup from a newer schema, taken in another project that knows V3.
     let newer = Project::sqlite();
-    newer.write_migration(
-        "V2__notes",
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
-        Some("DROP TABLE notes;"),
-    );
+    write_notes(&newer);
     newer.write_migration(
         "V3__more",
         "CREATE TABLE more (id INTEGER);",
@@ -655,19 +662,7 @@ fn restore_refuses_bad_backups_and_changes_nothing() {
 
 #[test]
 fn restore_brings_back_the_backup_after_a_safety_backup() {
-    let project = Project::sqlite();
-    project.write_migration(
-        "V2__notes",
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
-        Some("DROP TABLE notes;"),
-    );
-    project.xtask(&["db-init"]).ok();
-    sqlite(
-        &project.db_path(),
-        "INSERT INTO notes (body) VALUES ('before')",
-    );
-    project.xtask(&["db-backup"]).ok();
-    let backup = backups(&project).pop().unwrap();
+    let (project, backup) = backed_up_project("before");
     sqlite(
         &project.db_path(),
         "DELETE FROM notes; INSERT INTO notes (body) VALUES ('after')",

@@ -1,6 +1,5 @@
 //! `db-upgrade [--to N] [--dry-run]`.
 
-use anyhow::bail;
 use server::db::OpenMode;
 use server::migrations;
 
@@ -11,13 +10,8 @@ impl DbUpgrade {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         let set = &project.migrations;
-        if let Some(to) = self.to
-            && set.get(to).is_none()
-        {
-            bail!(
-                "there is no migration V{to}; the latest is V{}",
-                set.latest()
-            );
+        if let Some(to) = self.to {
+            set.check_target(to)?;
         }
         let pool = project.open(OpenMode::MustExist).await?;
         let mut conn = pool.acquire().await?;
