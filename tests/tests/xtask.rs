@@ -278,6 +278,14 @@ fn migrate_upgrade_downgrade(project: &Project, sql: &dyn Fn(&str) -> String) {
         "dry run changed nothing"
     );
 
+    let line = project
+        .xtask(&["db-upgrade", "--to", "9"])
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("there is no migration V9; the latest is V3"),
+        "{line}"
+    );
     assert!(
         project
             .xtask(&["db-upgrade", "--to", "2"])
