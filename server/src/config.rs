@@ -216,6 +216,7 @@ pub struct DbSettings {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawDbSettings {
+    #[serde(default = "defaults::url")]
     url: String,
     /// `rocket_db_pools` joins this key (in seconds) into every pool's config;
     /// our bound is `connect_timeout_ms`, so it is accepted and ignored.
@@ -249,6 +250,9 @@ struct RawDbSettings {
 
 /// Defaults of the database keys, also listed in `.env.example` and the README.
 mod defaults {
+    pub fn url() -> String {
+        "sqlite://app.db".into()
+    }
     pub fn min_connections() -> u32 {
         1
     }
@@ -290,13 +294,6 @@ impl DbSettings {
 
     fn validate(figment: &Figment, root: &Path) -> Result<(Self, RawDbSettings), ConfigError> {
         let url_key = format!("{DATABASE_KEY}.url");
-        if !figment.contains("url") {
-            return Err(ConfigError::Invalid {
-                key: url_key,
-                origin: "not set".into(),
-                reason: "set it in Rocket.toml or with DATABASE_URL".into(),
-            });
-        }
         let mut raw: RawDbSettings = figment.extract().map_err(|e| figment_error(figment, e))?;
         let url_origin = origin(figment, "url");
         let url = DatabaseUrl::parse(&raw.url, root).map_err(|reason| ConfigError::Invalid {

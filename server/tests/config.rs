@@ -52,6 +52,16 @@ fn default_path_resolves_against_the_config_directory_from_any_subdirectory() {
 }
 
 #[test]
+fn with_nothing_configured_the_database_is_app_db_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), &[]).unwrap();
+    assert_eq!(sqlite_path(&config), dir.path().join("app.db"));
+    assert_eq!(config.database.url_origin, "built-in default");
+    assert_eq!(config.database.max_connections, 16);
+    assert!(config.database.migrate_on_start);
+}
+
+#[test]
 fn without_a_config_file_paths_resolve_against_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
     let config = load(dir.path(), &[("DATABASE_URL", "sqlite://x/y.db")]).unwrap();
