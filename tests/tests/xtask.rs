@@ -764,6 +764,13 @@ fn postgres_backup_and_restore_round_trip() {
         "safety backup taken"
     );
 
+    let no_tools = project.xtask_with(&["db-backup"], &[("PATH", "/nonexistent")]);
+    let line = no_tools.error_line();
+    assert!(
+        line.contains("pg_dump not found on PATH; install the PostgreSQL client tools"),
+        "{line}"
+    );
+
     let sqlite_backup = Project::sqlite();
     sqlite_backup.xtask(&["db-init"]).ok();
     sqlite_backup.xtask(&["db-backup"]).ok();
