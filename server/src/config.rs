@@ -160,6 +160,9 @@ impl AppConfig {
             })
             .select(profile.clone());
 
+        // Rocket's own keys (port, address, ...) are checked here too, so that a bad
+        // value is reported like any other instead of failing the launch later.
+        rocket::Config::try_from(&figment).map_err(|e| figment_error(&figment, e, None))?;
         let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
         // Rocket and rocket_db_pools read the validated values, with the URL resolved,
         // so the pool sees exactly what was checked here.
@@ -294,7 +297,9 @@ impl DbSettings {
 
     fn validate(figment: &Figment, root: &Path) -> Result<(Self, RawDbSettings), ConfigError> {
         let url_key = format!("{DATABASE_KEY}.url");
-        let mut raw: RawDbSettings = figment.extract().map_err(|e| figment_error(figment, e))?;
+        let mut raw: RawDbSettings = figment
+            .extract()
+            .map_err(|e| figment_error(figment, e, Some(DATABASE_KEY)))?;
         let url_origin = origin(figment, "url");
         let url = DatabaseUrl::parse(&raw.url, root).map_err(|reason| ConfigError::Invalid {
             key: url_key.clone(),
@@ -375,12 +380,11 @@ fn origin(figment: &Figment, key: &str) -> String {
     let Some(metadata) = figment.find_metadata(key) else {
         return "built-in default".into();
     };
-    describe_source(metadata, key)
+    describe_source(metadata, &format!("{DATABASE_KEY}.{key}"))
 }
 
 /// Names a value's source: the file it is in, or the env var that set it.
-fn describe_source(metadata: &Metadata, key: &str) -> String {
-    let full_key = format!("{DATABASE_KEY}.{key}");
+fn describe_source(metadata: &Metadata, full_key: &str) -> String {
     match &metadata.source {
         Some(figment::Source::File(path)) => format!("from {}", path.display()),
         _ => {
@@ -394,25 +398,30 @@ fn describe_source(metadata: &Metadata, key: &str) -> String {
     }
 }
 
-/// Turns a figment extraction error into a one-line [`ConfigError`] naming the key and its source.
-fn figment_error(figment: &Figment, error: figment::Error) -> ConfigError {
+/// Turns a figment extraction error into a one-line [`ConfigError`] naming the key and
+/// its source. `prefix` is the path of the extracted table (`databases.main`, or none
+/// for Rocket's own keys).
+fn figment_error(figment: &Figment, error: figment::Error, prefix: Option<&str>) -> ConfigError {
     let (key, reason) = match &error.kind {
         figment::error::Kind::UnknownField(field, _) => {
             (field.clone(), format!("unknown key `{field}`"))
         }
         kind => (error.path.join("."), mask_url(&kind.to_string())),
     };
-    let origin = match &error.metadata {
-        Some(metadata) => describe_source(metadata, &key),
-        None => origin(figment, &key),
+    let full_key = match (prefix, key.is_empty()) {
+        (Some(prefix), true) => prefix.to_string(),
+        (Some(prefix), false) => format!("{prefix}.{key}"),
+        (None, _) => key.clone(),
     };
-    let key = if key.is_empty() {
-        DATABASE_KEY.to_string()
-    } else {
-        format!("{DATABASE_KEY}.{key}")
+    let origin = match &error.metadata {
+        Some(metadata) => describe_source(metadata, &full_key),
+        None => figment.find_metadata(&key).map_or_else(
+            || "built-in default".into(),
+            |m| describe_source(m, &full_key),
+        ),
     };
     ConfigError::Invalid {
-        key,
+        key: full_key,
         origin,
         reason,
     }

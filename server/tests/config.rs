@@ -231,6 +231,22 @@ fn nonsense_pool_sizes_and_unknown_keys_are_rejected_with_their_source() {
 }
 
 #[test]
+fn rockets_own_keys_are_validated_with_their_source_too() {
+    let dir = project("[default]\nport = \"eighty\"\n");
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(message.starts_with("invalid port (from "), "{message}");
+    assert!(message.contains("Rocket.toml"), "{message}");
+    let dir = project(TOML);
+    let message = load(dir.path(), &[("ROCKET_PORT", "abc")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with("invalid port (from ROCKET_PORT environment variable)"),
+        "{message}"
+    );
+}
+
+#[test]
 fn unknown_profile_is_rejected_listing_the_known_ones() {
     let dir = project(TOML);
     let message = load(dir.path(), &[("ROCKET_PROFILE", "prod")])
