@@ -104,29 +104,7 @@ impl DbPool {
             DatabaseUrl::SqliteMemory => {
                 Engine::Sqlite(Box::new(SqliteEngine::open(settings, None, mode).await?))
             }
-            DatabaseUrl::Postgres { url } => {
-                let options = PgConnectOptions::from_str(url.as_str())?
-                    .options([
-                        (
-                            "statement_timeout",
-                            settings.statement_timeout.as_millis().to_string(),
-                        ),
-                        (
-                            "lock_timeout",
-                            settings.lock_timeout.as_millis().to_string(),
-                        ),
-                        (
-                            "idle_in_transaction_session_timeout",
-                            settings.statement_timeout.as_millis().to_string(),
-                        ),
-                    ])
-                    .log_statements(echo_level(settings.echo));
-                let pool = pool_options(settings).connect_with(options);
-                let pool = tokio::time::timeout(settings.connect_timeout, pool)
-                    .await
-                    .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))??;
-                Engine::Postgres(pool)
-            }
+            DatabaseUrl::Postgres { url } => Engine::Postgres(open_postgres(settings, url).await?),
         };
         Ok(Self {
             engine,
@@ -247,6 +225,29 @@ impl DbTx<'_> {
             Self::Postgres(tx) => tx.rollback().await,
         }
     }
+}
+
+/// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts.
+async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, DbError> {
+    let millis = |d: Duration| d.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url.as_str())?
+        .options([
+            ("statement_timeout", millis(settings.statement_timeout)),
+            ("lock_timeout", millis(settings.lock_timeout)),
+            // A session idle inside a transaction holds locks: bound it like a statement.
+            (
+                "idle_in_transaction_session_timeout",
+                millis(settings.statement_timeout),
+            ),
+        ])
+        .log_statements(echo_level(settings.echo));
+    tokio::time::timeout(
+        settings.connect_timeout,
+        pool_options(settings).connect_with(options),
+    )
+    .await
+    .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
+    .map_err(DbError::from)
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {
