@@ -90,13 +90,19 @@ async fn table_exists(conn: &mut DbConn, table: &str) -> bool {
     }
 }
 
+/// Opens (creating if needed) the target's pool and takes one connection.
+async fn connect(target: &Target) -> (DbPool, DbConn) {
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    let conn = pool.acquire().await.unwrap();
+    (pool, conn)
+}
+
 #[tokio::test]
 async fn pool_opens_and_hands_out_working_connections() {
     for target in targets(&[]) {
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+        let (pool, mut conn) = connect(&target).await;
         conn.ping().await.unwrap();
         assert_eq!(
             scalar_i64(&mut conn, "SELECT CAST(41 + 1 AS BIGINT)").await,
@@ -369,10 +375,7 @@ async fn in_memory_sqlite_is_one_database_shared_by_all_connections() {
 #[tokio::test]
 async fn upgrade_applies_the_baseline_and_records_history() {
     for target in targets(&[]) {
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+        let (_pool, mut conn) = connect(&target).await;
         let embedded = MigrationSet::embedded();
         let outcome = migrations::upgrade(&mut conn, embedded, None)
             .await
@@ -393,10 +396,7 @@ async fn upgrade_applies_the_baseline_and_records_history() {
 #[tokio::test]
 async fn rollback_to_zero_removes_app_tables_and_the_history_table() {
     for target in targets(&[]) {
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+        let (_pool, mut conn) = connect(&target).await;
         let set = with_users();
         migrations::upgrade(&mut conn, &set, None).await.unwrap();
         assert!(table_exists(&mut conn, "users").await);
@@ -410,10 +410,7 @@ async fn rollback_to_zero_removes_app_tables_and_the_history_table() {
 #[tokio::test]
 async fn an_edited_applied_migration_is_divergent_and_refused() {
     for target in targets(&[]) {
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+        let (_pool, mut conn) = connect(&target).await;
         migrations::upgrade(&mut conn, &with_users(), None)
             .await
             .unwrap();
@@ -447,10 +444,7 @@ async fn an_edited_applied_migration_is_divergent_and_refused() {
 #[tokio::test]
 async fn a_failing_migration_is_named_and_earlier_ones_stay_applied() {
     for target in targets(&[]) {
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+        let (pool, mut conn) = connect(&target).await;
         let broken = set(&[
             ("V1__initial.sql", "SELECT 1;"),
             ("V2__users.sql", "CREATE TABLE users (id INTEGER);"),
