@@ -715,19 +715,38 @@ fn restore_brings_back_the_backup_after_a_safety_backup() {
 
 #[test]
 fn restore_refuses_while_a_server_has_the_database_open() {
+    // The server embeds only the repository's migrations, so stay at V1 here.
     let project = Project::sqlite();
     project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "CREATE TABLE marker (body TEXT); INSERT INTO marker VALUES ('from backup')",
+    );
     project.xtask(&["db-backup"]).ok();
     let backup = backups(&project).pop().unwrap();
     let server = Server::start(&project, &[]);
+    let before = std::fs::read(project.db_path()).unwrap();
     let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y"]);
     let line = run.error_line();
     assert!(line.contains("open by a running server (pid"), "{line}");
     assert!(line.contains("--force"), "{line}");
-    drop(server);
-    project
-        .xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"])
-        .ok();
+    assert_eq!(std::fs::read(project.db_path()).unwrap(), before);
+
+    // With --force the file is swapped under the running server, which reopens it.
+    sqlite(&project.db_path(), "UPDATE marker SET body = 'changed'");
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--force"]);
+    assert!(run.stderr.contains("continuing: --force"), "{}", run.stderr);
+    run.ok();
+    assert_eq!(server.get("/health/db").status, 200);
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM marker"),
+        ["from backup"]
+    );
+    assert!(
+        server.output().contains("was replaced; reopened it"),
+        "{}",
+        server.output()
+    );
 }
 
 #[test]
