@@ -249,6 +249,13 @@ fn db_migrate_creates_a_pair_and_rejects_bad_names() {
         files_ending(&project.path().join("migrations"), ".sql").len(),
         4
     );
+
+    let other = project.xtask(&["--migrations-dir", "other", "db-migrate", "first"]);
+    assert!(
+        other.ok().contains("created other/V1__first.sql"),
+        "{}",
+        other.stdout
+    );
 }
 
 /// `db-migrate` → write the scripts → `db-upgrade` → `db-downgrade`, keeping untouched data.

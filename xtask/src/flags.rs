@@ -59,7 +59,7 @@ pub struct Destructive {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Allow running under the protected `production` profile.
+    /// Allow running under the protected `production` profile (db-restore: also while a server has the database open).
     #[arg(long)]
     pub force: bool,
     /// Skip the automatic safety backup taken before anything changes.

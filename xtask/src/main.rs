@@ -30,7 +30,8 @@ fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime");
     let result = runtime.block_on(async {
-        let project = project::Project::load(flags.migrations_dir)?;
+        let creates_migrations = matches!(flags.command, Command::DbMigrate(_));
+        let project = project::Project::load(flags.migrations_dir, creates_migrations)?;
         match flags.command {
             Command::DbInit(cmd) => cmd.run(&project).await,
             Command::DbStatus(cmd) => return cmd.run(&project).await,

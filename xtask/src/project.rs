@@ -29,8 +29,9 @@ pub struct Project {
 }
 
 impl Project {
-    /// Loads configuration and migrations the way the server does.
-    pub fn load(migrations_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// Loads configuration and migrations the way the server does. A missing migrations
+    /// directory is an error unless `may_create` (db-migrate creates it).
+    pub fn load(migrations_dir: Option<PathBuf>, may_create: bool) -> anyhow::Result<Self> {
         let sh = Shell::new().context("cannot start a shell")?;
         let cwd = sh.current_dir();
         let config = AppConfig::load()?;
@@ -38,7 +39,11 @@ impl Project {
         let migrations_dir = migrations_dir
             .map(|d| cwd.join(d))
             .unwrap_or_else(|| migrations::dir_in(&config.root));
-        let migrations = MigrationSet::from_dir(&migrations_dir)?;
+        let migrations = if may_create && !migrations_dir.exists() {
+            MigrationSet::default()
+        } else {
+            MigrationSet::from_dir(&migrations_dir)?
+        };
         Ok(Self {
             sh,
             cwd,
