@@ -38,16 +38,20 @@ fn marker_path(database: &Path) -> PathBuf {
 
 fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     let path = marker_path(database);
+    let io = |source| InUseError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(|source| InUseError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        .map_err(io)?;
     Ok((file, path))
 }
 

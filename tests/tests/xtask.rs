@@ -705,6 +705,14 @@ fn restore_brings_back_the_backup_after_a_safety_backup() {
         "no staging file left behind"
     );
 
+    // Disaster recovery: restoring where neither the database nor its directory exists.
+    let elsewhere = [("DATABASE_URL", "sqlite://restored/here/app.db")];
+    project
+        .xtask_with(&["db-restore", backup.to_str().unwrap(), "-y"], &elsewhere)
+        .ok();
+    let restored = project.path().join("restored/here/app.db");
+    assert_eq!(sqlite(&restored, "SELECT body FROM notes"), ["before"]);
+
     // An older backup restores too, and the user is told to upgrade.
     project.write_migration(
         "V3__tags",
