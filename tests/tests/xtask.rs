@@ -187,6 +187,17 @@ fn db_status_exit_codes_follow_the_schema_state() {
     let up = project.xtask(&["db-status"]);
     assert!(up.ok().contains("applied  V1__initial"), "{}", up.stdout);
     assert!(up.stdout.contains("checksum ok"));
+    assert!(
+        up.stdout
+            .contains("config:     Rocket.toml (profile debug)"),
+        "{}",
+        up.stdout
+    );
+    assert!(
+        up.stdout.contains("database:   sqlite (app.db)"),
+        "{}",
+        up.stdout
+    );
     assert!(up.stdout.contains("status:     up to date (version 1)"));
 
     notes_migrations(&project);

@@ -19,6 +19,14 @@ impl DbStatus {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<ExitCode> {
         let database = &project.config.database;
+        let config_file = project.config.config_file.as_deref().map_or_else(
+            || "no Rocket.toml, defaults".to_string(),
+            |f| project.display(f),
+        );
+        println!(
+            "config:     {config_file} (profile {})",
+            project.config.profile
+        );
         println!(
             "database:   {} ({})",
             database.url.kind(),
