@@ -153,17 +153,7 @@ pub async fn create(
     let mut conn = pool.acquire().await?;
     let schema_version = migrations::status(&mut conn, set).await?.current_version;
     let stamp = time::OffsetDateTime::now_utc();
-    let (stem, ext) = match &settings.url {
-        DatabaseUrl::Sqlite { path } => (
-            path.file_stem()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .to_string(),
-            "db",
-        ),
-        DatabaseUrl::SqliteMemory => ("memory".to_string(), "db"),
-        DatabaseUrl::Postgres { url } => (url.path().trim_start_matches('/').to_string(), "dump"),
-    };
+    let (stem, ext) = naming(&settings.url);
     let file = format!(
         "{stem}-{}-v{schema_version}.{ext}",
         stamp
@@ -275,9 +265,34 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
         .collect())
 }
 
-/// Keeps the newest `keep` backups in `dir` and deletes the rest; returns what was deleted.
-pub fn prune(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
-    let entries = list(dir)?;
+/// The file-name stem and extension of a database's backups: `<stem>-<time>-v<n>.<ext>`.
+fn naming(url: &DatabaseUrl) -> (String, &'static str) {
+    match url {
+        DatabaseUrl::Sqlite { path } => (
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string(),
+            "db",
+        ),
+        DatabaseUrl::SqliteMemory => ("memory".to_string(), "db"),
+        DatabaseUrl::Postgres { url } => (url.path().trim_start_matches('/').to_string(), "dump"),
+    }
+}
+
+/// Keeps the newest `keep` backups of the database at `url` in `dir` and deletes its
+/// older ones; backups of other databases in the same directory are left alone.
+/// Returns what was deleted.
+pub fn prune(dir: &Path, url: &DatabaseUrl, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
+    let (stem, ext) = naming(url);
+    let (prefix, suffix) = (format!("{stem}-"), format!(".{ext}"));
+    let entries: Vec<BackupEntry> = list(dir)?
+        .into_iter()
+        .filter(|entry| {
+            let name = entry.path.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with(&prefix) && name.ends_with(&suffix)
+        })
+        .collect();
     let excess = entries.len().saturating_sub(keep);
     let mut removed = Vec::new();
     for entry in entries.into_iter().take(excess) {

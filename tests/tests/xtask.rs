@@ -557,8 +557,23 @@ fn db_backups_lists_and_keep_retains_exactly_n() {
         project.xtask(&["db-backup"]).ok();
     }
     assert_eq!(backups(&project).len(), 4);
+    // A backup of another database in the same directory is not this database's to prune.
+    let first = backups(&project)[0].clone();
+    let foreign = project
+        .path()
+        .join("backups/aardvark-20200101T000000.000Z-v1.db");
+    std::fs::copy(&first, &foreign).unwrap();
+    std::fs::copy(
+        format!("{}.json", first.display()),
+        format!("{}.json", foreign.display()),
+    )
+    .unwrap();
+
     let run = project.xtask(&["db-backup", "--keep", "2"]);
     assert_eq!(run.ok().matches("removed old backup").count(), 3);
+    assert!(foreign.exists(), "another database's backup was kept");
+    std::fs::remove_file(&foreign).unwrap();
+    std::fs::remove_file(format!("{}.json", foreign.display())).unwrap();
     let kept = backups(&project);
     assert_eq!(kept.len(), 2);
     assert_eq!(
