@@ -9,6 +9,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -65,6 +66,8 @@ pub struct PoolStats {
     pub idle: u32,
     /// Upper bound.
     pub max: u32,
+    /// SQLite: how often the pool reopened because the file at its path was replaced.
+    pub reopened: u32,
 }
 
 /// The pool, for either engine.
@@ -130,17 +133,19 @@ impl DbPool {
 
     /// Current pool statistics.
     pub fn stats(&self) -> PoolStats {
-        let (size, idle) = match &self.engine {
+        let (size, idle, reopened) = match &self.engine {
             Engine::Sqlite(engine) => {
                 let pool = engine.snapshot();
-                (pool.size(), pool.num_idle())
+                let reopened = engine.reopened.load(Ordering::Relaxed);
+                (pool.size(), pool.num_idle(), reopened)
             }
-            Engine::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Engine::Postgres(pool) => (pool.size(), pool.num_idle(), 0),
         };
         PoolStats {
             size,
             idle: u32::try_from(idle).unwrap_or(u32::MAX),
             max: self.max_connections,
+            reopened,
         }
     }
 
@@ -288,6 +293,7 @@ struct SqliteEngine {
     connect_timeout: Duration,
     current: RwLock<Arc<SqliteGeneration>>,
     reopen: tokio::sync::Mutex<()>,
+    reopened: AtomicU32,
 }
 
 /// The pool for one file identity.
@@ -344,6 +350,7 @@ impl SqliteEngine {
             connect_timeout: settings.connect_timeout,
             current: RwLock::new(Arc::new(generation)),
             reopen: tokio::sync::Mutex::new(()),
+            reopened: AtomicU32::new(0),
         })
     }
 
@@ -375,6 +382,7 @@ impl SqliteEngine {
             Arc::new(fresh),
         );
         tokio::spawn(async move { old.pool.close().await });
+        self.reopened.fetch_add(1, Ordering::Relaxed);
         log::warn!("database file {} was replaced; reopened it", path.display());
         Ok(pool)
     }

@@ -337,9 +337,14 @@ async fn a_removed_sqlite_file_fails_fast_and_recovers_when_put_back() {
         "the server must not create an empty database at run time"
     );
 
+    assert_eq!(body["pool"]["reopened"], 0);
     std::fs::copy(&saved, &path).unwrap();
     let (status, body, _) = health(&client).await;
     assert_eq!(status, Status::Ok, "picked up without a restart: {body}");
+    assert_eq!(
+        body["pool"]["reopened"], 1,
+        "the reopen is reported: {body}"
+    );
 }
 
 #[tokio::test]

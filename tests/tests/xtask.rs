@@ -778,7 +778,9 @@ fn restore_refuses_while_a_server_has_the_database_open() {
     let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--force"]);
     assert!(run.stderr.contains("continuing: --force"), "{}", run.stderr);
     run.ok();
-    assert_eq!(server.get("/health/db").status, 200);
+    let health = server.get("/health/db");
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["pool"]["reopened"], 1, "{}", health.body);
     assert_eq!(
         sqlite(&project.db_path(), "SELECT body FROM marker"),
         ["from backup"]
