@@ -30,6 +30,9 @@ use crate::url::{DatabaseUrl, DbKind};
 /// Manifest format version.
 const MANIFEST_FORMAT: u32 = 1;
 
+/// File name endings of backups: SQLite, gzipped SQLite, PostgreSQL custom format.
+const BACKUP_EXTENSIONS: &[&str] = &[".db", ".db.gz", ".dump"];
+
 /// A backup or restore failure.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -101,6 +104,17 @@ pub struct Manifest {
     pub created_at: String,
     /// Whether the backup passed verification when it was taken.
     pub verified: bool,
+    /// How the file is compressed; absent for a plain SQLite file or a pg_dump archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+/// Compression of a backup file (opt-in: `db-backup --compress`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (`.db.gz`).
+    Gzip,
 }
 
 /// A backup on disk and its current state.
@@ -142,11 +156,15 @@ impl Progress for Silent {
 }
 
 /// Takes a verified backup of the database into `dir` (created with mode 0700 if missing).
+///
+/// With `compress`, a SQLite backup is gzipped after it was verified (`.db.gz`);
+/// PostgreSQL custom-format dumps are compressed already.
 pub async fn create(
     settings: &DbSettings,
     pool: &DbPool,
     set: &MigrationSet,
     dir: &Path,
+    compress: bool,
     progress: &dyn Progress,
 ) -> Result<BackupEntry, BackupError> {
     create_dir_private(dir)?;
@@ -154,6 +172,12 @@ pub async fn create(
     let schema_version = migrations::status(&mut conn, set).await?.current_version;
     let stamp = time::OffsetDateTime::now_utc();
     let (stem, ext) = naming(&settings.url);
+    let compression =
+        (compress && settings.url.kind() == DbKind::Sqlite).then_some(Compression::Gzip);
+    let ext = match compression {
+        Some(Compression::Gzip) => format!("{ext}.gz"),
+        None => ext.to_string(),
+    };
     let file = format!(
         "{stem}-{}-v{schema_version}.{ext}",
         stamp
@@ -171,6 +195,10 @@ pub async fn create(
                 sqlite_snapshot(c, &partial, progress).await?;
                 progress.step("verifying (integrity_check)");
                 sqlite_verify(&partial).await?;
+                if compression.is_some() {
+                    progress.step("compressing (gzip)");
+                    gzip_in_place(&partial)?;
+                }
             }
             DbConn::Postgres(_) => {
                 let DatabaseUrl::Postgres { url } = &settings.url else {
@@ -209,6 +237,7 @@ pub async fn create(
             .format(&time::format_description::well_known::Rfc3339)
             .expect("formatting a UTC timestamp"),
         verified: true,
+        compression,
     };
     write_private(
         &manifest_path(&final_path),
@@ -241,7 +270,7 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().unwrap_or_default().to_string_lossy();
-            !name.starts_with('.') && (name.ends_with(".db") || name.ends_with(".dump"))
+            !name.starts_with('.') && BACKUP_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
         })
         .collect();
     paths.sort();
@@ -285,12 +314,13 @@ fn naming(url: &DatabaseUrl) -> (String, &'static str) {
 /// Returns what was deleted.
 pub fn prune(dir: &Path, url: &DatabaseUrl, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
     let (stem, ext) = naming(url);
-    let (prefix, suffix) = (format!("{stem}-"), format!(".{ext}"));
+    let prefix = format!("{stem}-");
+    let (plain, gzipped) = (format!(".{ext}"), format!(".{ext}.gz"));
     let entries: Vec<BackupEntry> = list(dir)?
         .into_iter()
         .filter(|entry| {
             let name = entry.path.file_name().unwrap_or_default().to_string_lossy();
-            name.starts_with(&prefix) && name.ends_with(&suffix)
+            name.starts_with(&prefix) && (name.ends_with(&plain) || name.ends_with(&gzipped))
         })
         .collect();
     let excess = entries.len().saturating_sub(keep);
@@ -324,13 +354,30 @@ fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
+/// A backup that passed every check, ready to restore.
+#[derive(Debug)]
+pub struct VerifiedBackup {
+    /// Its manifest.
+    pub manifest: Manifest,
+    path: PathBuf,
+    /// The decompressed copy of a gzipped SQLite backup, deleted on drop.
+    decompressed: Option<tempfile::TempPath>,
+}
+
+impl VerifiedBackup {
+    /// The file to restore from: the backup itself, or its decompressed copy.
+    pub fn file(&self) -> &Path {
+        self.decompressed.as_deref().unwrap_or(&self.path)
+    }
+}
+
 /// Checks that `backup` can be restored into a database of `kind` by code that knows `set`:
 /// manifest, checksum, file integrity, and a schema this code knows.
 pub async fn verify(
     backup: &Path,
     kind: DbKind,
     set: &MigrationSet,
-) -> Result<Manifest, BackupError> {
+) -> Result<VerifiedBackup, BackupError> {
     let invalid = |reason: String| BackupError::Invalid {
         path: backup.to_path_buf(),
         reason,
@@ -354,11 +401,21 @@ pub async fn verify(
             set.latest()
         )));
     }
+    let decompressed = match manifest.compression {
+        Some(Compression::Gzip) => Some(gunzip_to_temp(backup).map_err(invalid)?),
+        None => None,
+    };
+    let verified = VerifiedBackup {
+        manifest,
+        path: backup.to_path_buf(),
+        decompressed,
+    };
     if kind == DbKind::Sqlite {
-        sqlite_verify(backup)
+        let file = verified.file();
+        sqlite_verify(file)
             .await
             .map_err(|e| invalid(e.to_string()))?;
-        let mut conn = sqlite_read_only(backup)
+        let mut conn = sqlite_read_only(file)
             .await
             .map_err(|e| invalid(e.to_string()))?;
         let history = migrations::status_of_sqlite(&mut conn, set)
@@ -372,7 +429,41 @@ pub async fn verify(
             )));
         }
     }
-    Ok(manifest)
+    Ok(verified)
+}
+
+/// Replaces `path` with its gzip, keeping the name and the 0600 mode.
+fn gzip_in_place(path: &Path) -> Result<(), BackupError> {
+    let compressed = path.with_extension("gz-partial");
+    let result = (|| {
+        let mut input = File::open(path)?;
+        let output = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&compressed)?;
+        let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::default());
+        io::copy(&mut input, &mut encoder)?;
+        encoder.finish()?.sync_all()?;
+        fs::rename(&compressed, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&compressed);
+        io_error("cannot compress", path)(e)
+    })
+}
+
+/// Decompresses a gzipped backup into a temporary file.
+fn gunzip_to_temp(path: &Path) -> Result<tempfile::TempPath, String> {
+    let mut output = tempfile::NamedTempFile::new()
+        .map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    let input = File::open(path).map_err(|e| e.to_string())?;
+    io::copy(
+        &mut flate2::read::GzDecoder::new(input),
+        output.as_file_mut(),
+    )
+    .map_err(|e| format!("not a valid gzip file ({e})"))?;
+    Ok(output.into_temp_path())
 }
 
 /// Replaces the SQLite database at `database` with `backup` (already verified).

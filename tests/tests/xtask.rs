@@ -624,6 +624,53 @@ fn write_notes(project: &Project) {
 }
 
 #[test]
+fn compressed_backups_are_opt_in_verified_and_restorable() {
+    let (project, plain) = backed_up_project("zipped");
+    let db = project.db_path();
+    sqlite(
+        &db,
+        "CREATE TABLE filler (t TEXT); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000) INSERT INTO filler SELECT 'compressible text ' || (i % 10) FROM n;",
+    );
+    let plain_manifest = std::fs::read_to_string(format!("{}.json", plain.display())).unwrap();
+    assert!(
+        !plain_manifest.contains("compression"),
+        "plain by default: {plain_manifest}"
+    );
+
+    project.xtask(&["db-backup", "--compress"]).ok();
+    let zipped = files_ending(&project.path().join("backups"), ".db.gz");
+    assert_eq!(zipped.len(), 1);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.json", zipped[0].display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["compression"], "gzip");
+    assert!(
+        std::fs::metadata(&zipped[0]).unwrap().len() < std::fs::metadata(&db).unwrap().len() / 2
+    );
+    assert_eq!(
+        project
+            .xtask(&["db-backups"])
+            .ok()
+            .matches("verified")
+            .count(),
+        2
+    );
+
+    sqlite(&db, "DELETE FROM notes; DELETE FROM filler");
+    let run = project.xtask(&[
+        "db-restore",
+        zipped[0].to_str().unwrap(),
+        "-y",
+        "--no-backup",
+    ]);
+    assert!(run.ok().contains("schema is up to date"), "{}", run.stdout);
+    assert_eq!(sqlite(&db, "SELECT body FROM notes"), ["zipped"]);
+    assert_eq!(sqlite(&db, "SELECT count(*) FROM filler"), ["5000"]);
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), ["ok"]);
+}
+
+#[test]
 fn restore_refuses_bad_backups_and_changes_nothing() {
     let (project, good) = backed_up_project("current");
     let manifest = format!("{}.json", good.display());

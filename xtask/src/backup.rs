@@ -20,6 +20,7 @@ impl DbBackup {
             &pool,
             &project.migrations,
             &dir,
+            self.compress,
             &Reporter::new(),
         )
         .await;

@@ -124,7 +124,10 @@ pub struct DbBackup {
     /// Backup directory (default: `backups/` next to the database, or `databases.main.backup_dir`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Afterwards keep only the newest N backups in the directory.
+    /// Gzip a SQLite backup (`.db.gz`). By default it stays a plain SQLite file that `sqlite3` opens directly.
+    #[arg(long)]
+    pub compress: bool,
+    /// Afterwards keep only the newest N backups of this database in the directory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
 }

@@ -156,6 +156,7 @@ impl Project {
             pool,
             &self.migrations,
             &settings.backup_dir,
+            false,
             &Reporter::new(),
         )
         .await

@@ -17,12 +17,12 @@ impl DbRestore {
         project.guard_memory()?;
         let file = project.user_path(&self.file);
         let database = &project.config.database;
-        let manifest = backup::verify(&file, database.url.kind(), &project.migrations).await?;
+        let verified = backup::verify(&file, database.url.kind(), &project.migrations).await?;
         eprintln!(
             "backup {} verified: schema version {}, taken {}",
             project.display(&file),
-            manifest.schema_version,
-            manifest.created_at
+            verified.manifest.schema_version,
+            verified.manifest.created_at
         );
 
         // Hold the database for the whole restore, so no server starts on it midway.
@@ -70,11 +70,11 @@ impl DbRestore {
                 if let Some(pool) = pool {
                     pool.close().await;
                 }
-                backup::swap_in_sqlite(&file, path)?;
+                backup::swap_in_sqlite(verified.file(), path)?;
             }
             None => {
                 let pool = pool.expect("a PostgreSQL database always exists");
-                backup::restore_postgres(&project.settings(), &pool, &file).await?;
+                backup::restore_postgres(&project.settings(), &pool, verified.file()).await?;
                 pool.close().await;
             }
         }
