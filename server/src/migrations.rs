@@ -371,6 +371,39 @@ impl SchemaStatus {
         }
     }
 
+    /// Pending migrations up to version `to` (all when `None`), in the order they apply.
+    pub fn to_apply<'s>(&self, set: &'s MigrationSet, to: Option<i32>) -> Vec<&'s MigrationFile> {
+        set.migrations()
+            .iter()
+            .filter(|m| self.pending.contains(&m.version))
+            .filter(|m| to.is_none_or(|to| m.version <= to))
+            .collect()
+    }
+
+    /// Applied migrations above version `to`, newest first: the order they are reverted in.
+    /// Only known migrations are listed; check [`SchemaStatus::ensure_compatible`] first.
+    pub fn to_revert<'s>(&self, set: &'s MigrationSet, to: i32) -> Vec<&'s MigrationFile> {
+        self.applied
+            .iter()
+            .rev()
+            .filter(|a| a.version > to)
+            .filter_map(|a| set.get(a.version))
+            .collect()
+    }
+
+    /// The version the database is at after rolling back the newest `steps` migrations.
+    pub fn version_before(&self, steps: usize) -> Result<i32, MigrationError> {
+        let applied = self.applied.len();
+        if steps > applied {
+            return Err(MigrationError::Target(format!(
+                "cannot roll back {steps} migration(s): only {applied} applied"
+            )));
+        }
+        Ok(applied
+            .checked_sub(steps + 1)
+            .map_or(0, |i| self.applied[i].version))
+    }
+
     /// Fails with a clear error when the database is ahead or diverged.
     pub fn ensure_compatible(&self) -> Result<(), MigrationError> {
         let id = |a: &AppliedMigration| format!("V{}__{}", a.version, a.name);
@@ -511,12 +544,10 @@ pub async fn upgrade(
         }),
         Err(error) => {
             let failed = error.report().map_or(0, |r| r.applied_migrations().len());
-            let name = set
-                .migrations()
-                .iter()
-                .filter(|m| status.pending.contains(&m.version))
-                .nth(failed)
-                .map_or_else(|| "?".into(), MigrationFile::id);
+            let name = status
+                .to_apply(set, target)
+                .get(failed)
+                .map_or_else(|| "?".into(), |m| m.id());
             let reason = match std::error::Error::source(&error) {
                 Some(source) => source.to_string(),
                 None => error.to_string(),
@@ -541,16 +572,7 @@ pub async fn downgrade(
     let mut tx = lock(conn).await?;
     let status = status_in(&mut tx, set).await?;
     status.ensure_compatible()?;
-    let to_revert: Vec<&MigrationFile> = status
-        .applied
-        .iter()
-        .rev()
-        .filter(|a| a.version > to)
-        .map(|a| {
-            set.get(a.version)
-                .expect("compatible status: every applied migration is known")
-        })
-        .collect();
+    let to_revert = status.to_revert(set, to);
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
         return Err(MigrationError::NoDownScript(m.id()));
     }

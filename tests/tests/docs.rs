@@ -62,6 +62,7 @@ fn the_command_table_lists_every_xtask_command() {
     let root = workspace_root();
     let guide = std::fs::read_to_string(root.join("docs/database.md")).unwrap();
     let flags = std::fs::read_to_string(root.join("xtask/src/flags.rs")).unwrap();
+    let mut commands = 0;
     for line in flags.lines().map(str::trim) {
         if let Some(variant) = line.strip_prefix("Db").and_then(|l| l.split('(').next())
             && line.contains("(Db")
@@ -71,8 +72,13 @@ fn the_command_table_lists_every_xtask_command() {
                 guide.contains(&format!("`cargo xtask {command}")),
                 "docs/database.md lacks {command}"
             );
+            commands += 1;
         }
     }
+    assert_eq!(
+        commands, 10,
+        "expected the ten db-* commands in xtask/src/flags.rs"
+    );
 }
 
 fn kebab(camel: &str) -> String {

@@ -341,6 +341,14 @@ fn migrate_upgrade_downgrade(project: &Project, sql: &dyn Fn(&str) -> String) {
     assert!(sql("SELECT count(*) FROM refinery_schema_history").ends_with('2'));
 
     project.xtask(&["db-upgrade"]).ok();
+    let line = project
+        .xtask(&["db-downgrade", "--steps", "9", "-y"])
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("cannot roll back 9 migration(s): only 3 applied"),
+        "{line}"
+    );
     let run = project.xtask(&["db-downgrade", "--steps", "2", "-y", "--no-backup"]);
     let out = run.ok();
     assert!(

@@ -15,30 +15,12 @@ impl DbDowngrade {
         let pool = project.open(OpenMode::MustExist).await?;
         let status = migrations::status(&mut pool.acquire().await?, set).await?;
         status.ensure_compatible()?;
-        let applied: Vec<i32> = status.applied.iter().map(|a| a.version).collect();
-        let to = match (self.to, self.steps) {
-            (Some(to), _) if to < 0 => bail!("--to must be 0 or a migration version"),
-            (Some(to), _) => to,
-            (None, steps) => {
-                let steps = steps.unwrap_or(1);
-                if steps > applied.len() {
-                    bail!(
-                        "cannot roll back {steps} migration(s): only {} applied",
-                        applied.len()
-                    );
-                }
-                applied
-                    .len()
-                    .checked_sub(steps + 1)
-                    .map_or(0, |i| applied[i])
-            }
+        let to = match self.to {
+            Some(to) if to < 0 => bail!("--to must be 0 or a migration version"),
+            Some(to) => to,
+            None => status.version_before(self.steps.unwrap_or(1))?,
         };
-        let planned: Vec<_> = applied
-            .iter()
-            .rev()
-            .filter(|v| **v > to)
-            .filter_map(|v| set.get(*v))
-            .collect();
+        let planned = status.to_revert(set, to);
         if planned.is_empty() {
             println!(
                 "nothing to roll back: database is at version {}",

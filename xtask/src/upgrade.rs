@@ -17,12 +17,7 @@ impl DbUpgrade {
         let mut conn = pool.acquire().await?;
         let status = migrations::status(&mut conn, set).await?;
         status.ensure_compatible()?;
-        let planned: Vec<_> = set
-            .migrations()
-            .iter()
-            .filter(|m| status.pending.contains(&m.version))
-            .filter(|m| self.to.is_none_or(|to| m.version <= to))
-            .collect();
+        let planned = status.to_apply(set, self.to);
         if planned.is_empty() {
             println!(
                 "nothing to apply: database is at version {}",
