@@ -147,14 +147,6 @@ pub trait Progress: Send + Sync {
     fn bytes(&self, done: u64, total: u64);
 }
 
-/// Discards progress.
-pub struct Silent;
-
-impl Progress for Silent {
-    fn step(&self, _: &str) {}
-    fn bytes(&self, _: u64, _: u64) {}
-}
-
 /// Takes a verified backup of the database into `dir` (created with mode 0700 if missing).
 ///
 /// With `compress`, a SQLite backup is gzipped after it was verified (`.db.gz`);
