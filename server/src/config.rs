@@ -464,8 +464,39 @@ fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
     let iter = dotenvy::from_path_iter(&path).map_err(|e| file_error(e.to_string()))?;
     let vars = iter
         .collect::<Result<BTreeMap<_, _>, _>>()
-        .map_err(|e| file_error(e.to_string()))?;
+        .map_err(|e| file_error(describe_dotenv_error(&path, e)))?;
     Ok(Some((path, vars)))
+}
+
+/// A `.env` error without the offending line's text, which may hold a secret: the line
+/// number and, when there is one, the variable's name.
+fn describe_dotenv_error(path: &Path, error: dotenvy::Error) -> String {
+    let dotenvy::Error::LineParse(line, index) = error else {
+        return mask_url(&error.to_string());
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let number = text
+        .find(line.as_str())
+        .map_or(0, |at| text[..at].matches('\n').count() + 1);
+    let name = line
+        .split_once('=')
+        .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
+        .filter(|name| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    let what = name.map_or_else(
+        || "a line".to_string(),
+        |name| format!("the line setting {name}"),
+    );
+    let at = if number > 0 {
+        format!("line {number}: ")
+    } else {
+        String::new()
+    };
+    format!(
+        "{at}cannot parse {what} (error at character {}); the line is not shown, it may hold a secret",
+        index + 1
+    )
 }
 
 /// Picks the profile: `ROCKET_PROFILE` from the environment, then from `.env`, then Rocket's default.

@@ -4,7 +4,10 @@
 //! write transactions start with `BEGIN IMMEDIATE` (see [`DbConn::begin_write`]).
 //! A SQLite pool watches the identity of its file: when the file at the path is
 //! removed, acquiring fails (an outage, never a fresh empty database); when it is
-//! replaced, the pool reopens on the new file.
+//! replaced, the pool reopens on the new file once that file is a complete SQLite
+//! database. Nothing is ever written to a file that is not one already (an empty file, a
+//! file half copied in): a new database is only created whole, at startup or by
+//! `db-init`, by linking a finished file into place.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::pool::{PoolConnection, PoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, Postgres};
+use sqlx::postgres::{PgPool, Postgres};
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous,
 };
@@ -29,6 +32,14 @@ pub enum DbError {
     /// The SQLite file was removed while the server runs.
     #[error("database file {0} is missing; restore it or run `cargo xtask db-init`")]
     FileMissing(PathBuf),
+    /// The file at the database path is not (yet) a complete SQLite database.
+    #[error("database file {path} {reason}; nothing was written to it")]
+    FileInvalid {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The directory of the SQLite file cannot be created or written.
     #[error("cannot use database location {path}: {reason}")]
     Location {
@@ -235,7 +246,7 @@ impl DbTx<'_> {
 /// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts.
 async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, DbError> {
     let millis = |d: Duration| d.as_millis().to_string();
-    let options = PgConnectOptions::from_str(url.as_str())?
+    let options = crate::pg::connect_options(url)?
         .options([
             ("statement_timeout", millis(settings.statement_timeout)),
             ("lock_timeout", millis(settings.lock_timeout)),
@@ -278,11 +289,59 @@ struct FileId {
     ino: u64,
 }
 
-fn file_id(path: &Path) -> Option<FileId> {
-    std::fs::metadata(path).ok().map(|m| FileId {
-        dev: m.dev(),
-        ino: m.ino(),
-    })
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Checks that `path` holds a complete SQLite database before anything opens it for
+/// writing: the header's magic, and (when the header records it) a file as long as the
+/// database it describes, so a file still being copied in is not picked up half-way.
+fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+    use std::io::Read;
+    let invalid = |reason: String| DbError::FileInvalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DbError::FileMissing(path.to_path_buf()),
+        _ => invalid(format!("cannot be read ({e})")),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot be read ({e})")))?;
+    if meta.len() == 0 {
+        return Err(invalid("is empty (0 bytes)".into()));
+    }
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header).map_err(|_| {
+        invalid(format!(
+            "is not a SQLite database ({} bytes, too short)",
+            meta.len()
+        ))
+    })?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(invalid("is not a SQLite database (bad header)".into()));
+    }
+    let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(be32(28));
+    // The page count in the header is valid when written by the same change as the counter.
+    if pages > 0 && be32(92) == be32(24) && meta.len() < pages * page_size {
+        return Err(invalid(format!(
+            "is incomplete ({} of {} bytes; still being copied?)",
+            meta.len(),
+            pages * page_size
+        )));
+    }
+    Ok(())
 }
 
 /// A SQLite pool bound to the file it opened.
@@ -300,6 +359,8 @@ struct SqliteEngine {
 struct SqliteGeneration {
     pool: SqlitePool,
     identity: Option<FileId>,
+    /// The file was seen truncated to 0 bytes: reopen once it is valid again.
+    truncated: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteEngine {
@@ -317,14 +378,16 @@ impl SqliteEngine {
             Some(path) => {
                 if mode == OpenMode::Create {
                     prepare_location(path)?;
-                } else if !path.is_file() {
-                    return Err(DbError::FileMissing(path.to_path_buf()));
+                    if !path.exists() {
+                        create_database(path, settings).await?;
+                    }
                 }
+                check_sqlite_file(path)?;
                 options = options
                     .filename(path)
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
-                    .create_if_missing(mode == OpenMode::Create);
+                    .create_if_missing(false);
             }
             None => {
                 // One shared in-memory database lives as long as one connection does:
@@ -341,8 +404,6 @@ impl SqliteEngine {
         }
         let generation =
             connect_generation(&pool_options, &options, path, settings.connect_timeout).await?;
-        // From now on the file must exist: a missing file is an outage, not a cue to create one.
-        let options = options.create_if_missing(false);
         Ok(Self {
             path: path.map(Path::to_path_buf),
             options,
@@ -360,15 +421,30 @@ impl SqliteEngine {
         let Some(path) = &self.path else {
             return Ok(generation.pool.clone());
         };
-        let on_disk = file_id(path).ok_or_else(|| DbError::FileMissing(path.clone()))?;
-        if Some(on_disk) == generation.identity {
+        let meta = std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.clone()))?;
+        let on_disk = FileId::of(&meta);
+        let usable = |g: &SqliteGeneration| {
+            Some(on_disk) == g.identity && !g.truncated.load(Ordering::Relaxed)
+        };
+        if meta.len() == 0 {
+            // Truncated in place: never hand out a connection that would write into it.
+            if Some(on_disk) == generation.identity {
+                generation.truncated.store(true, Ordering::Relaxed);
+            }
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason: "is empty (0 bytes)".into(),
+            });
+        }
+        if usable(&generation) {
             return Ok(generation.pool.clone());
         }
         let _guard = self.reopen.lock().await;
         let generation = self.read();
-        if Some(on_disk) == generation.identity {
+        if usable(&generation) {
             return Ok(generation.pool.clone());
         }
+        check_sqlite_file(path)?;
         let fresh = connect_generation(
             &self.pool_options,
             &self.options,
@@ -406,10 +482,45 @@ async fn connect_generation(
         .await
         .map_err(|_| DbError::ConnectTimeout(timeout))??;
     let identity = match path {
-        Some(path) => Some(file_id(path).ok_or_else(|| DbError::FileMissing(path.to_path_buf()))?),
+        Some(path) => Some(FileId::of(
+            &std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.to_path_buf()))?,
+        )),
         None => None,
     };
-    Ok(SqliteGeneration { pool, identity })
+    Ok(SqliteGeneration {
+        pool,
+        identity,
+        truncated: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+/// Creates a new, empty SQLite database at `path` whole: initialized (WAL mode) in a
+/// temporary file beside it, synced, then hard-linked into place, which fails harmlessly
+/// when another starter created it first. No process ever sees a half-made file.
+async fn create_database(path: &Path, settings: &DbSettings) -> Result<(), DbError> {
+    let dir = crate::durable::parent(path);
+    let location_error = |e: std::io::Error| DbError::Location {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp =
+        crate::durable::temp_in(dir, &name, crate::durable::PARTIAL).map_err(location_error)?;
+    let conn = SqliteConnectOptions::new()
+        .filename(temp.path())
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(settings.busy_timeout)
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    conn.close().await?;
+    temp.as_file().sync_all().map_err(location_error)?;
+    match std::fs::hard_link(temp.path(), path) {
+        Ok(()) => crate::durable::sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(location_error(e)),
+    }
+    Ok(())
 }
 
 /// Creates the parent directories of `path` and checks that they are writable.

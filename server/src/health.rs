@@ -118,6 +118,9 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, timeout: Duration) -> DbHe
 fn describe(error: &DbError) -> String {
     match error {
         DbError::FileMissing(_) => "database file is missing".into(),
+        DbError::FileInvalid { .. } => {
+            "database file is not a complete SQLite database (empty or still being copied)".into()
+        }
         DbError::Location { .. } | DbError::Config(_) => "database location is not usable".into(),
         DbError::ConnectTimeout(_) => "cannot connect to the database in time".into(),
         DbError::Driver(e) => describe_driver(e),

@@ -78,44 +78,52 @@ pub async fn init(
 
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.
 const PG_NO_SUCH_DATABASE: &str = "3D000";
-/// SQLSTATE `duplicate_database`: someone else created it first.
-const PG_DUPLICATE_DATABASE: &str = "42P04";
 
-/// Creates the PostgreSQL database named in the URL, connecting to the server's `postgres` database.
+/// Key of the advisory lock (in the `postgres` database) that serializes creating databases.
+const PG_CREATE_LOCK_KEY: i64 = 0x6462_696e_6974; // "dbinit"
+
+/// Creates the PostgreSQL database named in the URL (decoded), connecting to the server's
+/// `postgres` database. Race-safe: starters serialize on an advisory lock and create the
+/// database only when it still does not exist.
 async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceError> {
+    use sqlx::{ConnectOptions, Connection};
     let DatabaseUrl::Postgres { url } = &settings.url else {
         return Ok(());
     };
-    let name = url.path().trim_start_matches('/').to_string();
-    let mut admin = settings.clone();
-    let mut admin_url = url.clone();
-    admin_url.set_path("/postgres");
-    admin.url = DatabaseUrl::Postgres { url: admin_url };
-    admin.min_connections = 0;
-    admin.max_connections = 1;
-    let pool = DbPool::open(&admin, OpenMode::MustExist).await.map_err(|e| {
-        MaintenanceError::Check(format!(
-            "database `{name}` does not exist and cannot be created (connecting to the `postgres` database failed: {e})"
-        ))
-    })?;
-    let result = pool
-        .acquire()
-        .await?
-        .execute_script(&format!(
-            "CREATE DATABASE \"{}\"",
-            name.replace('"', "\"\"")
-        ))
-        .await;
-    pool.close().await;
-    match result {
-        Ok(()) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(PG_DUPLICATE_DATABASE) => {
-            Ok(())
+    let options = crate::pg::connect_options(url).map_err(DbError::from)?;
+    let name = crate::pg::database_name(url).map_err(DbError::from)?;
+    let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        MaintenanceError::Check(crate::url::mask_url(&format!(
+            "database `{name}` does not exist and cannot be created ({what}: {e})"
+        )))
+    };
+    let options = options.database("postgres").disable_statement_logging();
+    let mut admin = tokio::time::timeout(settings.connect_timeout, options.connect())
+        .await
+        .map_err(|_| cannot("connecting to the `postgres` database", &"timed out"))?
+        .map_err(|e| cannot("connecting to the `postgres` database failed", &e))?;
+    let result = async {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PG_CREATE_LOCK_KEY)
+            .execute(&mut admin)
+            .await?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await?;
+        if !exists {
+            let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+                .execute(&mut admin)
+                .await?;
         }
-        Err(e) => Err(MaintenanceError::Check(format!(
-            "cannot create database `{name}`: {e}"
-        ))),
+        Ok::<_, sqlx::Error>(())
     }
+    .await;
+    // Closing the session releases the advisory lock.
+    admin.close().await.ok();
+    result.map_err(|e| cannot("CREATE DATABASE failed", &e))
 }
 
 /// Drops every table, view, trigger and sequence the application owns, history included.
@@ -152,7 +160,7 @@ pub async fn drop_all(pool: &DbPool) -> Result<(), MaintenanceError> {
 }
 
 /// Drops the objects of the current schema, keeping the schema itself (and its grants).
-const PG_DROP_ALL: &str = r#"
+pub(crate) const PG_DROP_ALL: &str = r#"
 DO $$
 DECLARE r record;
 BEGIN

@@ -450,6 +450,14 @@ pub async fn status_of_sqlite(
     Ok(SchemaStatus::compare(read_history_sqlite(conn).await?, set))
 }
 
+/// Reads the migration state of a standalone PostgreSQL connection (e.g. inside a snapshot).
+pub async fn status_of_pg(
+    conn: &mut sqlx::PgConnection,
+    set: &MigrationSet,
+) -> Result<SchemaStatus, MigrationError> {
+    Ok(SchemaStatus::compare(read_history_pg(conn).await?, set))
+}
+
 async fn read_history_sqlite(
     c: &mut sqlx::SqliteConnection,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {

@@ -137,30 +137,65 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Replaces the password of every `scheme://user:password@` in `text` with `****`.
+/// Masks every password in `text`: the `user:password@` part of any `scheme://` URL,
+/// and the value of any `password=` parameter (URL query or key/value string).
 ///
-/// Works on text that is not a valid URL too (error messages, malformed input).
+/// Works on text that is not a valid URL too (error messages, malformed input): a
+/// password holding an unencoded `/`, `#`, `?` or `@` is masked as well. When in doubt
+/// it masks too much rather than too little.
 pub fn mask_url(text: &str) -> String {
+    mask_password_params(&mask_userinfo(text))
+}
+
+/// Characters that end a URL inside free text.
+fn ends_url(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '<' | '>')
+}
+
+/// `scheme://user:secret@host` → `scheme://user:****@host`; the userinfo ends at the
+/// last `@` of the URL, so an unencoded `/`, `?` or `#` in the password does not hide it.
+fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..=colon]);
+        let end = tail.find(ends_url).unwrap_or(tail.len());
+        let token = &tail[..end];
+        match token.rfind('@') {
+            Some(at) if token[..at].contains(':') => {
+                let colon = token.find(':').expect("checked above");
+                out.push_str(&token[..=colon]);
                 out.push_str("****");
-                out.push_str(&authority[at..]);
+                out.push_str(&token[at..]);
             }
-            _ => out.push_str(authority),
+            _ => out.push_str(token),
         }
-        rest = &tail[authority_end..];
+        rest = &tail[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// `password=secret` (any case, also `sslpassword=`, `db_password=`, as a URL query
+/// parameter or a key/value pair) → `password=****`.
+fn mask_password_params(text: &str) -> String {
+    const KEY: &str = "password=";
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find(KEY) {
+        let value_start = search + found + KEY.len();
+        let value_len = text[value_start..]
+            .find(|c: char| ends_url(c) || matches!(c, '&' | ';' | ','))
+            .unwrap_or(text.len() - value_start);
+        out.push_str(&text[copied..value_start]);
+        out.push_str("****");
+        copied = value_start + value_len;
+        search = copied;
+    }
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -195,6 +230,33 @@ mod tests {
         );
         assert_eq!(mask_url("postgres://app@db/app"), "postgres://app@db/app");
         assert_eq!(mask_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn masks_passwords_with_unencoded_delimiters() {
+        for secret in ["pa/ss", "pa#ss", "pa?ss", "p@ss", "a/b?c#d@e"] {
+            let text = format!("malformed URL in `postgres://app:{secret}@db:5432/app`");
+            let masked = mask_url(&text);
+            assert!(!masked.contains(secret), "{masked}");
+            assert!(
+                masked.contains("postgres://app:****@db:5432/app`"),
+                "{masked}"
+            );
+        }
+    }
+
+    #[test]
+    fn masks_password_parameters() {
+        assert_eq!(
+            mask_url("postgres://db/app?user=app&password=s3cret&sslmode=require"),
+            "postgres://db/app?user=app&password=****&sslmode=require"
+        );
+        assert_eq!(
+            mask_url("host=db PASSWORD=s3cret user=app"),
+            "host=db PASSWORD=**** user=app"
+        );
+        assert_eq!(mask_url("?sslpassword=k3y"), "?sslpassword=****");
+        assert_eq!(mask_url("no secrets here"), "no secrets here");
     }
 
     #[test]

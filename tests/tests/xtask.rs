@@ -557,38 +557,86 @@ fn a_backup_taken_while_a_writer_commits_is_a_consistent_prefix() {
     );
 }
 
+/// The manifest of a backup, as JSON.
+fn manifest_of(backup: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(format!("{}.json", backup.display())).unwrap())
+        .unwrap()
+}
+
 #[test]
-fn db_backups_lists_and_keep_retains_exactly_n() {
+fn keep_prunes_only_this_databases_backups_newest_by_manifest_time() {
     let project = Project::sqlite();
     project.xtask(&["db-init"]).ok();
+    // `app-old.db` backs up into the same directory; its file names start with `app-`.
+    let old = [("DATABASE_URL", "sqlite://app-old.db")];
+    project.xtask_with(&["db-init"], &old).ok();
+    for _ in 0..3 {
+        project
+            .xtask_with(&["db-backup", "--out", "backups"], &old)
+            .ok();
+    }
     for _ in 0..4 {
         project.xtask(&["db-backup"]).ok();
     }
-    assert_eq!(backups(&project).len(), 4);
-    // A backup of another database in the same directory is not this database's to prune.
-    let first = backups(&project)[0].clone();
-    let foreign = project
-        .path()
-        .join("backups/aardvark-20200101T000000.000Z-v1.db");
-    std::fs::copy(&first, &foreign).unwrap();
-    std::fs::copy(
-        format!("{}.json", first.display()),
-        format!("{}.json", foreign.display()),
-    )
-    .unwrap();
+    let dir = project.path().join("backups");
+    let of = |stem: &str| -> Vec<PathBuf> {
+        files_ending(&dir, ".db")
+            .into_iter()
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                name.strip_prefix(stem)
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .collect()
+    };
+    assert_eq!((of("app-").len(), of("app-old-").len()), (4, 3));
+    let newest_before = of("app-").pop().unwrap();
 
     let run = project.xtask(&["db-backup", "--keep", "2"]);
-    assert_eq!(run.ok().matches("removed old backup").count(), 3);
-    assert!(foreign.exists(), "another database's backup was kept");
-    std::fs::remove_file(&foreign).unwrap();
-    std::fs::remove_file(format!("{}.json", foreign.display())).unwrap();
-    let kept = backups(&project);
-    assert_eq!(kept.len(), 2);
     assert_eq!(
-        files_ending(&project.path().join("backups"), ".json").len(),
-        2
+        run.ok().matches("removed old backup").count(),
+        3,
+        "{}",
+        run.stdout
     );
+    assert_eq!(
+        of("app-old-").len(),
+        3,
+        "another database's backups were kept"
+    );
+    let kept = of("app-");
+    assert_eq!(kept.len(), 2);
+    assert_eq!(kept[0], newest_before, "the newest older backup stays");
+    assert!(kept[1] > newest_before, "the backup just taken stays");
+    for backup in &kept {
+        assert_eq!(
+            manifest_of(backup)["database"],
+            format!("sqlite://{}", project.db_path().display())
+        );
+    }
+    // No orphan manifest, no debris.
+    assert_eq!(files_ending(&dir, ".json").len(), 5);
+    let hidden: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.') && n != ".lock")
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    // --keep 1 never removes the backup just taken.
+    project.xtask(&["db-backup", "--keep", "1"]).ok();
+    assert_eq!(of("app-").len(), 1);
+    assert_eq!(of("app-old-").len(), 3);
+}
 
+#[test]
+fn db_backups_lists_and_flags_corrupt_backups() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    for _ in 0..2 {
+        project.xtask(&["db-backup"]).ok();
+    }
+    let kept = backups(&project);
     let list = project.xtask(&["db-backups"]);
     let out = list.ok();
     assert_eq!(out.matches("verified").count(), 2, "{out}");

@@ -38,7 +38,7 @@ impl DbBackup {
             manifest.sha256
         );
         if let Some(keep) = self.keep {
-            for removed in backup::prune(&dir, &settings.url, keep as usize)? {
+            for removed in backup::prune(&dir, &settings.url, keep as usize, &entry.path)? {
                 println!("removed old backup {}", project.display(&removed));
             }
         }

@@ -17,7 +17,19 @@ impl DbRestore {
         project.guard_memory()?;
         let file = project.user_path(&self.file);
         let database = &project.config.database;
-        let verified = backup::verify(&file, database.url.kind(), &project.migrations).await?;
+        // A SQLite backup is staged next to the database it replaces (one file system, so
+        // the swap is a rename); a PostgreSQL restore script next to its archive.
+        let staging_dir = match database.url.sqlite_path() {
+            Some(path) => server::durable::parent(path).to_path_buf(),
+            None => server::durable::parent(&file).to_path_buf(),
+        };
+        let verified = backup::verify(
+            &file,
+            &project.migrations,
+            &project.settings(),
+            &staging_dir,
+        )
+        .await?;
         eprintln!(
             "backup {} verified: schema version {}, taken {}",
             project.display(&file),
@@ -65,18 +77,12 @@ impl DbRestore {
                 .safety_backup(pool, self.destructive.no_backup)
                 .await?;
         }
+        if let Some(pool) = pool {
+            pool.close().await;
+        }
         match database.url.sqlite_path() {
-            Some(path) => {
-                if let Some(pool) = pool {
-                    pool.close().await;
-                }
-                backup::swap_in_sqlite(verified.file(), path)?;
-            }
-            None => {
-                let pool = pool.expect("a PostgreSQL database always exists");
-                backup::restore_postgres(&project.settings(), &pool, verified.file()).await?;
-                pool.close().await;
-            }
+            Some(path) => backup::swap_in_sqlite(verified, path, self.destructive.force).await?,
+            None => backup::restore_postgres(&project.settings(), verified).await?,
         }
         println!(
             "restored {} from {}",

@@ -1,0 +1,153 @@
+//! Listing the backups in a directory, and retention (`db-backup --keep N`).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::manifest::{Manifest, check_checksum, database_identity, manifest_path, read_manifest};
+use super::{BackupError, io_error};
+use crate::durable;
+use crate::url::DatabaseUrl;
+
+/// File name endings of backups: SQLite, gzipped SQLite, PostgreSQL custom format.
+pub(super) const BACKUP_EXTENSIONS: &[&str] = &[".db", ".db.gz", ".dump"];
+
+/// A backup on disk and its current state.
+#[derive(Debug, Clone)]
+pub struct BackupEntry {
+    /// The backup file.
+    pub path: PathBuf,
+    /// Its manifest, if readable.
+    pub manifest: Option<Manifest>,
+    /// Whether it checks out now.
+    pub state: BackupState,
+}
+
+/// Verification state of a listed backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupState {
+    /// Verified when taken, and the file still matches its checksum.
+    Verified,
+    /// The file no longer matches its manifest.
+    Corrupt(String),
+    /// No readable manifest.
+    NoManifest,
+}
+
+/// Lists the backups in `dir`, oldest first (by the manifest's time, then by name),
+/// checking each file against its manifest. Hidden files are never listed.
+pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut entries: Vec<BackupEntry> = fs::read_dir(dir)
+        .map_err(io_error("cannot read backup directory", dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_backup_name(p))
+        .map(|path| {
+            let manifest = read_manifest(&path).ok();
+            let state = match &manifest {
+                None => BackupState::NoManifest,
+                Some(m) => match check_checksum(&path, m) {
+                    Ok(()) => BackupState::Verified,
+                    Err(reason) => BackupState::Corrupt(reason),
+                },
+            };
+            BackupEntry {
+                path,
+                manifest,
+                state,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| {
+        let time = |e: &BackupEntry| e.manifest.as_ref().and_then(Manifest::taken_at);
+        time(a).cmp(&time(b)).then_with(|| a.path.cmp(&b.path))
+    });
+    Ok(entries)
+}
+
+fn is_backup_name(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    !name.starts_with('.') && BACKUP_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
+}
+
+/// Keeps the newest `keep` verified backups of the database at `url` in `dir` and deletes
+/// its older ones. A backup belongs to the database whose identity its manifest records;
+/// other databases' backups, backups without a manifest, corrupt ones (evidence) and
+/// `just_taken` are never deleted. Returns what was deleted.
+pub fn prune(
+    dir: &Path,
+    url: &DatabaseUrl,
+    keep: usize,
+    just_taken: &Path,
+) -> Result<Vec<PathBuf>, BackupError> {
+    let _lock = durable::lock_dir(dir).map_err(io_error("cannot lock backup directory", dir))?;
+    let identity = database_identity(url);
+    let mut ours: Vec<BackupEntry> = list(dir)?
+        .into_iter()
+        .filter(|e| e.state == BackupState::Verified)
+        .filter(|e| {
+            e.manifest
+                .as_ref()
+                .is_some_and(|m| m.database.as_deref() == Some(identity.as_str()))
+        })
+        .collect();
+    // Newest first; the one just taken always stays and counts as kept.
+    ours.reverse();
+    let mut kept = usize::from(ours.iter().any(|e| e.path == just_taken));
+    let mut removed = Vec::new();
+    for entry in ours.into_iter().filter(|e| e.path != just_taken) {
+        if kept < keep {
+            kept += 1;
+            continue;
+        }
+        remove_backup(&entry.path)?;
+        removed.push(entry.path);
+    }
+    Ok(removed)
+}
+
+/// Deletes a backup and its manifest without ever leaving a final-named backup without its
+/// manifest, or a manifest without its backup: the backup is first renamed to a hidden
+/// temporary name (swept if the process dies), then the manifest goes, then the file.
+fn remove_backup(path: &Path) -> Result<(), BackupError> {
+    let dir = durable::parent(path);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let doomed = dir.join(format!(".{name}.deleting{}", durable::PARTIAL));
+    fs::rename(path, &doomed).map_err(io_error("cannot delete", path))?;
+    let manifest = manifest_path(path);
+    match fs::remove_file(&manifest) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            // Put the backup back rather than leave it without its manifest.
+            let _ = fs::rename(&doomed, path);
+            return Err(io_error("cannot delete", &manifest)(e));
+        }
+    }
+    fs::remove_file(&doomed).map_err(io_error("cannot delete", &doomed))?;
+    durable::sync_dir(dir);
+    Ok(())
+}
+
+/// Removes debris of killed backups in `dir`: unlocked temporary files, and manifests
+/// whose backup is gone (a kill between writing the manifest and renaming the backup).
+/// The caller holds the directory lock, so no backup is being written meanwhile.
+pub(super) fn sweep(dir: &Path) {
+    durable::sweep(dir, &[durable::PARTIAL]);
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Some(backup) = path
+            .to_str()
+            .and_then(|p| p.strip_suffix(".json"))
+            .map(PathBuf::from)
+        else {
+            continue;
+        };
+        if is_backup_name(&backup) && !backup.exists() && read_manifest(&backup).is_ok() {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}

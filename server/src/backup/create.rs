@@ -1,0 +1,287 @@
+//! Taking a backup: snapshot, verify, checksum, manifest, then the final name.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::Connection;
+
+use super::catalog::{self, BackupEntry, BackupState};
+use super::manifest::{
+    Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
+};
+use super::restore::{sqlite_read_only, sqlite_verify};
+use super::{BackupError, Progress, io_error};
+use crate::config::DbSettings;
+use crate::db::{DbConn, DbPool};
+use crate::durable;
+use crate::migrations::{self, MigrationSet};
+use crate::url::{DatabaseUrl, DbKind};
+
+/// Takes a verified backup of the database into `dir` (created, or tightened, to mode 0700).
+///
+/// With `compress`, a SQLite backup is gzipped after it was verified (`.db.gz`);
+/// PostgreSQL custom-format dumps are compressed already. One backup at a time writes
+/// into a directory; debris of killed backups there is swept first.
+pub async fn create(
+    settings: &DbSettings,
+    pool: &DbPool,
+    set: &MigrationSet,
+    dir: &Path,
+    compress: bool,
+    progress: &dyn Progress,
+) -> Result<BackupEntry, BackupError> {
+    create_dir_private(dir)?;
+    let lock_path = dir.to_path_buf();
+    let _lock = tokio::task::spawn_blocking(move || durable::lock_dir(&lock_path))
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r)
+        .map_err(io_error("cannot lock backup directory", dir))?;
+    catalog::sweep(dir);
+
+    let stamp = time::OffsetDateTime::now_utc();
+    let (stem, ext) = naming(&settings.url);
+    let compression =
+        (compress && settings.url.kind() == DbKind::Sqlite).then_some(Compression::Gzip);
+    let ext = match compression {
+        Some(Compression::Gzip) => format!("{ext}.gz"),
+        None => ext.to_string(),
+    };
+    let base = format!(
+        "{stem}-{}",
+        stamp
+            .format(time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"
+            ))
+            .expect("formatting a UTC timestamp")
+    );
+    let temp = |what| durable::temp_in(dir, &base, durable::PARTIAL).map_err(io_error(what, dir));
+
+    let mut conn = pool.acquire().await?;
+    let (file, schema_version) = match &mut conn {
+        DbConn::Sqlite(c) => {
+            progress.step(&format!("snapshotting into {}", dir.display()));
+            let snapshot = temp("cannot create a backup file in")?;
+            sqlite_snapshot(c, snapshot.path(), progress).await?;
+            progress.step("verifying (integrity_check)");
+            sqlite_verify(snapshot.path()).await?;
+            let version = sqlite_schema_version(snapshot.path(), set).await?;
+            let file = match compression {
+                Some(Compression::Gzip) => {
+                    progress.step("compressing (gzip)");
+                    let gz = temp("cannot create a backup file in")?;
+                    gzip(snapshot.path(), gz.as_file())
+                        .map_err(io_error("cannot compress", dir))?;
+                    gz
+                }
+                None => snapshot,
+            };
+            (file, version)
+        }
+        DbConn::Postgres(c) => {
+            let DatabaseUrl::Postgres { url } = &settings.url else {
+                unreachable!("a PostgreSQL connection comes from a PostgreSQL URL")
+            };
+            progress.step(&format!("running pg_dump into {}", dir.display()));
+            let dump = temp("cannot create a backup file in")?;
+            let version = pg_dump_snapshot(c, url, dump.path(), set).await?;
+            progress.step("verifying (pg_restore reads the whole archive)");
+            pg_verify(url, dump.path()).await?;
+            (dump, version)
+        }
+    };
+    drop(conn);
+    file.as_file()
+        .sync_all()
+        .map_err(io_error("cannot sync", file.path()))?;
+    let (sha256, size) = durable::sha256_file(file.path()).map_err(io_error("cannot read", dir))?;
+
+    let name = format!("{base}-v{schema_version}.{ext}");
+    let final_path = dir.join(&name);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        file: name,
+        kind: settings.url.kind(),
+        database: Some(database_identity(&settings.url)),
+        sha256,
+        size,
+        schema_version,
+        created_at: stamp
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("formatting a UTC timestamp"),
+        verified: true,
+        compression,
+    };
+    // Manifest first: a file under a final name always has its manifest.
+    write_manifest(&final_path, &manifest)
+        .map_err(io_error("cannot write manifest for", &final_path))?;
+    if let Err(e) = file.persist_noclobber(&final_path) {
+        let _ = fs::remove_file(manifest_path(&final_path));
+        return Err(io_error("cannot rename backup to", &final_path)(e.error));
+    }
+    durable::sync_dir(dir);
+    Ok(BackupEntry {
+        path: final_path,
+        manifest: Some(manifest),
+        state: BackupState::Verified,
+    })
+}
+
+/// The file-name stem and extension of a database's backups: `<stem>-<time>-v<n>.<ext>`.
+fn naming(url: &DatabaseUrl) -> (String, &'static str) {
+    let (stem, ext) = match url {
+        DatabaseUrl::Sqlite { path } => (
+            path.file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string(),
+            "db",
+        ),
+        DatabaseUrl::SqliteMemory => ("memory".to_string(), "db"),
+        DatabaseUrl::Postgres { url } => (
+            crate::pg::database_name(url).unwrap_or_else(|_| "postgres".into()),
+            "dump",
+        ),
+    };
+    let safe = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_start_matches('.')
+        .to_string();
+    (safe, ext)
+}
+
+/// Creates `dir` (and parents) and makes it private (0700): backups hold all the data.
+fn create_dir_private(dir: &Path) -> Result<(), BackupError> {
+    fs::create_dir_all(dir).map_err(io_error("cannot create backup directory", dir))?;
+    let mode = fs::metadata(dir)
+        .map_err(io_error("cannot read", dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("cannot make private (chmod 700)", dir))?;
+    }
+    Ok(())
+}
+
+/// The schema version recorded inside a SQLite snapshot.
+async fn sqlite_schema_version(path: &Path, set: &MigrationSet) -> Result<i32, BackupError> {
+    let mut conn = sqlite_read_only(path).await?;
+    let status = migrations::status_of_sqlite(&mut conn, set).await;
+    conn.close().await.ok();
+    Ok(status?.current_version)
+}
+
+/// `VACUUM INTO` `target` (an empty file), reporting its growth as progress.
+async fn sqlite_snapshot(
+    conn: &mut sqlx::SqliteConnection,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<(), BackupError> {
+    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&mut *conn)
+        .await?;
+    let page_count: i64 = sqlx::query_scalar("PRAGMA page_count")
+        .fetch_one(&mut *conn)
+        .await?;
+    let total = u64::try_from(page_size * page_count).unwrap_or(0);
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let target = target.to_path_buf();
+        async move {
+            while !done.load(Ordering::Relaxed) {
+                let size = fs::metadata(&target).map_or(0, |m| m.len());
+                progress.bytes(size.min(total), total);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let vacuum = async {
+        let result = sqlx::query("VACUUM INTO ?")
+            .bind(target.to_string_lossy().to_string())
+            .execute(&mut *conn)
+            .await;
+        done.store(true, Ordering::Relaxed);
+        result
+    };
+    let (result, ()) = tokio::join!(vacuum, watcher);
+    result?;
+    progress.bytes(total, total);
+    Ok(())
+}
+
+/// Writes the gzip of `source` into `output` and syncs it.
+fn gzip(source: &Path, output: &File) -> io::Result<()> {
+    let mut input = File::open(source)?;
+    let mut encoder = flate2::write::GzEncoder::new(output, flate2::Compression::default());
+    io::copy(&mut input, &mut encoder)?;
+    encoder.finish()?.sync_all()
+}
+
+/// `pg_dump` of one exported snapshot into `target`; the schema version is read in the
+/// same snapshot, so the manifest describes exactly what was dumped.
+async fn pg_dump_snapshot(
+    conn: &mut sqlx::PgConnection,
+    url: &url::Url,
+    target: &Path,
+    set: &MigrationSet,
+) -> Result<i32, BackupError> {
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut *conn)
+            .await?;
+        let version = migrations::status_of_pg(conn, set).await?.current_version;
+        let (url, target) = (url.clone(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            crate::pg::run_tool(
+                "pg_dump",
+                &url,
+                &[
+                    "--format=custom".as_ref(),
+                    "--no-owner".as_ref(),
+                    format!("--snapshot={snapshot}").as_ref(),
+                    "--file".as_ref(),
+                    target.as_os_str(),
+                ],
+            )
+        })
+        .await
+        .map_err(|e| BackupError::Tool(crate::pg::ToolError(format!("pg_dump: {e}"))))??;
+        Ok::<_, BackupError>(version)
+    }
+    .await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+    result
+}
+
+/// Reads the whole archive with `pg_restore` (every data block decompressed), writing nothing.
+pub(super) async fn pg_verify(url: &url::Url, archive: &Path) -> Result<(), BackupError> {
+    let (url, archive): (url::Url, PathBuf) = (url.clone(), archive.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        crate::pg::run_tool(
+            "pg_restore",
+            &url,
+            &["--file=/dev/null".as_ref(), archive.as_os_str()],
+        )
+    })
+    .await
+    .map_err(|e| BackupError::Tool(crate::pg::ToolError(format!("pg_restore: {e}"))))??;
+    Ok(())
+}

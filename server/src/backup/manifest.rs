@@ -1,0 +1,107 @@
+//! The manifest beside every backup, and the identity of the database it came from.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::durable;
+use crate::url::{DatabaseUrl, DbKind};
+
+/// Manifest format version: 2 added `database`.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// What is known about a backup, stored as `<backup>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// File name of the backup (in the same directory).
+    pub file: String,
+    /// Engine the backup came from.
+    pub kind: DbKind,
+    /// The database the backup came from ([`database_identity`]); absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Hex sha256 of the backup file.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Highest migration version applied in the backup.
+    pub schema_version: i32,
+    /// When the backup was taken (RFC 3339, UTC).
+    pub created_at: String,
+    /// Whether the backup passed verification when it was taken.
+    pub verified: bool,
+    /// How the file is compressed; absent for a plain SQLite file or a pg_dump archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+impl Manifest {
+    /// When the backup was taken, parsed; `None` when the manifest holds no valid time.
+    pub fn taken_at(&self) -> Option<time::OffsetDateTime> {
+        time::OffsetDateTime::parse(
+            &self.created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .ok()
+    }
+}
+
+/// Compression of a backup file (opt-in: `db-backup --compress`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (`.db.gz`).
+    Gzip,
+}
+
+/// The identity of a database, recorded in its backups' manifests and used to select
+/// them for retention: the absolute path of a SQLite file, or `postgres://host:port/db`
+/// (no credentials).
+pub fn database_identity(url: &DatabaseUrl) -> String {
+    match url {
+        DatabaseUrl::Sqlite { path } => format!("sqlite://{}", path.display()),
+        DatabaseUrl::SqliteMemory => "sqlite::memory:".into(),
+        DatabaseUrl::Postgres { url } => {
+            crate::pg::identity(url).unwrap_or_else(|_| url.host_str().unwrap_or("").into())
+        }
+    }
+}
+
+/// `<backup>.json`.
+pub fn manifest_path(backup: &Path) -> PathBuf {
+    let mut name = backup.as_os_str().to_owned();
+    name.push(".json");
+    PathBuf::from(name)
+}
+
+/// Reads the manifest of `backup`.
+pub fn read_manifest(backup: &Path) -> Result<Manifest, String> {
+    let path = manifest_path(backup);
+    let text = fs::read_to_string(&path)
+        .map_err(|_| format!("no manifest {} (was it made by db-backup?)", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("unreadable manifest {}: {e}", path.display()))
+}
+
+/// Writes `manifest` as the manifest of `backup`, atomically and durably.
+pub fn write_manifest(backup: &Path, manifest: &Manifest) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(manifest).expect("a manifest serializes");
+    durable::write_private(&manifest_path(backup), json.as_bytes())
+}
+
+/// Checks size and sha256 of `backup` against its manifest.
+pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> {
+    let (sha256, size) = durable::sha256_file(backup).map_err(|e| e.to_string())?;
+    if size != manifest.size {
+        return Err(format!(
+            "size is {size} bytes, the manifest says {}",
+            manifest.size
+        ));
+    }
+    if sha256 != manifest.sha256 {
+        return Err("checksum does not match the manifest".into());
+    }
+    Ok(())
+}

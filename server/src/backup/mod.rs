@@ -1,0 +1,104 @@
+//! Backups: consistent online snapshots, verified, with a manifest; listing, retention, restore.
+//!
+//! SQLite: `VACUUM INTO` a temporary file (one read transaction, so writers keep going
+//! in WAL mode), `PRAGMA integrity_check`, sha256, then rename. The backup is a plain
+//! SQLite file. PostgreSQL: `pg_dump -Fc` of an exported snapshot (the schema version in
+//! the manifest is read in that same snapshot), verified by reading the whole archive
+//! with `pg_restore`.
+//!
+//! Every backup `<stem>-<UTC timestamp>-v<schema>.<ext>` has a manifest beside it,
+//! `<backup file>.json`, holding the database's identity, checksum, size, schema version,
+//! kind and time. The manifest is written before the backup gets its final name, so a
+//! file under a final name always has its manifest; temporary files are swept (see
+//! [`crate::durable`]).
+//!
+//! | module | job |
+//! |---|---|
+//! | `manifest` | the manifest, the database identity, checksums |
+//! | `create` | taking a backup |
+//! | `catalog` | listing and pruning (`--keep`) |
+//! | `restore` | verifying a backup and swapping it in, all or nothing |
+
+mod catalog;
+mod create;
+mod manifest;
+mod restore;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use catalog::{BackupEntry, BackupState, list, prune};
+pub use create::create;
+pub use manifest::{Compression, Manifest, database_identity, manifest_path};
+pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
+
+/// A backup or restore failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// A file operation failed.
+    #[error("{what} {path}: {source}{}", disk_full_hint(.source))]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not a usable backup; nothing was changed.
+    #[error("{path} is not a usable backup: {reason}; nothing was changed")]
+    Invalid {
+        /// The backup file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A PostgreSQL client tool is missing or failed.
+    #[error(transparent)]
+    Tool(#[from] crate::pg::ToolError),
+    /// The database cannot be swapped safely right now; nothing was changed.
+    #[error("{0}; nothing was changed")]
+    Refused(String),
+    /// The database is in use.
+    #[error(transparent)]
+    InUse(#[from] crate::in_use::InUseError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    /// Reading migration state failed.
+    #[error(transparent)]
+    Migration(#[from] crate::migrations::MigrationError),
+}
+
+impl From<sqlx::Error> for BackupError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+fn disk_full_hint(e: &io::Error) -> &'static str {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        " (the disk is full; free space and retry)"
+    } else {
+        ""
+    }
+}
+
+fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BackupError + 'a {
+    move |source| BackupError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Receives progress of long operations.
+pub trait Progress: Send + Sync {
+    /// A step starts.
+    fn step(&self, message: &str);
+    /// Bytes written so far, out of an estimated total.
+    fn bytes(&self, done: u64, total: u64);
+}

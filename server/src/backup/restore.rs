@@ -1,0 +1,288 @@
+//! Restoring: verify everything first, then swap all or nothing.
+//!
+//! SQLite: the backup is copied (or decompressed) into a staged file beside the database
+//! and checked there; the live database is checkpointed, then the staged file is renamed
+//! over it in one step, keeping the live file's owner and mode. PostgreSQL: `pg_restore`
+//! turns the archive into a script first (reading every byte of it), then `psql` empties
+//! the schema and runs the script in one transaction: any failure rolls back to the live
+//! data as it was.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tempfile::NamedTempFile;
+
+use super::manifest::{Compression, Manifest, check_checksum, read_manifest};
+use super::{BackupError, io_error};
+use crate::config::DbSettings;
+use crate::db::{DbConn, DbPool};
+use crate::durable;
+use crate::migrations::{self, MigrationSet, SchemaState};
+use crate::url::DatabaseUrl;
+
+/// A backup that passed every check, staged and ready to swap in.
+#[derive(Debug)]
+pub struct VerifiedBackup {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// SQLite: the database file to rename into place. PostgreSQL: the restore script.
+    staged: NamedTempFile,
+}
+
+/// Checks that `backup` can be restored into a database of `kind` by code that knows
+/// `set` (manifest, checksum, the whole file readable, a schema this code knows) and
+/// stages it in `staging_dir`: next to the SQLite database it will replace (so the swap
+/// is a rename on one file system), or next to a PostgreSQL archive. Touches no database.
+pub async fn verify(
+    backup: &Path,
+    set: &MigrationSet,
+    settings: &DbSettings,
+    staging_dir: &Path,
+) -> Result<VerifiedBackup, BackupError> {
+    let kind = settings.url.kind();
+    let invalid = |reason: String| BackupError::Invalid {
+        path: backup.to_path_buf(),
+        reason,
+    };
+    let meta = fs::metadata(backup).map_err(io_error("cannot read", backup))?;
+    if meta.len() == 0 {
+        return Err(invalid("the file is empty".into()));
+    }
+    let manifest = read_manifest(backup).map_err(invalid)?;
+    if manifest.kind != kind {
+        return Err(invalid(format!(
+            "it is a {} backup and the configured database is {kind}",
+            manifest.kind
+        )));
+    }
+    check_checksum(backup, &manifest).map_err(invalid)?;
+    if manifest.schema_version > set.latest() {
+        return Err(invalid(format!(
+            "its schema version {} is newer than this code knows (V{}); restore it with newer code",
+            manifest.schema_version,
+            set.latest()
+        )));
+    }
+    fs::create_dir_all(staging_dir).map_err(io_error("cannot create", staging_dir))?;
+    durable::sweep(staging_dir, &[durable::RESTORING]);
+    let name = backup.file_name().unwrap_or_default().to_string_lossy();
+    let staged = durable::temp_in(staging_dir, &name, durable::RESTORING)
+        .map_err(io_error("cannot stage the backup in", staging_dir))?;
+    match &settings.url {
+        DatabaseUrl::Postgres { url } => {
+            crate::pg::require_tool("pg_restore")?;
+            crate::pg::require_tool("psql")?;
+            let (url, archive, script) = (
+                url.clone(),
+                backup.to_path_buf(),
+                staged.path().to_path_buf(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::pg::run_tool(
+                    "pg_restore",
+                    &url,
+                    &[
+                        "--no-owner".as_ref(),
+                        "--file".as_ref(),
+                        script.as_os_str(),
+                        archive.as_os_str(),
+                    ],
+                )
+            })
+            .await
+            .map_err(|e| invalid(e.to_string()))?
+            .map_err(|e| invalid(e.to_string()))?;
+        }
+        _ => {
+            stage_sqlite(backup, manifest.compression, staged.as_file())
+                .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+            sqlite_verify(staged.path())
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            let mut conn = sqlite_read_only(staged.path())
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
+            let history = migrations::status_of_sqlite(&mut conn, set)
+                .await
+                .map_err(|e| invalid(e.to_string()));
+            conn.close().await.ok();
+            let history = history?;
+            if matches!(history.state, SchemaState::Ahead | SchemaState::Diverged) {
+                return Err(invalid(format!(
+                    "its migration history is {} relative to this code",
+                    history.state
+                )));
+            }
+        }
+    }
+    Ok(VerifiedBackup { manifest, staged })
+}
+
+/// Copies (or decompresses) a SQLite backup into the staged file and syncs it.
+fn stage_sqlite(backup: &Path, compression: Option<Compression>, staged: &File) -> io::Result<()> {
+    let input = File::open(backup)?;
+    let mut writer = staged;
+    match compression {
+        Some(Compression::Gzip) => {
+            io::copy(&mut flate2::read::GzDecoder::new(input), &mut writer)
+                .map_err(|e| io::Error::new(e.kind(), format!("not a valid gzip file ({e})")))?;
+        }
+        None => {
+            io::copy(&mut { input }, &mut writer)?;
+        }
+    }
+    staged.sync_all()
+}
+
+/// Replaces the SQLite database at `database` with a verified backup, all or nothing.
+///
+/// The caller holds the exclusive in-use claim and took the safety backup. The live
+/// database is checkpointed first, so its `-wal` holds nothing; only then is the staged
+/// file renamed over it, and only after that are the old `-wal`/`-shm` removed. A live
+/// database still in use (the checkpoint cannot finish) is refused unless `allow_busy`.
+pub async fn swap_in_sqlite(
+    verified: VerifiedBackup,
+    database: &Path,
+    allow_busy: bool,
+) -> Result<(), BackupError> {
+    let staged = verified.staged;
+    let dir = durable::parent(database);
+    if let Ok(live) = fs::metadata(database) {
+        std::os::unix::fs::fchown(staged.as_file(), Some(live.uid()), Some(live.gid())).map_err(
+            io_error("cannot give the restored file the owner of", database),
+        )?;
+        fs::set_permissions(staged.path(), live.permissions()).map_err(io_error(
+            "cannot give the restored file the mode of",
+            database,
+        ))?;
+        checkpoint(database, allow_busy).await?;
+    }
+    staged
+        .persist(database)
+        .map_err(|e| io_error("cannot move the restored file to", database)(e.error))?;
+    durable::sync_dir(dir);
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut side = database.as_os_str().to_owned();
+        side.push(suffix);
+        let side = PathBuf::from(side);
+        if let Err(e) = fs::remove_file(&side)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            log::warn!("cannot remove stale {}: {e}", side.display());
+        }
+    }
+    Ok(())
+}
+
+/// Moves everything in the live database's `-wal` into the file, leaving the log empty.
+async fn checkpoint(database: &Path, allow_busy: bool) -> Result<(), BackupError> {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(database)
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    let (busy, log, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    if (busy != 0 || log != done) && !allow_busy {
+        return Err(BackupError::Refused(format!(
+            "database {} is in use by another process (its write-ahead log cannot be checkpointed); stop it first, or pass --force",
+            database.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Restores a verified PostgreSQL backup into the configured database in one transaction:
+/// empty the current schema, run the restore script; any failure leaves the live data as it was.
+pub async fn restore_postgres(
+    settings: &DbSettings,
+    verified: VerifiedBackup,
+) -> Result<(), BackupError> {
+    let DatabaseUrl::Postgres { url } = &settings.url else {
+        return Err(BackupError::Refused("not a PostgreSQL database".into()));
+    };
+    let lock_timeout = format!("SET lock_timeout = {}", settings.lock_timeout.as_millis());
+    let url = url.clone();
+    let script = verified.staged;
+    tokio::task::spawn_blocking(move || {
+        crate::pg::run_tool(
+            "psql",
+            &url,
+            &[
+                "--no-psqlrc".as_ref(),
+                "--quiet".as_ref(),
+                "--single-transaction".as_ref(),
+                "--set=ON_ERROR_STOP=1".as_ref(),
+                "--command".as_ref(),
+                lock_timeout.as_ref(),
+                "--command".as_ref(),
+                crate::maintenance::PG_DROP_ALL.as_ref(),
+                "--file".as_ref(),
+                script.path().as_os_str(),
+            ],
+        )
+    })
+    .await
+    .map_err(|e| BackupError::Refused(format!("psql: {e}")))??;
+    Ok(())
+}
+
+/// Counts other sessions connected to the same PostgreSQL database.
+pub async fn other_pg_sessions(pool: &DbPool) -> Result<i64, BackupError> {
+    match pool.acquire().await? {
+        DbConn::Postgres(mut c) => Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .fetch_one(&mut *c)
+        .await?),
+        DbConn::Sqlite(_) => Ok(0),
+    }
+}
+
+/// Opens a SQLite file read-only and immutable: nothing is written, no `-wal` is created.
+pub(super) async fn sqlite_read_only(path: &Path) -> Result<sqlx::SqliteConnection, sqlx::Error> {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .immutable(true)
+        .disable_statement_logging()
+        .connect()
+        .await
+}
+
+/// `PRAGMA integrity_check` on a SQLite file, read-only.
+pub(super) async fn sqlite_verify(path: &Path) -> Result<(), BackupError> {
+    let invalid = |reason: String| BackupError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut header = [0u8; 16];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|_| invalid("not a SQLite database (too short)".into()))?;
+    if &header != b"SQLite format 3\0" {
+        return Err(invalid("not a SQLite database (bad header)".into()));
+    }
+    let mut conn = sqlite_read_only(path)
+        .await
+        .map_err(|e| invalid(format!("cannot open it as SQLite: {e}")))?;
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut conn)
+        .await
+        .map_err(|e| invalid(format!("integrity check failed: {e}")))?;
+    conn.close().await.ok();
+    if rows != ["ok"] {
+        return Err(invalid(format!(
+            "integrity check failed: {}",
+            rows.join("; ")
+        )));
+    }
+    Ok(())
+}

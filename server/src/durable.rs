@@ -1,0 +1,118 @@
+//! Crash-safe file writing: temporary files that clean themselves up (and are swept when
+//! a killed process could not), fsync before every rename, directory fsync after it.
+//!
+//! Every temporary file this crate writes is a hidden `.<name>.<random><suffix>` in the
+//! directory of its final name, created 0600 and held under an exclusive `flock` for as
+//! long as it is in use. A process killed with SIGKILL leaves it behind unlocked; the next
+//! [`sweep`] of that directory removes it. Files still locked belong to a live process and
+//! are never touched.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Suffix of a backup or manifest being written.
+pub const PARTIAL: &str = ".partial";
+/// Suffix of a database file being staged for a restore.
+pub const RESTORING: &str = ".restoring";
+
+/// A temporary file beside `final_name` in `dir`, locked while this value lives.
+pub fn temp_in(dir: &Path, final_name: &str, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{final_name}."))
+        .suffix(suffix)
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)?;
+    temp.as_file().try_lock().map_err(io::Error::other)?;
+    Ok(temp)
+}
+
+/// Removes temporary files of dead processes in `dir`: hidden files ending in one of
+/// `suffixes` that no live process holds locked. Returns what was removed.
+pub fn sweep(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.starts_with('.') || !suffixes.iter().any(|s| name.ends_with(s)) {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir);
+    }
+    removed
+}
+
+/// Writes `contents` to `path` atomically: a 0600 temporary file, fsynced, renamed over `path`.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = parent(path);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut temp = temp_in(dir, &name, PARTIAL)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Makes a rename durable; failing to sync a directory only weakens durability.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// The directory of `path` (`.` for a bare name).
+pub fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Hex sha256 and size of a file.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((hex, size))
+}
+
+/// Holds `<dir>/.lock` exclusively (waiting for it) until dropped: one writer per directory.
+pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(".lock"))?;
+    file.lock()?;
+    Ok(file)
+}
