@@ -445,6 +445,9 @@ impl SqliteEngine {
             return Ok(generation.pool.clone());
         }
         check_sqlite_file(path)?;
+        // Close the old file's connections first: the last one to close checkpoints and
+        // deletes `<db>-wal` by path, which must not be the new file's log by then.
+        let _ = tokio::time::timeout(self.connect_timeout, generation.pool.close()).await;
         let fresh = connect_generation(
             &self.pool_options,
             &self.options,
@@ -453,11 +456,7 @@ impl SqliteEngine {
         )
         .await?;
         let pool = fresh.pool.clone();
-        let old = std::mem::replace(
-            &mut *self.current.write().expect("pool lock poisoned"),
-            Arc::new(fresh),
-        );
-        tokio::spawn(async move { old.pool.close().await });
+        *self.current.write().expect("pool lock poisoned") = Arc::new(fresh);
         self.reopened.fetch_add(1, Ordering::Relaxed);
         log::warn!("database file {} was replaced; reopened it", path.display());
         Ok(pool)
@@ -504,8 +503,9 @@ async fn create_database(path: &Path, settings: &DbSettings) -> Result<(), DbErr
         reason: e.to_string(),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp =
-        crate::durable::temp_in(dir, &name, crate::durable::PARTIAL).map_err(location_error)?;
+    // The mode SQLite itself would give a new database (0644 under the usual umask).
+    let temp = crate::durable::temp_with_mode(dir, &name, crate::durable::PARTIAL, 0o666)
+        .map_err(location_error)?;
     let conn = SqliteConnectOptions::new()
         .filename(temp.path())
         .journal_mode(SqliteJournalMode::Wal)

@@ -19,19 +19,30 @@ pub const PARTIAL: &str = ".partial";
 /// Suffix of a database file being staged for a restore.
 pub const RESTORING: &str = ".restoring";
 
-/// A temporary file beside `final_name` in `dir`, locked while this value lives.
+/// A private (0600) temporary file beside `final_name` in `dir`, locked while this value lives.
 pub fn temp_in(dir: &Path, final_name: &str, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
+    temp_with_mode(dir, final_name, suffix, 0o600)
+}
+
+/// Like [`temp_in`], created with `mode` (less the umask).
+pub fn temp_with_mode(
+    dir: &Path,
+    final_name: &str,
+    suffix: &str,
+    mode: u32,
+) -> io::Result<tempfile::NamedTempFile> {
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{final_name}."))
         .suffix(suffix)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .tempfile_in(dir)?;
     temp.as_file().try_lock().map_err(io::Error::other)?;
     Ok(temp)
 }
 
 /// Removes temporary files of dead processes in `dir`: hidden files ending in one of
-/// `suffixes` that no live process holds locked. Returns what was removed.
+/// `suffixes` (or SQLite's `-journal` of one) that no live process holds locked.
+/// Returns what was removed.
 pub fn sweep(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -39,13 +50,17 @@ pub fn sweep(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if !name.starts_with('.') || !suffixes.iter().any(|s| name.ends_with(s)) {
+        // SQLite's own `-journal` of a temporary database belongs to that file's owner.
+        let owner = name.strip_suffix("-journal").unwrap_or(&name);
+        if !owner.starts_with('.') || !suffixes.iter().any(|s| owner.ends_with(s)) {
             continue;
         }
-        let Ok(file) = File::open(&path) else {
-            continue;
+        let owner_path = path.with_file_name(owner);
+        let in_use = match File::open(&owner_path) {
+            Ok(file) => file.try_lock().is_err(),
+            Err(_) => false,
         };
-        if file.try_lock().is_ok() && fs::remove_file(&path).is_ok() {
+        if !in_use && fs::remove_file(&path).is_ok() {
             removed.push(path);
         }
     }

@@ -540,8 +540,12 @@ pub async fn upgrade(
     )
     .set_target(target.map_or(Target::Latest, Target::Version));
     let result = runner.run_async(&mut RefineryDriver { tx: &mut tx }).await;
-    // Each migration ran in its own savepoint: keep the ones that succeeded.
-    tx.commit().await?;
+    // Each migration ran in its own savepoint: keep the ones that succeeded. When a
+    // migration failed, its own error is the one to report, even if committing fails too.
+    let committed = tx.commit().await;
+    if result.is_ok() {
+        committed?;
+    }
     match result {
         Ok(report) => Ok(Outcome {
             changed: report
@@ -598,8 +602,8 @@ pub async fn downgrade(
         }
         .await;
         if let Err(e) = result {
-            sp.rollback().await?;
-            tx.commit().await?;
+            let _ = sp.rollback().await;
+            let _ = tx.commit().await;
             return Err(MigrationError::Failed {
                 name: format!("{}.down", migration.id()),
                 reason: crate::url::mask_url(&e.to_string()),
@@ -655,7 +659,9 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         let mut sp = self.tx.savepoint().await?;
         for query in &queries {
             if let Err(e) = sp.execute_script(query).await {
-                sp.rollback().await?;
+                // The engine may have rolled back already (e.g. SQLite on a full disk):
+                // report the statement's error, not the failed rollback.
+                let _ = sp.rollback().await;
                 return Err(e);
             }
         }

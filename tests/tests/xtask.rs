@@ -333,6 +333,14 @@ fn migrate_upgrade_downgrade(project: &Project, sql: &dyn Fn(&str) -> String) {
 
     let dry = project.xtask(&["db-downgrade", "--dry-run"]);
     assert!(dry.ok().contains("DROP TABLE tags"));
+    let everything = project.xtask(&["db-downgrade", "--to", "0", "--dry-run"]);
+    let plan = everything.ok();
+    let (tags, notes) = (plan.find("DROP TABLE tags"), plan.find("DROP TABLE notes"));
+    assert!(tags.is_some() && tags < notes, "newest first: {plan}");
+    assert!(
+        sql("SELECT count(*) FROM refinery_schema_history").ends_with('3'),
+        "a dry run changes nothing"
+    );
 
     let run = project.xtask(&["db-downgrade", "-y"]);
     assert!(run.ok().contains("reverted V3__tags"), "{}", run.stdout);
@@ -492,24 +500,27 @@ fn a_backup_taken_while_a_writer_commits_is_a_consistent_prefix() {
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) INSERT INTO events SELECT i, hex(randomblob(200)) FROM n;",
     );
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let committed = std::sync::Arc::new(AtomicI64::new(20_000));
     let writer = {
-        let stop = stop.clone();
+        let (stop, committed) = (stop.clone(), committed.clone());
         let db = db.clone();
         std::thread::spawn(move || {
             let mut seq = 20_000;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 seq += 1;
                 sqlite(&db, &format!("INSERT INTO events VALUES ({seq}, 'w{seq}')"));
+                committed.store(seq, Ordering::SeqCst);
             }
-            seq
         })
     };
     std::thread::sleep(std::time::Duration::from_millis(100));
+    let before = committed.load(Ordering::SeqCst);
     let run = project.xtask(&["db-backup"]);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let last = writer.join().unwrap();
+    let after = committed.load(Ordering::SeqCst);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
     let out = run.ok();
     assert!(out.contains("verified"), "{out}");
 
@@ -522,12 +533,12 @@ fn a_backup_taken_while_a_writer_commits_is_a_consistent_prefix() {
     );
     assert_eq!(parts[1], 1);
     assert!(
-        parts[2] >= 20_000 && parts[2] <= last,
-        "a prefix of what was committed: {parts:?} of {last}"
+        parts[2] >= before && parts[2] <= after,
+        "everything committed before the backup started, and nothing after it ended: {parts:?}, {before}..={after}"
     );
     assert!(
-        last > parts[2],
-        "the writer kept committing after the snapshot"
+        after > before,
+        "the writer kept committing while the backup ran ({before} → {after})"
     );
     assert_eq!(sqlite(&backup, "PRAGMA integrity_check"), ["ok"]);
 

@@ -47,7 +47,24 @@ fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS)
     });
     result.unwrap_or_else(|e| {
-        eprintln!("error: {}", server::url::mask_url(&format!("{e:#}")));
+        eprintln!("error: {}", one_line(&e));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes on one line, each cause once (a driver error is often wrapped
+/// by errors that already quote it), passwords masked.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    server::url::mask_url(&line)
 }

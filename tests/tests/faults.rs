@@ -1,0 +1,394 @@
+//! The fault suite on SQLite: real processes killed with SIGKILL at random moments, a disk
+//! that fills up, the live file removed, truncated or copied in slowly under a running
+//! server, and racing starters. Each experiment asserts what a user cares about: the rows,
+//! the file's integrity, the exit code, the message, and that no debris is left.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tests::{Project, Server, Tmpfs, debris, fill_disk, random_below, sha256, sqlite};
+
+/// A project with an `events` table holding `rows` rows of ~200 bytes.
+fn events_project(rows: u32) -> Project {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__events",
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+        Some("DROP TABLE events;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;"
+        ),
+    );
+    project
+}
+
+fn count(db: &Path, table: &str) -> i64 {
+    sqlite(db, &format!("SELECT count(*) FROM {table}"))[0]
+        .parse()
+        .unwrap()
+}
+
+fn integrity(db: &Path) {
+    assert_eq!(
+        sqlite(db, "PRAGMA integrity_check"),
+        ["ok"],
+        "{}",
+        db.display()
+    );
+}
+
+/// Kills `args` after a random delay below `max_ms`; returns whether it was still running.
+fn kill_at_random(project: &Project, args: &[&str], max_ms: u64) -> bool {
+    let mut child = project.spawn_xtask(args);
+    std::thread::sleep(Duration::from_millis(random_below(max_ms)));
+    let running = child.try_wait().unwrap().is_none();
+    child.kill().ok();
+    child.wait().unwrap();
+    running
+}
+
+/// Every backup in `dir` has its manifest and checks out; every manifest has its backup.
+fn assert_backups_consistent(project: &Project, dir: &Path) {
+    let listing = project.xtask(&["db-backups"]);
+    let out = listing.ok();
+    assert!(
+        !out.contains("no manifest") && !out.contains("CORRUPT"),
+        "{out}"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    for name in &names {
+        if let Some(backup) = name.strip_suffix(".json") {
+            assert!(names.iter().any(|n| n == backup), "orphan manifest {name}");
+        } else {
+            assert!(
+                names.contains(&format!("{name}.json")),
+                "{name} has no manifest"
+            );
+        }
+    }
+}
+
+#[test]
+fn sigkill_during_backup_leaves_nothing_behind_and_the_next_backup_succeeds() {
+    let project = events_project(100_000);
+    let db = project.db_path();
+    let dir = project.path().join("backups");
+    let mut killed = 0;
+    for _ in 0..5 {
+        killed += usize::from(kill_at_random(&project, &["db-backup"], 600));
+    }
+    assert!(killed > 0, "no backup was killed while running");
+    project.xtask(&["db-backup"]).ok();
+    assert_eq!(
+        debris(&dir),
+        Vec::<String>::new(),
+        "debris after the next backup"
+    );
+    assert_backups_consistent(&project, &dir);
+    integrity(&db);
+    assert_eq!(count(&db, "events"), 100_000);
+}
+
+#[test]
+fn sigkill_during_restore_leaves_the_database_wholly_before_or_after() {
+    let project = events_project(50_000);
+    let db = project.db_path();
+    project.xtask(&["db-backup"]).ok();
+    let backup = tests_backup(&project);
+    let reset_to_before = || sqlite(&db, "DELETE FROM events WHERE seq > 5");
+    reset_to_before();
+    let mut outcomes = (0, 0);
+    for round in 0..6 {
+        let args: &[&str] = if round % 2 == 0 {
+            &["db-restore", backup.to_str().unwrap(), "-y"]
+        } else {
+            &["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"]
+        };
+        kill_at_random(&project, args, 700);
+        integrity(&db);
+        match count(&db, "events") {
+            5 => outcomes.0 += 1,
+            50_000 => {
+                outcomes.1 += 1;
+                reset_to_before();
+            }
+            n => panic!("round {round}: {n} rows: neither before (5) nor after (50000)"),
+        }
+    }
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y"]);
+    run.ok();
+    assert_eq!(count(&db, "events"), 50_000);
+    integrity(&db);
+    assert_eq!(debris(project.path()), Vec::<String>::new(), "{outcomes:?}");
+    project.xtask(&["db-backup"]).ok();
+    assert_eq!(
+        debris(&project.path().join("backups")),
+        Vec::<String>::new()
+    );
+    assert_backups_consistent(&project, &project.path().join("backups"));
+}
+
+/// The one backup of `project` (the newest).
+fn tests_backup(project: &Project) -> std::path::PathBuf {
+    let mut backups: Vec<_> = std::fs::read_dir(project.path().join("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    backups.sort();
+    backups.pop().expect("a backup")
+}
+
+#[test]
+fn sigkill_during_upgrade_leaves_each_migration_wholly_applied_or_not() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__big",
+        "CREATE TABLE big AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500000) \
+         SELECT i, hex(randomblob(16)) AS v FROM n;",
+        Some("DROP TABLE big;"),
+    );
+    let db = project.db_path();
+    let versions = || {
+        sqlite(
+            &db,
+            "SELECT version FROM refinery_schema_history ORDER BY version",
+        )
+    };
+    let has_big = || sqlite(&db, "SELECT count(*) FROM sqlite_master WHERE name = 'big'") == ["1"];
+    let mut killed = 0;
+    for round in 0..4 {
+        killed += usize::from(kill_at_random(&project, &["db-upgrade"], 2_000));
+        integrity(&db);
+        match versions().as_slice() {
+            [v1] if v1 == "1" => assert!(!has_big(), "round {round}: V2 half applied"),
+            [v1, v2] if v1 == "1" && v2 == "2" => {
+                assert_eq!(count(&db, "big"), 1_500_000, "round {round}");
+                project.xtask(&["db-downgrade", "-y", "--no-backup"]).ok();
+            }
+            other => panic!("round {round}: history {other:?}"),
+        }
+    }
+    assert!(killed > 0, "no upgrade was killed while running");
+    project.xtask(&["db-upgrade"]).ok();
+    assert_eq!(versions(), ["1", "2"]);
+    assert_eq!(count(&db, "big"), 1_500_000);
+}
+
+#[test]
+fn a_full_disk_fails_backup_and_upgrade_cleanly_and_keeps_the_database() {
+    let Some(disk) = Tmpfs::mount("6m") else {
+        return;
+    };
+    let project = Project::sqlite();
+    let url = format!("sqlite://{}/app.db", disk.path().display());
+    let env = [("DATABASE_URL", url.as_str())];
+    let db = disk.path().join("app.db");
+    project.write_migration(
+        "V2__events",
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+        Some("DROP TABLE events;"),
+    );
+    project.xtask_with(&["db-init"], &env).ok();
+    sqlite(
+        &db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
+         INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
+    );
+    // Everything in the file itself, so its bytes only change if something writes to it.
+    sqlite(&db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    let before = sha256(&db);
+    fill_disk(disk.path(), 256 * 1024);
+
+    let backup = project.xtask_with(&["db-backup"], &env);
+    let line = backup.error_line().to_lowercase();
+    assert!(line.contains("full"), "{line}");
+    let backups = disk.path().join("backups");
+    assert_eq!(debris(&backups), Vec::<String>::new());
+    assert!(
+        std::fs::read_dir(&backups).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".db")),
+        "no backup was left"
+    );
+    assert_eq!(sha256(&db), before, "the live database is untouched");
+
+    project.write_migration(
+        "V3__bulk",
+        "CREATE TABLE bulk AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+         SELECT i, hex(randomblob(64)) AS v FROM n;",
+        Some("DROP TABLE bulk;"),
+    );
+    let upgrade = project.xtask_with(&["db-upgrade"], &env);
+    let line = upgrade.error_line().to_lowercase();
+    assert!(line.contains("full") && line.contains("v3__bulk"), "{line}");
+    integrity(&db);
+    assert_eq!(
+        sqlite(&db, "SELECT max(version) FROM refinery_schema_history"),
+        ["2"]
+    );
+    assert_eq!(count(&db, "events"), 8000);
+    assert_eq!(
+        sqlite(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'bulk'"
+        ),
+        ["0"],
+        "nothing half-written"
+    );
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    project.xtask_with(&["db-backup"], &env).ok();
+    assert_eq!(debris(&backups), Vec::<String>::new());
+}
+
+/// Waits (bounded) until `/health/db` answers `status`.
+fn wait_for_health(server: &Server, status: u16) -> tests::Response {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = server.get("/health/db");
+        if response.status == status || Instant::now() > deadline {
+            return response;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn remove_with_sidecars(db: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+}
+
+#[test]
+fn the_server_never_recreates_or_writes_a_file_that_is_not_a_complete_database() {
+    // The server embeds the workspace's migrations: data goes into a table of its own.
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    sqlite(
+        &db,
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL); \
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) \
+         INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
+    );
+    project.xtask(&["db-backup"]).ok();
+    let backup = tests_backup(&project);
+    let server = Server::start(&project, &[("DATABASE_IDLE_TIMEOUT_SECS", "1")]);
+    assert_eq!(server.get("/health/db").status, 200);
+
+    // Removed: an outage, and the pool's reaper never recreates the file.
+    remove_with_sidecars(&db);
+    assert_eq!(wait_for_health(&server, 503).status, 503);
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert!(!db.exists(), "the server recreated the deleted database");
+
+    // A 0-byte file appears (touch): not a database, never written to.
+    std::fs::File::create(&db).unwrap();
+    let response = wait_for_health(&server, 503);
+    assert!(
+        response.body.contains("not a complete SQLite database"),
+        "{}",
+        response.body
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the server wrote to an empty file"
+    );
+
+    // Copied in slowly: never picked up half-way, picked up once complete.
+    std::fs::remove_file(&db).unwrap();
+    let bytes = std::fs::read(&backup).unwrap();
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&db).unwrap();
+        for chunk in bytes.chunks(bytes.len() / 6 + 1) {
+            file.write_all(chunk).unwrap();
+            file.flush().unwrap();
+            let during = server.get("/health/db");
+            if std::fs::metadata(&db).unwrap().len() < bytes.len() as u64 {
+                assert_eq!(
+                    during.status, 503,
+                    "a half-copied file was used: {}",
+                    during.body
+                );
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    let response = wait_for_health(&server, 200);
+    assert_eq!(response.status, 200, "{}", response.body);
+    integrity(&db);
+    assert_eq!(count(&db, "events"), 2_000);
+
+    // Truncated in place (same inode): an outage; the server does not write into it.
+    std::fs::File::create(&db).unwrap();
+    assert_eq!(wait_for_health(&server, 503).status, 503);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert_eq!(
+        std::fs::metadata(&db).unwrap().len(),
+        0,
+        "the server wrote to a truncated file"
+    );
+    drop(server);
+}
+
+#[test]
+fn eight_servers_and_eight_inits_race_on_a_fresh_sqlite_file() {
+    let project = Project::sqlite();
+    let inits: Vec<_> = (0..8)
+        .map(|_| {
+            let command = project.command("xtask");
+            std::thread::spawn(move || {
+                let mut command = command;
+                tests::Run::from(command.arg("db-init").output().unwrap())
+            })
+        })
+        .collect();
+    for init in inits {
+        init.join().unwrap().ok();
+    }
+    assert_eq!(
+        sqlite(
+            &project.db_path(),
+            "SELECT count(*) FROM refinery_schema_history"
+        ),
+        ["1"]
+    );
+
+    let fresh = Project::sqlite();
+    let servers: Vec<Server> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| Server::start(&fresh, &[])))
+            .collect();
+        starting.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    for server in &servers {
+        let response = server.get("/health/db");
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+    assert_eq!(
+        sqlite(
+            &fresh.db_path(),
+            "SELECT count(*) FROM refinery_schema_history"
+        ),
+        ["1"]
+    );
+    integrity(&fresh.db_path());
+    assert_eq!(debris(fresh.path()), Vec::<String>::new());
+}
