@@ -178,6 +178,10 @@ fn invalid_urls_are_rejected_naming_the_key_and_its_source_without_the_password(
         ("postgres://app:hunter2@/app", "host"),
         ("sqlite://", "names no file"),
         ("", "empty"),
+        // Unencoded delimiters in the password make the URL malformed; still masked.
+        ("postgres://app:hun/ter2@db/app", "malformed"),
+        ("postgres://app:hun#ter2@db/app", "malformed"),
+        ("postgres://app:hun?ter2@db/app", "malformed"),
     ] {
         let message = load(dir.path(), &[("DATABASE_URL", url)])
             .unwrap_err()
@@ -189,6 +193,10 @@ fn invalid_urls_are_rejected_naming_the_key_and_its_source_without_the_password(
         );
         assert!(message.contains(reason), "{url}: {message}");
         assert!(!message.contains("hunter2"), "{message}");
+        assert!(
+            !message.contains("hun") && !message.contains("ter2"),
+            "{message}"
+        );
         assert!(!message.contains('\n'), "one line: {message}");
     }
     let dir = project("[default.databases.main]\nurl = \"ftp://x\"\n");
@@ -299,4 +307,36 @@ fn the_repository_rocket_toml_and_env_example_agree_with_the_defaults() {
             ".env.example does not document {key}"
         );
     }
+}
+
+#[test]
+fn an_unparsable_dotenv_line_is_named_by_number_and_never_echoed() {
+    let dir = project(TOML);
+    std::fs::write(
+        dir.path().join(".env"),
+        "ROCKET_PORT=8001\nDATABASE_URL=\"postgres://app:hunter2@db/app\n",
+    )
+    .unwrap();
+    let message = load(dir.path(), &[]).unwrap_err().to_string();
+    assert!(message.contains(".env"), "{message}");
+    assert!(message.contains("line 2"), "{message}");
+    assert!(message.contains("DATABASE_URL"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(!message.contains('\n'), "one line: {message}");
+}
+
+#[test]
+fn a_password_query_parameter_is_masked_wherever_the_url_is_shown() {
+    let dir = project(TOML);
+    let config = load(
+        dir.path(),
+        &[(
+            "DATABASE_URL",
+            "postgres://app@db/app?sslmode=disable&password=hunter2",
+        )],
+    )
+    .unwrap();
+    let shown = format!("{} {:?}", config.database.url, config.database);
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("password=****"), "{shown}");
 }

@@ -598,3 +598,119 @@ pub fn debris(dir: &Path) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A private PostgreSQL cluster on its own port whose TCP connections check passwords
+/// (scram-sha-256); local socket connections are trusted for setup. Dropped with the value.
+pub struct PgCluster {
+    version: String,
+    name: String,
+    /// Its TCP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// Creates and starts the cluster; `None` (reported as skipped) where `pg_createcluster`
+    /// is not available outside CI.
+    pub fn create() -> Option<Self> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let version = std::fs::read_dir("/etc/postgresql")
+            .ok()
+            .and_then(|mut entries| entries.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string());
+        let Some(version) = version else {
+            skip("no PostgreSQL server installation (/etc/postgresql) to create a private cluster");
+            return None;
+        };
+        let name = format!(
+            "test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let port = free_port();
+        let output = Command::new("pg_createcluster")
+            .args([&version, &name, "-p", &port.to_string(), "--start"])
+            .args(["--", "--auth-host=scram-sha-256", "--auth-local=trust"])
+            .stdin(Stdio::null())
+            .output();
+        match output {
+            Ok(o) if o.status.success() => Some(Self {
+                version,
+                name,
+                port,
+            }),
+            Ok(o) => {
+                skip(&format!(
+                    "pg_createcluster failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                None
+            }
+            Err(e) => {
+                skip(&format!("cannot run pg_createcluster: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Runs SQL as the superuser over the local socket (trusted).
+    pub fn admin(&self, sql: &str) -> String {
+        let url = format!(
+            "host=/var/run/postgresql port={} user=postgres dbname=postgres",
+            self.port
+        );
+        psql(&url, sql).unwrap_or_else(|e| panic!("psql failed: {e}"))
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_dropcluster")
+            .args(["--stop", &self.version, &self.name])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// A directory of wrappers for the PostgreSQL client tools that log each call's arguments
+/// to `calls.log` inside it, then run the real tool: put it first on `PATH`.
+pub fn logging_pg_tools() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("calls.log");
+    for tool in ["pg_dump", "pg_restore", "psql"] {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
+        let script = dir.path().join(tool);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                real.display()
+            ),
+        )
+        .expect("write wrapper");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod wrapper");
+    }
+    dir
+}
+
+/// A directory holding only links to the given tools: a `PATH` where others are missing.
+pub fn path_with_only(tools: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for tool in tools {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is not on PATH"));
+        std::os::unix::fs::symlink(real, dir.path().join(tool)).expect("link tool");
+    }
+    dir
+}
+
+/// The first `tool` on `PATH`.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(tool))
+            .find(|path| path.is_file())
+    })
+}

@@ -81,7 +81,10 @@ impl DbRestore {
             pool.close().await;
         }
         match database.url.sqlite_path() {
-            Some(path) => backup::swap_in_sqlite(verified, path, self.destructive.force).await?,
+            Some(path) => {
+                let busy_timeout = database.busy_timeout;
+                backup::swap_in_sqlite(verified, path, busy_timeout, self.destructive.force).await?
+            }
             None => backup::restore_postgres(&project.settings(), verified).await?,
         }
         println!(

@@ -141,12 +141,14 @@ fn stage_sqlite(backup: &Path, compression: Option<Compression>, staged: &File) 
 /// Replaces the SQLite database at `database` with a verified backup, all or nothing.
 ///
 /// The caller holds the exclusive in-use claim and took the safety backup. The live
-/// database is checkpointed first, so its `-wal` holds nothing; only then is the staged
-/// file renamed over it, and only after that are the old `-wal`/`-shm` removed. A live
-/// database still in use (the checkpoint cannot finish) is refused unless `allow_busy`.
+/// database is checkpointed first (waiting up to `busy_timeout` for its readers), so its
+/// `-wal` holds nothing; only then is the staged file renamed over it, and only after that
+/// are the old `-wal`/`-shm` removed. A live database still in use (the checkpoint cannot
+/// finish) is refused unless `allow_busy`.
 pub async fn swap_in_sqlite(
     verified: VerifiedBackup,
     database: &Path,
+    busy_timeout: std::time::Duration,
     allow_busy: bool,
 ) -> Result<(), BackupError> {
     let staged = verified.staged;
@@ -159,7 +161,7 @@ pub async fn swap_in_sqlite(
             "cannot give the restored file the mode of",
             database,
         ))?;
-        checkpoint(database, allow_busy).await?;
+        checkpoint(database, busy_timeout, allow_busy).await?;
     }
     staged
         .persist(database)
@@ -179,10 +181,14 @@ pub async fn swap_in_sqlite(
 }
 
 /// Moves everything in the live database's `-wal` into the file, leaving the log empty.
-async fn checkpoint(database: &Path, allow_busy: bool) -> Result<(), BackupError> {
+async fn checkpoint(
+    database: &Path,
+    busy_timeout: std::time::Duration,
+    allow_busy: bool,
+) -> Result<(), BackupError> {
     let mut conn = SqliteConnectOptions::new()
         .filename(database)
-        .busy_timeout(std::time::Duration::from_secs(5))
+        .busy_timeout(busy_timeout)
         .disable_statement_logging()
         .connect()
         .await?;

@@ -1,0 +1,114 @@
+//! SQLite restores keep what a user would expect of the live file: its owner and mode,
+//! every committed transaction until the swap, and a staging area beside the database.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use sqlx::{ConnectOptions, Connection};
+use tests::{Project, sqlite};
+
+fn notes_project() -> Project {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        Some("DROP TABLE notes;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO notes (body) VALUES ('backed up')",
+    );
+    project
+}
+
+fn newest_backup(project: &Project, ext: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(project.path().join("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(ext))
+        .collect();
+    files.sort();
+    files.pop().expect("a backup")
+}
+
+#[test]
+fn a_restore_keeps_the_owner_and_mode_of_the_live_file_and_backups_stay_private() {
+    let project = notes_project();
+    let db = project.db_path();
+    // A backup directory made by hand with the usual 0755 is made private.
+    let dir = project.path().join("backups");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.xtask(&["db-backup"]).ok();
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    let backup = newest_backup(&project, ".db");
+
+    // The service user's file: owned by nobody, group-readable.
+    std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+    project
+        .xtask(&["db-restore", backup.to_str().unwrap(), "-y"])
+        .ok();
+    let meta = std::fs::metadata(&db).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "owner kept");
+    assert_eq!(meta.mode() & 0o777, 0o640, "mode kept");
+    assert_eq!(sqlite(&db, "SELECT body FROM notes"), ["backed up"]);
+}
+
+#[test]
+fn a_gzip_backup_is_restored_without_the_system_temp_dir() {
+    let project = notes_project();
+    project.xtask(&["db-backup", "--compress"]).ok();
+    let backup = newest_backup(&project, ".db.gz");
+    sqlite(&project.db_path(), "DELETE FROM notes");
+    let run = project.xtask_with(
+        &["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"],
+        &[("TMPDIR", "/nonexistent/tmp")],
+    );
+    run.ok();
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM notes"),
+        ["backed up"]
+    );
+    assert_eq!(tests::debris(project.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_restore_never_throws_away_committed_transactions_still_in_the_wal() {
+    let project = notes_project();
+    let db = project.db_path();
+    project.xtask(&["db-backup"]).ok();
+    let backup = newest_backup(&project, ".db");
+
+    // A reader keeps an old snapshot open, so new commits stay in the -wal.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut reader = runtime
+        .block_on(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .connect(),
+        )
+        .unwrap();
+    runtime
+        .block_on(sqlx::raw_sql("BEGIN; SELECT count(*) FROM notes;").execute(&mut reader))
+        .unwrap();
+    sqlite(&db, "INSERT INTO notes (body) VALUES ('only in the wal')");
+
+    let run = project.xtask_with(
+        &["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"],
+        &[("DATABASE_BUSY_TIMEOUT_MS", "300")],
+    );
+    let line = run.error_line();
+    assert!(line.contains("in use by another process"), "{line}");
+    assert!(line.contains("nothing was changed"), "{line}");
+    runtime.block_on(reader.close()).unwrap();
+    assert_eq!(
+        sqlite(&db, "SELECT body FROM notes ORDER BY id"),
+        ["backed up", "only in the wal"]
+    );
+    assert_eq!(sqlite(&db, "PRAGMA integrity_check"), ["ok"]);
+}
