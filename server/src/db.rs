@@ -378,6 +378,11 @@ impl SqliteEngine {
             Some(path) => {
                 if mode == OpenMode::Create {
                     prepare_location(path)?;
+                    // Debris of a creation or restore that was killed.
+                    crate::durable::sweep(
+                        crate::durable::parent(path),
+                        &[crate::durable::PARTIAL, crate::durable::RESTORING],
+                    );
                     if !path.exists() {
                         create_database(path, settings).await?;
                     }

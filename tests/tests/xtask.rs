@@ -603,7 +603,7 @@ fn keep_prunes_only_this_databases_backups_newest_by_manifest_time() {
     assert_eq!((of("app-").len(), of("app-old-").len()), (4, 3));
     let newest_before = of("app-").pop().unwrap();
 
-    let run = project.xtask(&["db-backup", "--keep", "2"]);
+    let run = project.xtask(&["db-backup", "--out", "backups", "--keep", "2"]);
     assert_eq!(
         run.ok().matches("removed old backup").count(),
         3,

@@ -1,0 +1,141 @@
+//! Configuration: one figment built the Rocket way, shared by the server and xtask.
+//!
+//! Precedence, lowest first: built-in defaults, `Rocket.toml` (the selected
+//! profile over `[default]`), the `.env` file next to `Rocket.toml`, then the
+//! real process environment. Within each environment layer, `ROCKET_*`
+//! variables come first, then `DATABASE_*` shortcuts, then `DATABASE_URL`.
+//!
+//! | module | job |
+//! |---|---|
+//! | `sources` | finding `Rocket.toml`, reading `.env`, the profile, the env-var layers |
+//! | `settings` | the `databases.main` keys: defaults, validation, [`DbSettings`] |
+//! | `error` | [`ConfigError`] and naming where a bad value came from |
+
+mod error;
+mod settings;
+mod sources;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::{Figment, Profile};
+
+pub use error::ConfigError;
+pub use settings::DbSettings;
+use sources::{EnvLayer, find_config_file, read_dotenv, select_profile};
+
+/// Name of the database in `Rocket.toml` (`[default.databases.main]`) and in `#[database]`.
+pub const DATABASE_NAME: &str = "main";
+
+/// Figment path of the database settings.
+pub const DATABASE_KEY: &str = "databases.main";
+
+/// The inputs configuration is read from: a working directory and environment variables.
+///
+/// Tests build one explicitly; binaries use [`Environment::from_process`].
+#[derive(Debug, Clone)]
+pub struct Environment {
+    cwd: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+impl Environment {
+    /// The current process: its working directory and its environment.
+    pub fn from_process() -> Result<Self, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|e| ConfigError::File {
+            what: "working directory",
+            path: PathBuf::from("."),
+            reason: e.to_string(),
+        })?;
+        Ok(Self::new(cwd, std::env::vars()))
+    }
+
+    /// An explicit working directory and set of variables.
+    pub fn new(cwd: impl Into<PathBuf>, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            cwd: cwd.into(),
+            vars: vars.into_iter().collect(),
+        }
+    }
+
+    fn var(&self, key: &str) -> Option<&str> {
+        self.vars.get(key).map(String::as_str)
+    }
+}
+
+/// The resolved configuration: the full figment (for Rocket) and the validated database settings.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Directory that relative paths resolve against: the directory of `Rocket.toml`, or the working directory.
+    pub root: PathBuf,
+    /// The `Rocket.toml` in use, if any.
+    pub config_file: Option<PathBuf>,
+    /// The selected profile.
+    pub profile: Profile,
+    /// The figment Rocket reads, with the database URL already resolved.
+    pub figment: Figment,
+    /// The validated database settings.
+    pub database: DbSettings,
+}
+
+impl AppConfig {
+    /// Reads and validates the configuration from the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_env(&Environment::from_process()?)
+    }
+
+    /// Reads and validates the configuration from an explicit environment.
+    pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
+        let config_file = find_config_file(env)?;
+        let root = config_file
+            .as_deref()
+            .and_then(Path::parent)
+            .map_or_else(|| env.cwd.clone(), Path::to_path_buf);
+        let dotenv = read_dotenv(&root)?;
+
+        let toml = config_file
+            .as_ref()
+            .map(|path| Toml::file_exact(path).nested());
+        let profile = select_profile(env, &dotenv, toml.as_ref())?;
+
+        let mut figment = Figment::from(rocket::Config::default());
+        if let Some(toml) = toml {
+            figment = figment.merge(toml);
+        }
+        if let Some((path, vars)) = dotenv {
+            figment = figment.merge(EnvLayer {
+                vars,
+                name: format!("{} file", path.display()),
+                source: Some(path),
+            });
+        }
+        let figment = figment
+            .merge(EnvLayer {
+                vars: env.vars.clone(),
+                name: "environment variable".into(),
+                source: None,
+            })
+            .select(profile.clone());
+
+        // Rocket's own keys (port, address, ...) are checked here too, so that a bad
+        // value is reported like any other instead of failing the launch later.
+        rocket::Config::try_from(&figment).map_err(|e| error::figment_error(&figment, e, None))?;
+        let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
+        // Rocket and rocket_db_pools read the validated values, with the URL resolved,
+        // so the pool sees exactly what was checked here.
+        let figment = figment.merge(Serialized::global(DATABASE_KEY, canonical));
+        Ok(Self {
+            root,
+            config_file,
+            profile,
+            figment,
+            database,
+        })
+    }
+
+    /// Whether the selected profile is the protected `production` profile.
+    pub fn is_production(&self) -> bool {
+        self.profile == "production"
+    }
+}

@@ -1,0 +1,221 @@
+//! The `[<profile>.databases.main]` keys: their defaults, validation and the result.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use super::DATABASE_KEY;
+use super::error::{ConfigError, figment_error, origin};
+use crate::url::{DatabaseUrl, mask_url};
+
+/// Environment variables that set one database key each: `DATABASE_<KEY>`.
+pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
+    "min_connections",
+    "max_connections",
+    "acquire_timeout_ms",
+    "idle_timeout_secs",
+    "connect_timeout_ms",
+    "busy_timeout_ms",
+    "statement_timeout_ms",
+    "lock_timeout_ms",
+    "health_timeout_ms",
+    "echo",
+    "migrate_on_start",
+    "backup_dir",
+];
+
+/// Validated database settings.
+#[derive(Debug, Clone)]
+pub struct DbSettings {
+    /// Which database, and where.
+    pub url: DatabaseUrl,
+    /// Where the URL came from, for error messages.
+    pub url_origin: String,
+    /// Connections kept open when idle.
+    pub min_connections: u32,
+    /// Upper bound of the pool.
+    pub max_connections: u32,
+    /// How long a request waits for a free connection before it gets a 503.
+    pub acquire_timeout: Duration,
+    /// Idle connections above the minimum are closed after this long.
+    pub idle_timeout: Option<Duration>,
+    /// Bound on opening a connection (and on startup).
+    pub connect_timeout: Duration,
+    /// SQLite: how long a statement waits for a lock.
+    pub busy_timeout: Duration,
+    /// PostgreSQL: `statement_timeout` of every connection.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: `lock_timeout` of every connection.
+    pub lock_timeout: Duration,
+    /// Bound on the whole `/health/db` check.
+    pub health_timeout: Duration,
+    /// Log every SQL statement.
+    pub echo: bool,
+    /// Apply pending migrations when the server starts.
+    pub migrate_on_start: bool,
+    /// Where backups go.
+    pub backup_dir: PathBuf,
+}
+
+/// The raw, unvalidated shape of `[<profile>.databases.main]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDbSettings {
+    #[serde(default = "defaults::url")]
+    url: String,
+    /// `rocket_db_pools` joins this key (in seconds) into every pool's config;
+    /// our bound is `connect_timeout_ms`, so it is accepted and ignored.
+    #[serde(default, rename = "connect_timeout", skip_serializing)]
+    _connect_timeout: Option<serde::de::IgnoredAny>,
+    #[serde(default = "defaults::min_connections")]
+    min_connections: u32,
+    #[serde(default = "defaults::max_connections")]
+    max_connections: u32,
+    #[serde(default = "defaults::acquire_timeout_ms")]
+    acquire_timeout_ms: u64,
+    #[serde(default = "defaults::idle_timeout_secs")]
+    idle_timeout_secs: u64,
+    #[serde(default = "defaults::connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "defaults::busy_timeout_ms")]
+    busy_timeout_ms: u64,
+    #[serde(default = "defaults::statement_timeout_ms")]
+    statement_timeout_ms: u64,
+    #[serde(default = "defaults::lock_timeout_ms")]
+    lock_timeout_ms: u64,
+    #[serde(default = "defaults::health_timeout_ms")]
+    health_timeout_ms: u64,
+    #[serde(default)]
+    echo: bool,
+    #[serde(default = "defaults::migrate_on_start")]
+    migrate_on_start: bool,
+    #[serde(default)]
+    backup_dir: Option<String>,
+}
+
+/// Defaults of the database keys, also listed in `.env.example` and the README.
+mod defaults {
+    pub fn url() -> String {
+        "sqlite://app.db".into()
+    }
+    pub fn min_connections() -> u32 {
+        1
+    }
+    pub fn max_connections() -> u32 {
+        16
+    }
+    pub fn acquire_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn idle_timeout_secs() -> u64 {
+        600
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn busy_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn statement_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn lock_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn health_timeout_ms() -> u64 {
+        800
+    }
+    pub fn migrate_on_start() -> bool {
+        true
+    }
+}
+
+impl DbSettings {
+    /// Extracts and validates settings from a figment focused on `databases.main`
+    /// (what `rocket_db_pools` hands to a pool); relative SQLite paths resolve against `root`.
+    pub fn from_focused(figment: &Figment, root: &Path) -> Result<Self, ConfigError> {
+        Self::validate(figment, root).map(|(settings, _)| settings)
+    }
+
+    pub(super) fn validate(
+        figment: &Figment,
+        root: &Path,
+    ) -> Result<(Self, RawDbSettings), ConfigError> {
+        let url_key = format!("{DATABASE_KEY}.url");
+        let mut raw: RawDbSettings = figment
+            .extract()
+            .map_err(|e| figment_error(figment, e, Some(DATABASE_KEY)))?;
+        let url_origin = origin(figment, "url");
+        let url = DatabaseUrl::parse(&raw.url, root).map_err(|reason| ConfigError::Invalid {
+            key: url_key.clone(),
+            origin: url_origin.clone(),
+            reason: format!("{reason} in `{}`", mask_url(&raw.url)),
+        })?;
+
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: format!("{DATABASE_KEY}.{key}"),
+            origin: origin(figment, key),
+            reason,
+        };
+        if raw.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1".into()));
+        }
+        if raw.min_connections > raw.max_connections {
+            return Err(invalid(
+                "min_connections",
+                format!(
+                    "{} is greater than max_connections ({})",
+                    raw.min_connections, raw.max_connections
+                ),
+            ));
+        }
+        for (key, value) in [
+            ("acquire_timeout_ms", raw.acquire_timeout_ms),
+            ("connect_timeout_ms", raw.connect_timeout_ms),
+            ("health_timeout_ms", raw.health_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        if raw.health_timeout_ms >= 1_000 {
+            return Err(invalid(
+                "health_timeout_ms",
+                "must be below 1000 so /health/db answers within a second".into(),
+            ));
+        }
+        let backup_dir = match &raw.backup_dir {
+            Some(dir) => root.join(dir),
+            None => match &url {
+                DatabaseUrl::Sqlite { path } => path
+                    .parent()
+                    .map_or_else(|| root.to_path_buf(), Path::to_path_buf)
+                    .join("backups"),
+                _ => root.join("backups"),
+            },
+        };
+
+        let settings = Self {
+            url: url.clone(),
+            url_origin,
+            min_connections: raw.min_connections,
+            max_connections: raw.max_connections,
+            acquire_timeout: Duration::from_millis(raw.acquire_timeout_ms),
+            idle_timeout: (raw.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(raw.idle_timeout_secs)),
+            connect_timeout: Duration::from_millis(raw.connect_timeout_ms),
+            busy_timeout: Duration::from_millis(raw.busy_timeout_ms),
+            statement_timeout: Duration::from_millis(raw.statement_timeout_ms),
+            lock_timeout: Duration::from_millis(raw.lock_timeout_ms),
+            health_timeout: Duration::from_millis(raw.health_timeout_ms),
+            echo: raw.echo,
+            migrate_on_start: raw.migrate_on_start,
+            backup_dir: backup_dir.clone(),
+        };
+        raw.url = url.to_url_string();
+        raw.backup_dir = Some(backup_dir.display().to_string());
+        Ok((settings, raw))
+    }
+}

@@ -1,0 +1,227 @@
+//! Where configuration comes from: `Rocket.toml`, `.env`, the profile, environment variables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::Toml;
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+
+use super::settings::DATABASE_ENV_KEYS;
+use super::{ConfigError, DATABASE_KEY, Environment};
+use crate::url::mask_url;
+
+/// Finds the `Rocket.toml` in use: `ROCKET_CONFIG`, else `Rocket.toml` in the working directory or a parent.
+pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, ConfigError> {
+    if let Some(explicit) = env.var("ROCKET_CONFIG") {
+        let path = env.cwd.join(explicit);
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                what: "config file named by ROCKET_CONFIG",
+                path,
+                reason: "no such file".into(),
+            });
+        }
+        return Ok(Some(path));
+    }
+    Ok(env
+        .cwd
+        .ancestors()
+        .map(|dir| dir.join("Rocket.toml"))
+        .find(|path| path.is_file()))
+}
+
+/// A `.env` file: its path and its variables.
+pub(super) type DotEnv = (PathBuf, BTreeMap<String, String>);
+
+/// Reads `<root>/.env` if it exists.
+pub(super) fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
+    let path = root.join(".env");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let file_error = |reason: String| ConfigError::File {
+        what: ".env file",
+        path: path.clone(),
+        reason,
+    };
+    let iter = dotenvy::from_path_iter(&path).map_err(|e| file_error(e.to_string()))?;
+    let vars = iter
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(|e| file_error(describe_dotenv_error(&path, e)))?;
+    Ok(Some((path, vars)))
+}
+
+/// A `.env` error without the offending line's text, which may hold a secret: the line
+/// number and, when there is one, the variable's name.
+fn describe_dotenv_error(path: &Path, error: dotenvy::Error) -> String {
+    let dotenvy::Error::LineParse(line, index) = error else {
+        return mask_url(&error.to_string());
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let number = text
+        .find(line.as_str())
+        .map_or(0, |at| text[..at].matches('\n').count() + 1);
+    let name = line
+        .split_once('=')
+        .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
+        .filter(|name| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    let what = name.map_or_else(
+        || "a line".to_string(),
+        |name| format!("the line setting {name}"),
+    );
+    let at = if number > 0 {
+        format!("line {number}: ")
+    } else {
+        String::new()
+    };
+    format!(
+        "{at}cannot parse {what} (error at character {}); the line is not shown, it may hold a secret",
+        index + 1
+    )
+}
+
+/// Picks the profile: `ROCKET_PROFILE` from the environment, then from `.env`, then Rocket's default.
+pub(super) fn select_profile(
+    env: &Environment,
+    dotenv: &Option<DotEnv>,
+    toml: Option<&figment::providers::Data<Toml>>,
+) -> Result<Profile, ConfigError> {
+    let (requested, origin) = if let Some(p) = env.var("ROCKET_PROFILE") {
+        (
+            p.to_string(),
+            "ROCKET_PROFILE environment variable".to_string(),
+        )
+    } else if let Some((path, p)) = dotenv
+        .as_ref()
+        .and_then(|(path, vars)| vars.get("ROCKET_PROFILE").map(|p| (path, p)))
+    {
+        (p.clone(), format!("ROCKET_PROFILE in {}", path.display()))
+    } else {
+        return Ok(rocket::Config::DEFAULT_PROFILE);
+    };
+
+    let mut known: Vec<String> = ["default", "debug", "release"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if let Some(toml) = toml {
+        let data = toml.data().map_err(|e| ConfigError::File {
+            what: "config file",
+            path: toml
+                .metadata()
+                .source
+                .and_then(|s| s.file_path().map(Path::to_path_buf))
+                .unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        for profile in data.keys() {
+            if !known.iter().any(|k| profile == k.as_str()) && *profile != Profile::Global {
+                known.push(profile.to_string());
+            }
+        }
+    }
+    if !known.iter().any(|k| k.eq_ignore_ascii_case(&requested)) {
+        return Err(ConfigError::UnknownProfile {
+            profile: requested,
+            origin,
+            known: known.join(", "),
+        });
+    }
+    Ok(Profile::new(&requested))
+}
+
+/// One layer of environment variables (the process environment or a `.env` file) as a figment provider.
+///
+/// `ROCKET_<KEY>` sets the global `<key>` (Rocket's own convention), `DATABASE_<KEY>`
+/// sets `databases.main.<key>` for the keys in [`DATABASE_ENV_KEYS`], and
+/// `DATABASE_URL` sets `databases.main.url`.
+pub(super) struct EnvLayer {
+    pub(super) vars: BTreeMap<String, String>,
+    pub(super) name: String,
+    pub(super) source: Option<PathBuf>,
+}
+
+impl EnvLayer {
+    /// Maps a variable name to the figment key it sets, if any.
+    fn key_for(var: &str) -> Option<String> {
+        if var == "DATABASE_URL" {
+            return Some(format!("{DATABASE_KEY}.url"));
+        }
+        if let Some(key) = var.strip_prefix("DATABASE_") {
+            let key = key.to_ascii_lowercase();
+            return DATABASE_ENV_KEYS
+                .contains(&key.as_str())
+                .then(|| format!("{DATABASE_KEY}.{key}"));
+        }
+        let key = var.strip_prefix("ROCKET_")?;
+        if key.is_empty() || key == "PROFILE" || key == "CONFIG" {
+            return None;
+        }
+        Some(key.to_ascii_lowercase())
+    }
+
+    /// Maps a figment key back to the variable that sets it, for messages.
+    fn var_for(keys: &[&str]) -> String {
+        match keys {
+            ["databases", "main", "url"] => "DATABASE_URL".into(),
+            ["databases", "main", key] if DATABASE_ENV_KEYS.contains(key) => {
+                format!("DATABASE_{}", key.to_ascii_uppercase())
+            }
+            [first, ..] => format!("ROCKET_{}", first.to_ascii_uppercase()),
+            [] => "ROCKET_".into(),
+        }
+    }
+}
+
+impl Provider for EnvLayer {
+    fn metadata(&self) -> Metadata {
+        let metadata = Metadata::named(self.name.clone())
+            .interpolater(|_: &Profile, keys: &[&str]| EnvLayer::var_for(keys));
+        match &self.source {
+            Some(path) => metadata.source(figment::Source::Custom(path.display().to_string())),
+            None => metadata,
+        }
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        // DATABASE_URL is merged last so that it wins over `ROCKET_DATABASES`.
+        let mut ordered: Vec<(String, &str)> = self
+            .vars
+            .iter()
+            .filter_map(|(var, value)| Some((Self::key_for(var)?, value.as_str())))
+            .collect();
+        ordered.sort_by_key(|(key, _)| key.starts_with("databases."));
+        let mut dict = Dict::new();
+        for (key, value) in ordered {
+            let value = if key.ends_with(".url") || key.ends_with(".backup_dir") {
+                Value::from(value.to_string())
+            } else {
+                value
+                    .parse()
+                    .expect("parsing a figment value is infallible")
+            };
+            let nested = figment::util::nest(&key, value)
+                .into_dict()
+                .expect("a non-empty key nests into a dict");
+            dict = merge_dicts(dict, nested);
+        }
+        Ok(Profile::Global.collect(dict))
+    }
+}
+
+/// Deep-merges `incoming` into `base`, `incoming` winning on conflicts.
+fn merge_dicts(mut base: Dict, incoming: Dict) -> Dict {
+    for (key, value) in incoming {
+        let merged = match (base.remove(&key), value) {
+            (Some(Value::Dict(_, old)), Value::Dict(tag, new)) => {
+                Value::Dict(tag, merge_dicts(old, new))
+            }
+            (_, new) => new,
+        };
+        base.insert(key, merged);
+    }
+    base
+}

@@ -1,0 +1,66 @@
+//! Schema migrations: refinery runs them; this module adds down scripts, locking and status.
+//!
+//! Convention: `migrations/V<n>__<name>.sql` is applied by refinery and
+//! `migrations/V<n>__<name>.down.sql` reverts it. The server embeds the directory at
+//! build time ([`MigrationSet::embedded`]); xtask can read it from disk
+//! ([`MigrationSet::from_dir`]) — both parse the same way.
+//!
+//! Every change runs inside one outer transaction that first takes the migration
+//! lock (`BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on PostgreSQL), so
+//! processes starting at once apply each migration exactly once. Each migration
+//! then runs in its own savepoint together with its history row.
+//!
+//! | module | job |
+//! |---|---|
+//! | `files` | the migration files: parsing and checking a set, embedding, scaffolding |
+//! | `status` | the history table compared with a set |
+//! | `run` | upgrade and downgrade under the lock, through refinery |
+
+mod files;
+mod run;
+mod status;
+
+pub use files::{MigrationFile, MigrationSet, dir_in, is_snake_case, scaffold};
+pub use run::{Outcome, downgrade, upgrade};
+pub use status::{
+    AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,
+    status_of_sqlite,
+};
+
+/// Refinery's history table.
+pub const HISTORY_TABLE: &str = "refinery_schema_history";
+
+/// A migration failure.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// The migration files themselves are unusable.
+    #[error("{0}")]
+    Files(String),
+    /// The database holds history this code does not know.
+    #[error(
+        "the database is ahead of this code: applied migration {0} is not in migrations/; deploy the newer code or roll the database back with it"
+    )]
+    Ahead(String),
+    /// An applied migration was edited afterwards.
+    #[error(
+        "migration {0} was edited after it was applied (checksum differs); restore the original file and add a new migration instead"
+    )]
+    Diverged(String),
+    /// A migration's SQL failed; migrations before it stay applied.
+    #[error("migration {name} failed: {reason}")]
+    Failed {
+        /// `V<n>__<name>`.
+        name: String,
+        /// The database's message.
+        reason: String,
+    },
+    /// A rollback cannot run.
+    #[error("cannot roll back {0}: it has no down script (migrations/{0}.down.sql)")]
+    NoDownScript(String),
+    /// A requested target version does not exist.
+    #[error("{0}")]
+    Target(String),
+    /// The database failed.
+    #[error("{}", crate::url::mask_url(&.0.to_string()))]
+    Db(#[from] sqlx::Error),
+}

@@ -1,0 +1,262 @@
+//! The migration history in the database, compared with a set of migration files.
+
+use std::fmt;
+
+use sqlx::Row;
+
+use super::{MigrationError, MigrationFile, MigrationSet};
+use crate::db::DbConn;
+
+/// One row of the history table, compared with the code.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppliedMigration {
+    /// Version.
+    pub version: i32,
+    /// Name recorded when applied.
+    pub name: String,
+    /// When it was applied (RFC 3339).
+    pub applied_on: String,
+    /// Checksum recorded when applied.
+    pub checksum: String,
+    /// How it compares with the code.
+    pub state: AppliedState,
+}
+
+/// How an applied migration compares with the migration files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliedState {
+    /// Same name and checksum.
+    Ok,
+    /// Same version, different name or checksum: the file was edited.
+    Divergent,
+    /// Not in the code at all: the database is ahead.
+    Unknown,
+}
+
+/// Where the database stands relative to the code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaState {
+    /// Every migration applied, nothing unknown.
+    UpToDate,
+    /// Some migrations not applied yet.
+    Pending,
+    /// The database has migrations this code does not know.
+    Ahead,
+    /// An applied migration differs from its file.
+    Diverged,
+}
+
+impl fmt::Display for SchemaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UpToDate => "up to date",
+            Self::Pending => "pending",
+            Self::Ahead => "ahead of this code",
+            Self::Diverged => "diverged",
+        })
+    }
+}
+
+/// The database's migration state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SchemaStatus {
+    /// History rows, by version.
+    pub applied: Vec<AppliedMigration>,
+    /// Versions in the code and not applied.
+    pub pending: Vec<i32>,
+    /// Summary.
+    pub state: SchemaState,
+    /// Highest applied version (0 when none).
+    pub current_version: i32,
+    /// Highest version in the code.
+    pub latest_version: i32,
+}
+
+impl SchemaStatus {
+    pub(super) fn compare(history: Vec<HistoryRow>, set: &MigrationSet) -> Self {
+        let applied: Vec<AppliedMigration> = history
+            .into_iter()
+            .map(|row| {
+                let state = match set.get(row.version) {
+                    None => AppliedState::Unknown,
+                    Some(m) if m.name == row.name && m.checksum.to_string() == row.checksum => {
+                        AppliedState::Ok
+                    }
+                    Some(_) => AppliedState::Divergent,
+                };
+                AppliedMigration {
+                    version: row.version,
+                    name: row.name,
+                    applied_on: row.applied_on,
+                    checksum: row.checksum,
+                    state,
+                }
+            })
+            .collect();
+        let pending: Vec<i32> = set
+            .migrations()
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.iter().any(|a| a.version == *v))
+            .collect();
+        let state = if applied.iter().any(|a| a.state == AppliedState::Divergent) {
+            SchemaState::Diverged
+        } else if applied.iter().any(|a| a.state == AppliedState::Unknown) {
+            SchemaState::Ahead
+        } else if pending.is_empty() {
+            SchemaState::UpToDate
+        } else {
+            SchemaState::Pending
+        };
+        Self {
+            current_version: applied.last().map_or(0, |a| a.version),
+            latest_version: set.latest(),
+            applied,
+            pending,
+            state,
+        }
+    }
+
+    /// Pending migrations up to version `to` (all when `None`), in the order they apply.
+    pub fn to_apply<'s>(&self, set: &'s MigrationSet, to: Option<i32>) -> Vec<&'s MigrationFile> {
+        set.migrations()
+            .iter()
+            .filter(|m| self.pending.contains(&m.version))
+            .filter(|m| to.is_none_or(|to| m.version <= to))
+            .collect()
+    }
+
+    /// Applied migrations above version `to`, newest first: the order they are reverted in.
+    /// Only known migrations are listed; check [`SchemaStatus::ensure_compatible`] first.
+    pub fn to_revert<'s>(&self, set: &'s MigrationSet, to: i32) -> Vec<&'s MigrationFile> {
+        self.applied
+            .iter()
+            .rev()
+            .filter(|a| a.version > to)
+            .filter_map(|a| set.get(a.version))
+            .collect()
+    }
+
+    /// The version the database is at after rolling back the newest `steps` migrations.
+    pub fn version_before(&self, steps: usize) -> Result<i32, MigrationError> {
+        let applied = self.applied.len();
+        if steps > applied {
+            return Err(MigrationError::Target(format!(
+                "cannot roll back {steps} migration(s): only {applied} applied"
+            )));
+        }
+        Ok(applied
+            .checked_sub(steps + 1)
+            .map_or(0, |i| self.applied[i].version))
+    }
+
+    /// Fails with a clear error when the database is ahead or diverged.
+    pub fn ensure_compatible(&self) -> Result<(), MigrationError> {
+        let id = |a: &AppliedMigration| format!("V{}__{}", a.version, a.name);
+        if let Some(a) = self
+            .applied
+            .iter()
+            .find(|a| a.state == AppliedState::Divergent)
+        {
+            return Err(MigrationError::Diverged(id(a)));
+        }
+        if let Some(a) = self
+            .applied
+            .iter()
+            .find(|a| a.state == AppliedState::Unknown)
+        {
+            return Err(MigrationError::Ahead(id(a)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct HistoryRow {
+    pub(super) version: i32,
+    pub(super) name: String,
+    pub(super) applied_on: String,
+    pub(super) checksum: String,
+}
+
+/// Reads the migration state without changing anything.
+pub async fn status(conn: &mut DbConn, set: &MigrationSet) -> Result<SchemaStatus, MigrationError> {
+    let history = match conn {
+        DbConn::Sqlite(c) => read_history_sqlite(c).await?,
+        DbConn::Postgres(c) => read_history_pg(c).await?,
+    };
+    Ok(SchemaStatus::compare(history, set))
+}
+
+/// Reads the migration state of a standalone SQLite connection (e.g. a backup file).
+pub async fn status_of_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    set: &MigrationSet,
+) -> Result<SchemaStatus, MigrationError> {
+    Ok(SchemaStatus::compare(read_history_sqlite(conn).await?, set))
+}
+
+/// Reads the migration state of a standalone PostgreSQL connection (e.g. inside a snapshot).
+pub async fn status_of_pg(
+    conn: &mut sqlx::PgConnection,
+    set: &MigrationSet,
+) -> Result<SchemaStatus, MigrationError> {
+    Ok(SchemaStatus::compare(read_history_pg(conn).await?, set))
+}
+
+pub(super) async fn read_history_sqlite(
+    c: &mut sqlx::SqliteConnection,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    read_history::<sqlx::Sqlite>(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
+    )
+    .await
+}
+
+pub(super) async fn read_history_pg(
+    c: &mut sqlx::PgConnection,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    read_history::<sqlx::Postgres>(
+        c,
+        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+    )
+    .await
+}
+
+/// Reads the history table, if `exists_sql` says there is one.
+async fn read_history<DB>(
+    c: &mut DB::Connection,
+    exists_sql: &'static str,
+) -> Result<Vec<HistoryRow>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> i32: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let exists: bool = sqlx::query_scalar(exists_sql).fetch_one(&mut *c).await?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT version, name, applied_on, checksum FROM refinery_schema_history ORDER BY version",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HistoryRow {
+                version: row.try_get(0)?,
+                name: row.try_get(1)?,
+                applied_on: row.try_get(2)?,
+                checksum: row.try_get(3)?,
+            })
+        })
+        .collect()
+}
