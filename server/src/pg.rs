@@ -124,10 +124,11 @@ pub fn require_tool(tool: &str) -> Result<(), ToolError> {
     run(tool, command).map(drop)
 }
 
-/// Runs a PostgreSQL client tool against `url` with `args`; connection settings travel in
-/// the environment. Returns its output once it succeeded.
-pub fn run_tool(
-    tool: &str,
+/// Runs a PostgreSQL client tool against `url` with `args`, off the async runtime's
+/// workers; connection settings travel in the environment. Returns its output once it
+/// succeeded.
+pub async fn run_tool(
+    tool: &'static str,
     url: &url::Url,
     args: &[&std::ffi::OsStr],
 ) -> Result<Output, ToolError> {
@@ -138,7 +139,9 @@ pub fn run_tool(
         command.env_remove(var);
     }
     command.envs(env);
-    run(tool, command)
+    tokio::task::spawn_blocking(move || run(tool, command))
+        .await
+        .map_err(|e| ToolError(format!("{tool}: {e}")))?
 }
 
 fn run(tool: &str, mut command: Command) -> Result<Output, ToolError> {

@@ -3,7 +3,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -248,22 +248,19 @@ async fn pg_dump_snapshot(
             .fetch_one(&mut *conn)
             .await?;
         let version = migrations::status_of_pg(conn, set).await?.current_version;
-        let (url, target) = (url.clone(), target.to_path_buf());
-        tokio::task::spawn_blocking(move || {
-            crate::pg::run_tool(
-                "pg_dump",
-                &url,
-                &[
-                    "--format=custom".as_ref(),
-                    "--no-owner".as_ref(),
-                    format!("--snapshot={snapshot}").as_ref(),
-                    "--file".as_ref(),
-                    target.as_os_str(),
-                ],
-            )
-        })
-        .await
-        .map_err(|e| BackupError::Tool(crate::pg::ToolError(format!("pg_dump: {e}"))))??;
+        let snapshot = format!("--snapshot={snapshot}");
+        crate::pg::run_tool(
+            "pg_dump",
+            url,
+            &[
+                "--format=custom".as_ref(),
+                "--no-owner".as_ref(),
+                snapshot.as_ref(),
+                "--file".as_ref(),
+                target.as_os_str(),
+            ],
+        )
+        .await?;
         Ok::<_, BackupError>(version)
     }
     .await;
@@ -273,15 +270,11 @@ async fn pg_dump_snapshot(
 
 /// Reads the whole archive with `pg_restore` (every data block decompressed), writing nothing.
 pub(super) async fn pg_verify(url: &url::Url, archive: &Path) -> Result<(), BackupError> {
-    let (url, archive): (url::Url, PathBuf) = (url.clone(), archive.to_path_buf());
-    tokio::task::spawn_blocking(move || {
-        crate::pg::run_tool(
-            "pg_restore",
-            &url,
-            &["--file=/dev/null".as_ref(), archive.as_os_str()],
-        )
-    })
-    .await
-    .map_err(|e| BackupError::Tool(crate::pg::ToolError(format!("pg_restore: {e}"))))??;
+    crate::pg::run_tool(
+        "pg_restore",
+        url,
+        &["--file=/dev/null".as_ref(), archive.as_os_str()],
+    )
+    .await?;
     Ok(())
 }

@@ -76,25 +76,17 @@ pub async fn verify(
         DatabaseUrl::Postgres { url } => {
             crate::pg::require_tool("pg_restore")?;
             crate::pg::require_tool("psql")?;
-            let (url, archive, script) = (
-                url.clone(),
-                backup.to_path_buf(),
-                staged.path().to_path_buf(),
-            );
-            tokio::task::spawn_blocking(move || {
-                crate::pg::run_tool(
-                    "pg_restore",
-                    &url,
-                    &[
-                        "--no-owner".as_ref(),
-                        "--file".as_ref(),
-                        script.as_os_str(),
-                        archive.as_os_str(),
-                    ],
-                )
-            })
+            crate::pg::run_tool(
+                "pg_restore",
+                url,
+                &[
+                    "--no-owner".as_ref(),
+                    "--file".as_ref(),
+                    staged.path().as_os_str(),
+                    backup.as_os_str(),
+                ],
+            )
             .await
-            .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(e.to_string()))?;
         }
         _ => {
@@ -215,28 +207,23 @@ pub async fn restore_postgres(
         return Err(BackupError::Refused("not a PostgreSQL database".into()));
     };
     let lock_timeout = format!("SET lock_timeout = {}", settings.lock_timeout.as_millis());
-    let url = url.clone();
-    let script = verified.staged;
-    tokio::task::spawn_blocking(move || {
-        crate::pg::run_tool(
-            "psql",
-            &url,
-            &[
-                "--no-psqlrc".as_ref(),
-                "--quiet".as_ref(),
-                "--single-transaction".as_ref(),
-                "--set=ON_ERROR_STOP=1".as_ref(),
-                "--command".as_ref(),
-                lock_timeout.as_ref(),
-                "--command".as_ref(),
-                crate::maintenance::PG_DROP_ALL.as_ref(),
-                "--file".as_ref(),
-                script.path().as_os_str(),
-            ],
-        )
-    })
-    .await
-    .map_err(|e| BackupError::Refused(format!("psql: {e}")))??;
+    crate::pg::run_tool(
+        "psql",
+        url,
+        &[
+            "--no-psqlrc".as_ref(),
+            "--quiet".as_ref(),
+            "--single-transaction".as_ref(),
+            "--set=ON_ERROR_STOP=1".as_ref(),
+            "--command".as_ref(),
+            lock_timeout.as_ref(),
+            "--command".as_ref(),
+            crate::maintenance::PG_DROP_ALL.as_ref(),
+            "--file".as_ref(),
+            verified.staged.path().as_os_str(),
+        ],
+    )
+    .await?;
     Ok(())
 }
 
