@@ -333,12 +333,17 @@ fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
         n => u64::from(n),
     };
     let pages = u64::from(be32(28));
-    // The page count in the header is valid when written by the same change as the counter.
-    if pages > 0 && be32(92) == be32(24) && meta.len() < pages * page_size {
+    // The page count in the header is valid when written by the same change as the
+    // counter; without it, at least whole pages.
+    let expected = if pages > 0 && be32(92) == be32(24) {
+        pages * page_size
+    } else {
+        meta.len().div_ceil(page_size) * page_size
+    };
+    if meta.len() < expected {
         return Err(invalid(format!(
-            "is incomplete ({} of {} bytes; still being copied?)",
-            meta.len(),
-            pages * page_size
+            "is incomplete ({} of {expected} bytes; still being copied?)",
+            meta.len()
         )));
     }
     Ok(())
@@ -453,6 +458,16 @@ impl SqliteEngine {
         // Close the old file's connections first: the last one to close checkpoints and
         // deletes `<db>-wal` by path, which must not be the new file's log by then.
         let _ = tokio::time::timeout(self.connect_timeout, generation.pool.close()).await;
+        // A log still there belongs to the file that was replaced (another process keeps
+        // it open): SQLite would replay it into the new file. Wait until it is gone.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason: "was replaced while its write-ahead log (-wal) of the old file is still beside it; stop the process that holds the old file, or use `cargo xtask db-restore`".into(),
+            });
+        }
         let fresh = connect_generation(
             &self.pool_options,
             &self.options,

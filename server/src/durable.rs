@@ -70,11 +70,15 @@ pub fn sweep(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
     removed
 }
 
-/// Writes `contents` to `path` atomically: a 0600 temporary file, fsynced, renamed over `path`.
-pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Writes `contents` to `path` atomically: a 0600 temporary file (given to `owner` when
+/// permitted), fsynced, renamed over `path`.
+pub fn write_private(path: &Path, contents: &[u8], owner: Option<(u32, u32)>) -> io::Result<()> {
     let dir = parent(path);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut temp = temp_in(dir, &name, PARTIAL)?;
+    if let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::fchown(temp.as_file(), Some(uid), Some(gid));
+    }
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;

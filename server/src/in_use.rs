@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Why the marker could not be taken.
@@ -36,6 +37,9 @@ fn marker_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens (creating) the marker. A new marker gets the database file's owner, so that a
+/// command run as root does not lock the service user's server out; a marker that cannot
+/// be opened for writing is opened read-only (a lock works on either).
 fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     let path = marker_path(database);
     let io = |source| InUseError::Io {
@@ -45,13 +49,24 @@ fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let file = OpenOptions::new()
+    let created = !path.exists();
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
-        .map_err(io)?;
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            File::open(&path).map_err(io)?
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if created && let Ok(owner) = std::fs::metadata(database) {
+        // Only root can give a file away; for anyone else the owner is already right.
+        let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
+    }
     Ok((file, path))
 }
 
@@ -68,12 +83,10 @@ pub fn claim_for_server(database: &Path) -> Result<InUse, InUseError> {
         }
         Err(TryLockError::Error(source)) => return Err(InUseError::Io { path, source }),
     }
-    let io = |source| InUseError::Io {
-        path: path.clone(),
-        source,
-    };
-    file.set_len(0).map_err(io)?;
-    write!(file, "{}", std::process::id()).map_err(io)?;
+    // The pid only improves messages; a read-only marker goes without it.
+    if file.set_len(0).is_ok() {
+        let _ = write!(file, "{}", std::process::id());
+    }
     Ok(InUse { _file: file })
 }
 

@@ -5,7 +5,7 @@
 //! sockets, `?dbname=`, `?sslmode=`, IPv6 hosts); the tools get the decoded values
 //! through libpq's environment variables, the password included: never through argv.
 
-use std::io;
+use std::io::{self, Read};
 use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
 
@@ -121,7 +121,7 @@ pub struct ToolError(pub String);
 pub fn require_tool(tool: &str) -> Result<(), ToolError> {
     let mut command = Command::new(tool);
     command.arg("--version");
-    run(tool, command).map(drop)
+    run(tool, command, None).map(drop)
 }
 
 /// Runs a PostgreSQL client tool against `url` with `args`, off the async runtime's
@@ -132,6 +132,18 @@ pub async fn run_tool(
     url: &url::Url,
     args: &[&std::ffi::OsStr],
 ) -> Result<Output, ToolError> {
+    run_tool_with_input(tool, url, args, None).await
+}
+
+/// Like [`run_tool`], feeding `input` to the tool's stdin. The input is streamed by this
+/// process: if it dies, the tool reads end-of-file instead of the rest (so `psql` never
+/// reaches a `COMMIT` that was not sent).
+pub async fn run_tool_with_input(
+    tool: &'static str,
+    url: &url::Url,
+    args: &[&std::ffi::OsStr],
+    input: Option<Box<dyn Read + Send>>,
+) -> Result<Output, ToolError> {
     let env = tool_env(url).map_err(|e| ToolError(mask_url(&e.to_string())))?;
     let mut command = Command::new(tool);
     command.arg("--no-password").args(args);
@@ -139,17 +151,25 @@ pub async fn run_tool(
         command.env_remove(var);
     }
     command.envs(env);
-    tokio::task::spawn_blocking(move || run(tool, command))
+    tokio::task::spawn_blocking(move || run(tool, command, input))
         .await
         .map_err(|e| ToolError(format!("{tool}: {e}")))?
 }
 
-fn run(tool: &str, mut command: Command) -> Result<Output, ToolError> {
+fn run(
+    tool: &str,
+    mut command: Command,
+    input: Option<Box<dyn Read + Send>>,
+) -> Result<Output, ToolError> {
     command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let output = command.output().map_err(|e| {
+    let mut child = command.spawn().map_err(|e| {
         ToolError(if e.kind() == io::ErrorKind::NotFound {
             format!(
                 "{tool} not found on PATH; install the PostgreSQL client tools (e.g. `apt install postgresql-client`)"
@@ -158,6 +178,24 @@ fn run(tool: &str, mut command: Command) -> Result<Output, ToolError> {
             format!("cannot run {tool}: {e}")
         })
     })?;
+    let feeder = match (input, child.stdin.take()) {
+        (Some(mut input), Some(mut stdin)) => Some(std::thread::spawn(move || {
+            // A tool that stops reading (it failed) ends the copy; its exit status tells.
+            let result = io::copy(&mut input, &mut stdin);
+            drop(stdin);
+            result
+        })),
+        _ => None,
+    };
+    let output = child
+        .wait_with_output()
+        .map_err(|e| ToolError(format!("cannot run {tool}: {e}")))?;
+    if let Some(feeder) = feeder
+        && let Ok(Err(e)) = feeder.join()
+        && output.status.success()
+    {
+        return Err(ToolError(format!("cannot feed {tool}: {e}")));
+    }
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let first = stderr

@@ -138,65 +138,106 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 /// Masks every password in `text`: the `user:password@` part of any `scheme://` URL,
-/// and the value of any `password=` parameter (URL query or key/value string).
+/// and the value of any `password=` parameter (URL query or key/value string, the key
+/// percent-decoded, so `pass%77ord=` too).
 ///
-/// Works on text that is not a valid URL too (error messages, malformed input): a
-/// password holding an unencoded `/`, `#`, `?` or `@` is masked as well. When in doubt
-/// it masks too much rather than too little.
+/// Works on text that is not a valid URL too (error messages, config snippets, malformed
+/// input): a password holding an unencoded `/`, `#`, `?`, `@`, quote or space is masked
+/// as well. When in doubt it masks too much rather than too little.
 pub fn mask_url(text: &str) -> String {
     mask_password_params(&mask_userinfo(text))
 }
 
-/// Characters that end a URL inside free text.
-fn ends_url(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '`' | '"' | '\'' | '<' | '>')
+/// A user-supplied URL, redacted for echoing in an error: the userinfo's password and
+/// everything after `?` (query parameters may carry secrets) are hidden.
+pub fn redact_url(raw: &str) -> String {
+    let without_query = match raw.find('?') {
+        // A `?` inside the userinfo (an unencoded password) is not the query.
+        Some(q) if raw.rfind('@').is_none_or(|at| q > at) => format!("{}?…", &raw[..q]),
+        _ => raw.to_string(),
+    };
+    mask_url(&without_query)
 }
 
-/// `scheme://user:secret@host` → `scheme://user:****@host`; the userinfo ends at the
-/// last `@` of the URL, so an unencoded `/`, `?` or `#` in the password does not hide it.
+/// `scheme://user:secret@host` → `scheme://user:****@host`. The userinfo runs from after
+/// `://` to the last `@` on the same line (before any other URL), so an unencoded `/`,
+/// `?`, `#`, quote or space in the password does not hide its end.
 fn mask_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("://") {
         let (head, tail) = rest.split_at(pos + 3);
         out.push_str(head);
-        let end = tail.find(ends_url).unwrap_or(tail.len());
-        let token = &tail[..end];
-        match token.rfind('@') {
-            Some(at) if token[..at].contains(':') => {
-                let colon = token.find(':').expect("checked above");
-                out.push_str(&token[..=colon]);
+        let line_end = tail.find('\n').unwrap_or(tail.len());
+        let scope = &tail[..tail[..line_end].find("://").unwrap_or(line_end)];
+        match scope.rfind('@') {
+            Some(at) if scope[..at].contains(':') => {
+                let colon = scope.find(':').expect("checked above");
+                out.push_str(&scope[..=colon]);
                 out.push_str("****");
-                out.push_str(&token[at..]);
+                rest = &tail[at..];
             }
-            _ => out.push_str(token),
+            _ => rest = tail,
         }
-        rest = &tail[end..];
     }
     out.push_str(rest);
     out
 }
 
-/// `password=secret` (any case, also `sslpassword=`, `db_password=`, as a URL query
-/// parameter or a key/value pair) → `password=****`.
+/// `password=secret` → `password=****` for any key whose percent-decoded, lowercased
+/// name ends in `password` (`sslpassword`, `db_password`, `pass%77ord`), as a URL query
+/// parameter or a key/value pair.
 fn mask_password_params(text: &str) -> String {
-    const KEY: &str = "password=";
-    let lower = text.to_ascii_lowercase();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
-    let mut search = 0;
-    while let Some(found) = lower[search..].find(KEY) {
-        let value_start = search + found + KEY.len();
+    for (eq, _) in text.match_indices('=') {
+        if eq < copied {
+            continue;
+        }
+        let key_start = text[..eq]
+            .rfind(|c: char| {
+                c.is_whitespace() || matches!(c, '?' | '&' | ';' | ',' | '`' | '"' | '\'' | '(')
+            })
+            .map_or(0, |i| i + 1);
+        let key = percent_decode_lossy(&text[key_start..eq]).to_ascii_lowercase();
+        if !key.ends_with("password") {
+            continue;
+        }
+        let value_start = eq + 1;
         let value_len = text[value_start..]
-            .find(|c: char| ends_url(c) || matches!(c, '&' | ';' | ','))
+            .find(|c: char| {
+                c.is_whitespace() || matches!(c, '&' | ';' | ',' | '`' | '"' | '\'' | ')')
+            })
             .unwrap_or(text.len() - value_start);
         out.push_str(&text[copied..value_start]);
         out.push_str("****");
         copied = value_start + value_len;
-        search = copied;
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// Decodes `%XX` escapes, leaving anything undecodable as it is.
+fn percent_decode_lossy(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes `.` and `..` components without touching the file system.
@@ -246,6 +287,29 @@ mod tests {
     }
 
     #[test]
+    fn masks_passwords_with_spaces_and_quotes_in_config_snippets() {
+        for text in [
+            "in `postgres://u:SEK RIT@127.0.0.1:99999/db`",
+            "in `postgres://u:SEK\"RIT@127.0.0.1:99999/db`",
+            "  |\n1 | url = \"postgres://u:SEK RIT@h/db\n  |       ^",
+        ] {
+            let masked = mask_url(text);
+            assert!(
+                !masked.contains("SEK") && !masked.contains("RIT"),
+                "{masked}"
+            );
+        }
+        assert_eq!(
+            redact_url("postgres://u:p w@h/db?password=A B&x=1"),
+            "postgres://u:****@h/db?…"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a?b@h/db"),
+            "postgres://u:****@h/db"
+        );
+    }
+
+    #[test]
     fn masks_password_parameters() {
         assert_eq!(
             mask_url("postgres://db/app?user=app&password=s3cret&sslmode=require"),
@@ -256,6 +320,10 @@ mod tests {
             "host=db PASSWORD=**** user=app"
         );
         assert_eq!(mask_url("?sslpassword=k3y"), "?sslpassword=****");
+        assert_eq!(
+            mask_url("postgres://db/app?pass%77ord=s3cret&x=1"),
+            "postgres://db/app?pass%77ord=****&x=1"
+        );
         assert_eq!(mask_url("no secrets here"), "no secrets here");
     }
 

@@ -74,9 +74,36 @@ impl Drop for PgDatabase {
     }
 }
 
+/// The PostgreSQL server's own client binaries (`/usr/lib/postgresql/<version>/bin`).
+///
+/// Debian's `/usr/bin/psql` and friends are a wrapper that reads every cluster's
+/// configuration, and fails while a test is creating its private cluster; tests and the
+/// commands they run use the real binaries instead.
+pub fn pg_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("psql").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+/// A command for a PostgreSQL client tool, the real binary when there is one.
+pub fn pg_command(tool: &str) -> Command {
+    Command::new(pg_bin_dir().map_or_else(|| PathBuf::from(tool), |dir| dir.join(tool)))
+}
+
+/// `PATH` with the real PostgreSQL client binaries first.
+fn path_with_pg_tools() -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = pg_bin_dir().into_iter().chain(std::env::split_paths(&path));
+    std::env::join_paths(dirs).unwrap_or(path)
+}
+
 /// Runs one SQL command with `psql`, returning its unaligned output.
 pub fn psql(url: &str, sql: &str) -> Result<String, String> {
-    let output = Command::new("psql")
+    let output = pg_command("psql")
         .args([
             "--no-psqlrc",
             "-v",
@@ -216,7 +243,10 @@ impl Project {
     /// A command for a workspace binary, run in this project with a clean environment.
     pub fn command(&self, binary_name: &str) -> Command {
         let mut command = Command::new(binary(binary_name));
-        command.current_dir(self.path()).stdin(Stdio::null());
+        command
+            .current_dir(self.path())
+            .stdin(Stdio::null())
+            .env("PATH", path_with_pg_tools());
         for (key, _) in std::env::vars() {
             if key.starts_with("ROCKET_") || key.starts_with("DATABASE_") {
                 command.env_remove(key);
@@ -706,11 +736,9 @@ pub fn path_with_only(tools: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-/// The first `tool` on `PATH`.
+/// The first `tool` on `PATH`, the real PostgreSQL client binaries first.
 pub fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(tool))
-            .find(|path| path.is_file())
-    })
+    std::env::split_paths(&path_with_pg_tools())
+        .map(|dir| dir.join(tool))
+        .find(|path| path.is_file())
 }

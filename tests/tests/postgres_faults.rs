@@ -3,7 +3,7 @@
 //! end against a server that checks it, and is shown nowhere; racing `db-init`s.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tests::{
@@ -99,7 +99,7 @@ fn failed_postgres_restores_leave_the_live_database_unchanged() {
     assert_eq!(state(&pg), live);
 
     // Failing half-way: a session holds a lock the restore needs; the whole restore rolls back.
-    let mut holder = Command::new("psql")
+    let mut holder = tests::pg_command("psql")
         .args(["--no-psqlrc", "-d", &pg.url, "-c"])
         .arg("BEGIN; LOCK TABLE notes IN ACCESS SHARE MODE; SELECT pg_sleep(4); COMMIT;")
         .stdout(Stdio::null())
@@ -171,11 +171,7 @@ fn a_password_that_needs_encoding_works_end_to_end_and_is_never_shown() {
     // Only the workspace's migrations: the server binary embeds those.
     let project = Project::with_url(&url);
     let tools = logging_pg_tools();
-    let path = format!(
-        "{}:{}",
-        tools.path().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = tools.path().display().to_string();
     let env = [("PATH", path.as_str())];
     let mut shown = String::new();
     let mut run = |args: &[&str]| {

@@ -14,6 +14,11 @@ impl DbBackup {
         let dir = self
             .out
             .map_or_else(|| settings.backup_dir.clone(), |d| project.user_path(&d));
+        if self.compress && settings.url.sqlite_path().is_none() {
+            eprintln!(
+                "note: --compress applies to SQLite; PostgreSQL dumps are compressed already"
+            );
+        }
         let pool = project.open(OpenMode::MustExist).await?;
         let entry = backup::create(
             &settings,
@@ -49,10 +54,16 @@ impl DbBackup {
 impl DbBackups {
     /// Runs the command.
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
-        let dir = self.dir.map_or_else(
-            || project.config.database.backup_dir.clone(),
-            |d| project.user_path(&d),
-        );
+        let dir = match self.dir {
+            Some(dir) => {
+                let dir = project.user_path(&dir);
+                if !dir.is_dir() {
+                    anyhow::bail!("--dir {}: no such directory", project.display(&dir));
+                }
+                dir
+            }
+            None => project.config.database.backup_dir.clone(),
+        };
         let entries = backup::list(&dir)?;
         if entries.is_empty() {
             println!("no backups in {}", project.display(&dir));

@@ -66,6 +66,21 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
     Ok(entries)
 }
 
+/// Whether `dir` holds nothing but backups, their manifests and this crate's hidden files.
+pub(super) fn holds_only_backups(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(|e| e.ok()).all(|e| {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with('.')
+                || is_backup_name(&path)
+                || name
+                    .strip_suffix(".json")
+                    .is_some_and(|b| is_backup_name(Path::new(b)))
+        })
+    })
+}
+
 fn is_backup_name(path: &Path) -> bool {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     !name.starts_with('.') && BACKUP_EXTENSIONS.iter().any(|ext| name.ends_with(ext))
@@ -92,13 +107,12 @@ pub fn prune(
                 .is_some_and(|m| m.database.as_deref() == Some(identity.as_str()))
         })
         .collect();
-    // Newest first; the one just taken always stays and counts as kept.
+    // Newest first: the newest `keep` stay, and so does the one just taken, wherever a
+    // concurrent backup put it in the order.
     ours.reverse();
-    let mut kept = usize::from(ours.iter().any(|e| e.path == just_taken));
     let mut removed = Vec::new();
-    for entry in ours.into_iter().filter(|e| e.path != just_taken) {
-        if kept < keep {
-            kept += 1;
+    for entry in ours.into_iter().skip(keep) {
+        if entry.path == just_taken {
             continue;
         }
         remove_backup(&entry.path)?;

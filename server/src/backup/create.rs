@@ -14,7 +14,7 @@ use super::catalog::{self, BackupEntry, BackupState};
 use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
-use super::restore::{sqlite_read_only, sqlite_verify};
+use super::restore::{sqlite_check, sqlite_read_only};
 use super::{BackupError, Progress, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
@@ -35,7 +35,8 @@ pub async fn create(
     compress: bool,
     progress: &dyn Progress,
 ) -> Result<BackupEntry, BackupError> {
-    create_dir_private(dir)?;
+    let owner = database_owner(&settings.url);
+    create_dir_private(dir, owner, progress)?;
     let lock_path = dir.to_path_buf();
     let _lock = tokio::task::spawn_blocking(move || durable::lock_dir(&lock_path))
         .await
@@ -67,9 +68,22 @@ pub async fn create(
         DbConn::Sqlite(c) => {
             progress.step(&format!("snapshotting into {}", dir.display()));
             let snapshot = temp("cannot create a backup file in")?;
-            sqlite_snapshot(c, snapshot.path(), progress).await?;
+            let written = sqlite_snapshot(c, snapshot.path(), progress).await;
+            // VACUUM INTO leaves its rollback journal behind when it fails (a full disk).
+            let mut journal = snapshot.path().as_os_str().to_owned();
+            journal.push("-journal");
+            let _ = fs::remove_file(&journal);
+            written.map_err(|e| BackupError::Write {
+                dir: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
             progress.step("verifying (integrity_check)");
-            sqlite_verify(snapshot.path()).await?;
+            sqlite_check(snapshot.path())
+                .await
+                .map_err(|reason| BackupError::Invalid {
+                    path: snapshot.path().to_path_buf(),
+                    reason,
+                })?;
             let version = sqlite_schema_version(snapshot.path(), set).await?;
             let file = match compression {
                 Some(Compression::Gzip) => {
@@ -96,6 +110,10 @@ pub async fn create(
         }
     };
     drop(conn);
+    if let Some((uid, gid)) = owner {
+        // Only root can give a file away; for anyone else the owner is already right.
+        let _ = std::os::unix::fs::fchown(file.as_file(), Some(uid), Some(gid));
+    }
     file.as_file()
         .sync_all()
         .map_err(io_error("cannot sync", file.path()))?;
@@ -118,7 +136,7 @@ pub async fn create(
         compression,
     };
     // Manifest first: a file under a final name always has its manifest.
-    write_manifest(&final_path, &manifest)
+    write_manifest(&final_path, &manifest, owner)
         .map_err(io_error("cannot write manifest for", &final_path))?;
     if let Err(e) = file.persist_noclobber(&final_path) {
         let _ = fs::remove_file(manifest_path(&final_path));
@@ -163,18 +181,52 @@ fn naming(url: &DatabaseUrl) -> (String, &'static str) {
     (safe, ext)
 }
 
-/// Creates `dir` (and parents) and makes it private (0700): backups hold all the data.
-fn create_dir_private(dir: &Path) -> Result<(), BackupError> {
-    fs::create_dir_all(dir).map_err(io_error("cannot create backup directory", dir))?;
+/// Creates `dir` (and parents) private (0700) and owned like the database. An existing
+/// directory is tightened to 0700 only when it holds nothing but backups; a shared one
+/// (the project root, `/tmp`) keeps its mode, and the backups in it are 0600 anyway.
+fn create_dir_private(
+    dir: &Path,
+    owner: Option<Owner>,
+    progress: &dyn Progress,
+) -> Result<(), BackupError> {
+    if !dir.exists() {
+        fs::create_dir_all(dir).map_err(io_error("cannot create backup directory", dir))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("cannot make private (chmod 700)", dir))?;
+        if let Some((uid, gid)) = owner {
+            let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+        }
+        return Ok(());
+    }
     let mode = fs::metadata(dir)
         .map_err(io_error("cannot read", dir))?
         .permissions()
         .mode();
-    if mode & 0o077 != 0 {
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    if catalog::holds_only_backups(dir) {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(io_error("cannot make private (chmod 700)", dir))?;
+    } else {
+        progress.step(&format!(
+            "note: {} is shared (mode {:o}), so its mode is left alone; the backup itself is private (0600)",
+            dir.display(),
+            mode & 0o7777
+        ));
     }
     Ok(())
+}
+
+/// A file owner: uid and gid.
+type Owner = (u32, u32);
+
+/// The owner of the SQLite database file: backups taken as root stay usable by the
+/// service user that owns the database.
+fn database_owner(url: &DatabaseUrl) -> Option<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(url.sqlite_path()?).ok()?;
+    Some((meta.uid(), meta.gid()))
 }
 
 /// The schema version recorded inside a SQLite snapshot.

@@ -85,10 +85,15 @@ pub fn read_manifest(backup: &Path) -> Result<Manifest, String> {
     serde_json::from_str(&text).map_err(|e| format!("unreadable manifest {}: {e}", path.display()))
 }
 
-/// Writes `manifest` as the manifest of `backup`, atomically and durably.
-pub fn write_manifest(backup: &Path, manifest: &Manifest) -> std::io::Result<()> {
+/// Writes `manifest` as the manifest of `backup`, atomically and durably, owned by
+/// `owner` when given (and permitted).
+pub fn write_manifest(
+    backup: &Path,
+    manifest: &Manifest,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(manifest).expect("a manifest serializes");
-    durable::write_private(&manifest_path(backup), json.as_bytes())
+    durable::write_private(&manifest_path(backup), json.as_bytes(), owner)
 }
 
 /// Checks size and sha256 of `backup` against its manifest.

@@ -45,6 +45,14 @@ pub enum BackupError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Writing the backup failed (e.g. the disk is full); nothing was left behind.
+    #[error("cannot write the backup into {}: {reason}", .dir.display())]
+    Write {
+        /// The backup directory.
+        dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The file is not a usable backup; nothing was changed.
     #[error("{path} is not a usable backup: {reason}; nothing was changed")]
     Invalid {

@@ -8,7 +8,7 @@
 //! data as it was.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -90,11 +90,14 @@ pub async fn verify(
             .map_err(|e| invalid(e.to_string()))?;
         }
         _ => {
-            stage_sqlite(backup, manifest.compression, staged.as_file())
-                .map_err(|e| invalid(format!("cannot read it: {e}")))?;
-            sqlite_verify(staged.path())
-                .await
-                .map_err(|e| invalid(e.to_string()))?;
+            stage_sqlite(backup, manifest.compression, staged.as_file()).map_err(|e| match e {
+                Staging::Read(e) => invalid(match manifest.compression {
+                    Some(Compression::Gzip) => format!("not a valid gzip file ({e})"),
+                    None => format!("cannot read it ({e})"),
+                }),
+                Staging::Write(e) => io_error("cannot stage the backup in", staging_dir)(e),
+            })?;
+            sqlite_check(staged.path()).await.map_err(invalid)?;
             let mut conn = sqlite_read_only(staged.path())
                 .await
                 .map_err(|e| invalid(e.to_string()))?;
@@ -103,31 +106,52 @@ pub async fn verify(
                 .map_err(|e| invalid(e.to_string()));
             conn.close().await.ok();
             let history = history?;
-            if matches!(history.state, SchemaState::Ahead | SchemaState::Diverged) {
-                return Err(invalid(format!(
-                    "its migration history is {} relative to this code",
-                    history.state
-                )));
+            match history.state {
+                SchemaState::Ahead => {
+                    return Err(invalid(
+                        "its migration history is ahead of this code".into(),
+                    ));
+                }
+                SchemaState::Diverged => {
+                    return Err(invalid(
+                        "its migration history diverges from this code (an applied migration differs)"
+                            .into(),
+                    ));
+                }
+                SchemaState::UpToDate | SchemaState::Pending => {}
             }
         }
     }
     Ok(VerifiedBackup { manifest, staged })
 }
 
+/// Which side of staging failed: reading the backup, or writing beside the database.
+enum Staging {
+    Read(io::Error),
+    Write(io::Error),
+}
+
 /// Copies (or decompresses) a SQLite backup into the staged file and syncs it.
-fn stage_sqlite(backup: &Path, compression: Option<Compression>, staged: &File) -> io::Result<()> {
-    let input = File::open(backup)?;
+fn stage_sqlite(
+    backup: &Path,
+    compression: Option<Compression>,
+    staged: &File,
+) -> Result<(), Staging> {
+    let input = File::open(backup).map_err(Staging::Read)?;
+    let mut reader: Box<dyn Read> = match compression {
+        Some(Compression::Gzip) => Box::new(flate2::read::GzDecoder::new(input)),
+        None => Box::new(input),
+    };
     let mut writer = staged;
-    match compression {
-        Some(Compression::Gzip) => {
-            io::copy(&mut flate2::read::GzDecoder::new(input), &mut writer)
-                .map_err(|e| io::Error::new(e.kind(), format!("not a valid gzip file ({e})")))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).map_err(Staging::Read)?;
+        if n == 0 {
+            break;
         }
-        None => {
-            io::copy(&mut { input }, &mut writer)?;
-        }
+        writer.write_all(&buf[..n]).map_err(Staging::Write)?;
     }
-    staged.sync_all()
+    staged.sync_all().map_err(Staging::Write)
 }
 
 /// Replaces the SQLite database at `database` with a verified backup, all or nothing.
@@ -206,22 +230,30 @@ pub async fn restore_postgres(
     let DatabaseUrl::Postgres { url } = &settings.url else {
         return Err(BackupError::Refused("not a PostgreSQL database".into()));
     };
-    let lock_timeout = format!("SET lock_timeout = {}", settings.lock_timeout.as_millis());
-    crate::pg::run_tool(
+    // One transaction, opened and committed by this process: psql runs the script from
+    // stdin, and only a complete script is followed by COMMIT. A failure (ON_ERROR_STOP),
+    // or this process dying mid-way, ends the session without it: PostgreSQL rolls back.
+    let prologue = format!(
+        "SET client_min_messages = warning;\nSET lock_timeout = {};\nBEGIN;\n{}\n",
+        settings.lock_timeout.as_millis(),
+        crate::maintenance::PG_DROP_ALL
+    );
+    let script = File::open(verified.staged.path()).map_err(io_error(
+        "cannot read the restore script",
+        verified.staged.path(),
+    ))?;
+    let input = io::Cursor::new(prologue)
+        .chain(script)
+        .chain(io::Cursor::new("\nCOMMIT;\n"));
+    crate::pg::run_tool_with_input(
         "psql",
         url,
         &[
             "--no-psqlrc".as_ref(),
             "--quiet".as_ref(),
-            "--single-transaction".as_ref(),
             "--set=ON_ERROR_STOP=1".as_ref(),
-            "--command".as_ref(),
-            lock_timeout.as_ref(),
-            "--command".as_ref(),
-            crate::maintenance::PG_DROP_ALL.as_ref(),
-            "--file".as_ref(),
-            verified.staged.path().as_os_str(),
         ],
+        Some(Box::new(input)),
     )
     .await?;
     Ok(())
@@ -250,32 +282,25 @@ pub(super) async fn sqlite_read_only(path: &Path) -> Result<sqlx::SqliteConnecti
         .await
 }
 
-/// `PRAGMA integrity_check` on a SQLite file, read-only.
-pub(super) async fn sqlite_verify(path: &Path) -> Result<(), BackupError> {
-    let invalid = |reason: String| BackupError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
+/// `PRAGMA integrity_check` on a SQLite file, read-only; the reason when it fails.
+pub(super) async fn sqlite_check(path: &Path) -> Result<(), String> {
     let mut header = [0u8; 16];
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut header))
-        .map_err(|_| invalid("not a SQLite database (too short)".into()))?;
+        .map_err(|_| "not a SQLite database (too short)".to_string())?;
     if &header != b"SQLite format 3\0" {
-        return Err(invalid("not a SQLite database (bad header)".into()));
+        return Err("not a SQLite database (bad header)".into());
     }
     let mut conn = sqlite_read_only(path)
         .await
-        .map_err(|e| invalid(format!("cannot open it as SQLite: {e}")))?;
-    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .map_err(|e| format!("cannot open it as SQLite: {e}"))?;
+    let rows: Result<Vec<String>, _> = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_all(&mut conn)
-        .await
-        .map_err(|e| invalid(format!("integrity check failed: {e}")))?;
+        .await;
     conn.close().await.ok();
+    let rows = rows.map_err(|e| format!("integrity check failed: {e}"))?;
     if rows != ["ok"] {
-        return Err(invalid(format!(
-            "integrity check failed: {}",
-            rows.join("; ")
-        )));
+        return Err(format!("integrity check failed: {}", rows.join("; ")));
     }
     Ok(())
 }

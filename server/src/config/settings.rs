@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DATABASE_KEY;
 use super::error::{ConfigError, figment_error, origin};
-use crate::url::{DatabaseUrl, mask_url};
+use crate::url::{DatabaseUrl, redact_url};
 
 /// Environment variables that set one database key each: `DATABASE_<KEY>`.
 pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
@@ -151,7 +151,7 @@ impl DbSettings {
         let url = DatabaseUrl::parse(&raw.url, root).map_err(|reason| ConfigError::Invalid {
             key: url_key.clone(),
             origin: url_origin.clone(),
-            reason: format!("{reason} in `{}`", mask_url(&raw.url)),
+            reason: format!("{reason} in `{}`", redact_url(&raw.url)),
         })?;
 
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
@@ -187,6 +187,12 @@ impl DbSettings {
             ));
         }
         let backup_dir = match &raw.backup_dir {
+            Some(dir) if dir.trim().is_empty() => {
+                return Err(invalid(
+                    "backup_dir",
+                    "is empty; name a directory (e.g. `backups`) or remove the setting".into(),
+                ));
+            }
             Some(dir) => root.join(dir),
             None => match &url {
                 DatabaseUrl::Sqlite { path } => path
