@@ -465,7 +465,10 @@ impl SqliteEngine {
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             return Err(DbError::FileInvalid {
                 path: path.clone(),
-                reason: "was replaced while its write-ahead log (-wal) of the old file is still beside it; stop the process that holds the old file, or use `cargo xtask db-restore`".into(),
+                reason: format!(
+                    "was replaced, and the old file's write-ahead log is still beside it (SQLite would replay it into the new file); remove {0}-wal and {0}-shm, or restore with `cargo xtask db-restore`",
+                    path.display()
+                ),
             });
         }
         let fresh = connect_generation(

@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -31,13 +31,26 @@ pub fn temp_with_mode(
     suffix: &str,
     mode: u32,
 ) -> io::Result<tempfile::NamedTempFile> {
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{final_name}."))
-        .suffix(suffix)
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
-        .tempfile_in(dir)?;
-    temp.as_file().try_lock().map_err(io::Error::other)?;
-    Ok(temp)
+    // Between creating the file and locking it, another process's `sweep` may take it for
+    // debris and delete it: make sure the locked file is still the one at the path.
+    for _ in 0..8 {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{final_name}."))
+            .suffix(suffix)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .tempfile_in(dir)?;
+        temp.as_file().try_lock().map_err(io::Error::other)?;
+        let ours = temp.as_file().metadata()?;
+        if fs::metadata(temp.path())
+            .is_ok_and(|at_path| (at_path.dev(), at_path.ino()) == (ours.dev(), ours.ino()))
+        {
+            return Ok(temp);
+        }
+    }
+    Err(io::Error::other(format!(
+        "temporary files in {} keep disappearing",
+        dir.display()
+    )))
 }
 
 /// Removes temporary files of dead processes in `dir`: hidden files ending in one of

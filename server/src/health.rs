@@ -119,7 +119,7 @@ fn describe(error: &DbError) -> String {
     match error {
         DbError::FileMissing(_) => "database file is missing".into(),
         DbError::FileInvalid { .. } => {
-            "database file is not a complete SQLite database (empty or still being copied)".into()
+            "database file is not a complete SQLite database (empty, still being copied, or replaced while the old one is in use)".into()
         }
         DbError::Location { .. } | DbError::Config(_) => "database location is not usable".into(),
         DbError::ConnectTimeout(_) => "cannot connect to the database in time".into(),

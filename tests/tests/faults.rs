@@ -392,3 +392,70 @@ fn eight_servers_and_eight_inits_race_on_a_fresh_sqlite_file() {
     integrity(&fresh.db_path());
     assert_eq!(debris(fresh.path()), Vec::<String>::new());
 }
+
+#[test]
+fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal() {
+    use sqlx::{ConnectOptions, Connection};
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    sqlite(
+        &db,
+        "CREATE TABLE stuff (x INTEGER); INSERT INTO stuff VALUES (1);",
+    );
+    // The replacement: a complete copy with one more table.
+    let replacement = project.path().join("replacement.db");
+    std::fs::copy(&db, &replacement).unwrap();
+    sqlite(
+        &replacement,
+        "CREATE TABLE extra (y INTEGER); INSERT INTO extra VALUES (2);",
+    );
+    let server = Server::start(&project, &[]);
+    assert_eq!(server.get("/health/db").status, 200);
+
+    // Another process keeps the old file open, so committed frames stay in its -wal.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut holder = runtime
+        .block_on(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .connect(),
+        )
+        .unwrap();
+    runtime
+        .block_on(sqlx::raw_sql("BEGIN; SELECT count(*) FROM stuff;").execute(&mut holder))
+        .unwrap();
+    sqlite(&db, "INSERT INTO stuff VALUES (3)");
+    assert!(
+        std::fs::metadata(project.path().join("app.db-wal"))
+            .unwrap()
+            .len()
+            > 0
+    );
+
+    // Replaced by hand with a rename while the server runs: not opened with the old log.
+    std::fs::rename(&replacement, &db).unwrap();
+    let response = wait_for_health(&server, 503);
+    assert_eq!(response.status, 503, "{}", response.body);
+
+    // SQLite leaves the old file's log behind even when its last user is gone: the
+    // server keeps refusing until the operator removes it, as the runbook says.
+    runtime.block_on(holder.close()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server.get("/health/db").status, 503);
+    for suffix in ["-wal", "-shm"] {
+        std::fs::remove_file(format!("{}{suffix}", db.display())).unwrap();
+    }
+    let response = wait_for_health(&server, 200);
+    assert_eq!(response.status, 200, "{}", response.body);
+    integrity(&db);
+    assert_eq!(sqlite(&db, "SELECT y FROM extra"), ["2"]);
+    assert_eq!(
+        sqlite(&db, "SELECT group_concat(x) FROM stuff"),
+        ["1"],
+        "no row of the old file's log was replayed into the new file"
+    );
+}

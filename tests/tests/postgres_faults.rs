@@ -276,3 +276,54 @@ fn a_password_query_parameter_is_masked_in_status_and_the_server_log() {
     assert!(shown.contains("password=****"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn a_killed_postgres_restore_changes_nothing() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = notes_project(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    // Enough data that restoring it takes a while.
+    pg.execute(
+        "CREATE TABLE big AS SELECT i, md5(i::text) AS v FROM generate_series(1, 1000000) AS i",
+    );
+    project.xtask(&["db-backup"]).ok();
+    let backup = dumps(&project).pop().unwrap();
+    pg.execute("DROP TABLE big; INSERT INTO notes VALUES (1, 'after the backup')");
+    let before = state(&pg);
+
+    let mut restore =
+        project.spawn_xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"]);
+    let name = pg.url.rsplit('/').next().unwrap().to_string();
+    let psql_running = || {
+        psql(
+            &postgres_admin_url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'psql' AND state = 'active'"
+            ),
+        )
+        .is_ok_and(|n| n != "0")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !psql_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restore never reached psql"
+        );
+        assert!(
+            restore.try_wait().unwrap().is_none(),
+            "the restore ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    restore.kill().unwrap();
+    restore.wait().unwrap();
+    // Whatever the restore had started must not complete after it was killed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !psql_running(),
+        "psql kept running after the restore was killed"
+    );
+    assert_eq!(state(&pg), before);
+}

@@ -54,6 +54,37 @@ fn a_restore_keeps_the_owner_and_mode_of_the_live_file_and_backups_stay_private(
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "owner kept");
     assert_eq!(meta.mode() & 0o777, 0o640, "mode kept");
     assert_eq!(sqlite(&db, "SELECT body FROM notes"), ["backed up"]);
+    // Nothing the restore created locks the service user out: the in-use marker it
+    // created, and the safety backup with its manifest, belong to the database's owner.
+    let marker = std::fs::metadata(format!("{}.in-use", db.display())).unwrap();
+    assert_eq!(marker.uid(), 65534, "in-use marker owner");
+    let safety = newest_backup(&project, ".db");
+    assert_eq!(std::fs::metadata(&safety).unwrap().uid(), 65534);
+    assert_eq!(
+        std::fs::metadata(format!("{}.json", safety.display()))
+            .unwrap()
+            .uid(),
+        65534
+    );
+}
+
+#[test]
+fn a_shared_backup_directory_keeps_its_mode() {
+    let project = notes_project();
+    let shared = project.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("notes.txt"), "not a backup").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let run = project.xtask(&["db-backup", "--out", "shared"]);
+    run.ok();
+    assert!(run.stderr.contains("note: "), "{}", run.stderr);
+    assert_eq!(std::fs::metadata(&shared).unwrap().mode() & 0o7777, 0o1777);
+    let backup = std::fs::read_dir(&shared)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .unwrap();
+    assert_eq!(std::fs::metadata(backup).unwrap().mode() & 0o777, 0o600);
 }
 
 #[test]

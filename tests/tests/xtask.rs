@@ -641,6 +641,37 @@ fn keep_prunes_only_this_databases_backups_newest_by_manifest_time() {
 }
 
 #[test]
+fn concurrent_backups_with_keep_never_delete_one_of_the_newest() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            let mut command = project.command("xtask");
+            command.args(["db-backup", "--keep", "2"]);
+            std::thread::spawn(move || tests::Run::from(command.output().unwrap()))
+        })
+        .collect();
+    let mut reported: Vec<String> = runs
+        .into_iter()
+        .map(|r| {
+            let run = r.join().unwrap();
+            let out = run.ok();
+            out.lines()
+                .find_map(|l| l.strip_prefix("backup ")?.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no backup reported: {out}"))
+                .to_string()
+        })
+        .collect();
+    reported.sort();
+    for newest in &reported[1..] {
+        assert!(
+            project.path().join(newest).exists(),
+            "{newest} was reported taken and is one of the newest two, but is gone"
+        );
+    }
+}
+
+#[test]
 fn db_backups_lists_and_flags_corrupt_backups() {
     let project = Project::sqlite();
     project.xtask(&["db-init"]).ok();
@@ -664,6 +695,12 @@ fn db_backups_lists_and_flags_corrupt_backups() {
             .xtask(&["db-backups", "--dir", "elsewhere"])
             .ok()
             .contains("verified")
+    );
+    let missing = project.xtask(&["db-backups", "--dir", "missing"]);
+    assert!(
+        missing.error_line().contains("no such directory"),
+        "{}",
+        missing.stderr
     );
 }
 
