@@ -144,11 +144,12 @@ fn remove_backup(path: &Path) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Removes debris of killed backups in `dir`: unlocked temporary files, and manifests
+/// Removes debris of killed backups and restores in `dir`: unlocked temporary files, and manifests
 /// whose backup is gone (a kill between writing the manifest and renaming the backup).
 /// The caller holds the directory lock, so no backup is being written meanwhile.
 pub(super) fn sweep(dir: &Path) {
-    durable::sweep(dir, &[durable::PARTIAL]);
+    // Also a killed PostgreSQL restore's script, staged beside its archive.
+    durable::sweep(dir, &[durable::PARTIAL, durable::RESTORING]);
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
