@@ -299,9 +299,26 @@ impl FileId {
 }
 
 /// Checks that `path` holds a complete SQLite database before anything opens it for
-/// writing: the header's magic, and (when the header records it) a file as long as the
-/// database it describes, so a file still being copied in is not picked up half-way.
-fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+/// writing: the header's magic and page size, and (when the header records it) a file as
+/// long as the database it describes, so a file still being copied in is not picked up
+/// half-way. A live database can look short for a moment while a checkpoint grows it, so
+/// a short file is looked at again before it is called incomplete.
+pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+    let mut attempts = 0;
+    loop {
+        match check_sqlite_file_once(path) {
+            Err(DbError::FileInvalid { reason, .. })
+                if reason.starts_with("is incomplete") && attempts < 3 =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     use std::io::Read;
     let invalid = |reason: String| DbError::FileInvalid {
         path: path.to_path_buf(),
@@ -332,6 +349,11 @@ fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
         1 => 65_536,
         n => u64::from(n),
     };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(invalid(format!(
+            "is not a SQLite database (bad page size {page_size})"
+        )));
+    }
     let pages = u64::from(be32(28));
     // The page count in the header is valid when written by the same change as the
     // counter; without it, at least whole pages.
@@ -384,10 +406,10 @@ impl SqliteEngine {
                 if mode == OpenMode::Create {
                     prepare_location(path)?;
                     // Debris of a creation or restore that was killed.
-                    crate::durable::sweep(
-                        crate::durable::parent(path),
-                        &[crate::durable::PARTIAL, crate::durable::RESTORING],
-                    );
+                    let dir = crate::durable::parent(path);
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    crate::durable::sweep(dir, &format!(".{name}."), &[crate::durable::PARTIAL]);
+                    crate::durable::sweep(dir, ".", &[crate::durable::RESTORING]);
                     if !path.exists() {
                         create_database(path, settings).await?;
                     }
@@ -454,10 +476,21 @@ impl SqliteEngine {
         if usable(&generation) {
             return Ok(generation.pool.clone());
         }
-        check_sqlite_file(path)?;
+        // No waiting here: a request must not block a worker while a file is copied in.
+        check_sqlite_file_once(path)?;
         // Close the old file's connections first: the last one to close checkpoints and
         // deletes `<db>-wal` by path, which must not be the new file's log by then.
-        let _ = tokio::time::timeout(self.connect_timeout, generation.pool.close()).await;
+        if tokio::time::timeout(self.connect_timeout, generation.pool.close())
+            .await
+            .is_err()
+        {
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason:
+                    "was replaced while requests still use the old file; retrying once they finish"
+                        .into(),
+            });
+        }
         // A log still there belongs to the file that was replaced (another process keeps
         // it open): SQLite would replay it into the new file. Wait until it is gone.
         let mut wal = path.as_os_str().to_owned();
@@ -500,15 +533,26 @@ async fn connect_generation(
     path: Option<&Path>,
     timeout: Duration,
 ) -> Result<SqliteGeneration, DbError> {
+    let identity_of = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| FileId::of(&m))
+            .map_err(|_| DbError::FileMissing(path.to_path_buf()))
+    };
+    let before = path.map(identity_of).transpose()?;
     let pool = tokio::time::timeout(timeout, pool_options.clone().connect_with(options.clone()))
         .await
         .map_err(|_| DbError::ConnectTimeout(timeout))??;
-    let identity = match path {
-        Some(path) => Some(FileId::of(
-            &std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.to_path_buf()))?,
-        )),
-        None => None,
-    };
+    // Replaced again while connecting: the connections may be on either file.
+    let identity = path.map(identity_of).transpose()?;
+    if let Some(path) = path
+        && identity != before
+    {
+        pool.close().await;
+        return Err(DbError::FileInvalid {
+            path: path.to_path_buf(),
+            reason: "was replaced while it was being opened; retrying".into(),
+        });
+    }
     Ok(SqliteGeneration {
         pool,
         identity,

@@ -31,19 +31,20 @@ pub fn temp_with_mode(
     suffix: &str,
     mode: u32,
 ) -> io::Result<tempfile::NamedTempFile> {
-    // Between creating the file and locking it, another process's `sweep` may take it for
-    // debris and delete it: make sure the locked file is still the one at the path.
+    // A concurrent `sweep` may hold the new file's lock for a moment, or have deleted it
+    // between its creation and our lock: then start over with another name.
     for _ in 0..8 {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{final_name}."))
             .suffix(suffix)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
             .tempfile_in(dir)?;
-        temp.as_file().try_lock().map_err(io::Error::other)?;
-        let ours = temp.as_file().metadata()?;
-        if fs::metadata(temp.path())
-            .is_ok_and(|at_path| (at_path.dev(), at_path.ino()) == (ours.dev(), ours.ino()))
-        {
+        match temp.as_file().try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        if is_at_path(temp.as_file(), temp.path()) {
             return Ok(temp);
         }
     }
@@ -53,27 +54,47 @@ pub fn temp_with_mode(
     )))
 }
 
-/// Removes temporary files of dead processes in `dir`: hidden files ending in one of
-/// `suffixes` (or SQLite's `-journal` of one) that no live process holds locked.
+/// Whether the open `file` is the one at `path` (not deleted or replaced since).
+fn is_at_path(file: &File, path: &Path) -> bool {
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(at_path)) => (open.dev(), open.ino()) == (at_path.dev(), at_path.ino()),
+        _ => false,
+    }
+}
+
+/// Removes temporary files of dead processes in `dir`: hidden files starting with
+/// `prefix` and ending in one of `suffixes` (or SQLite's `-journal` of one) that no live
+/// process holds locked. A file that cannot be opened (another user's) counts as in use.
 /// Returns what was removed.
-pub fn sweep(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
+pub fn sweep(dir: &Path, prefix: &str, suffixes: &[&str]) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut removed = Vec::new();
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        // SQLite's own `-journal` of a temporary database belongs to that file's owner.
+        // SQLite's own `-journal` of a temporary database goes with that file.
         let owner = name.strip_suffix("-journal").unwrap_or(&name);
-        if !owner.starts_with('.') || !suffixes.iter().any(|s| owner.ends_with(s)) {
+        if !owner.starts_with('.')
+            || !owner.starts_with(prefix)
+            || !suffixes.iter().any(|s| owner.ends_with(s))
+        {
             continue;
         }
         let owner_path = path.with_file_name(owner);
-        let in_use = match File::open(&owner_path) {
-            Ok(file) => file.try_lock().is_err(),
-            Err(_) => false,
+        let Ok(file) = File::open(&owner_path) else {
+            // A journal whose file is gone is an orphan; anything else we cannot open is
+            // not ours to judge.
+            if owner_path != path && !owner_path.exists() && fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+            continue;
         };
-        if !in_use && fs::remove_file(&path).is_ok() {
+        // Unlink while holding the lock, and only the file that is still at the path.
+        if file.try_lock().is_ok()
+            && is_at_path(&file, &owner_path)
+            && fs::remove_file(&path).is_ok()
+        {
             removed.push(path);
         }
     }
@@ -137,14 +158,25 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Holds `<dir>/.lock` exclusively (waiting for it) until dropped: one writer per directory.
-pub fn lock_dir(dir: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
+/// A new lock file is given to `owner` (when permitted), so that a command run as root does
+/// not lock the service user out; one that cannot be opened for writing is opened read-only.
+pub fn lock_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
+    let path = dir.join(".lock");
+    let created = !path.exists();
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
-        .open(dir.join(".lock"))?;
+        .mode(0o644)
+        .open(&path)
+    {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&path)?,
+        other => other?,
+    };
+    if created && let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+    }
     file.lock()?;
     Ok(file)
 }

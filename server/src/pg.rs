@@ -69,8 +69,8 @@ pub fn tool_env(url: &url::Url) -> Result<Vec<(&'static str, String)>, sqlx::Err
     // sqlx keeps the password and certificate paths private; its lossy URL carries them
     // (percent-encoded again), so decode once more.
     let lossy = options.to_url_lossy();
-    if let Some(password) = lossy.password().and_then(percent_decode) {
-        env.push(("PGPASSWORD", password));
+    if let Some(password) = lossy.password() {
+        env.push(("PGPASSWORD", crate::url::percent_decode_lossy(password)));
     }
     for (key, value) in lossy.query_pairs() {
         let var = match &*key {
@@ -82,23 +82,6 @@ pub fn tool_env(url: &url::Url) -> Result<Vec<(&'static str, String)>, sqlx::Err
         env.push((var, value.into_owned()));
     }
     Ok(env)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn ssl_mode(mode: PgSslMode) -> &'static str {
@@ -147,8 +130,12 @@ pub async fn run_tool_with_input(
     let env = tool_env(url).map_err(|e| ToolError(mask_url(&e.to_string())))?;
     let mut command = Command::new(tool);
     command.arg("--no-password").args(args);
-    for var in ["PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGPASSWORD"] {
-        command.env_remove(var);
+    // Only the pool's settings: no libpq variable of the caller's shell (PGHOSTADDR,
+    // PGSERVICE, ...) may point a tool at another server than the pool's.
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("PG") {
+            command.env_remove(var);
+        }
     }
     command.envs(env);
     tokio::task::spawn_blocking(move || run(tool, command, input))

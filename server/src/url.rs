@@ -194,21 +194,31 @@ fn mask_password_params(text: &str) -> String {
         if eq < copied {
             continue;
         }
-        let key_start = text[..eq]
+        // `password = x` (libpq key/value style) has spaces around the `=`.
+        let key_end = text[..eq].trim_end().len();
+        let key_start = text[..key_end]
             .rfind(|c: char| {
                 c.is_whitespace() || matches!(c, '?' | '&' | ';' | ',' | '`' | '"' | '\'' | '(')
             })
             .map_or(0, |i| i + 1);
-        let key = percent_decode_lossy(&text[key_start..eq]).to_ascii_lowercase();
+        let key = percent_decode_lossy(&text[key_start..key_end]).to_ascii_lowercase();
         if !key.ends_with("password") {
             continue;
         }
-        let value_start = eq + 1;
-        let value_len = text[value_start..]
-            .find(|c: char| {
-                c.is_whitespace() || matches!(c, '&' | ';' | ',' | '`' | '"' | '\'' | ')')
-            })
-            .unwrap_or(text.len() - value_start);
+        let after = &text[eq + 1..];
+        let value_start = eq + 1 + (after.len() - after.trim_start().len());
+        let value = &text[value_start..];
+        // A quoted value runs to its closing quote (or the end of the line), spaces and all.
+        let value_len = match value.chars().next() {
+            Some(quote @ ('\'' | '"')) => value[1..]
+                .find([quote, '\n'])
+                .map_or(value.len(), |end| end + 2),
+            _ => value
+                .find(|c: char| {
+                    c.is_whitespace() || matches!(c, '&' | ';' | ',' | '`' | '"' | '\'' | ')')
+                })
+                .unwrap_or(value.len()),
+        };
         out.push_str(&text[copied..value_start]);
         out.push_str("****");
         copied = value_start + value_len;
@@ -218,7 +228,7 @@ fn mask_password_params(text: &str) -> String {
 }
 
 /// Decodes `%XX` escapes, leaving anything undecodable as it is.
-fn percent_decode_lossy(text: &str) -> String {
+pub(crate) fn percent_decode_lossy(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -320,6 +330,11 @@ mod tests {
             "host=db PASSWORD=**** user=app"
         );
         assert_eq!(mask_url("?sslpassword=k3y"), "?sslpassword=****");
+        assert_eq!(
+            mask_url("no scheme in `host=db password='hunter 2' user=app`"),
+            "no scheme in `host=db password=**** user=app`"
+        );
+        assert_eq!(mask_url("password = hunter2 x"), "password = **** x");
         assert_eq!(
             mask_url("postgres://db/app?pass%77ord=s3cret&x=1"),
             "postgres://db/app?pass%77ord=****&x=1"

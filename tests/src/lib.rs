@@ -464,7 +464,7 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
 /// Runs `sql` on the SQLite file at `path` (one statement or a script) and returns each
 /// row as its columns joined by `|`.
 pub fn sqlite(path: &Path, sql: &str) -> Vec<String> {
-    use sqlx::{ConnectOptions, Row, ValueRef};
+    use sqlx::{ConnectOptions, Connection, Row, ValueRef};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -480,7 +480,8 @@ pub fn sqlite(path: &Path, sql: &str) -> Vec<String> {
             .fetch_all(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        rows.iter()
+        let values: Vec<String> = rows
+            .iter()
             .map(|row| {
                 (0..row.columns().len())
                     .map(|i| {
@@ -496,7 +497,14 @@ pub fn sqlite(path: &Path, sql: &str) -> Vec<String> {
                     .collect::<Vec<_>>()
                     .join("|")
             })
-            .collect()
+            .collect();
+        drop(rows);
+        // Closed (and, as the last connection, checkpointed) before returning, so the
+        // file on disk holds what was just written.
+        conn.close()
+            .await
+            .unwrap_or_else(|e| panic!("close {}: {e}", path.display()));
+        values
     })
 }
 

@@ -327,3 +327,24 @@ fn a_killed_postgres_restore_changes_nothing() {
     );
     assert_eq!(state(&pg), before);
 }
+
+#[test]
+fn a_backup_longer_than_the_statement_timeout_succeeds() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = notes_project(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    pg.execute(
+        "CREATE TABLE big AS SELECT i, md5(i::text) AS v FROM generate_series(1, 500000) AS i",
+    );
+    // The snapshot's session idles while pg_dump works, far longer than this.
+    let run = project.xtask_with(&["db-backup"], &[("DATABASE_STATEMENT_TIMEOUT_MS", "100")]);
+    assert!(run.ok().contains("verified"), "{}", run.stderr);
+    let backup = dumps(&project).pop().unwrap();
+    pg.execute("DROP TABLE big");
+    project
+        .xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"])
+        .ok();
+    assert_eq!(pg.execute("SELECT count(*) FROM big"), "500000");
+}

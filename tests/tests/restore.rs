@@ -143,3 +143,36 @@ fn a_restore_never_throws_away_committed_transactions_still_in_the_wal() {
     );
     assert_eq!(sqlite(&db, "PRAGMA integrity_check"), ["ok"]);
 }
+
+#[test]
+fn a_restore_replaces_an_empty_live_file_and_keeps_it_aside() {
+    let project = notes_project();
+    let db = project.db_path();
+    project.xtask(&["db-backup"]).ok();
+    let backup = newest_backup(&project, ".db");
+    // The outage the server reports: the live file was emptied.
+    std::fs::File::create(&db).unwrap();
+    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y"]);
+    let out = run.ok();
+    assert!(run.stderr.contains("is empty"), "{}", run.stderr);
+    assert!(
+        out.contains("kept the broken file as app.db.broken-"),
+        "{out}"
+    );
+    assert_eq!(sqlite(&db, "SELECT body FROM notes"), ["backed up"]);
+    let kept: Vec<_> = std::fs::read_dir(project.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("app.db.broken-")
+        })
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        kept[0].metadata().unwrap().len(),
+        0,
+        "the evidence is kept as it was"
+    );
+}

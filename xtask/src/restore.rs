@@ -49,7 +49,19 @@ impl DbRestore {
             },
             None => None,
         };
-        let exists = database.url.sqlite_path().is_none_or(|p| p.exists());
+        // A SQLite file that is not a database (empty, half copied) cannot be opened or
+        // backed up: the restore replaces it and keeps it aside.
+        let exists = match database.url.sqlite_path() {
+            Some(path) => match server::db::check_sqlite_file(path) {
+                Ok(()) => true,
+                Err(server::db::DbError::FileMissing(_)) => false,
+                Err(e) => {
+                    eprintln!("warning: {e}; it cannot be backed up, and is kept aside");
+                    false
+                }
+            },
+            None => true,
+        };
         let pool = if exists {
             Some(project.open(OpenMode::MustExist).await?)
         } else {
@@ -83,7 +95,12 @@ impl DbRestore {
         match database.url.sqlite_path() {
             Some(path) => {
                 let busy_timeout = database.busy_timeout;
-                backup::swap_in_sqlite(verified, path, busy_timeout, self.destructive.force).await?
+                let force = self.destructive.force;
+                if let Some(kept) =
+                    backup::swap_in_sqlite(verified, path, busy_timeout, force).await?
+                {
+                    println!("kept the broken file as {}", project.display(&kept));
+                }
             }
             None => backup::restore_postgres(&project.settings(), verified).await?,
         }

@@ -96,7 +96,8 @@ pub fn prune(
     keep: usize,
     just_taken: &Path,
 ) -> Result<Vec<PathBuf>, BackupError> {
-    let _lock = durable::lock_dir(dir).map_err(io_error("cannot lock backup directory", dir))?;
+    let _lock = durable::lock_dir(dir, super::database_owner(url))
+        .map_err(io_error("cannot lock backup directory", dir))?;
     let identity = database_identity(url);
     let mut ours: Vec<BackupEntry> = list(dir)?
         .into_iter()
@@ -149,7 +150,7 @@ fn remove_backup(path: &Path) -> Result<(), BackupError> {
 /// The caller holds the directory lock, so no backup is being written meanwhile.
 pub(super) fn sweep(dir: &Path) {
     // Also a killed PostgreSQL restore's script, staged beside its archive.
-    durable::sweep(dir, &[durable::PARTIAL, durable::RESTORING]);
+    durable::sweep(dir, ".", &[durable::PARTIAL, durable::RESTORING]);
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

@@ -15,7 +15,7 @@ use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
 use super::restore::{sqlite_check, sqlite_read_only};
-use super::{BackupError, Progress, io_error};
+use super::{BackupError, Owner, Progress, database_owner, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
 use crate::durable;
@@ -38,7 +38,7 @@ pub async fn create(
     let owner = database_owner(&settings.url);
     create_dir_private(dir, owner, progress)?;
     let lock_path = dir.to_path_buf();
-    let _lock = tokio::task::spawn_blocking(move || durable::lock_dir(&lock_path))
+    let _lock = tokio::task::spawn_blocking(move || durable::lock_dir(&lock_path, owner))
         .await
         .map_err(io::Error::other)
         .and_then(|r| r)
@@ -218,17 +218,6 @@ fn create_dir_private(
     Ok(())
 }
 
-/// A file owner: uid and gid.
-type Owner = (u32, u32);
-
-/// The owner of the SQLite database file: backups taken as root stay usable by the
-/// service user that owns the database.
-fn database_owner(url: &DatabaseUrl) -> Option<Owner> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(url.sqlite_path()?).ok()?;
-    Some((meta.uid(), meta.gid()))
-}
-
 /// The schema version recorded inside a SQLite snapshot.
 async fn sqlite_schema_version(path: &Path, set: &MigrationSet) -> Result<i32, BackupError> {
     let mut conn = sqlite_read_only(path).await?;
@@ -292,9 +281,14 @@ async fn pg_dump_snapshot(
     target: &Path,
     set: &MigrationSet,
 ) -> Result<i32, BackupError> {
-    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *conn)
-        .await?;
+    // The session idles in its transaction while pg_dump works: the pool's idle-in-transaction
+    // and statement timeouts must not end it (and with it the snapshot) mid-dump.
+    sqlx::raw_sql(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = 0",
+    )
+    .execute(&mut *conn)
+    .await?;
     let result = async {
         let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut *conn)
@@ -316,7 +310,11 @@ async fn pg_dump_snapshot(
         Ok::<_, BackupError>(version)
     }
     .await;
-    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+    let ended = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    if let (Ok(_), Err(e)) = (&result, ended) {
+        // The dump is complete; only the read-only snapshot's session ended badly.
+        log::warn!("ending the backup's snapshot transaction: {e}");
+    }
     result
 }
 

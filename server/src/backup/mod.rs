@@ -27,6 +27,8 @@ mod restore;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::url::DatabaseUrl;
+
 pub use catalog::{BackupEntry, BackupState, list, prune};
 pub use create::create;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
@@ -101,6 +103,17 @@ fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// A file owner: uid and gid.
+pub(super) type Owner = (u32, u32);
+
+/// The owner of the SQLite database file: backups taken as root stay usable by the
+/// service user that owns the database.
+pub(super) fn database_owner(url: &DatabaseUrl) -> Option<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(url.sqlite_path()?).ok()?;
+    Some((meta.uid(), meta.gid()))
 }
 
 /// Receives progress of long operations.

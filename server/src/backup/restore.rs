@@ -68,7 +68,7 @@ pub async fn verify(
         )));
     }
     fs::create_dir_all(staging_dir).map_err(io_error("cannot create", staging_dir))?;
-    durable::sweep(staging_dir, &[durable::RESTORING]);
+    durable::sweep(staging_dir, ".", &[durable::RESTORING]);
     let name = backup.file_name().unwrap_or_default().to_string_lossy();
     let staged = durable::temp_in(staging_dir, &name, durable::RESTORING)
         .map_err(io_error("cannot stage the backup in", staging_dir))?;
@@ -79,8 +79,11 @@ pub async fn verify(
             crate::pg::run_tool(
                 "pg_restore",
                 url,
+                // --single-transaction: no BEGIN/COMMIT of its own inside the script
+                // (large objects get one otherwise), just one pair around all of it.
                 &[
                     "--no-owner".as_ref(),
+                    "--single-transaction".as_ref(),
                     "--file".as_ref(),
                     staged.path().as_os_str(),
                     backup.as_os_str(),
@@ -160,24 +163,42 @@ fn stage_sqlite(
 /// database is checkpointed first (waiting up to `busy_timeout` for its readers), so its
 /// `-wal` holds nothing; only then is the staged file renamed over it, and only after that
 /// are the old `-wal`/`-shm` removed. A live database still in use (the checkpoint cannot
-/// finish) is refused unless `allow_busy`.
+/// finish) is refused unless `allow_busy`. A live file that is not a complete database
+/// (empty, half copied) is kept aside under another name, which is returned.
 pub async fn swap_in_sqlite(
     verified: VerifiedBackup,
     database: &Path,
     busy_timeout: std::time::Duration,
     allow_busy: bool,
-) -> Result<(), BackupError> {
+) -> Result<Option<PathBuf>, BackupError> {
     let staged = verified.staged;
     let dir = durable::parent(database);
-    if let Ok(live) = fs::metadata(database) {
-        std::os::unix::fs::fchown(staged.as_file(), Some(live.uid()), Some(live.gid())).map_err(
-            io_error("cannot give the restored file the owner of", database),
-        )?;
-        fs::set_permissions(staged.path(), live.permissions()).map_err(io_error(
-            "cannot give the restored file the mode of",
-            database,
-        ))?;
-        checkpoint(database, busy_timeout, allow_busy).await?;
+    let (owner, mode) = match fs::metadata(database) {
+        Ok(live) => ((live.uid(), live.gid()), live.permissions()),
+        // Nothing to replace: owned like its directory, with SQLite's usual mode.
+        Err(_) => {
+            let parent = fs::metadata(dir).map_err(io_error("cannot read", dir))?;
+            (
+                (parent.uid(), parent.gid()),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+        }
+    };
+    std::os::unix::fs::fchown(staged.as_file(), Some(owner.0), Some(owner.1)).map_err(io_error(
+        "cannot give the restored file the owner of",
+        database,
+    ))?;
+    fs::set_permissions(staged.path(), mode).map_err(io_error(
+        "cannot give the restored file the mode of",
+        database,
+    ))?;
+    let mut kept_aside = None;
+    if database.exists() {
+        match crate::db::check_sqlite_file(database) {
+            Ok(()) => checkpoint(database, busy_timeout, allow_busy).await?,
+            // Not a database (empty, half copied): nothing to checkpoint; keep it as evidence.
+            Err(_) => kept_aside = Some(keep_aside(database)?),
+        }
     }
     staged
         .persist(database)
@@ -193,7 +214,19 @@ pub async fn swap_in_sqlite(
             log::warn!("cannot remove stale {}: {e}", side.display());
         }
     }
-    Ok(())
+    Ok(kept_aside)
+}
+
+/// Links a broken live file to `<database>.broken-<unix time>` before it is replaced.
+fn keep_aside(database: &Path) -> Result<PathBuf, BackupError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = database.as_os_str().to_owned();
+    name.push(format!(".broken-{stamp}"));
+    let kept = PathBuf::from(name);
+    fs::hard_link(database, &kept).map_err(io_error("cannot keep the broken file as", &kept))?;
+    Ok(kept)
 }
 
 /// Moves everything in the live database's `-wal` into the file, leaving the log empty.
@@ -284,13 +317,10 @@ pub(super) async fn sqlite_read_only(path: &Path) -> Result<sqlx::SqliteConnecti
 
 /// `PRAGMA integrity_check` on a SQLite file, read-only; the reason when it fails.
 pub(super) async fn sqlite_check(path: &Path) -> Result<(), String> {
-    let mut header = [0u8; 16];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
-        .map_err(|_| "not a SQLite database (too short)".to_string())?;
-    if &header != b"SQLite format 3\0" {
-        return Err("not a SQLite database (bad header)".into());
-    }
+    crate::db::check_sqlite_file(path).map_err(|e| match e {
+        crate::db::DbError::FileInvalid { reason, .. } => format!("the file {reason}"),
+        other => other.to_string(),
+    })?;
     let mut conn = sqlite_read_only(path)
         .await
         .map_err(|e| format!("cannot open it as SQLite: {e}"))?;

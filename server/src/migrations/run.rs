@@ -42,9 +42,17 @@ pub async fn upgrade(
     // Each migration ran in its own savepoint: keep the ones that succeeded. When a
     // migration failed, its own error is the one to report, even if committing fails too.
     let committed = tx.commit().await;
+    let commit_failed = committed.is_err();
     if result.is_ok() {
         committed?;
     }
+    // The engine aborted the whole transaction (SQLite on a full disk or an I/O error):
+    // the migrations before the failed one in this run are gone too.
+    let rolled_back = if commit_failed {
+        "; the migrations applied before it in this run were rolled back too"
+    } else {
+        ""
+    };
     match result {
         Ok(report) => Ok(Outcome {
             changed: report
@@ -65,7 +73,7 @@ pub async fn upgrade(
             };
             Err(MigrationError::Failed {
                 name,
-                reason: crate::url::mask_url(&reason),
+                reason: format!("{}{rolled_back}", crate::url::mask_url(&reason)),
             })
         }
     }
