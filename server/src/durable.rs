@@ -158,10 +158,16 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Holds `<dir>/.lock` exclusively (waiting for it) until dropped: one writer per directory.
-/// A new lock file is given to `owner` (when permitted), so that a command run as root does
-/// not lock the service user out; one that cannot be opened for writing is opened read-only.
 pub fn lock_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
-    let path = dir.join(".lock");
+    let file = open_lock_file(&dir.join(".lock"), owner)?;
+    file.lock()?;
+    Ok(file)
+}
+
+/// Opens (creating, 0644) a file used only for its lock. A new one is given to `owner`
+/// (when permitted), so that a command run as root does not lock the service user out;
+/// one that cannot be opened for writing is opened read-only (a lock works on either).
+pub fn open_lock_file(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
     let created = !path.exists();
     let file = match OpenOptions::new()
         .read(true)
@@ -169,14 +175,14 @@ pub fn lock_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
         .create(true)
         .truncate(false)
         .mode(0o644)
-        .open(&path)
+        .open(path)
     {
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&path)?,
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path)?,
         other => other?,
     };
     if created && let Some((uid, gid)) = owner {
+        // Only root can give a file away; for anyone else the owner is already right.
         let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
     }
-    file.lock()?;
     Ok(file)
 }

@@ -4,7 +4,7 @@
 //! restore takes the exclusive lock for as long as it swaps files. The operating system
 //! drops the locks when a process dies, so a crash never leaves a stale marker.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,9 +37,7 @@ fn marker_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Opens (creating) the marker. A new marker gets the database file's owner, so that a
-/// command run as root does not lock the service user's server out; a marker that cannot
-/// be opened for writing is opened read-only (a lock works on either).
+/// Opens (creating) the marker, owned like the database file.
 fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     let path = marker_path(database);
     let io = |source| InUseError::Io {
@@ -49,24 +47,8 @@ fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let created = !path.exists();
-    let file = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            File::open(&path).map_err(io)?
-        }
-        Err(e) => return Err(io(e)),
-    };
-    if created && let Ok(owner) = std::fs::metadata(database) {
-        // Only root can give a file away; for anyone else the owner is already right.
-        let _ = std::os::unix::fs::fchown(&file, Some(owner.uid()), Some(owner.gid()));
-    }
+    let owner = std::fs::metadata(database).ok().map(|m| (m.uid(), m.gid()));
+    let file = crate::durable::open_lock_file(&path, owner).map_err(io)?;
     Ok((file, path))
 }
 

@@ -395,7 +395,6 @@ fn eight_servers_and_eight_inits_race_on_a_fresh_sqlite_file() {
 
 #[test]
 fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal() {
-    use sqlx::{ConnectOptions, Connection};
     let project = Project::sqlite();
     project.xtask(&["db-init"]).ok();
     let db = project.db_path();
@@ -414,20 +413,7 @@ fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal()
     assert_eq!(server.get("/health/db").status, 200);
 
     // Another process keeps the old file open, so committed frames stay in its -wal.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut holder = runtime
-        .block_on(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .connect(),
-        )
-        .unwrap();
-    runtime
-        .block_on(sqlx::raw_sql("BEGIN; SELECT count(*) FROM stuff;").execute(&mut holder))
-        .unwrap();
+    let holder = tests::SnapshotHolder::open(&db, "stuff");
     sqlite(&db, "INSERT INTO stuff VALUES (3)");
     assert!(
         std::fs::metadata(project.path().join("app.db-wal"))
@@ -443,7 +429,7 @@ fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal()
 
     // SQLite leaves the old file's log behind even when its last user is gone: the
     // server keeps refusing until the operator removes it, as the runbook says.
-    runtime.block_on(holder.close()).unwrap();
+    holder.close();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(server.get("/health/db").status, 503);
     for suffix in ["-wal", "-shm"] {

@@ -4,7 +4,6 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
-use sqlx::{ConnectOptions, Connection};
 use tests::{Project, sqlite};
 
 fn notes_project() -> Project {
@@ -113,20 +112,7 @@ fn a_restore_never_throws_away_committed_transactions_still_in_the_wal() {
     let backup = newest_backup(&project, ".db");
 
     // A reader keeps an old snapshot open, so new commits stay in the -wal.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut reader = runtime
-        .block_on(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&db)
-                .connect(),
-        )
-        .unwrap();
-    runtime
-        .block_on(sqlx::raw_sql("BEGIN; SELECT count(*) FROM notes;").execute(&mut reader))
-        .unwrap();
+    let reader = tests::SnapshotHolder::open(&db, "notes");
     sqlite(&db, "INSERT INTO notes (body) VALUES ('only in the wal')");
 
     let run = project.xtask_with(
@@ -136,7 +122,7 @@ fn a_restore_never_throws_away_committed_transactions_still_in_the_wal() {
     let line = run.error_line();
     assert!(line.contains("in use by another process"), "{line}");
     assert!(line.contains("nothing was changed"), "{line}");
-    runtime.block_on(reader.close()).unwrap();
+    reader.close();
     assert_eq!(
         sqlite(&db, "SELECT body FROM notes ORDER BY id"),
         ["backed up", "only in the wal"]
