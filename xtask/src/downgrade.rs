@@ -17,6 +17,10 @@ impl DbDowngrade {
         status.ensure_compatible()?;
         let to = match self.to {
             Some(to) if to < 0 => bail!("--to must be 0 or a migration version"),
+            Some(to) if to > status.current_version => bail!(
+                "--to {to} is above the database's version {}; db-downgrade only goes down (db-upgrade --to goes up)",
+                status.current_version
+            ),
             Some(to) => to,
             None => status.version_before(self.steps.unwrap_or(1))?,
         };

@@ -33,7 +33,7 @@ pub enum Command {
     DbInit(DbInit),
     /// Show applied and pending migrations.
     ///
-    /// Exit code: 0 up to date, 2 migrations pending (or no database yet), 3 database ahead of this code, 4 diverged (an applied migration was edited), 1 error.
+    /// Exit code: 0 up to date, 2 migrations pending (or no database yet), 3 database ahead of this code, 4 diverged (an applied migration was edited), 1 error, 64 bad command line.
     DbStatus(DbStatus),
     /// Create the next migration pair: `V<n>__<name>.sql` and its `V<n>__<name>.down.sql`.
     DbMigrate(DbMigrate),

@@ -19,12 +19,40 @@ mod upgrade;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 
 use flags::Command;
 
+/// Exit code for a command line that does not parse (BSD's `EX_USAGE`), distinct from
+/// every code a command returns on purpose.
+const EXIT_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
-    let flags = flags::Xtask::parse();
+    let flags = match flags::Xtask::try_parse() {
+        Ok(flags) => flags,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: the full text, success.
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message up to its usage block, on one line.
+            let text = e.to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:"))
+                .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!(
+                "error: {}; see `cargo xtask --help`",
+                server::url::mask_url(message)
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -67,6 +67,30 @@ fn describe_source(metadata: &Metadata, full_key: &str) -> String {
     }
 }
 
+/// A parser's multi-line message (TOML errors quote the offending line with a caret
+/// under it) as one line: the quoted snippet is dropped, the rest joined with `; `.
+pub(super) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with('|')
+                && !line
+                    .split_once(" |")
+                    .is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Describes where the top-level (Rocket) key `key` came from.
+pub(super) fn origin_of(figment: &Figment, key: &str) -> String {
+    figment
+        .find_metadata(key)
+        .map_or_else(|| "built-in default".into(), |m| describe_source(m, key))
+}
+
 /// Turns a figment extraction error into a one-line [`ConfigError`] naming the key and
 /// its source. `prefix` is the path of the extracted table (`databases.main`, or none
 /// for Rocket's own keys).
@@ -79,8 +103,23 @@ pub(super) fn figment_error(
         figment::error::Kind::UnknownField(field, _) => {
             (field.clone(), format!("unknown key `{field}`"))
         }
-        kind => (error.path.join("."), mask_url(&kind.to_string())),
+        kind => (error.path.join("."), one_line(&mask_url(&kind.to_string()))),
     };
+    // The file itself does not parse: no key to name, the file and position instead.
+    if key.is_empty()
+        && prefix.is_none()
+        && let Some(path) = error
+            .metadata
+            .as_ref()
+            .and_then(|m| m.source.as_ref())
+            .and_then(|s| s.file_path())
+    {
+        return ConfigError::File {
+            what: "config file",
+            path: path.to_path_buf(),
+            reason,
+        };
+    }
     let full_key = match (prefix, key.is_empty()) {
         (Some(prefix), true) => prefix.to_string(),
         (Some(prefix), false) => format!("{prefix}.{key}"),

@@ -77,6 +77,8 @@ pub struct AppConfig {
     pub figment: Figment,
     /// The validated database settings.
     pub database: DbSettings,
+    /// Rocket's own settings (address, port, workers, ...), validated.
+    pub server: rocket::Config,
 }
 
 impl AppConfig {
@@ -120,7 +122,20 @@ impl AppConfig {
 
         // Rocket's own keys (port, address, ...) are checked here too, so that a bad
         // value is reported like any other instead of failing the launch later.
-        rocket::Config::try_from(&figment).map_err(|e| error::figment_error(&figment, e, None))?;
+        let server = rocket::Config::try_from(&figment)
+            .map_err(|e| error::figment_error(&figment, e, None))?;
+        for (key, value) in [
+            ("workers", server.workers),
+            ("max_blocking", server.max_blocking),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    origin: error::origin_of(&figment, key),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
         let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
         // Rocket and rocket_db_pools read the validated values, with the URL resolved,
         // so the pool sees exactly what was checked here.
@@ -131,6 +146,7 @@ impl AppConfig {
             profile,
             figment,
             database,
+            server,
         })
     }
 

@@ -59,6 +59,12 @@ pub struct DbSettings {
     pub backup_dir: PathBuf,
 }
 
+/// The largest pool this configuration accepts.
+const MAX_CONNECTIONS: u32 = 10_000;
+
+/// The largest duration in milliseconds the drivers accept (`i32::MAX`).
+const MAX_MILLIS: u64 = i32::MAX as u64;
+
 /// The raw, unvalidated shape of `[<profile>.databases.main]`.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +177,12 @@ impl DbSettings {
                 ),
             ));
         }
+        if raw.max_connections > MAX_CONNECTIONS {
+            return Err(invalid(
+                "max_connections",
+                format!("{} is more than {MAX_CONNECTIONS}", raw.max_connections),
+            ));
+        }
         for (key, value) in [
             ("acquire_timeout_ms", raw.acquire_timeout_ms),
             ("connect_timeout_ms", raw.connect_timeout_ms),
@@ -178,6 +190,30 @@ impl DbSettings {
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0".into()));
+            }
+        }
+        // The drivers take milliseconds as a 32-bit signed integer (SQLite's busy timeout,
+        // PostgreSQL's statement and lock timeouts); larger values would crash them.
+        for (key, value) in [
+            ("acquire_timeout_ms", raw.acquire_timeout_ms),
+            ("connect_timeout_ms", raw.connect_timeout_ms),
+            ("busy_timeout_ms", raw.busy_timeout_ms),
+            ("statement_timeout_ms", raw.statement_timeout_ms),
+            ("lock_timeout_ms", raw.lock_timeout_ms),
+            (
+                "idle_timeout_secs",
+                raw.idle_timeout_secs.saturating_mul(1_000),
+            ),
+        ] {
+            if value > MAX_MILLIS {
+                let (shown, limit) = match key.strip_suffix("_secs") {
+                    Some(_) => (value / 1_000, MAX_MILLIS / 1_000),
+                    None => (value, MAX_MILLIS),
+                };
+                return Err(invalid(
+                    key,
+                    format!("{shown} is more than {limit} (about 24 days)"),
+                ));
             }
         }
         if raw.health_timeout_ms >= 1_000 {

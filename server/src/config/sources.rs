@@ -115,7 +115,7 @@ pub(super) fn select_profile(
                 .source
                 .and_then(|s| s.file_path().map(Path::to_path_buf))
                 .unwrap_or_default(),
-            reason: mask_url(&e.to_string()),
+            reason: super::error::one_line(&mask_url(&e.to_string())),
         })?;
         for profile in data.keys() {
             if !known.iter().any(|k| profile == k.as_str()) && *profile != Profile::Global {

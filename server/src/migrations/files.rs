@@ -196,6 +196,9 @@ fn parse_file_name(file: &str) -> Option<(i32, String, bool)> {
     is_snake_case(name).then(|| (version, name.to_string(), down))
 }
 
+/// The longest migration name `db-migrate` accepts.
+const MAX_NAME_LEN: usize = 100;
+
 /// `lower_snake_case`: starts with a letter, then letters, digits and single underscores.
 pub fn is_snake_case(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -218,6 +221,13 @@ pub fn scaffold(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), MigrationE
     if !is_snake_case(name) {
         return Err(MigrationError::Files(format!(
             "migration name `{name}` is not snake_case (lowercase letters, digits and single underscores, starting with a letter), e.g. `add_users`"
+        )));
+    }
+    // File names are at most 255 bytes: `V<n>__<name>.down.sql` must fit with room to spare.
+    if name.len() > MAX_NAME_LEN {
+        return Err(MigrationError::Files(format!(
+            "migration name is {} characters long; at most {MAX_NAME_LEN}",
+            name.len()
         )));
     }
     let set = if dir.is_dir() {
@@ -252,13 +262,19 @@ pub fn scaffold(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), MigrationE
              -- Runs in one transaction with its history row; keep it valid on SQLite and PostgreSQL.\n"
         ),
     )?;
+    // Both files or neither: a half-created pair would break the set.
+    let undo_up = |e| {
+        let _ = std::fs::remove_file(&up);
+        e
+    };
     write(
         &down,
         format!(
             "-- Reverts {id}: undo exactly what {id}.sql does, in reverse order.\n\
              -- `cargo xtask db-check` verifies that up, down, up gives back the same schema.\n"
         ),
-    )?;
+    )
+    .map_err(undo_up)?;
     Ok((up, down))
 }
 
