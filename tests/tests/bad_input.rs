@@ -148,3 +148,48 @@ fn an_overlong_migration_name_creates_nothing() {
         .collect();
     assert!(files.is_empty(), "{files:?}");
 }
+
+#[test]
+fn a_malformed_migration_set_stops_every_command_naming_the_file() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (
+            &[("V2__a.sql", "SELECT 1;"), ("V2__b.sql", "SELECT 2;")],
+            "V2__a.sql, V2__b.sql",
+        ),
+        (&[("V3__gap.sql", "SELECT 1;")], "V2 is missing"),
+        (&[("V2__x.SQL", "SELECT 1;")], "V2__x.SQL"),
+        (&[("v2__x.sql", "SELECT 1;")], "v2__x.sql"),
+        (&[("V2_x.sql", "SELECT 1;")], "V2_x.sql"),
+        (&[("V2__CamelCase.sql", "SELECT 1;")], "V2__CamelCase.sql"),
+        (
+            &[("V2__empty.sql", "-- nothing yet\n")],
+            "V2__empty.sql: is empty",
+        ),
+        (
+            &[("V2__orphan.down.sql", "SELECT 1;")],
+            "V2__orphan.down.sql",
+        ),
+    ];
+    for (files, expected) in cases {
+        let project = Project::sqlite();
+        project.xtask(&["db-init"]).ok();
+        let db = project.db_path();
+        let before = sha256(&db);
+        for (name, sql) in *files {
+            std::fs::write(project.path().join("migrations").join(name), sql).unwrap();
+        }
+        for args in [
+            &["db-status"][..],
+            &["db-upgrade"],
+            &["db-downgrade", "-y"],
+            &["db-backup"],
+        ] {
+            let run = xtask(&project, args, &[]);
+            assert_refused(&run, 1, &[expected, "not valid"]);
+        }
+        let check = xtask(&project, &["db-check"], &[]);
+        assert_eq!(check.code, 1, "{}", check.stderr);
+        assert!(check.stdout.contains(expected), "{}", check.stdout);
+        assert_eq!(sha256(&db), before, "{files:?}: nothing changed");
+    }
+}

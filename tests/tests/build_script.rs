@@ -25,11 +25,14 @@ struct Checkout {
 impl Checkout {
     /// Creates a checkout at `root` whose only migration `V1__x.sql` holds `v1`.
     fn create(root: PathBuf, v1: &str) -> Self {
-        std::fs::create_dir_all(root.join("server/src")).expect("create server/src");
+        std::fs::create_dir_all(root.join("server/src/migrations")).expect("create server/src");
         std::fs::create_dir_all(root.join("migrations")).expect("create migrations/");
-        let build_rs = workspace_root().join("server/build.rs");
-        std::fs::copy(&build_rs, root.join("server/build.rs"))
-            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", build_rs.display()));
+        // The build script and the rules it checks the set with, byte for byte.
+        for file in ["server/build.rs", "server/src/migrations/naming.rs"] {
+            let source = workspace_root().join(file);
+            std::fs::copy(&source, root.join(file))
+                .unwrap_or_else(|e| panic!("cannot copy {}: {e}", source.display()));
+        }
         for (path, contents) in [
             (
                 "Cargo.toml",
@@ -78,6 +81,20 @@ impl SharedTarget {
     /// Builds `checkout` into this target directory, runs its `server` binary and
     /// returns the `name=contents` lines it prints, one per embedded migration.
     fn build_and_run(&mut self, checkout: &Checkout) -> Vec<String> {
+        run(self.build(checkout), Duration::from_secs(300));
+        self.built_at = SystemTime::now();
+        let binary = self
+            .dir
+            .join("debug")
+            .join(format!("server{}", std::env::consts::EXE_SUFFIX));
+        run(Command::new(binary), Duration::from_secs(10))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The `cargo build` of `checkout` into this target directory.
+    fn build(&self, checkout: &Checkout) -> Command {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
         // Nothing of the outer `cargo test` (its package, its target dir) may leak in.
@@ -90,16 +107,7 @@ impl SharedTarget {
             .args(["build", "--offline", "--quiet"])
             .env("CARGO_TARGET_DIR", &self.dir)
             .current_dir(&checkout.root);
-        run(build, Duration::from_secs(300));
-        self.built_at = SystemTime::now();
-        let binary = self
-            .dir
-            .join("debug")
-            .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-        run(Command::new(binary), Duration::from_secs(10))
-            .lines()
-            .map(str::to_string)
-            .collect()
+        build
     }
 
     /// Sets the modification time of `path` to now, and to after the last build
@@ -120,7 +128,17 @@ impl SharedTarget {
 }
 
 /// Runs `command` (killed after `limit`) and returns its stdout; panics unless it succeeds.
-fn run(mut command: Command, limit: Duration) -> String {
+fn run(command: Command, limit: Duration) -> String {
+    let (status, stdout, stderr) = run_to_end(command, limit);
+    assert!(
+        status.success(),
+        "the command failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// Runs `command` (killed after `limit`): its exit status, stdout and stderr.
+fn run_to_end(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String, String) {
     let stdout = tempfile::tempfile().expect("stdout file");
     let stderr = tempfile::tempfile().expect("stderr file");
     let mut child = command
@@ -147,11 +165,7 @@ fn run(mut command: Command, limit: Duration) -> String {
         file.read_to_string(&mut text).expect("read output");
         text
     });
-    assert!(
-        status.success(),
-        "{command:?} failed with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    stdout
+    (status, stdout, stderr)
 }
 
 #[test]
@@ -195,5 +209,14 @@ fn each_checkout_embeds_its_own_migrations_in_a_shared_target_dir() {
     assert_eq!(
         target.build_and_run(&a),
         ["V1__x.sql=SELECT 'a2';", "V2__y.sql=SELECT 'y';"]
+    );
+
+    // A malformed set fails the build, naming the offending file.
+    a.write_migration("V3__BadName.sql", "SELECT 1;", &target);
+    let (status, _, stderr) = run_to_end(target.build(&a), Duration::from_secs(300));
+    assert!(!status.success(), "a malformed migration set was built");
+    assert!(
+        stderr.contains("V3__BadName.sql") && stderr.contains("snake_case"),
+        "{stderr}"
     );
 }

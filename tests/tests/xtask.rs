@@ -1027,7 +1027,7 @@ fn db_check_passes_on_good_migrations_and_names_each_problem() {
                 std::fs::remove_file(p.path().join("migrations").join(f)).unwrap();
             }
         },
-        "versions must be contiguous from 1; expected V2",
+        "versions must be contiguous from 1; V2 is missing",
     );
     broken(
         &|p| {

@@ -60,6 +60,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         let creates_migrations = matches!(flags.command, Command::DbMigrate(_));
         let project = project::Project::load(flags.migrations_dir, creates_migrations)?;
+        // db-check lists every problem itself; db-migrate may add to a set being fixed.
+        if !matches!(flags.command, Command::DbCheck(_) | Command::DbMigrate(_)) {
+            project.migrations.ensure_valid()?;
+        }
         match flags.command {
             Command::DbInit(cmd) => cmd.run(&project).await,
             Command::DbStatus(cmd) => return cmd.run(&project).await,

@@ -97,6 +97,7 @@ async fn prepare(db: &Db, settings: &DbSettings) -> Result<Option<InUse>, Startu
         .map(crate::in_use::claim_for_server)
         .transpose()?;
     let set = MigrationSet::embedded();
+    set.ensure_valid()?;
     let mut conn = db.acquire().await?;
     if settings.migrate_on_start {
         for id in migrations::upgrade(&mut conn, set, None).await?.changed {

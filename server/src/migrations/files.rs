@@ -1,13 +1,13 @@
 //! The migration files: `V<n>__<name>.sql` and `.down.sql`, read from a directory or
 //! embedded at build time, checked as a set; and scaffolding new ones.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use refinery::Migration;
 
 use super::MigrationError;
+use super::naming::{self, is_snake_case};
 
 /// One versioned migration and its down script.
 #[derive(Debug, Clone)]
@@ -43,7 +43,8 @@ impl MigrationFile {
 #[derive(Debug, Clone, Default)]
 pub struct MigrationSet {
     migrations: Vec<MigrationFile>,
-    problems: Vec<String>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
 }
 
 static EMBEDDED: LazyLock<MigrationSet> = LazyLock::new(|| {
@@ -57,7 +58,8 @@ impl MigrationSet {
         &EMBEDDED
     }
 
-    /// Reads the `.sql` files of `dir`.
+    /// Reads the migration files of `dir` (every name is checked; the contents of files
+    /// ending in `.sql`, in any case, are read).
     pub fn from_dir(dir: &Path) -> Result<Self, MigrationError> {
         let read_error = |e: std::io::Error| {
             MigrationError::Files(format!(
@@ -68,88 +70,67 @@ impl MigrationSet {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_error)? {
             let path = entry.map_err(read_error)?.path();
-            if path.extension().is_some_and(|e| e == "sql") {
-                let name = path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string();
-                let sql = std::fs::read_to_string(&path).map_err(|e| {
-                    MigrationError::Files(format!("cannot read {}: {e}", path.display()))
-                })?;
-                files.push((name, sql));
+            if !path.is_file() {
+                continue;
             }
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            let sql = if name.to_ascii_lowercase().ends_with(".sql") {
+                std::fs::read_to_string(&path).map_err(|e| {
+                    MigrationError::Files(format!("cannot read {}: {e}", path.display()))
+                })?
+            } else {
+                String::new()
+            };
+            files.push((name, sql));
         }
+        files.sort();
         Ok(Self::from_files(files))
     }
 
-    /// Parses `(file name, contents)` pairs. Problems (bad names, gaps, missing down
-    /// scripts) are collected in [`MigrationSet::problems`]; unusable files are skipped.
+    /// Checks `(file name, contents)` pairs (see [`naming::check_set`]). Mistakes
+    /// (malformed names, duplicate versions, gaps, empty scripts, orphan down scripts)
+    /// make the set invalid ([`MigrationSet::ensure_valid`]); a missing down script is a
+    /// warning for `db-check`. Unusable files are skipped.
     pub fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut ups: BTreeMap<i32, Vec<(String, String)>> = BTreeMap::new();
-        let mut downs: BTreeMap<(i32, String), String> = BTreeMap::new();
-        let mut problems = Vec::new();
-        for (file, sql) in files {
-            match parse_file_name(&file) {
-                Some((version, name, false)) => ups.entry(version).or_default().push((name, sql)),
-                Some((version, name, true)) => {
-                    downs.insert((version, name), sql);
+        let files: Vec<(String, String)> = files.into_iter().collect();
+        let (checked, findings) = naming::check_set(&files);
+        let migrations = checked
+            .into_iter()
+            .map(|m| {
+                let id = format!("V{}__{}", m.version, m.name);
+                let checksum = Migration::unapplied(&id, &m.up)
+                    .expect("a validated migration name")
+                    .checksum();
+                MigrationFile {
+                    version: m.version,
+                    name: m.name,
+                    up: m.up,
+                    down: m.down,
+                    checksum,
                 }
-                None => problems.push(format!(
-                    "{file}: not a migration name; expected V<number>__<snake_case_name>.sql or .down.sql"
-                )),
-            }
-        }
-        let mut migrations = Vec::new();
-        for (version, mut candidates) in ups {
-            if candidates.len() > 1 {
-                let names: Vec<_> = candidates
-                    .iter()
-                    .map(|(n, _)| format!("V{version}__{n}"))
-                    .collect();
-                problems.push(format!(
-                    "version {version} is used more than once: {}",
-                    names.join(", ")
-                ));
-                continue;
-            }
-            let (name, up) = candidates.remove(0);
-            let down = downs.remove(&(version, name.clone()));
-            let id = format!("V{version}__{name}");
-            if down.is_none() {
-                problems.push(format!(
-                    "{id}: no down script (expected migrations/{id}.down.sql)"
-                ));
-            }
-            let checksum = Migration::unapplied(&id, &up)
-                .expect("a validated migration name")
-                .checksum();
-            migrations.push(MigrationFile {
-                version,
-                name,
-                up,
-                down,
-                checksum,
-            });
-        }
-        for (version, name) in downs.keys() {
-            problems.push(format!(
-                "V{version}__{name}.down.sql: down script without an up script"
-            ));
-        }
-        for (expected, migration) in (1..).zip(&migrations) {
-            if migration.version != expected {
-                problems.push(format!(
-                    "{}: versions must be contiguous from 1; expected V{expected}",
-                    migration.id()
-                ));
-                break;
-            }
-        }
+            })
+            .collect();
         Self {
             migrations,
-            problems,
+            errors: findings.errors,
+            warnings: findings.warnings,
         }
+    }
+
+    /// Fails, naming every offending file, unless the set is usable: no malformed name,
+    /// duplicate version, gap, empty script or down script without its migration.
+    pub fn ensure_valid(&self) -> Result<(), MigrationError> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        Err(MigrationError::Files(format!(
+            "the migrations are not valid ({}); fix the files, `cargo xtask db-check` lists every problem",
+            self.errors.join("; ")
+        )))
     }
 
     /// All usable migrations, by version.
@@ -157,9 +138,9 @@ impl MigrationSet {
         &self.migrations
     }
 
-    /// Problems found while loading: one line each.
-    pub fn problems(&self) -> &[String] {
-        &self.problems
+    /// Everything found while loading, mistakes first: one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.errors.iter().chain(&self.warnings).cloned().collect()
     }
 
     /// The highest version, 0 when there are none.
@@ -184,30 +165,8 @@ impl MigrationSet {
     }
 }
 
-/// Parses `V<n>__<name>.sql` / `V<n>__<name>.down.sql` into (version, name, is_down).
-fn parse_file_name(file: &str) -> Option<(i32, String, bool)> {
-    let stem = file.strip_suffix(".sql")?;
-    let (stem, down) = match stem.strip_suffix(".down") {
-        Some(stem) => (stem, true),
-        None => (stem, false),
-    };
-    let (version, name) = stem.strip_prefix('V')?.split_once("__")?;
-    let version: i32 = version.parse().ok().filter(|v| *v > 0)?;
-    is_snake_case(name).then(|| (version, name.to_string(), down))
-}
-
 /// The longest migration name `db-migrate` accepts.
 const MAX_NAME_LEN: usize = 100;
-
-/// `lower_snake_case`: starts with a letter, then letters, digits and single underscores.
-pub fn is_snake_case(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && !name.contains("__")
-        && !name.ends_with('_')
-}
 
 /// The `migrations/` directory of a project root.
 pub fn dir_in(root: &Path) -> PathBuf {
@@ -329,7 +288,8 @@ mod tests {
         ]);
         let all = s.problems().join("\n");
         assert!(all.contains("V1__initial: no down script"), "{all}");
-        assert!(all.contains("expected V2"), "{all}");
+        assert!(all.contains("V1__initial.sql: is empty"), "{all}");
+        assert!(all.contains("V2 is missing"), "{all}");
         assert!(
             all.contains("V4__BadName.sql: not a migration name"),
             "{all}"
@@ -337,6 +297,43 @@ mod tests {
         assert!(
             all.contains("V5__orphan.down.sql: down script without an up script"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn names_that_look_like_migrations_must_be_migrations() {
+        let s = set(&[
+            ("V1__a.sql", "SELECT 1;"),
+            ("V1__a.down.sql", "SELECT 1;"),
+            ("V2__b.sql", "SELECT 1;"),
+            ("V2__c.sql", "SELECT 1;"),
+            ("V5__x.SQL", "SELECT 1;"),
+            ("v6__x.sql", "SELECT 1;"),
+            ("V7_x.sql", "SELECT 1;"),
+            ("001_init.sql", "SELECT 1;"),
+            ("README.md", ""),
+            ("schema.sql", "CREATE TABLE t (x INTEGER);"),
+        ]);
+        let errors = s.ensure_valid().unwrap_err().to_string();
+        for file in [
+            "V2__b.sql, V2__c.sql",
+            "V5__x.SQL",
+            "v6__x.sql",
+            "V7_x.sql",
+            "001_init.sql",
+        ] {
+            assert!(errors.contains(file), "{file}: {errors}");
+        }
+        assert!(
+            !errors.contains("README") && !errors.contains("schema.sql"),
+            "{errors}"
+        );
+        assert!(
+            set(&[("V1__a.sql", "-- nothing\n/* at all */ ;")])
+                .ensure_valid()
+                .unwrap_err()
+                .to_string()
+                .contains("V1__a.sql: is empty")
         );
     }
 

@@ -12,15 +12,18 @@
 //!
 //! | module | job |
 //! |---|---|
-//! | `files` | the migration files: parsing and checking a set, embedding, scaffolding |
+//! | `naming` | the rules for a set of files (std only: `server/build.rs` uses it too) |
+//! | `files` | the migration files: reading, embedding, scaffolding |
 //! | `status` | the history table compared with a set |
 //! | `run` | upgrade and downgrade under the lock, through refinery |
 
 mod files;
+mod naming;
 mod run;
 mod status;
 
-pub use files::{MigrationFile, MigrationSet, dir_in, is_snake_case, scaffold};
+pub use files::{MigrationFile, MigrationSet, dir_in, scaffold};
+pub use naming::is_snake_case;
 pub use run::{Outcome, downgrade, upgrade};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,

@@ -1,0 +1,163 @@
+//! The rules for a set of migration files: names, versions, pairs, content. Standard
+//! library only, so that `server/build.rs` checks the embedded set with this same code.
+
+use std::collections::BTreeMap;
+
+/// One valid migration: its version, name, up script and down script.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Version number.
+    pub version: i32,
+    /// Name after the `__`.
+    pub name: String,
+    /// The up script.
+    pub up: String,
+    /// The down script, if there is one.
+    pub down: Option<String>,
+}
+
+/// What is wrong with a set, one line per finding.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    /// Mistakes that make the set unusable: every command refuses it.
+    pub errors: Vec<String>,
+    /// Shortcomings `db-check` reports (a migration without a down script).
+    pub warnings: Vec<String>,
+}
+
+/// Checks `(file name, contents)` pairs: the usable migrations by version, and findings.
+/// Files that do not look like migrations (`README.md`, `schema.sql`) are ignored.
+pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
+    let mut findings = Findings::default();
+    let mut ups: BTreeMap<i32, Vec<(String, String, String)>> = BTreeMap::new();
+    let mut downs: BTreeMap<(i32, String), String> = BTreeMap::new();
+    for (file, sql) in files {
+        match classify(file) {
+            Classified::Ignored => {}
+            Classified::Malformed(reason) => findings.errors.push(format!("{file}: {reason}")),
+            Classified::Up(version, name) => {
+                ups.entry(version)
+                    .or_default()
+                    .push((file.clone(), name, sql.clone()));
+            }
+            Classified::Down(version, name) => {
+                downs.insert((version, name), sql.clone());
+            }
+        }
+    }
+    let mut checked = Vec::new();
+    for (version, mut candidates) in ups {
+        if candidates.len() > 1 {
+            let names: Vec<_> = candidates.iter().map(|(file, ..)| file.as_str()).collect();
+            findings.errors.push(format!(
+                "version {version} is used more than once: {}",
+                names.join(", ")
+            ));
+            continue;
+        }
+        let (file, name, up) = candidates.remove(0);
+        if is_blank_sql(&up) {
+            findings
+                .errors
+                .push(format!("{file}: is empty (no SQL statement)"));
+        }
+        let down = downs.remove(&(version, name.clone()));
+        if down.is_none() {
+            findings.warnings.push(format!(
+                "V{version}__{name}: no down script (expected migrations/V{version}__{name}.down.sql)"
+            ));
+        }
+        checked.push(Checked {
+            version,
+            name,
+            up,
+            down,
+        });
+    }
+    for (version, name) in downs.keys() {
+        findings.errors.push(format!(
+            "V{version}__{name}.down.sql: down script without an up script"
+        ));
+    }
+    for (expected, migration) in (1..).zip(&checked) {
+        if migration.version != expected {
+            findings.errors.push(format!(
+                "V{}__{}: versions must be contiguous from 1; V{expected} is missing",
+                migration.version, migration.name
+            ));
+            break;
+        }
+    }
+    (checked, findings)
+}
+
+enum Classified {
+    Ignored,
+    Malformed(String),
+    Up(i32, String),
+    Down(i32, String),
+}
+
+/// Sorts a file name: a migration, a down script, a malformed attempt at one, or not ours.
+fn classify(file: &str) -> Classified {
+    let mut chars = file.chars();
+    let first = chars.next();
+    let second = chars.next();
+    let versioned = matches!(first, Some('V' | 'v')) && second.is_some_and(|c| c.is_ascii_digit());
+    let numbered = first.is_some_and(|c| c.is_ascii_digit());
+    let sql = file.to_ascii_lowercase().ends_with(".sql");
+    if !(versioned || numbered && sql) {
+        return Classified::Ignored;
+    }
+    let expected = "expected V<number>__<snake_case_name>.sql or .down.sql";
+    let malformed = |what: &str| Classified::Malformed(format!("{what}; {expected}"));
+    let Some(stem) = file.strip_suffix(".sql") else {
+        return malformed("not a migration name (the extension must be `.sql`, lowercase)");
+    };
+    let (stem, down) = match stem.strip_suffix(".down") {
+        Some(stem) => (stem, true),
+        None => (stem, false),
+    };
+    let Some(rest) = stem.strip_prefix('V') else {
+        return malformed("not a migration name (it must start with a capital `V`)");
+    };
+    let Some((version, name)) = rest.split_once("__") else {
+        return malformed("not a migration name (two underscores must follow the version)");
+    };
+    let Some(version) = version.parse::<i32>().ok().filter(|v| *v > 0) else {
+        return malformed("not a migration name (the version must be a positive number)");
+    };
+    if !is_snake_case(name) {
+        return malformed("not a migration name (the name must be snake_case)");
+    }
+    if down {
+        Classified::Down(version, name.to_string())
+    } else {
+        Classified::Up(version, name.to_string())
+    }
+}
+
+/// `lower_snake_case`: starts with a letter, then letters, digits and single underscores.
+pub fn is_snake_case(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.contains("__")
+        && !name.ends_with('_')
+}
+
+/// Whether `sql` holds nothing but white space, comments and semicolons.
+fn is_blank_sql(sql: &str) -> bool {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ';');
+        if let Some(after) = rest.strip_prefix("--") {
+            rest = after.split_once('\n').map_or("", |(_, next)| next);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, next)| next);
+        } else {
+            return rest.is_empty();
+        }
+    }
+}
