@@ -55,8 +55,48 @@ pub enum DbError {
     #[error("{0}")]
     Config(String),
     /// An error from the driver.
-    #[error("{}", mask_url(&.0.to_string()))]
+    #[error("{}", describe_driver_error(.0, None))]
     Driver(#[from] sqlx::Error),
+}
+
+/// A driver error as a user reads it, passwords masked: for PostgreSQL the server's
+/// message, the line of `script` it points at (when the server reports a position), its
+/// hint, and the setting to raise for a timeout, instead of sqlx's "at line <n>" (a line
+/// of the server's own C source).
+pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> String {
+    let sqlx::Error::Database(db) = error else {
+        return mask_url(&error.to_string());
+    };
+    let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+        return mask_url(&db.to_string());
+    };
+    let mut text = pg.message().to_string();
+    if let (Some(script), Some(sqlx::postgres::PgErrorPosition::Original(position))) =
+        (script, pg.position())
+    {
+        let line = script
+            .chars()
+            .take(position.saturating_sub(1))
+            .filter(|c| *c == '\n')
+            .count()
+            + 1;
+        text.push_str(&format!(" (at line {line})"));
+    }
+    if let Some(hint) = pg.hint() {
+        text.push_str(&format!("; hint: {hint}"));
+    }
+    match pg.code() {
+        // lock_not_available: lock_timeout expired.
+        "55P03" => text.push_str(
+            "; another session holds a lock this needs: stop it, or raise databases.main.lock_timeout_ms (DATABASE_LOCK_TIMEOUT_MS)",
+        ),
+        // query_canceled, here by statement_timeout.
+        "57014" => text.push_str(
+            "; raise databases.main.statement_timeout_ms (DATABASE_STATEMENT_TIMEOUT_MS) for long statements",
+        ),
+        _ => {}
+    }
+    mask_url(&text)
 }
 
 /// Whether opening may create the database.

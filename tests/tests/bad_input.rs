@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Project, Run, sha256};
+use tests::{PgDatabase, Project, Run, sha256};
 
 /// Runs the server with `env` and waits (bounded) for it to exit: every case here must
 /// stop it before it listens.
@@ -192,4 +192,80 @@ fn a_malformed_migration_set_stops_every_command_naming_the_file() {
         assert!(check.stdout.contains(expected), "{}", check.stdout);
         assert_eq!(sha256(&db), before, "{files:?}: nothing changed");
     }
+}
+
+#[test]
+fn a_migration_that_commits_is_refused_before_anything_runs() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let before = sha256(&project.db_path());
+    project.write_migration(
+        "V2__sneaky",
+        "CREATE TABLE a (x INTEGER);\nCOMMIT;\nCREATE TABLE b (y INTEGER);\n",
+        Some("DROP TABLE b;\nDROP TABLE a;\n"),
+    );
+    let run = xtask(&project, &["db-upgrade"], &[]);
+    assert_refused(&run, 1, &["V2__sneaky.sql: line 2", "`COMMIT`"]);
+    assert_eq!(sha256(&project.db_path()), before, "nothing ran");
+}
+
+#[test]
+fn postgres_migration_errors_name_the_migration_the_line_and_the_remedy() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        Some("DROP TABLE notes;"),
+    );
+    project.xtask(&["db-init"]).ok();
+
+    project.write_migration(
+        "V3__typo",
+        "ALTER TABLE notes ADD COLUMN x INTEGER;\n\nSELECT nope FROM notes;\n",
+        Some("ALTER TABLE notes DROP COLUMN x;"),
+    );
+    let run = xtask(&project, &["db-upgrade"], &[]);
+    assert_refused(
+        &run,
+        1,
+        &["V3__typo", "column \"nope\" does not exist", "(at line 3)"],
+    );
+    assert!(!run.stderr.contains("at line 1"), "{}", run.stderr);
+    std::fs::remove_file(project.path().join("migrations/V3__typo.sql")).unwrap();
+    std::fs::remove_file(project.path().join("migrations/V3__typo.down.sql")).unwrap();
+
+    // A lock held by another session: named once, with the setting to raise.
+    project.write_migration(
+        "V3__add_column",
+        "ALTER TABLE notes ADD COLUMN y INTEGER;",
+        Some("ALTER TABLE notes DROP COLUMN y;"),
+    );
+    let mut holder = tests::pg_command("psql")
+        .args(["--no-psqlrc", "-d", &pg.url, "-c"])
+        .arg("BEGIN; LOCK TABLE notes IN ACCESS SHARE MODE; SELECT pg_sleep(3); COMMIT;")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let run = xtask(
+        &project,
+        &["db-upgrade"],
+        &[("DATABASE_LOCK_TIMEOUT_MS", "300")],
+    );
+    holder.wait().unwrap();
+    assert_refused(&run, 1, &["V3__add_column", "lock_timeout_ms"]);
+    assert_eq!(
+        run.stderr.matches("lock timeout").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        pg.execute("SELECT max(version) FROM refinery_schema_history"),
+        "2"
+    );
 }

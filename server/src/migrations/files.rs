@@ -338,6 +338,28 @@ mod tests {
     }
 
     #[test]
+    fn transaction_control_in_a_migration_is_refused_with_its_line() {
+        let refused = |sql: &str| {
+            set(&[("V1__a.sql", sql), ("V1__a.down.sql", "SELECT 1;")])
+                .ensure_valid()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let error = refused("CREATE TABLE a (x INTEGER);\n\nCOMMIT;\n").unwrap();
+        assert!(error.contains("V1__a.sql: line 3: `COMMIT`"), "{error}");
+        assert!(refused("begin;\nSELECT 1;").is_some());
+        for fine in [
+            "CREATE TABLE t (x INTEGER); CREATE TRIGGER tr AFTER INSERT ON t BEGIN UPDATE t SET x = 1; END;",
+            "SELECT 'COMMIT; BEGIN';",
+            "-- COMMIT;\nSELECT 1; /* ROLLBACK; */",
+            "CREATE FUNCTION f() RETURNS int AS $$ BEGIN RETURN 1; END $$ LANGUAGE plpgsql;",
+            "CREATE TABLE \"commit\" (x INTEGER);",
+        ] {
+            assert_eq!(refused(fine), None, "{fine}");
+        }
+    }
+
+    #[test]
     fn embedded_set_is_clean_and_starts_at_the_baseline() {
         let s = MigrationSet::embedded();
         assert!(s.problems().is_empty(), "{:?}", s.problems());

@@ -64,6 +64,6 @@ pub enum MigrationError {
     #[error("{0}")]
     Target(String),
     /// The database failed.
-    #[error("{}", crate::url::mask_url(&.0.to_string()))]
+    #[error("{}", crate::db::describe_driver_error(.0, None))]
     Db(#[from] sqlx::Error),
 }

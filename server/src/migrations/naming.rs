@@ -61,6 +61,11 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
                 .errors
                 .push(format!("{file}: is empty (no SQL statement)"));
         }
+        if let Some((line, word)) = transaction_control(&up) {
+            findings.errors.push(format!(
+                "{file}: line {line}: `{word}` is not allowed; each migration already runs in a transaction with its history row"
+            ));
+        }
         let down = downs.remove(&(version, name.clone()));
         if down.is_none() {
             findings.warnings.push(format!(
@@ -73,6 +78,21 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
             up,
             down,
         });
+    }
+    for ((version, name), down) in &downs {
+        if let Some((line, word)) = transaction_control(down) {
+            findings.errors.push(format!(
+                "V{version}__{name}.down.sql: line {line}: `{word}` is not allowed; each down script already runs in a transaction"
+            ));
+        }
+    }
+    for migration in &checked {
+        if let Some((line, word)) = migration.down.as_deref().and_then(transaction_control) {
+            findings.errors.push(format!(
+                "V{}__{}.down.sql: line {line}: `{word}` is not allowed; each down script already runs in a transaction",
+                migration.version, migration.name
+            ));
+        }
     }
     for (version, name) in downs.keys() {
         findings.errors.push(format!(
@@ -160,4 +180,106 @@ fn is_blank_sql(sql: &str) -> bool {
             return rest.is_empty();
         }
     }
+}
+
+/// The first statement that controls transactions (`BEGIN`, `COMMIT`, `ROLLBACK`, `END`,
+/// `SAVEPOINT`, `RELEASE`, `START TRANSACTION`), with its line: it would end the
+/// transaction a migration runs in. Strings, quoted names, comments, dollar-quoted bodies
+/// and the `BEGIN … END` of a SQLite trigger are skipped.
+fn transaction_control(sql: &str) -> Option<(usize, String)> {
+    const CONTROL: &[&str] = &[
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "END",
+        "SAVEPOINT",
+        "RELEASE",
+        "START",
+    ];
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    let mut line = 1;
+    let mut at_start = true;
+    let mut first_words: Vec<String> = Vec::new();
+    let mut in_trigger = false;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'\n' => {
+                line += 1;
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = sql[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |e| i + 2 + e + 2);
+                line += sql[i..end].matches('\n').count();
+                i = end;
+            }
+            b'\'' | b'"' | b'`' => {
+                let end = sql[i + 1..]
+                    .find(c as char)
+                    .map_or(bytes.len(), |e| i + 1 + e + 1);
+                line += sql[i..end].matches('\n').count();
+                i = end;
+                at_start = false;
+            }
+            b'$' => {
+                // A dollar-quoted body: $tag$ … $tag$.
+                let tag_end = sql[i + 1..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .map(|e| i + 1 + e);
+                match tag_end {
+                    Some(t) if bytes[t] == b'$' => {
+                        let tag = &sql[i..=t];
+                        let end = sql[t + 1..]
+                            .find(tag)
+                            .map_or(bytes.len(), |e| t + 1 + e + tag.len());
+                        line += sql[i..end].matches('\n').count();
+                        i = end;
+                    }
+                    _ => i += 1,
+                }
+                at_start = false;
+            }
+            b';' => {
+                at_start = true;
+                first_words.clear();
+                i += 1;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let end = sql[i..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .map_or(bytes.len(), |e| i + e);
+                let word = sql[i..end].to_ascii_uppercase();
+                if at_start {
+                    if in_trigger && word == "END" {
+                        in_trigger = false;
+                    } else if !in_trigger && CONTROL.contains(&word.as_str()) {
+                        return Some((line, word));
+                    }
+                    at_start = false;
+                }
+                if first_words.len() < 4 {
+                    first_words.push(word);
+                    // CREATE [TEMP|TEMPORARY] TRIGGER …: its body holds `;` and ends in END.
+                    if first_words[0] == "CREATE" && first_words.iter().any(|w| w == "TRIGGER") {
+                        in_trigger = true;
+                    }
+                }
+                i = end;
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            _ => {
+                at_start = false;
+                i += 1;
+            }
+        }
+    }
+    None
 }

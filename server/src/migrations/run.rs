@@ -63,17 +63,20 @@ pub async fn upgrade(
         }),
         Err(error) => {
             let failed = error.report().map_or(0, |r| r.applied_migrations().len());
-            let name = status
-                .to_apply(set, target)
-                .get(failed)
-                .map_or_else(|| "?".into(), |m| m.id());
+            let migration = status.to_apply(set, target).get(failed).copied();
+            let name = migration.map_or_else(|| "?".into(), MigrationFile::id);
             let reason = match std::error::Error::source(&error) {
-                Some(source) => source.to_string(),
-                None => error.to_string(),
+                Some(source) => match source.downcast_ref::<sqlx::Error>() {
+                    Some(e) => {
+                        crate::db::describe_driver_error(e, migration.map(|m| m.up.as_str()))
+                    }
+                    None => crate::url::mask_url(&source.to_string()),
+                },
+                None => crate::url::mask_url(&error.to_string()),
             };
             Err(MigrationError::Failed {
                 name,
-                reason: format!("{}{rolled_back}", crate::url::mask_url(&reason)),
+                reason: format!("{reason}{rolled_back}"),
             })
         }
     }
@@ -113,7 +116,7 @@ pub async fn downgrade(
             let _ = tx.commit().await;
             return Err(MigrationError::Failed {
                 name: format!("{}.down", migration.id()),
-                reason: crate::url::mask_url(&e.to_string()),
+                reason: crate::db::describe_driver_error(&e, Some(down)),
             });
         }
         sp.commit().await?;
