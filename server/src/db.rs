@@ -48,6 +48,14 @@ pub enum DbError {
         /// Why not.
         reason: String,
     },
+    /// The database server cannot be reached.
+    #[error("cannot connect to the database server at {server}: {reason}")]
+    Unreachable {
+        /// `host:port` or the socket, never credentials.
+        server: String,
+        /// The operating system's reason (connection refused, no route, ...).
+        reason: String,
+    },
     /// No connection within the time bound.
     #[error("timed out after {0:?} connecting to the database")]
     ConnectTimeout(Duration),
@@ -297,6 +305,19 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
             ),
         ])
         .log_statements(echo_level(settings.echo));
+    // One direct connection first: its error is the real one ("connection refused",
+    // "password authentication failed"), where the pool only reports that it timed out.
+    let first = tokio::time::timeout(settings.connect_timeout, options.connect())
+        .await
+        .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
+        .map_err(|e| match e {
+            sqlx::Error::Io(io) => DbError::Unreachable {
+                server: server_address(&options),
+                reason: io.to_string(),
+            },
+            other => DbError::Driver(other),
+        })?;
+    let _ = first.close().await;
     tokio::time::timeout(
         settings.connect_timeout,
         pool_options(settings).connect_with(options),
@@ -304,6 +325,14 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
     .await
     .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
     .map_err(DbError::from)
+}
+
+/// `host:port` (or the socket) of a PostgreSQL server, for messages.
+fn server_address(options: &sqlx::postgres::PgConnectOptions) -> String {
+    match options.get_socket() {
+        Some(socket) => format!("socket {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    }
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {

@@ -123,6 +123,7 @@ fn describe(error: &DbError) -> String {
         }
         DbError::Location { .. } | DbError::Config(_) => "database location is not usable".into(),
         DbError::ConnectTimeout(_) => "cannot connect to the database in time".into(),
+        DbError::Unreachable { .. } => "cannot connect to the database".into(),
         DbError::Driver(e) => describe_driver(e),
     }
 }

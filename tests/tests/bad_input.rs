@@ -269,3 +269,92 @@ fn postgres_migration_errors_name_the_migration_the_line_and_the_remedy() {
         "2"
     );
 }
+
+#[test]
+fn each_setting_is_blamed_on_the_variable_that_set_it() {
+    let project = Project::sqlite();
+    let run = xtask(
+        &project,
+        &["db-status"],
+        &[(
+            "ROCKET_DATABASES",
+            "{main={url=\"mysql://u:hunter2@x/db\"}}",
+        )],
+    );
+    assert_refused(
+        &run,
+        1,
+        &["databases.main.url", "ROCKET_DATABASES", "mysql:"],
+    );
+    assert!(!run.stderr.contains("DATABASE_URL") && !run.stderr.contains("hunter2"));
+    let run = xtask(
+        &project,
+        &["db-status"],
+        &[
+            ("ROCKET_DATABASES", "{main={url=\"sqlite://ok.db\"}}"),
+            ("DATABASE_URL", "mysql://x/db"),
+        ],
+    );
+    assert_refused(&run, 1, &["DATABASE_URL environment variable"]);
+}
+
+#[test]
+fn an_unreachable_postgres_server_is_named_with_the_reason() {
+    let project = Project::sqlite();
+    let url = "postgres://app:hunter2@127.0.0.1:1/app";
+    let run = xtask(&project, &["db-status"], &[("DATABASE_URL", url)]);
+    assert_refused(&run, 1, &["127.0.0.1:1", "refused"]);
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    let run = server_refuses(
+        &project,
+        &[
+            ("DATABASE_URL", url),
+            ("DATABASE_CONNECT_TIMEOUT_MS", "2000"),
+        ],
+    );
+    assert_refused(&run, 1, &["127.0.0.1:1", "refused", "DATABASE_URL"]);
+}
+
+#[test]
+fn a_foreign_file_with_a_hand_made_manifest_is_not_restored() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.xtask(&["db-backup"]).ok();
+    let db = project.db_path();
+    let before = sha256(&db);
+    // A database from elsewhere (no history at all), with a manifest copied and fixed up.
+    let backups = project.path().join("backups");
+    let real = std::fs::read_dir(&backups)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .unwrap();
+    let foreign = backups.join("foreign.db");
+    std::fs::copy(&real, &foreign).unwrap();
+    tests::sqlite(
+        &foreign,
+        "DROP TABLE refinery_schema_history; CREATE TABLE other (x INTEGER);",
+    );
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.json", real.display())).unwrap())
+            .unwrap();
+    manifest["file"] = "foreign.db".into();
+    manifest["sha256"] = sha256(&foreign).into();
+    manifest["size"] = std::fs::metadata(&foreign).unwrap().len().into();
+    std::fs::write(
+        backups.join("foreign.db.json"),
+        serde_json::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    let run = xtask(
+        &project,
+        &["db-restore", foreign.to_str().unwrap(), "-y"],
+        &[],
+    );
+    assert_refused(
+        &run,
+        1,
+        &["schema version 1", "version 0", "not a usable backup"],
+    );
+    assert_eq!(sha256(&db), before);
+}

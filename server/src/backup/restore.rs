@@ -109,6 +109,12 @@ pub async fn verify(
                 .map_err(|e| invalid(e.to_string()));
             conn.close().await.ok();
             let history = history?;
+            if history.current_version != manifest.schema_version {
+                return Err(invalid(format!(
+                    "its manifest says schema version {}, but the file is at version {}",
+                    manifest.schema_version, history.current_version
+                )));
+            }
             match history.state {
                 SchemaState::Ahead => {
                     return Err(invalid(

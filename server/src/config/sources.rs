@@ -163,23 +163,30 @@ impl EnvLayer {
         Some(key.to_ascii_lowercase())
     }
 
-    /// Maps a figment key back to the variable that sets it, for messages.
-    fn var_for(keys: &[&str]) -> String {
-        match keys {
-            ["databases", "main", "url"] => "DATABASE_URL".into(),
+    /// Maps a figment key back to the variable of this layer that set it, for messages:
+    /// a database key came from its own `DATABASE_*` variable when that is set, else from
+    /// `ROCKET_DATABASES`.
+    fn var_for(keys: &[&str], set: &std::collections::BTreeSet<String>) -> String {
+        let own = match keys {
+            ["databases", "main", "url"] => Some("DATABASE_URL".to_string()),
             ["databases", "main", key] if DATABASE_ENV_KEYS.contains(key) => {
-                format!("DATABASE_{}", key.to_ascii_uppercase())
+                Some(format!("DATABASE_{}", key.to_ascii_uppercase()))
             }
-            [first, ..] => format!("ROCKET_{}", first.to_ascii_uppercase()),
-            [] => "ROCKET_".into(),
+            _ => None,
+        };
+        match (own, keys) {
+            (Some(var), _) if set.contains(&var) || !set.contains("ROCKET_DATABASES") => var,
+            (_, [first, ..]) => format!("ROCKET_{}", first.to_ascii_uppercase()),
+            (_, []) => "ROCKET_".into(),
         }
     }
 }
 
 impl Provider for EnvLayer {
     fn metadata(&self) -> Metadata {
+        let set: std::collections::BTreeSet<String> = self.vars.keys().cloned().collect();
         let metadata = Metadata::named(self.name.clone())
-            .interpolater(|_: &Profile, keys: &[&str]| EnvLayer::var_for(keys));
+            .interpolater(move |_: &Profile, keys: &[&str]| EnvLayer::var_for(keys, &set));
         match &self.source {
             Some(path) => metadata.source(figment::Source::Custom(path.display().to_string())),
             None => metadata,
