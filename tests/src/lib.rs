@@ -793,3 +793,19 @@ impl SnapshotHolder {
             .expect("close the snapshot holder");
     }
 }
+
+/// Another session holding a lock on `table` of the PostgreSQL database at `url` for
+/// `seconds`, started and given half a second to take the lock; wait on it to end.
+pub fn hold_pg_lock(url: &str, table: &str, seconds: u32) -> Child {
+    let child = pg_command("psql")
+        .args(["--no-psqlrc", "-d", url, "-c"])
+        .arg(format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS SHARE MODE; SELECT pg_sleep({seconds}); COMMIT;"
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn psql");
+    std::thread::sleep(Duration::from_millis(500));
+    child
+}

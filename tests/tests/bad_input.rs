@@ -243,14 +243,7 @@ fn postgres_migration_errors_name_the_migration_the_line_and_the_remedy() {
         "ALTER TABLE notes ADD COLUMN y INTEGER;",
         Some("ALTER TABLE notes DROP COLUMN y;"),
     );
-    let mut holder = tests::pg_command("psql")
-        .args(["--no-psqlrc", "-d", &pg.url, "-c"])
-        .arg("BEGIN; LOCK TABLE notes IN ACCESS SHARE MODE; SELECT pg_sleep(3); COMMIT;")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut holder = tests::hold_pg_lock(&pg.url, "notes", 3);
     let run = xtask(
         &project,
         &["db-upgrade"],

@@ -3,7 +3,6 @@
 //! end against a server that checks it, and is shown nowhere; racing `db-init`s.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tests::{
@@ -99,14 +98,7 @@ fn failed_postgres_restores_leave_the_live_database_unchanged() {
     assert_eq!(state(&pg), live);
 
     // Failing half-way: a session holds a lock the restore needs; the whole restore rolls back.
-    let mut holder = tests::pg_command("psql")
-        .args(["--no-psqlrc", "-d", &pg.url, "-c"])
-        .arg("BEGIN; LOCK TABLE notes IN ACCESS SHARE MODE; SELECT pg_sleep(4); COMMIT;")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let mut holder = tests::hold_pg_lock(&pg.url, "notes", 4);
     let run = project.xtask_with(
         &[
             "db-restore",
