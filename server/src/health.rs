@@ -1,10 +1,12 @@
 //! The database health check, shared by `/health/db` and `cargo xtask db-init`.
 
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Instant;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::config::DbSettings;
 use crate::db::{DbError, DbPool, PoolStats};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState};
 use crate::url::DbKind;
@@ -15,6 +17,8 @@ use crate::url::DbKind;
 pub enum Status {
     /// Healthy.
     Pass,
+    /// Answers, but something degrades it (e.g. little free disk space).
+    Warn,
     /// Unhealthy.
     Fail,
 }
@@ -48,15 +52,34 @@ pub struct DbHealth {
     pub schema: Option<SchemaHealth>,
     /// Pool size and idle connections.
     pub pool: PoolStats,
+    /// SQLite: free space on the database's file system.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskHealth>,
     /// Why the check failed; never a path or a credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
 }
 
-/// Runs a real round trip (`SELECT 1`, then the schema version) within `timeout`.
+/// Free space on the file system of a SQLite database.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DiskHealth {
+    /// Bytes available to the server.
+    pub free_bytes: u64,
+    /// Below this (`disk_free_min_mb`) the check warns; a full disk fails.
+    pub min_free_bytes: u64,
+}
+
+/// Below this much free space a SQLite database cannot commit: the check fails.
+const DISK_FULL_BYTES: u64 = 1 << 20;
+
+/// Runs a real round trip (`SELECT 1`, then the schema version) within
+/// `settings.health_timeout`, and for SQLite checks that the file is still readable and
+/// writable by this process and how much room its file system has left.
 ///
-/// A schema behind, ahead of, or diverged from `set` fails too: the app's queries would break.
-pub async fn check(pool: &DbPool, set: &MigrationSet, timeout: Duration) -> DbHealth {
+/// A schema behind, ahead of, or diverged from `set` fails too: the app's queries would
+/// break. Little free space (below `disk_free_min_mb`) warns; a full disk fails.
+pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> DbHealth {
+    let timeout = settings.health_timeout;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         let mut conn = pool.acquire().await.map_err(|e| describe(&e))?;
@@ -100,18 +123,65 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, timeout: Duration) -> DbHe
             (Some(schema), output)
         }
     };
+    let (disk, file_problem) = match settings.url.sqlite_path() {
+        Some(path) => file_checks(path, settings.disk_free_min_bytes),
+        None => (None, None),
+    };
+    let (status, output) = match (output, file_problem) {
+        (Some(output), _) => (Status::Fail, Some(output)),
+        (None, Some((status, problem))) => (status, Some(problem)),
+        (None, None) => (Status::Pass, None),
+    };
     DbHealth {
-        status: if output.is_none() {
-            Status::Pass
-        } else {
-            Status::Fail
-        },
+        status,
         kind: pool.kind(),
         latency_ms: (latency_ms * 1_000.0).round() / 1_000.0,
         schema,
         pool: pool.stats(),
+        disk,
         output,
     }
+}
+
+/// The SQLite file's access and its file system's free space: what requests will hit
+/// even when `SELECT 1` still answers from the page cache.
+fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Status, String)>) {
+    if path.exists()
+        && std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .is_err()
+    {
+        let problem = "database file is not readable and writable by the server".to_string();
+        return (None, Some((Status::Fail, problem)));
+    }
+    let Ok(stats) = rustix::fs::statvfs(crate::durable::parent(path)) else {
+        return (None, None);
+    };
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    let disk = DiskHealth {
+        free_bytes: free,
+        min_free_bytes: min_free,
+    };
+    let problem = if free < DISK_FULL_BYTES {
+        Some((
+            Status::Fail,
+            "the database's disk is full; writes fail until space is freed".to_string(),
+        ))
+    } else if free < min_free {
+        Some((
+            Status::Warn,
+            format!(
+                "{} MB free on the database's disk, below disk_free_min_mb ({} MB)",
+                free >> 20,
+                min_free >> 20
+            ),
+        ))
+    } else {
+        None
+    };
+    (Some(disk), problem)
 }
 
 /// Reduces a failure to a message safe for a public endpoint: no paths, no credentials.

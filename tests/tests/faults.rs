@@ -445,3 +445,59 @@ fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal()
         "no row of the old file's log was replayed into the new file"
     );
 }
+
+#[test]
+fn readiness_warns_when_the_disk_runs_low_and_fails_when_it_is_full() {
+    let Some(disk) = Tmpfs::mount("8m") else {
+        return;
+    };
+    let project = Project::sqlite();
+    let url = format!("sqlite://{}/app.db", disk.path().display());
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("DATABASE_DISK_FREE_MIN_MB", "4"),
+    ];
+    project.xtask_with(&["db-init"], &env).ok();
+    let server = Server::start(&project, &env);
+    let pass = server.get("/health/db");
+    assert_eq!(
+        (pass.status, pass.json()["status"].as_str()),
+        (200, Some("pass")),
+        "{}",
+        pass.body
+    );
+    assert!(pass.json()["disk"]["free_bytes"].as_u64().unwrap() > 4 << 20);
+
+    fill_disk(disk.path(), 2 << 20);
+    let warn = server.get("/health/db");
+    let body = warn.json();
+    assert_eq!(
+        (warn.status, body["status"].as_str()),
+        (200, Some("warn")),
+        "{}",
+        warn.body
+    );
+    assert!(
+        body["output"]
+            .as_str()
+            .unwrap()
+            .contains("disk_free_min_mb"),
+        "{}",
+        warn.body
+    );
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    fill_disk(disk.path(), 64 * 1024);
+    let fail = server.get("/health/db");
+    assert_eq!(
+        (fail.status, fail.json()["status"].as_str()),
+        (503, Some("fail")),
+        "{}",
+        fail.body
+    );
+    assert!(fail.body.contains("disk is full"), "{}", fail.body);
+
+    std::fs::remove_file(disk.path().join("filler")).unwrap();
+    assert_eq!(server.get("/health/db").status, 200);
+    drop(server);
+}

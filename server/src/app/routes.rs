@@ -59,15 +59,15 @@ pub fn live() -> NoStore<Liveness> {
     path = "/health/db",
     tag = "health",
     responses(
-        (status = 200, description = "The database answers and its schema matches this binary", body = DbHealth),
-        (status = 503, description = "The database is down, locked, exhausted, or its schema does not match", body = DbHealth)
+        (status = 200, description = "The database answers and its schema matches this binary (`pass`), or it answers but something degrades it (`warn`: little free disk space)", body = DbHealth),
+        (status = 503, description = "The database is down, locked, exhausted, unreadable, its disk is full, or its schema does not match", body = DbHealth)
     )
 )]
 #[get("/health/db")]
 pub async fn database(db: &State<Db>, settings: &State<DbSettings>) -> NoStore<DbHealth> {
-    let report = health::check(db, MigrationSet::embedded(), settings.health_timeout).await;
+    let report = health::check(db, MigrationSet::embedded(), settings).await;
     let status = match report.status {
-        health::Status::Pass => Status::Ok,
+        health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,
     };
     NoStore::new(status, report)

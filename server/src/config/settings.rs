@@ -24,6 +24,7 @@ pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
     "echo",
     "migrate_on_start",
     "backup_dir",
+    "disk_free_min_mb",
 ];
 
 /// Validated database settings.
@@ -57,6 +58,8 @@ pub struct DbSettings {
     pub migrate_on_start: bool,
     /// Where backups go.
     pub backup_dir: PathBuf,
+    /// SQLite: `/health/db` warns when its file system has less free space than this.
+    pub disk_free_min_bytes: u64,
 }
 
 /// The largest pool this configuration accepts.
@@ -99,6 +102,8 @@ pub(super) struct RawDbSettings {
     migrate_on_start: bool,
     #[serde(default)]
     backup_dir: Option<String>,
+    #[serde(default = "defaults::disk_free_min_mb")]
+    disk_free_min_mb: u64,
 }
 
 /// Defaults of the database keys, also listed in `.env.example` and the README.
@@ -135,6 +140,9 @@ mod defaults {
     }
     pub fn migrate_on_start() -> bool {
         true
+    }
+    pub fn disk_free_min_mb() -> u64 {
+        256
     }
 }
 
@@ -255,6 +263,7 @@ impl DbSettings {
             echo: raw.echo,
             migrate_on_start: raw.migrate_on_start,
             backup_dir: backup_dir.clone(),
+            disk_free_min_bytes: raw.disk_free_min_mb.saturating_mul(1 << 20),
         };
         raw.url = url.to_url_string();
         raw.backup_dir = Some(backup_dir.display().to_string());
