@@ -203,7 +203,8 @@ impl Project {
             dir.path().join("Rocket.toml"),
             format!(
                 "[default]\naddress = \"127.0.0.1\"\nport = 0\nlog_level = \"normal\"\n\n\
-                 [default.databases.main]\nurl = \"{url}\"\nacquire_timeout_ms = 500\nbusy_timeout_ms = 2000\n\n\
+                 [default.databases.main]\nurl = \"{url}\"\nacquire_timeout_ms = 500\nbusy_timeout_ms = 2000\n\
+                 disk_free_min_mb = 0\n\n\
                  [production.databases.main]\nurl = \"{url}\"\n"
             ),
         )

@@ -142,7 +142,7 @@ mod defaults {
         true
     }
     pub fn disk_free_min_mb() -> u64 {
-        256
+        64
     }
 }
 
