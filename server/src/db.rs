@@ -312,7 +312,7 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
         .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
         .map_err(|e| match e {
             sqlx::Error::Io(io) => DbError::Unreachable {
-                server: server_address(&options),
+                server: crate::pg::server_address(&options),
                 reason: io.to_string(),
             },
             other => DbError::Driver(other),
@@ -325,14 +325,6 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
     .await
     .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
     .map_err(DbError::from)
-}
-
-/// `host:port` (or the socket) of a PostgreSQL server, for messages.
-fn server_address(options: &sqlx::postgres::PgConnectOptions) -> String {
-    match options.get_socket() {
-        Some(socket) => format!("socket {}", socket.display()),
-        None => format!("{}:{}", options.get_host(), options.get_port()),
-    }
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {

@@ -14,6 +14,22 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// A file owner: uid and gid.
+pub type Owner = (u32, u32);
+
+/// The owner of the file at `path`, if it exists.
+pub fn owner_of(path: &Path) -> Option<Owner> {
+    fs::metadata(path).ok().map(|m| (m.uid(), m.gid()))
+}
+
+/// Gives `file` to `owner`, best effort: only root can give a file away, and for anyone
+/// else the owner is already right.
+pub fn give(file: &File, owner: Option<Owner>) {
+    if let Some((uid, gid)) = owner {
+        let _ = std::os::unix::fs::fchown(file, Some(uid), Some(gid));
+    }
+}
+
 /// Suffix of a backup or manifest being written.
 pub const PARTIAL: &str = ".partial";
 /// Suffix of a database file being staged for a restore.
@@ -106,13 +122,11 @@ pub fn sweep(dir: &Path, prefix: &str, suffixes: &[&str]) -> Vec<PathBuf> {
 
 /// Writes `contents` to `path` atomically: a 0600 temporary file (given to `owner` when
 /// permitted), fsynced, renamed over `path`.
-pub fn write_private(path: &Path, contents: &[u8], owner: Option<(u32, u32)>) -> io::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8], owner: Option<Owner>) -> io::Result<()> {
     let dir = parent(path);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let mut temp = temp_in(dir, &name, PARTIAL)?;
-    if let Some((uid, gid)) = owner {
-        let _ = std::os::unix::fs::fchown(temp.as_file(), Some(uid), Some(gid));
-    }
+    give(temp.as_file(), owner);
     temp.write_all(contents)?;
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|e| e.error)?;
@@ -158,7 +172,7 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
 }
 
 /// Holds `<dir>/.lock` exclusively (waiting for it) until dropped: one writer per directory.
-pub fn lock_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
+pub fn lock_dir(dir: &Path, owner: Option<Owner>) -> io::Result<File> {
     let file = open_lock_file(&dir.join(".lock"), owner)?;
     file.lock()?;
     Ok(file)
@@ -167,7 +181,7 @@ pub fn lock_dir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
 /// Opens (creating, 0644) a file used only for its lock. A new one is given to `owner`
 /// (when permitted), so that a command run as root does not lock the service user out;
 /// one that cannot be opened for writing is opened read-only (a lock works on either).
-pub fn open_lock_file(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File> {
+pub fn open_lock_file(path: &Path, owner: Option<Owner>) -> io::Result<File> {
     let created = !path.exists();
     let file = match OpenOptions::new()
         .read(true)
@@ -180,9 +194,8 @@ pub fn open_lock_file(path: &Path, owner: Option<(u32, u32)>) -> io::Result<File
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path)?,
         other => other?,
     };
-    if created && let Some((uid, gid)) = owner {
-        // Only root can give a file away; for anyone else the owner is already right.
-        let _ = std::os::unix::fs::fchown(&file, Some(uid), Some(gid));
+    if created {
+        give(&file, owner);
     }
     Ok(file)
 }

@@ -6,7 +6,6 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Why the marker could not be taken.
@@ -47,7 +46,7 @@ fn open(database: &Path) -> Result<(File, PathBuf), InUseError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let owner = std::fs::metadata(database).ok().map(|m| (m.uid(), m.gid()));
+    let owner = crate::durable::owner_of(database);
     let file = crate::durable::open_lock_file(&path, owner).map_err(io)?;
     Ok((file, path))
 }

@@ -31,30 +31,41 @@ pub fn database_name(url: &url::Url) -> Result<String, sqlx::Error> {
 /// A stable identity of the database, without credentials: `postgres://host:port/dbname`.
 pub fn identity(url: &url::Url) -> Result<String, sqlx::Error> {
     let options = connect_options(url)?;
-    let host = match options.get_socket() {
-        Some(socket) => socket.display().to_string(),
-        None => options.get_host().to_string(),
-    };
     Ok(format!(
-        "postgres://{host}:{}/{}",
-        options.get_port(),
+        "postgres://{}/{}",
+        server_address(&options),
         database_name(url)?
     ))
 }
 
-/// libpq environment variables that reach the same database as the pool.
-pub fn tool_env(url: &url::Url) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
-    let options = connect_options(url)?;
-    let host = match options.get_socket() {
+/// The host as libpq takes it: a socket directory, or a name or address without brackets.
+fn host(options: &PgConnectOptions) -> String {
+    match options.get_socket() {
         Some(socket) => socket.display().to_string(),
         None => options
             .get_host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
-    };
+    }
+}
+
+/// `host:port` of the server (`[::1]:5432` for IPv6, the socket directory for a socket),
+/// never credentials.
+pub fn server_address(options: &PgConnectOptions) -> String {
+    let host = host(options);
+    if options.get_socket().is_none() && host.contains(':') {
+        format!("[{host}]:{}", options.get_port())
+    } else {
+        format!("{host}:{}", options.get_port())
+    }
+}
+
+/// libpq environment variables that reach the same database as the pool.
+pub fn tool_env(url: &url::Url) -> Result<Vec<(&'static str, String)>, sqlx::Error> {
+    let options = connect_options(url)?;
     let mut env = vec![
-        ("PGHOST", host),
+        ("PGHOST", host(&options)),
         ("PGPORT", options.get_port().to_string()),
         ("PGUSER", options.get_username().to_string()),
         ("PGDATABASE", database_name(url)?),

@@ -229,6 +229,15 @@ impl Project {
         self.path().join("app.db")
     }
 
+    /// Writes `V2__events` (an `events (seq, payload)` table) and its down script.
+    pub fn write_events_migration(&self) {
+        self.write_migration(
+            "V2__events",
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
+            Some("DROP TABLE events;"),
+        );
+    }
+
     /// Writes a migration pair into `migrations/`.
     pub fn write_migration(&self, id: &str, up: &str, down: Option<&str>) {
         let dir = self.path().join("migrations");

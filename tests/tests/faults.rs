@@ -11,11 +11,7 @@ use tests::{Project, Server, Tmpfs, debris, fill_disk, random_below, sha256, sql
 /// A project with an `events` table holding `rows` rows of ~200 bytes.
 fn events_project(rows: u32) -> Project {
     let project = Project::sqlite();
-    project.write_migration(
-        "V2__events",
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
-        Some("DROP TABLE events;"),
-    );
+    project.write_events_migration();
     project.xtask(&["db-init"]).ok();
     sqlite(
         &project.db_path(),
@@ -195,11 +191,7 @@ fn a_full_disk_fails_backup_and_upgrade_cleanly_and_keeps_the_database() {
     let url = format!("sqlite://{}/app.db", disk.path().display());
     let env = [("DATABASE_URL", url.as_str())];
     let db = disk.path().join("app.db");
-    project.write_migration(
-        "V2__events",
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
-        Some("DROP TABLE events;"),
-    );
+    project.write_events_migration();
     project.xtask_with(&["db-init"], &env).ok();
     sqlite(
         &db,

@@ -487,11 +487,7 @@ fn db_reset_on_postgres() {
 #[test]
 fn a_backup_taken_while_a_writer_commits_is_a_consistent_prefix() {
     let project = Project::sqlite();
-    project.write_migration(
-        "V2__events",
-        "CREATE TABLE events (seq INTEGER PRIMARY KEY, payload TEXT NOT NULL);",
-        Some("DROP TABLE events;"),
-    );
+    project.write_events_migration();
     project.xtask(&["db-init"]).ok();
     let db = project.db_path();
     // Enough data that the snapshot takes a while.

@@ -17,19 +17,7 @@ impl DbRestore {
         project.guard_memory()?;
         let file = project.user_path(&self.file);
         let database = &project.config.database;
-        // A SQLite backup is staged next to the database it replaces (one file system, so
-        // the swap is a rename); a PostgreSQL restore script next to its archive.
-        let staging_dir = match database.url.sqlite_path() {
-            Some(path) => server::durable::parent(path).to_path_buf(),
-            None => server::durable::parent(&file).to_path_buf(),
-        };
-        let verified = backup::verify(
-            &file,
-            &project.migrations,
-            &project.settings(),
-            &staging_dir,
-        )
-        .await?;
+        let verified = backup::verify(&file, &project.migrations, &project.settings()).await?;
         eprintln!(
             "backup {} verified: schema version {}, taken {}",
             project.display(&file),

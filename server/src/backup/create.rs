@@ -15,7 +15,7 @@ use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
 use super::restore::{sqlite_check, sqlite_read_only};
-use super::{BackupError, Owner, Progress, database_owner, io_error};
+use super::{BackupError, Progress, database_owner, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
 use crate::durable;
@@ -110,14 +110,12 @@ pub async fn create(
         }
     };
     drop(conn);
-    if let Some((uid, gid)) = owner {
-        // Only root can give a file away; for anyone else the owner is already right.
-        let _ = std::os::unix::fs::fchown(file.as_file(), Some(uid), Some(gid));
-    }
+    durable::give(file.as_file(), owner);
     file.as_file()
         .sync_all()
         .map_err(io_error("cannot sync", file.path()))?;
-    let (sha256, size) = durable::sha256_file(file.path()).map_err(io_error("cannot read", dir))?;
+    let (sha256, size) =
+        durable::sha256_file(file.path()).map_err(io_error("cannot read", file.path()))?;
 
     let name = format!("{base}-v{schema_version}.{ext}");
     let final_path = dir.join(&name);
@@ -186,15 +184,15 @@ fn naming(url: &DatabaseUrl) -> (String, &'static str) {
 /// (the project root, `/tmp`) keeps its mode, and the backups in it are 0600 anyway.
 fn create_dir_private(
     dir: &Path,
-    owner: Option<Owner>,
+    owner: Option<durable::Owner>,
     progress: &dyn Progress,
 ) -> Result<(), BackupError> {
     if !dir.exists() {
         fs::create_dir_all(dir).map_err(io_error("cannot create backup directory", dir))?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(io_error("cannot make private (chmod 700)", dir))?;
-        if let Some((uid, gid)) = owner {
-            let _ = std::os::unix::fs::chown(dir, Some(uid), Some(gid));
+        if let Ok(handle) = File::open(dir) {
+            durable::give(&handle, owner);
         }
         return Ok(());
     }
@@ -319,7 +317,7 @@ async fn pg_dump_snapshot(
 }
 
 /// Reads the whole archive with `pg_restore` (every data block decompressed), writing nothing.
-pub(super) async fn pg_verify(url: &url::Url, archive: &Path) -> Result<(), BackupError> {
+async fn pg_verify(url: &url::Url, archive: &Path) -> Result<(), BackupError> {
     crate::pg::run_tool(
         "pg_restore",
         url,

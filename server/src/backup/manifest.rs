@@ -90,7 +90,7 @@ pub fn read_manifest(backup: &Path) -> Result<Manifest, String> {
 pub fn write_manifest(
     backup: &Path,
     manifest: &Manifest,
-    owner: Option<(u32, u32)>,
+    owner: Option<durable::Owner>,
 ) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(manifest).expect("a manifest serializes");
     durable::write_private(&manifest_path(backup), json.as_bytes(), owner)

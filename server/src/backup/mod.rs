@@ -105,15 +105,10 @@ fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// A file owner: uid and gid.
-pub(super) type Owner = (u32, u32);
-
 /// The owner of the SQLite database file: backups taken as root stay usable by the
 /// service user that owns the database.
-pub(super) fn database_owner(url: &DatabaseUrl) -> Option<Owner> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(url.sqlite_path()?).ok()?;
-    Some((meta.uid(), meta.gid()))
+pub(super) fn database_owner(url: &DatabaseUrl) -> Option<crate::durable::Owner> {
+    crate::durable::owner_of(url.sqlite_path()?)
 }
 
 /// Receives progress of long operations.

@@ -33,17 +33,17 @@ pub struct VerifiedBackup {
     staged: NamedTempFile,
 }
 
-/// Checks that `backup` can be restored into a database of `kind` by code that knows
+/// Checks that `backup` can be restored into the configured database by code that knows
 /// `set` (manifest, checksum, the whole file readable, a schema this code knows) and
-/// stages it in `staging_dir`: next to the SQLite database it will replace (so the swap
-/// is a rename on one file system), or next to a PostgreSQL archive. Touches no database.
+/// stages it: next to the SQLite database it will replace (so the swap is a rename on one
+/// file system), or, as a restore script, next to a PostgreSQL archive. Touches no database.
 pub async fn verify(
     backup: &Path,
     set: &MigrationSet,
     settings: &DbSettings,
-    staging_dir: &Path,
 ) -> Result<VerifiedBackup, BackupError> {
     let kind = settings.url.kind();
+    let staging_dir = durable::parent(settings.url.sqlite_path().unwrap_or(backup));
     let invalid = |reason: String| BackupError::Invalid {
         path: backup.to_path_buf(),
         reason,

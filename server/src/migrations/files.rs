@@ -354,6 +354,7 @@ mod tests {
             "-- COMMIT;\nSELECT 1; /* ROLLBACK; */",
             "CREATE FUNCTION f() RETURNS int AS $$ BEGIN RETURN 1; END $$ LANGUAGE plpgsql;",
             "CREATE TABLE \"commit\" (x INTEGER);",
+            "CREATE TABLE café (x TEXT DEFAULT 'naïve ✓'); -- ünïcode\nSELECT 'é';",
         ] {
             assert_eq!(refused(fine), None, "{fine}");
         }
