@@ -40,7 +40,7 @@ pub struct SchemaHealth {
 /// Body of `/health/db`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DbHealth {
-    /// `pass` or `fail`.
+    /// `pass`, `warn` or `fail`.
     pub status: Status,
     /// `sqlite` or `postgres`.
     #[schema(value_type = String, example = "sqlite")]
@@ -77,17 +77,24 @@ const DISK_FULL_BYTES: u64 = 1 << 20;
 /// writable by this process and how much room its file system has left.
 ///
 /// A schema behind, ahead of, or diverged from `set` fails too: the app's queries would
-/// break. Little free space (below `disk_free_min_mb`) warns; a full disk fails.
+/// break. Little free space (below `disk_free_min_mb`) warns; a full disk fails. So does
+/// a serious error that any connection of the pool hit in the last
+/// [`crate::db::INCIDENT_WINDOW`] (see [`DbPool::note_error`]), even when the probe's
+/// own round trip still answers from a connection's cache.
 pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> DbHealth {
     let timeout = settings.health_timeout;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
         let mut conn = pool.acquire().await.map_err(|e| describe(&e))?;
-        conn.ping().await.map_err(|e| describe_driver(&e))?;
+        let failed = |e: &sqlx::Error| {
+            pool.note_error(e);
+            describe_driver(e)
+        };
+        conn.ping().await.map_err(|e| failed(&e))?;
         migrations::status(&mut conn, set)
             .await
             .map_err(|e| match e {
-                MigrationError::Db(e) => describe_driver(&e),
+                MigrationError::Db(e) => failed(&e),
                 _ => "cannot read the migration history".into(),
             })
     })
@@ -127,11 +134,20 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> 
         Some(path) => file_checks(path, settings.disk_free_min_bytes),
         None => (None, None),
     };
-    let (status, output) = match (output, file_problem) {
-        (Some(output), _) => (Status::Fail, Some(output)),
-        (None, Some((status, problem))) => (status, Some(problem)),
-        (None, None) => (Status::Pass, None),
-    };
+    let incident = pool.recent_incident().map(|(age, reason)| {
+        (
+            Status::Fail,
+            format!("requests hit an error {} s ago: {reason}", age.as_secs()),
+        )
+    });
+    // The worst problem wins; the probe's own failure first among equals.
+    let (status, output) = [output.map(|o| (Status::Fail, o)), file_problem, incident]
+        .into_iter()
+        .flatten()
+        .min_by_key(|(status, _)| *status != Status::Fail)
+        .map_or((Status::Pass, None), |(status, problem)| {
+            (status, Some(problem))
+        });
     DbHealth {
         status,
         kind: pool.kind(),
@@ -154,6 +170,14 @@ fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Statu
             .is_err()
     {
         let problem = "database file is not readable and writable by the server".to_string();
+        return (None, Some((Status::Fail, problem)));
+    }
+    // Overwritten in place: new connections would fail (a file that grows during a
+    // checkpoint may look incomplete for a moment, which is not a fault).
+    if let Err(DbError::FileInvalid { reason, .. }) = crate::db::check_sqlite_file_once(path)
+        && !reason.starts_with("is incomplete")
+    {
+        let problem = "database file is not a valid SQLite database".to_string();
         return (None, Some((Status::Fail, problem)));
     }
     let Ok(stats) = rustix::fs::statvfs(crate::durable::parent(path)) else {

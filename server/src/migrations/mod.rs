@@ -5,17 +5,17 @@
 //! build time ([`MigrationSet::embedded`]); xtask can read it from disk
 //! ([`MigrationSet::from_dir`]) — both parse the same way.
 //!
-//! Every change runs inside one outer transaction that first takes the migration
-//! lock (`BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on PostgreSQL), so
-//! processes starting at once apply each migration exactly once. Each migration
-//! then runs in its own savepoint together with its history row.
+//! Each migration runs in its own transaction together with its history row, after
+//! taking the migration lock (`BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on
+//! PostgreSQL), so processes starting at once apply each migration exactly once and a
+//! failing migration leaves the ones before it applied.
 //!
 //! | module | job |
 //! |---|---|
 //! | `naming` | the rules for a set of files (std only: `server/build.rs` uses it too) |
 //! | `files` | the migration files: reading, embedding, scaffolding |
 //! | `status` | the history table compared with a set |
-//! | `run` | upgrade and downgrade under the lock, through refinery |
+//! | `run` | upgrade and downgrade, one locked transaction per migration, through refinery |
 
 mod files;
 mod naming;

@@ -1,11 +1,18 @@
-//! Applying and reverting migrations, under the migration lock.
+//! Applying and reverting migrations: each one in its own transaction, under the lock.
+//!
+//! Every migration (or rollback) is one transaction together with its history row:
+//! `BEGIN IMMEDIATE` on SQLite, `BEGIN` + `pg_advisory_xact_lock` on PostgreSQL. Inside
+//! it the history is read again, so a migration another process applied meanwhile is
+//! skipped; processes starting at once apply each migration exactly once, in order. A
+//! failing migration rolls back alone: the ones before it stay applied, as with sqlx-cli,
+//! Rails and Alembic's `transaction_per_migration`.
 
 use refinery::{AsyncMigrate, Migration, Runner, Target};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 
 use super::status::{HistoryRow, read_history_pg, read_history_sqlite};
-use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet, SchemaStatus};
-use crate::db::{DbConn, DbTx};
+use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
+use crate::db::{DbConn, DbTx, describe_driver_error};
 
 /// Key of the PostgreSQL advisory lock that serializes migrations ("migr" in ASCII).
 const PG_LOCK_KEY: i64 = 0x6d69_6772;
@@ -17,9 +24,8 @@ pub struct Outcome {
     pub changed: Vec<String>,
 }
 
-/// Applies pending migrations up to `target` (all when `None`), under the migration lock.
-///
-/// Migrations that succeed stay applied when a later one fails.
+/// Applies pending migrations up to `target` (all when `None`), each in its own locked
+/// transaction. Migrations that succeed stay applied when a later one fails.
 pub async fn upgrade(
     conn: &mut DbConn,
     set: &MigrationSet,
@@ -28,9 +34,7 @@ pub async fn upgrade(
     if let Some(target) = target {
         set.check_target(target)?;
     }
-    let mut tx = lock(conn).await?;
-    let status = status_in(&mut tx, set).await?;
-    status.ensure_compatible()?;
+    super::status(conn, set).await?.ensure_compatible()?;
     let runner = Runner::new(
         &set.migrations()
             .iter()
@@ -38,61 +42,47 @@ pub async fn upgrade(
             .collect::<Vec<_>>(),
     )
     .set_target(target.map_or(Target::Latest, Target::Version));
-    let result = runner.run_async(&mut RefineryDriver { tx: &mut tx }).await;
-    // Each migration ran in its own savepoint: keep the ones that succeeded. When a
-    // migration failed, its own error is the one to report, even if committing fails too.
-    let committed = tx.commit().await;
-    let commit_failed = committed.is_err();
-    if result.is_ok() {
-        committed?;
-    }
-    // The engine aborted the whole transaction (SQLite on a full disk or an I/O error):
-    // the migrations before the failed one in this run are gone too.
-    let rolled_back = if commit_failed {
-        "; the migrations applied before it in this run were rolled back too"
-    } else {
-        ""
+    let mut driver = RefineryDriver {
+        conn,
+        set,
+        target,
+        pending: Vec::new(),
+        next: 0,
+        outcome: Outcome::default(),
     };
-    match result {
-        Ok(report) => Ok(Outcome {
-            changed: report
-                .applied_migrations()
-                .iter()
-                .map(|m| m.to_string())
-                .collect(),
-        }),
+    match runner.run_async(&mut driver).await {
+        Ok(_) => Ok(driver.outcome),
         Err(error) => {
-            let failed = error.report().map_or(0, |r| r.applied_migrations().len());
-            let migration = status.to_apply(set, target).get(failed).copied();
-            let name = migration.map_or_else(|| "?".into(), MigrationFile::id);
+            let migration = driver.next.checked_sub(1).map(|i| driver.pending[i]);
             let reason = match std::error::Error::source(&error) {
                 Some(source) => match source.downcast_ref::<sqlx::Error>() {
-                    Some(e) => {
-                        crate::db::describe_driver_error(e, migration.map(|m| m.up.as_str()))
-                    }
+                    Some(e) => describe_driver_error(e, migration.map(|m| m.up.as_str())),
                     None => crate::url::mask_url(&source.to_string()),
                 },
                 None => crate::url::mask_url(&error.to_string()),
             };
-            Err(MigrationError::Failed {
-                name,
-                reason: format!("{reason}{rolled_back}"),
-            })
+            match migration {
+                Some(migration) => Err(MigrationError::Failed {
+                    name: migration.id(),
+                    reason,
+                }),
+                None => Err(MigrationError::Files(format!(
+                    "cannot prepare the migration history table: {reason}"
+                ))),
+            }
         }
     }
 }
 
-/// Rolls back applied migrations above version `to` (newest first), under the migration lock.
-///
-/// Each rollback runs the down script and deletes the history row in one savepoint.
+/// Rolls back applied migrations above version `to`, newest first, each in its own
+/// locked transaction that runs the down script and deletes the history row.
 /// Rolling back to 0 also drops the history table.
 pub async fn downgrade(
     conn: &mut DbConn,
     set: &MigrationSet,
     to: i32,
 ) -> Result<Outcome, MigrationError> {
-    let mut tx = lock(conn).await?;
-    let status = status_in(&mut tx, set).await?;
+    let status = super::status(conn, set).await?;
     status.ensure_compatible()?;
     let to_revert = status.to_revert(set, to);
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
@@ -100,37 +90,56 @@ pub async fn downgrade(
     }
     let mut outcome = Outcome::default();
     for migration in to_revert {
-        let mut sp = tx.savepoint().await?;
+        let mut tx = lock(conn).await?;
+        let newest = history_in(&mut tx).await?.last().map(|row| row.version);
+        if newest < Some(migration.version) {
+            // Another process rolled it back meanwhile.
+            tx.rollback().await?;
+            continue;
+        }
+        if newest != Some(migration.version) {
+            tx.rollback().await?;
+            return Err(MigrationError::Target(format!(
+                "another process applied migrations while rolling back to {to}; run the command again"
+            )));
+        }
         let down = migration.down.as_deref().unwrap_or_default();
         let result = async {
-            sp.execute_script(down).await?;
-            sp.execute_script(&format!(
+            tx.execute_script(down).await?;
+            tx.execute_script(&format!(
                 "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
                 migration.version
             ))
             .await
         }
         .await;
+        let result = match result {
+            Ok(()) => tx.commit().await,
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        };
         if let Err(e) = result {
-            let _ = sp.rollback().await;
-            let _ = tx.commit().await;
             return Err(MigrationError::Failed {
                 name: format!("{}.down", migration.id()),
-                reason: crate::db::describe_driver_error(&e, Some(down)),
+                reason: describe_driver_error(&e, Some(down)),
             });
         }
-        sp.commit().await?;
         outcome.changed.push(migration.id());
     }
     if to == 0 && !status.applied.is_empty() {
-        tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}"))
-            .await?;
+        let mut tx = lock(conn).await?;
+        if history_in(&mut tx).await?.is_empty() {
+            tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}"))
+                .await?;
+        }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(outcome)
 }
 
-/// Starts the outer transaction and takes the migration lock.
+/// Starts a write transaction and takes the migration lock.
 async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
     let mut tx = conn.begin_write().await?;
     if let DbTx::Postgres(pg) = &mut tx {
@@ -142,10 +151,6 @@ async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
     Ok(tx)
 }
 
-async fn status_in(tx: &mut DbTx<'_>, set: &MigrationSet) -> Result<SchemaStatus, MigrationError> {
-    Ok(SchemaStatus::compare(history_in(tx).await?, set))
-}
-
 async fn history_in(tx: &mut DbTx<'_>) -> Result<Vec<HistoryRow>, sqlx::Error> {
     match tx {
         DbTx::Sqlite(c) => read_history_sqlite(c).await,
@@ -153,9 +158,25 @@ async fn history_in(tx: &mut DbTx<'_>) -> Result<Vec<HistoryRow>, sqlx::Error> {
     }
 }
 
-/// Lets refinery run inside our locked transaction: each `execute` is a savepoint.
-struct RefineryDriver<'t, 'c> {
-    tx: &'t mut DbTx<'c>,
+async fn history_of(conn: &mut DbConn) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    match conn {
+        DbConn::Sqlite(c) => read_history_sqlite(c).await,
+        DbConn::Postgres(c) => read_history_pg(c).await,
+    }
+}
+
+/// Lets refinery drive the run: its first `execute` creates the history table; each
+/// later one is the next pending migration with its history row, run in its own locked
+/// transaction (skipped when another process applied it meanwhile).
+struct RefineryDriver<'c, 's> {
+    conn: &'c mut DbConn,
+    set: &'s MigrationSet,
+    target: Option<i32>,
+    /// The migrations refinery will apply, in order, as of its reading of the history.
+    pending: Vec<&'s MigrationFile>,
+    /// How many of `pending` were started.
+    next: usize,
+    outcome: Outcome,
 }
 
 impl AsyncTransaction for RefineryDriver<'_, '_> {
@@ -166,25 +187,47 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         queries: T,
     ) -> Result<usize, Self::Error> {
         let queries: Vec<&str> = queries.collect();
-        let mut sp = self.tx.savepoint().await?;
+        let migration = if queries.len() == 1 {
+            None // Creating the history table.
+        } else {
+            let migration = self.pending.get(self.next).copied();
+            self.next += 1;
+            migration
+        };
+        let mut tx = lock(self.conn).await?;
+        if let Some(migration) = migration
+            && history_in(&mut tx)
+                .await?
+                .iter()
+                .any(|row| row.version == migration.version)
+        {
+            tx.rollback().await?;
+            return Ok(0);
+        }
         for query in &queries {
-            if let Err(e) = sp.execute_script(query).await {
+            if let Err(e) = tx.execute_script(query).await {
                 // The engine may have rolled back already (e.g. SQLite on a full disk):
                 // report the statement's error, not the failed rollback.
-                let _ = sp.rollback().await;
+                let _ = tx.rollback().await;
                 return Err(e);
             }
         }
-        sp.commit().await?;
+        tx.commit().await?;
+        if let Some(migration) = migration {
+            self.outcome.changed.push(migration.id());
+        }
         Ok(queries.len())
     }
 }
 
 impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
-    /// refinery only asks for the applied migrations; they are read the same way as for status.
+    /// refinery only asks for the applied migrations; they are read the same way as for
+    /// status, and fix which migrations its `execute` calls will be.
     async fn query<'a>(&'a mut self, _query: &'a str) -> Result<Vec<Migration>, Self::Error> {
-        history_in(self.tx)
-            .await?
+        let history = history_of(self.conn).await?;
+        self.pending =
+            super::SchemaStatus::compare(history.clone(), self.set).to_apply(self.set, self.target);
+        history
             .into_iter()
             .map(|row| {
                 let applied_on = time::OffsetDateTime::parse(

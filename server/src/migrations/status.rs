@@ -173,7 +173,7 @@ impl SchemaStatus {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct HistoryRow {
     pub(super) version: i32,
     pub(super) name: String,

@@ -1,0 +1,279 @@
+//! The connection pool: one type for SQLite and PostgreSQL, chosen at run time by the URL.
+//!
+//! SQLite connections run in WAL mode with `synchronous=NORMAL` and foreign keys on;
+//! write transactions start with `BEGIN IMMEDIATE` (see [`DbConn::begin_write`]).
+//! A SQLite pool watches the identity of its file: when the file at the path is
+//! removed, acquiring fails (an outage, never a fresh empty database); when it is
+//! replaced, the pool reopens on the new file once that file is a complete SQLite
+//! database. Nothing is ever written to a file that is not one already (an empty file, a
+//! file half copied in): a new database is only created whole, at startup or by
+//! `db-init`, by linking a finished file into place.
+
+mod error;
+mod incidents;
+mod sqlite;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::pool::{PoolConnection, PoolOptions};
+use sqlx::postgres::{PgPool, Postgres};
+use sqlx::sqlite::Sqlite;
+use sqlx::{ConnectOptions, Connection, Transaction};
+
+pub use error::{DbError, describe_driver_error};
+pub use incidents::INCIDENT_WINDOW;
+pub use sqlite::check_sqlite_file;
+pub(crate) use sqlite::check_sqlite_file_once;
+
+use crate::config::DbSettings;
+use crate::url::{DatabaseUrl, DbKind};
+use incidents::Incidents;
+use sqlite::SqliteEngine;
+
+/// Whether opening may create the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Startup and `db-init`: create the file and its directories if missing.
+    Create,
+    /// Everything else: a missing database is an error.
+    MustExist,
+}
+
+/// Pool statistics for health output.
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// Upper bound.
+    pub max: u32,
+    /// SQLite: how often the pool reopened because the file at its path was replaced.
+    pub reopened: u32,
+}
+
+/// The pool, for either engine.
+pub struct DbPool {
+    engine: Engine,
+    max_connections: u32,
+    incidents: Incidents,
+}
+
+enum Engine {
+    Sqlite(Box<SqliteEngine>),
+    Postgres(PgPool),
+}
+
+/// A pooled connection to either engine.
+pub enum DbConn {
+    /// A SQLite connection.
+    Sqlite(PoolConnection<Sqlite>),
+    /// A PostgreSQL connection.
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// A transaction on either engine.
+pub enum DbTx<'c> {
+    /// A SQLite transaction.
+    Sqlite(Transaction<'c, Sqlite>),
+    /// A PostgreSQL transaction.
+    Postgres(Transaction<'c, Postgres>),
+}
+
+impl DbPool {
+    /// Opens the pool described by `settings` and checks one connection.
+    pub async fn open(settings: &DbSettings, mode: OpenMode) -> Result<Self, DbError> {
+        let engine = match &settings.url {
+            DatabaseUrl::Sqlite { path } => Engine::Sqlite(Box::new(
+                SqliteEngine::open(settings, Some(path), mode).await?,
+            )),
+            DatabaseUrl::SqliteMemory => {
+                Engine::Sqlite(Box::new(SqliteEngine::open(settings, None, mode).await?))
+            }
+            DatabaseUrl::Postgres { url } => Engine::Postgres(open_postgres(settings, url).await?),
+        };
+        Ok(Self {
+            engine,
+            max_connections: settings.max_connections,
+            incidents: Incidents::default(),
+        })
+    }
+
+    /// The engine behind this pool.
+    pub fn kind(&self) -> DbKind {
+        match self.engine {
+            Engine::Sqlite(_) => DbKind::Sqlite,
+            Engine::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// Takes a connection, waiting at most the configured acquire timeout.
+    pub async fn acquire(&self) -> Result<DbConn, DbError> {
+        let conn = match &self.engine {
+            Engine::Sqlite(engine) => engine.current().await?.acquire().await.map(DbConn::Sqlite),
+            Engine::Postgres(pool) => pool.acquire().await.map(DbConn::Postgres),
+        };
+        conn.map_err(|e| {
+            self.note_error(&e);
+            DbError::Driver(e)
+        })
+    }
+
+    /// Reports an error a connection of this pool hit. Errors that mean the database
+    /// itself fails (cannot open, corrupt, disk full, I/O, connection lost) fail
+    /// `/health/db` for [`INCIDENT_WINDOW`]; errors of the request's own making do not.
+    pub fn note_error(&self, error: &sqlx::Error) {
+        self.incidents.note(error);
+    }
+
+    /// The latest error noted by [`DbPool::note_error`] within [`INCIDENT_WINDOW`]:
+    /// how long ago, and a reason safe to show publicly.
+    pub fn recent_incident(&self) -> Option<(Duration, &'static str)> {
+        self.incidents.recent()
+    }
+
+    /// Current pool statistics.
+    pub fn stats(&self) -> PoolStats {
+        let (size, idle, reopened) = match &self.engine {
+            Engine::Sqlite(engine) => {
+                let pool = engine.snapshot();
+                let reopened = engine.reopened.load(Ordering::Relaxed);
+                (pool.size(), pool.num_idle(), reopened)
+            }
+            Engine::Postgres(pool) => (pool.size(), pool.num_idle(), 0),
+        };
+        PoolStats {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max: self.max_connections,
+            reopened,
+        }
+    }
+
+    /// Waits for connections in use to come back, then closes all of them.
+    pub async fn close(&self) {
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.snapshot().close().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl DbConn {
+    /// The engine of this connection.
+    pub fn kind(&self) -> DbKind {
+        match self {
+            Self::Sqlite(_) => DbKind::Sqlite,
+            Self::Postgres(_) => DbKind::Postgres,
+        }
+    }
+
+    /// One real round trip: `SELECT 1`.
+    pub async fn ping(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
+            Self::Postgres(c) => sqlx::query("SELECT 1").execute(&mut **c).await.map(drop),
+        }
+    }
+
+    /// Starts a transaction that will write.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken up front, so a busy
+    /// database makes the transaction wait for the busy timeout instead of failing with
+    /// `SQLITE_BUSY` at its first write, as a deferred transaction that upgrades would.
+    pub async fn begin_write(&mut self) -> Result<DbTx<'_>, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(c) => DbTx::Sqlite(c.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(c) => DbTx::Postgres(c.begin().await?),
+        })
+    }
+
+    /// Runs a script of one or more statements outside any transaction.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self {
+            Self::Sqlite(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+            Self::Postgres(c) => sqlx::raw_sql(sql).execute(&mut **c).await.map(drop),
+        }
+    }
+}
+
+impl DbTx<'_> {
+    /// Runs a script of one or more statements inside this transaction.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql);
+        match self {
+            Self::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+            Self::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(drop),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await,
+            Self::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Rolls back.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(tx) => tx.rollback().await,
+            Self::Postgres(tx) => tx.rollback().await,
+        }
+    }
+}
+
+/// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts.
+async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, DbError> {
+    let millis = |d: Duration| d.as_millis().to_string();
+    let options = crate::pg::connect_options(url)?
+        .options([
+            ("statement_timeout", millis(settings.statement_timeout)),
+            ("lock_timeout", millis(settings.lock_timeout)),
+            // A session idle inside a transaction holds locks: bound it like a statement.
+            (
+                "idle_in_transaction_session_timeout",
+                millis(settings.statement_timeout),
+            ),
+        ])
+        .log_statements(echo_level(settings.echo));
+    // One direct connection first: its error is the real one ("connection refused",
+    // "password authentication failed"), where the pool only reports that it timed out.
+    let first = tokio::time::timeout(settings.connect_timeout, options.connect())
+        .await
+        .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
+        .map_err(|e| match e {
+            sqlx::Error::Io(io) => DbError::Unreachable {
+                server: crate::pg::server_address(&options),
+                reason: io.to_string(),
+            },
+            other => DbError::Driver(other),
+        })?;
+    let _ = first.close().await;
+    tokio::time::timeout(
+        settings.connect_timeout,
+        pool_options(settings).connect_with(options),
+    )
+    .await
+    .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
+    .map_err(DbError::from)
+}
+
+fn echo_level(echo: bool) -> log::LevelFilter {
+    if echo {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Off
+    }
+}
+
+fn pool_options<DB: sqlx::Database>(settings: &DbSettings) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .min_connections(settings.min_connections)
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(settings.idle_timeout)
+}

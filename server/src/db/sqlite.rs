@@ -1,0 +1,350 @@
+//! SQLite: the file check, whole-file creation, and a pool that follows its file.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::pool::PoolOptions;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+
+use super::{DbError, OpenMode, echo_level, pool_options};
+use crate::config::DbSettings;
+
+/// Identity of a file: replaced files get a new one, even at the same path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// Checks that `path` holds a complete SQLite database before anything opens it for
+/// writing: the header's magic and page size, and (when the header records it) a file as
+/// long as the database it describes, so a file still being copied in is not picked up
+/// half-way. A live database can look short for a moment while a checkpoint grows it, so
+/// a short file is looked at again before it is called incomplete.
+pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+    let mut attempts = 0;
+    loop {
+        match check_sqlite_file_once(path) {
+            Err(DbError::FileInvalid { reason, .. })
+                if reason.starts_with("is incomplete") && attempts < 3 =>
+            {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
+    use std::io::Read;
+    let invalid = |reason: String| DbError::FileInvalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DbError::FileMissing(path.to_path_buf()),
+        _ => invalid(format!("cannot be read ({e})")),
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot be read ({e})")))?;
+    if meta.len() == 0 {
+        return Err(invalid("is empty (0 bytes)".into()));
+    }
+    let mut header = [0u8; 100];
+    file.read_exact(&mut header).map_err(|_| {
+        invalid(format!(
+            "is not a SQLite database ({} bytes, too short)",
+            meta.len()
+        ))
+    })?;
+    if &header[..16] != b"SQLite format 3\0" {
+        return Err(invalid("is not a SQLite database (bad header)".into()));
+    }
+    let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(invalid(format!(
+            "is not a SQLite database (bad page size {page_size})"
+        )));
+    }
+    let pages = u64::from(be32(28));
+    // The page count in the header is valid when written by the same change as the
+    // counter; without it, at least whole pages.
+    let expected = if pages > 0 && be32(92) == be32(24) {
+        pages * page_size
+    } else {
+        meta.len().div_ceil(page_size) * page_size
+    };
+    // A checkpoint cut short (e.g. by a full disk) writes page 1 before the pages that
+    // grow the file; the rest is still in the write-ahead log, which SQLite reads.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let in_wal = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+    if meta.len() < expected && !in_wal() {
+        return Err(invalid(format!(
+            "is incomplete ({} of {expected} bytes; still being copied?)",
+            meta.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A SQLite pool bound to the file it opened.
+pub(super) struct SqliteEngine {
+    path: Option<PathBuf>,
+    options: SqliteConnectOptions,
+    pool_options: PoolOptions<Sqlite>,
+    connect_timeout: Duration,
+    current: RwLock<Arc<SqliteGeneration>>,
+    reopen: tokio::sync::Mutex<()>,
+    pub(super) reopened: AtomicU32,
+}
+
+/// The pool for one file identity.
+struct SqliteGeneration {
+    pool: SqlitePool,
+    identity: Option<FileId>,
+    /// The file was seen truncated to 0 bytes: reopen once it is valid again.
+    truncated: AtomicBool,
+}
+
+impl SqliteEngine {
+    pub(super) async fn open(
+        settings: &DbSettings,
+        path: Option<&Path>,
+        mode: OpenMode,
+    ) -> Result<Self, DbError> {
+        let mut options = SqliteConnectOptions::new()
+            .foreign_keys(true)
+            .busy_timeout(settings.busy_timeout)
+            .log_statements(echo_level(settings.echo));
+        let mut pool_options = pool_options::<Sqlite>(settings);
+        match path {
+            Some(path) => {
+                if mode == OpenMode::Create {
+                    prepare_location(path)?;
+                    // Debris of a creation or restore that was killed.
+                    let dir = crate::durable::parent(path);
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    crate::durable::sweep(dir, &format!(".{name}."), &[crate::durable::PARTIAL]);
+                    crate::durable::sweep(dir, ".", &[crate::durable::RESTORING]);
+                    if !path.exists() {
+                        create_database(path, settings).await?;
+                    }
+                }
+                check_sqlite_file(path)?;
+                options = options
+                    .filename(path)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .create_if_missing(false);
+            }
+            None => {
+                // One shared in-memory database lives as long as one connection does:
+                // keep one open for the life of the pool.
+                options = SqliteConnectOptions::from_str("sqlite::memory:")?
+                    .foreign_keys(true)
+                    .busy_timeout(settings.busy_timeout)
+                    .log_statements(echo_level(settings.echo));
+                pool_options = pool_options
+                    .min_connections(settings.min_connections.max(1))
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+        }
+        let generation =
+            connect_generation(&pool_options, &options, path, settings.connect_timeout).await?;
+        Ok(Self {
+            path: path.map(Path::to_path_buf),
+            options,
+            pool_options,
+            connect_timeout: settings.connect_timeout,
+            current: RwLock::new(Arc::new(generation)),
+            reopen: tokio::sync::Mutex::new(()),
+            reopened: AtomicU32::new(0),
+        })
+    }
+
+    /// The pool to use now: fails if the file is gone, reopens if it was replaced.
+    pub(super) async fn current(&self) -> Result<SqlitePool, DbError> {
+        let generation = self.read();
+        let Some(path) = &self.path else {
+            return Ok(generation.pool.clone());
+        };
+        let meta = std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.clone()))?;
+        let on_disk = FileId::of(&meta);
+        let usable = |g: &SqliteGeneration| {
+            Some(on_disk) == g.identity && !g.truncated.load(Ordering::Relaxed)
+        };
+        if meta.len() == 0 {
+            // Truncated in place: never hand out a connection that would write into it.
+            if Some(on_disk) == generation.identity {
+                generation.truncated.store(true, Ordering::Relaxed);
+            }
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason: "is empty (0 bytes)".into(),
+            });
+        }
+        if usable(&generation) {
+            return Ok(generation.pool.clone());
+        }
+        let _guard = self.reopen.lock().await;
+        let generation = self.read();
+        if usable(&generation) {
+            return Ok(generation.pool.clone());
+        }
+        // No waiting here: a request must not block a worker while a file is copied in.
+        check_sqlite_file_once(path)?;
+        // Close the old file's connections first: the last one to close checkpoints and
+        // deletes `<db>-wal` by path, which must not be the new file's log by then.
+        if tokio::time::timeout(self.connect_timeout, generation.pool.close())
+            .await
+            .is_err()
+        {
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason:
+                    "was replaced while requests still use the old file; retrying once they finish"
+                        .into(),
+            });
+        }
+        // A log still there belongs to the file that was replaced (another process keeps
+        // it open): SQLite would replay it into the new file. Wait until it is gone.
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason: format!(
+                    "was replaced, and the old file's write-ahead log is still beside it (SQLite would replay it into the new file); remove {0}-wal and {0}-shm, or restore with `cargo xtask db-restore`",
+                    path.display()
+                ),
+            });
+        }
+        let fresh = connect_generation(
+            &self.pool_options,
+            &self.options,
+            Some(path),
+            self.connect_timeout,
+        )
+        .await?;
+        let pool = fresh.pool.clone();
+        *self.current.write().expect("pool lock poisoned") = Arc::new(fresh);
+        self.reopened.fetch_add(1, Ordering::Relaxed);
+        log::warn!("database file {} was replaced; reopened it", path.display());
+        Ok(pool)
+    }
+
+    fn read(&self) -> Arc<SqliteGeneration> {
+        self.current.read().expect("pool lock poisoned").clone()
+    }
+
+    pub(super) fn snapshot(&self) -> SqlitePool {
+        self.read().pool.clone()
+    }
+}
+
+async fn connect_generation(
+    pool_options: &PoolOptions<Sqlite>,
+    options: &SqliteConnectOptions,
+    path: Option<&Path>,
+    timeout: Duration,
+) -> Result<SqliteGeneration, DbError> {
+    let identity_of = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| FileId::of(&m))
+            .map_err(|_| DbError::FileMissing(path.to_path_buf()))
+    };
+    let before = path.map(identity_of).transpose()?;
+    let pool = tokio::time::timeout(timeout, pool_options.clone().connect_with(options.clone()))
+        .await
+        .map_err(|_| DbError::ConnectTimeout(timeout))??;
+    // Replaced again while connecting: the connections may be on either file.
+    let identity = path.map(identity_of).transpose()?;
+    if let Some(path) = path
+        && identity != before
+    {
+        pool.close().await;
+        return Err(DbError::FileInvalid {
+            path: path.to_path_buf(),
+            reason: "was replaced while it was being opened; retrying".into(),
+        });
+    }
+    Ok(SqliteGeneration {
+        pool,
+        identity,
+        truncated: AtomicBool::new(false),
+    })
+}
+
+/// Creates a new, empty SQLite database at `path` whole: initialized (WAL mode) in a
+/// temporary file beside it, synced, then hard-linked into place, which fails harmlessly
+/// when another starter created it first. No process ever sees a half-made file.
+async fn create_database(path: &Path, settings: &DbSettings) -> Result<(), DbError> {
+    let dir = crate::durable::parent(path);
+    let location_error = |e: std::io::Error| DbError::Location {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // The mode SQLite itself would give a new database (0644 under the usual umask).
+    let temp = crate::durable::temp_with_mode(dir, &name, crate::durable::PARTIAL, 0o666)
+        .map_err(location_error)?;
+    let conn = SqliteConnectOptions::new()
+        .filename(temp.path())
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(settings.busy_timeout)
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    conn.close().await?;
+    temp.as_file().sync_all().map_err(location_error)?;
+    match std::fs::hard_link(temp.path(), path) {
+        Ok(()) => crate::durable::sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(location_error(e)),
+    }
+    Ok(())
+}
+
+/// Creates the parent directories of `path` and checks that they are writable.
+fn prepare_location(path: &Path) -> Result<(), DbError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let location_error = |path: &Path, e: std::io::Error| DbError::Location {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| location_error(dir, e))?;
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| location_error(path, e))?;
+    } else {
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| location_error(dir, e))?;
+    }
+    Ok(())
+}
