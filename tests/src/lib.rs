@@ -358,6 +358,40 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+impl Project {
+    /// Runs the server with `env` (`RUST_BACKTRACE=1`) and waits at most 20 s for it to
+    /// exit; `None` (after killing it) when it kept running.
+    pub fn server_until_exit(&self, env: &[(&str, &str)]) -> Option<Run> {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut child = self
+            .command("server")
+            .env("RUST_BACKTRACE", "1")
+            .env("ROCKET_PORT", free_port().to_string())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .expect("spawn server");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll server") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Some(Run {
+            code: status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: std::fs::read_to_string(log.path()).unwrap_or_default(),
+        })
+    }
+}
+
 /// A running `server` process, killed when dropped.
 pub struct Server {
     child: Child,
@@ -442,14 +476,21 @@ impl Response {
 
 /// A minimal HTTP/1.1 GET with a 10-second bound.
 pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    request(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Sends `raw` bytes as a request and reads the response, with a 10-second bound.
+pub fn request(port: u16, raw: &[u8]) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
+    // The server may answer and close before reading everything (e.g. a huge header).
+    let _ = stream.write_all(raw);
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let raw = String::from_utf8_lossy(&bytes);
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let mut lines = head.lines();
     let status = lines

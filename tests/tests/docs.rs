@@ -30,7 +30,11 @@ fn tested_invocations() -> Vec<Vec<String>> {
     let dir = workspace_root().join("tests/tests");
     let mut invocations = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let source = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let source = std::fs::read_to_string(path).unwrap();
         for (at, _) in source.match_indices("&[\"db-") {
             let list = &source[at + 2..];
             let list = &list[..list.find(']').unwrap_or(list.len())];

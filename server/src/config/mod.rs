@@ -136,6 +136,29 @@ impl AppConfig {
                 });
             }
         }
+        // Focusing on a value that is not a table yields an empty one: all defaults,
+        // silently. `main = "postgres://…"` must not quietly mean SQLite.
+        for key in ["databases", DATABASE_KEY] {
+            if let Ok(value) = figment.find_value(key)
+                && value.as_dict().is_none()
+            {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    origin: error::origin_of(&figment, key),
+                    reason: format!(
+                        "must be a table such as [{}.{DATABASE_KEY}] with url = \"…\", not a {}",
+                        profile,
+                        match value {
+                            figment::value::Value::String(..) | figment::value::Value::Char(..) =>
+                                "string",
+                            figment::value::Value::Array(..) => "list",
+                            figment::value::Value::Bool(..) => "boolean",
+                            _ => "number",
+                        }
+                    ),
+                });
+            }
+        }
         let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
         // Rocket and rocket_db_pools read the validated values, with the URL resolved,
         // so the pool sees exactly what was checked here.

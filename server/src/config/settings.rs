@@ -168,6 +168,25 @@ impl DbSettings {
             reason: format!("{reason} in `{}`", redact_url(&raw.url)),
         })?;
 
+        // Options in the query (`sslmode`, `host`, …) are read by the driver: check them
+        // now, with the key and its source, not when the pool first connects.
+        if let DatabaseUrl::Postgres { url } = &url
+            && let Err(e) = crate::pg::connect_options(url)
+        {
+            let reason = e.to_string();
+            let reason = reason
+                .trim_start_matches("error with configuration: ")
+                .trim_start_matches("error with configuration: ");
+            return Err(ConfigError::Invalid {
+                key: url_key,
+                origin: url_origin,
+                reason: format!(
+                    "{} in `{}`",
+                    crate::url::mask_url(reason).replace("ssl_mode", "sslmode"),
+                    redact_url(&raw.url)
+                ),
+            });
+        }
         let invalid = |key: &str, reason: String| ConfigError::Invalid {
             key: format!("{DATABASE_KEY}.{key}"),
             origin: origin(figment, key),

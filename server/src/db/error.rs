@@ -43,7 +43,16 @@ pub enum DbError {
     Config(String),
     /// An error from the driver.
     #[error("{}", describe_driver_error(.0, None))]
-    Driver(#[from] sqlx::Error),
+    Driver(sqlx::Error),
+}
+
+// Not `#[from]`: that would also make the driver error the `source`, and error chains
+// printed cause by cause would repeat it in sqlx's words ("… at line 948", a line of the
+// PostgreSQL server's C source) after the description above.
+impl From<sqlx::Error> for DbError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Driver(error)
+    }
 }
 
 /// A driver error as a user reads it, passwords masked: for PostgreSQL the server's
@@ -55,7 +64,8 @@ pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> Strin
         return mask_url(&error.to_string());
     };
     let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
-        return mask_url(&db.to_string());
+        // SQLite: its own words ("table a already exists"), without sqlx's "(code: 1)".
+        return mask_url(db.message());
     };
     let mut text = pg.message().to_string();
     if let (Some(script), Some(sqlx::postgres::PgErrorPosition::Original(position))) =

@@ -336,6 +336,12 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+        return Err(DbError::Location {
+            path: file.to_path_buf(),
+            reason: "is a file, not a directory".into(),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|e| location_error(dir, e))?;
     if path.exists() {
         std::fs::OpenOptions::new()

@@ -65,5 +65,12 @@ pub enum MigrationError {
     Target(String),
     /// The database failed.
     #[error("{}", crate::db::describe_driver_error(.0, None))]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+// Not `#[from]`, for the reason given at `DbError`'s `From<sqlx::Error>`.
+impl From<sqlx::Error> for MigrationError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Db(error)
+    }
 }

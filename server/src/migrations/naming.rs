@@ -32,7 +32,14 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
     let mut ups: BTreeMap<i32, Vec<(String, String, String)>> = BTreeMap::new();
     let mut downs: BTreeMap<(i32, String), String> = BTreeMap::new();
     for (file, sql) in files {
-        match classify(file) {
+        let classified = classify(file);
+        // SQLite stops reading a script at a NUL byte and would never get past it.
+        if matches!(classified, Classified::Up(..) | Classified::Down(..)) && sql.contains('\0') {
+            findings.errors.push(format!(
+                "{file}: contains a NUL byte (not an SQL text file?)"
+            ));
+        }
+        match classified {
             Classified::Ignored => {}
             Classified::Malformed(reason) => findings.errors.push(format!("{file}: {reason}")),
             Classified::Up(version, name) => {
