@@ -403,10 +403,14 @@ pub struct Server {
 impl Server {
     /// Starts the server in `project` with extra env vars and waits (at most 30 s) until `/health` answers.
     pub fn start(project: &Project, env: &[(&str, &str)]) -> Self {
+        Self::start_with(project.command("server"), env)
+    }
+
+    /// Starts `command` (the server, e.g. with another user id) like [`Server::start`].
+    pub fn start_with(mut command: Command, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = project
-            .command("server")
+        let child = command
             .env("ROCKET_PORT", port.to_string())
             .envs(env.iter().copied())
             .stdout(log.reopen().expect("log file"))

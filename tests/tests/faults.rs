@@ -555,3 +555,41 @@ fn readiness_fails_when_requests_hit_pages_corrupted_in_place() {
         assert!(!response.body.contains(&*db.to_string_lossy()), "no path");
     }
 }
+
+#[test]
+fn readiness_fails_when_the_server_loses_access_to_its_file() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    // `/proc/self` belongs to the effective user.
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        tests::skip("needs root to run the server as another user");
+        return;
+    }
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    // The server runs as `nobody`, owner of the project directory and the database.
+    for path in [project.path().to_path_buf(), db.clone()] {
+        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = project.command("server");
+    command.uid(NOBODY).gid(NOBODY);
+    let server = Server::start_with(command, &[]);
+    let response = server.get("/health/db");
+    assert_eq!(response.status, 200, "{}", response.body);
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let response = server.get("/health/db");
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(
+        response.body.contains("not readable and writable"),
+        "{}",
+        response.body
+    );
+
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let response = wait_for_health(&server, 200);
+    assert_eq!(response.status, 200, "{}", response.body);
+}
