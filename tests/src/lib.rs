@@ -152,6 +152,12 @@ pub fn binary(name: &str) -> PathBuf {
     let root = workspace_root();
     let sources: &[&str] = match name {
         "xtask" => &["xtask/src", "server/src", "server/build.rs", "migrations"],
+        name if name.starts_with("examples/") => &[
+            "server/src",
+            "server/build.rs",
+            "migrations",
+            "server/examples",
+        ],
         _ => &["server/src", "server/build.rs", "migrations"],
     };
     let newest_source = sources
@@ -432,6 +438,21 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `POST path` with a JSON `body` on this server.
+    pub fn post_json(&self, path: &str, body: &str) -> Response {
+        let raw = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        request(self.port, raw.as_bytes()).unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     /// `GET path` on this server.

@@ -40,18 +40,32 @@ impl rocket_db_pools::Pool for DbPool {
     }
 }
 
-/// Attaches the pool, then applies (or checks) migrations before the server listens.
-pub fn stage(settings: DbSettings) -> AdHoc {
-    AdHoc::on_ignite("Database", |rocket| async move {
+/// The migrations the app applies on ignite and `/health/db` compares with.
+#[derive(Clone, Copy)]
+pub struct Migrations(pub &'static MigrationSet);
+
+/// Handlers run queries on the request's connection: `query(…).fetch_one(&mut db)`.
+impl crate::db::Executor for rocket_db_pools::Connection<Db> {
+    fn target(&mut self) -> crate::db::Target<'_> {
+        (**self).target()
+    }
+}
+
+/// Attaches the pool, then applies (or checks) `migrations` before the server listens.
+pub fn stage(settings: DbSettings, migrations: &'static MigrationSet) -> AdHoc {
+    AdHoc::on_ignite("Database", move |rocket| async move {
         rocket
             .manage(settings)
+            .manage(Migrations(migrations))
             .attach(Db::init())
             .attach(AdHoc::try_on_ignite("Database migrations", migrate))
     })
 }
 
 async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
-    let Some(settings) = rocket.state::<DbSettings>() else {
+    let (Some(settings), Some(&Migrations(set))) =
+        (rocket.state::<DbSettings>(), rocket.state::<Migrations>())
+    else {
         return Err(rocket);
     };
     let Some(db) = rocket.state::<Db>() else {
@@ -66,7 +80,7 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
         return Err(rocket);
     };
     rocket::info!("database: {} ({})", settings.url, settings.url_origin);
-    match prepare(db, settings).await {
+    match prepare(db, settings, set).await {
         Ok(Some(claim)) => Ok(rocket.manage(claim)),
         Ok(None) => Ok(rocket),
         Err(e) => {
@@ -90,13 +104,16 @@ pub fn startup_error() -> Option<String> {
 }
 
 /// Claims a SQLite file for this server, then migrates (or only checks) the schema.
-async fn prepare(db: &Db, settings: &DbSettings) -> Result<Option<InUse>, StartupError> {
+async fn prepare(
+    db: &Db,
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Option<InUse>, StartupError> {
     let claim = settings
         .url
         .sqlite_path()
         .map(crate::in_use::claim_for_server)
         .transpose()?;
-    let set = MigrationSet::embedded();
     set.ensure_valid()?;
     let mut conn = db.acquire().await?;
     if settings.migrate_on_start {

@@ -1,6 +1,6 @@
 //! The OpenAPI document (`/openapi.json`) and the interactive docs page (`/docs`), served from vendored assets.
 
-use rocket::fairing::AdHoc;
+use rocket::{Build, Rocket};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -15,17 +15,19 @@ use super::routes;
         crate::health::DbHealth,
         crate::health::SchemaHealth,
         crate::db::PoolStats,
-        crate::health::Status
+        crate::health::Status,
+        super::ErrorBody
     ))
 )]
 struct ApiDoc;
 
-/// Mounts `/openapi.json` and `/docs`.
-pub fn stage() -> AdHoc {
-    AdHoc::on_ignite("OpenAPI docs", |rocket| async {
-        rocket.mount(
-            "/",
-            SwaggerUi::new("/docs/<_..>").url("/openapi.json", ApiDoc::openapi()),
-        )
-    })
+/// The OpenAPI document of the health routes and the error body; an app adds its own
+/// paths to it (`utoipa::openapi::OpenApi::merge`).
+pub fn base_openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// Mounts `/openapi.json` (serving `doc`) and the Swagger UI at `/docs`.
+pub fn mount_docs(rocket: Rocket<Build>, doc: utoipa::openapi::OpenApi) -> Rocket<Build> {
+    rocket.mount("/", SwaggerUi::new("/docs/<_..>").url("/openapi.json", doc))
 }

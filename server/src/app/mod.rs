@@ -1,19 +1,85 @@
 //! The Rocket application: wiring only; each stage attaches its fairings and routes.
+//!
+//! | module | job |
+//! |---|---|
+//! | `database` | the `Db` pool fairing; migrations on ignite |
+//! | `routes` | `/health`, `/health/db` |
+//! | `docs` | `/openapi.json` and `/docs` |
+//! | `api` | [`ApiError`]: database errors as statuses and JSON, for routes that use the database |
 
+mod api;
 mod database;
 mod docs;
 mod routes;
 
+use std::process::ExitCode;
+
 use rocket::{Build, Rocket};
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, ConfigError, Environment};
+use crate::migrations::MigrationSet;
 
-pub use database::{Db, startup_error};
+pub use api::{ApiError, ApiResult, ErrorBody, json_catchers};
+pub use database::{Db, Migrations, startup_error};
+pub use docs::{base_openapi, mount_docs};
 
-/// Builds the server from a loaded configuration.
+/// Builds the server from a loaded configuration, with the migrations embedded from
+/// `migrations/`,
+/// `/openapi.json` and `/docs` included.
 pub fn rocket(config: &AppConfig) -> Rocket<Build> {
+    mount_docs(
+        rocket_with(config, MigrationSet::embedded()),
+        base_openapi(),
+    )
+}
+
+/// Builds the server with another migration set (an app's own, like the `notes` example):
+/// the pool, the migrations on ignite and the health routes. Mount the docs with
+/// [`mount_docs`].
+pub fn rocket_with(config: &AppConfig, migrations: &'static MigrationSet) -> Rocket<Build> {
     rocket::custom(config.figment.clone())
-        .attach(database::stage(config.database.clone()))
+        .attach(database::stage(config.database.clone(), migrations))
         .attach(routes::stage())
-        .attach(docs::stage())
+}
+
+/// What a server's `main` does: loads the configuration from `env`, builds the async
+/// runtime from the validated settings (not `#[rocket::main]`, which re-reads them and
+/// panics on a bad value), and serves the app `build` makes. Exits 1 with one `error:`
+/// line when the configuration or the startup fails.
+pub fn run(
+    env: Result<Environment, ConfigError>,
+    build: impl FnOnce(&AppConfig) -> Rocket<Build>,
+) -> ExitCode {
+    let config = match env.and_then(|env| AppConfig::from_env(&env)) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.workers)
+        .max_blocking_threads(config.server.max_blocking)
+        .thread_name("rocket-worker-thread")
+        .enable_all()
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match build(&config).launch().await {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                // Inspecting the kind marks the error handled; unhandled, Rocket panics on drop.
+                let kind = e.kind().to_string();
+                let reason = startup_error().unwrap_or(kind);
+                eprintln!("error: the server did not start: {reason}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

@@ -7,10 +7,9 @@ use rocket::{State, get, routes};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Db;
+use super::{Db, Migrations};
 use crate::config::DbSettings;
 use crate::health::{self, DbHealth};
-use crate::migrations::MigrationSet;
 
 /// Body of `/health`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -64,8 +63,12 @@ pub fn live() -> NoStore<Liveness> {
     )
 )]
 #[get("/health/db")]
-pub async fn database(db: &State<Db>, settings: &State<DbSettings>) -> NoStore<DbHealth> {
-    let report = health::check(db, MigrationSet::embedded(), settings).await;
+pub async fn database(
+    db: &State<Db>,
+    migrations: &State<Migrations>,
+    settings: &State<DbSettings>,
+) -> NoStore<DbHealth> {
+    let report = health::check(db, migrations.0, settings).await;
     let status = match report.status {
         health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,

@@ -59,6 +59,14 @@ impl Environment {
         }
     }
 
+    /// Sets `key` to `value` unless the environment sets it already.
+    pub fn with_default_var(mut self, key: &str, value: &str) -> Self {
+        self.vars
+            .entry(key.to_string())
+            .or_insert_with(|| value.to_string());
+        self
+    }
+
     fn var(&self, key: &str) -> Option<&str> {
         self.vars.get(key).map(String::as_str)
     }

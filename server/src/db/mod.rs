@@ -11,6 +11,7 @@
 
 mod error;
 mod incidents;
+mod query;
 mod sqlite;
 
 use std::sync::atomic::Ordering;
@@ -22,7 +23,8 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{ConnectOptions, Connection, Transaction};
 
 pub use error::{DbError, describe_driver_error};
-pub use incidents::INCIDENT_WINDOW;
+pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
+pub use query::{Executor, Param, Query, Record, Target, query};
 pub use sqlite::check_sqlite_file;
 pub(crate) use sqlite::check_sqlite_file_once;
 

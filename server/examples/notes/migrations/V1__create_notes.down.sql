@@ -1,0 +1,3 @@
+DROP TABLE note_tags;
+DROP TABLE notes;
+DROP TABLE id_counters;

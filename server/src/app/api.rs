@@ -1,0 +1,192 @@
+//! Errors of routes that use the database: a status a client can act on, a JSON body
+//! that never holds SQL, a path or a credential, and the cause in the server's log.
+//!
+//! | what happened | status |
+//! |---|---|
+//! | no row (`RowNotFound`, [`ApiError::not_found`]) | 404 |
+//! | a unique constraint | 409 |
+//! | a foreign-key, not-null or check constraint; [`ApiError::invalid`] | 422 |
+//! | the pool is exhausted or closed, the database is unreachable, locked, busy, out of disk, corrupt, or a timeout expired | 503, `Retry-After: 1` |
+//! | anything else | 500 |
+
+use std::io::Cursor;
+
+use rocket::http::{ContentType, Header, Status};
+use rocket::response::{self, Responder, Response};
+use rocket::{Catcher, Request, catch, catchers};
+use serde::Serialize;
+use sqlx::error::ErrorKind;
+use utoipa::ToSchema;
+
+use super::Db;
+
+/// What a handler that uses the database returns.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Body of every error answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person; never SQL, a path or a credential.
+    #[schema(example = "not found")]
+    pub error: String,
+}
+
+/// An error answer; build one with `?` on a `sqlx::Error` or with the constructors.
+#[derive(Debug)]
+pub struct ApiError {
+    status: Status,
+    message: String,
+    cause: Option<sqlx::Error>,
+}
+
+impl ApiError {
+    /// 404 with `message` (e.g. "note 7 not found").
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Status::NotFound, message)
+    }
+
+    /// 422: the request is well-formed but its values are not acceptable.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Status::UnprocessableEntity, message)
+    }
+
+    fn new(status: Status, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            cause: None,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        let (status, message) = classify(&error);
+        Self {
+            status,
+            message: message.into(),
+            cause: Some(error),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    /// Acquiring a connection failed: the database is unavailable.
+    fn from(error: crate::db::DbError) -> Self {
+        match error {
+            crate::db::DbError::Driver(e) => e.into(),
+            _ => Self::new(Status::ServiceUnavailable, "the database is unavailable"),
+        }
+    }
+}
+
+/// The status and public message for a driver error.
+fn classify(error: &sqlx::Error) -> (Status, &'static str) {
+    const BUSY: (Status, &str) = (
+        Status::ServiceUnavailable,
+        "the database is busy; retry shortly",
+    );
+    match error {
+        sqlx::Error::RowNotFound => (Status::NotFound, "not found"),
+        sqlx::Error::PoolTimedOut => BUSY,
+        sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => (Status::ServiceUnavailable, "the database is unavailable"),
+        sqlx::Error::Database(db) => match db.kind() {
+            ErrorKind::UniqueViolation => (Status::Conflict, "conflicts with an existing record"),
+            ErrorKind::ForeignKeyViolation => (
+                Status::UnprocessableEntity,
+                "refers to a record that does not exist, or is still referred to",
+            ),
+            ErrorKind::NotNullViolation => {
+                (Status::UnprocessableEntity, "a required value is missing")
+            }
+            ErrorKind::CheckViolation => (
+                Status::UnprocessableEntity,
+                "a value is outside what is allowed",
+            ),
+            _ => match db.code().as_deref() {
+                // SQLite BUSY/LOCKED and their extended codes; PostgreSQL lock timeout,
+                // statement timeout, serialization failure, deadlock.
+                Some("5" | "6" | "261" | "262" | "517" | "55P03" | "57014" | "40001" | "40P01") => {
+                    BUSY
+                }
+                _ if crate::db::classify_incident(error).is_some() => {
+                    (Status::ServiceUnavailable, "the database is unavailable")
+                }
+                _ => (Status::InternalServerError, "internal error"),
+            },
+        },
+        _ => (Status::InternalServerError, "internal error"),
+    }
+}
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        if let Some(cause) = &self.cause {
+            // Errors that mean the database fails also fail readiness for a while.
+            if let Some(db) = request.rocket().state::<Db>() {
+                db.note_error(cause);
+            }
+            let text = crate::db::describe_driver_error(cause, None);
+            if self.status.code >= 500 {
+                rocket::error!("{} {}: {text}", request.method(), request.uri());
+            } else {
+                rocket::info!("{} {}: {text}", request.method(), request.uri());
+            }
+        }
+        json_response(self.status, &self.message)
+    }
+}
+
+fn json_response(status: Status, message: &str) -> response::Result<'static> {
+    let body = serde_json::to_string(&ErrorBody {
+        error: message.to_string(),
+    })
+    .map_err(|_| Status::InternalServerError)?;
+    let mut response = Response::build();
+    response
+        .status(status)
+        .header(ContentType::JSON)
+        .header(Header::new("Cache-Control", "no-store"))
+        .sized_body(body.len(), Cursor::new(body));
+    if status == Status::ServiceUnavailable {
+        response.header(Header::new("Retry-After", "1"));
+    }
+    Ok(response.finalize())
+}
+
+/// JSON answers (an [`ErrorBody`]) for requests no route handled: a malformed or
+/// unacceptable body (400, 422), an unknown path (404), a failed guard such as an
+/// unavailable database (503), a panicking handler (500).
+pub fn json_catchers() -> Vec<Catcher> {
+    catchers![default_catcher]
+}
+
+#[catch(default)]
+fn default_catcher(status: Status, _request: &Request<'_>) -> JsonCaught {
+    JsonCaught(status)
+}
+
+struct JsonCaught(Status);
+
+impl<'r> Responder<'r, 'static> for JsonCaught {
+    fn respond_to(self, _request: &'r Request<'_>) -> response::Result<'static> {
+        let message = match self.0.code {
+            400 => "the request body is not valid JSON or is missing",
+            404 => "not found",
+            422 => "the request body does not have the expected fields and types",
+            503 => "the database is unavailable",
+            500 => "internal error",
+            _ => self.0.reason_lossy(),
+        };
+        json_response(self.0, message)
+    }
+}

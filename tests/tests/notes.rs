@@ -1,0 +1,248 @@
+//! The `notes` example (`server/examples/notes/`), run as a real process on SQLite and on
+//! the real PostgreSQL server: the pattern the README documents for new endpoints.
+
+use tests::{PgDatabase, Project, Response, Server};
+
+/// Starts the example in a fresh project on `url` (its own database).
+fn start(url: &str, extra: &[(&str, &str)]) -> (Project, Server) {
+    let project = Project::sqlite();
+    let mut env = vec![("DATABASE_URL", url)];
+    env.extend_from_slice(extra);
+    let server = Server::start_with(project.command("examples/notes"), &env);
+    (project, server)
+}
+
+fn json(response: &Response) -> serde_json::Value {
+    response.json()
+}
+
+/// No error body shows SQL, a path or the engine's own words.
+fn assert_clean_error(response: &Response) {
+    let body = &response.body;
+    assert!(json(response)["error"].is_string(), "{body}");
+    for leak in [
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "notes.",
+        "/tmp",
+        "constraint",
+        "sqlx",
+        "postgres",
+    ] {
+        assert!(!body.contains(leak), "{leak} leaked: {body}");
+    }
+}
+
+fn post(server: &Server, body: &str) -> Response {
+    server.post_json("/notes", body)
+}
+
+fn round_trips(url: &str) {
+    let (_project, server) = start(url, &[]);
+
+    let created = post(
+        &server,
+        r#"{"title": "groceries", "body": "milk", "tags": ["home", "food"]}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let note = json(&created);
+    let id = note["id"].as_i64().expect("an id");
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/notes/{id}").as_str())
+    );
+    assert_eq!(note["title"], "groceries");
+    assert_eq!(note["tags"], serde_json::json!(["food", "home"]));
+
+    let fetched = server.get(&format!("/notes/{id}"));
+    assert_eq!(fetched.status, 200);
+    assert_eq!(json(&fetched), note);
+
+    let missing = server.get("/notes/999999");
+    assert_eq!(missing.status, 404);
+    assert_clean_error(&missing);
+    let not_an_id = server.get("/notes/abc");
+    assert_eq!(not_an_id.status, 422, "{}", not_an_id.body);
+    assert_clean_error(&not_an_id);
+
+    // Bad bodies.
+    let cases = [
+        (r#"{"title": "x""#, 400),
+        ("", 400),
+        (r#"{"title": "x"}"#, 422),
+        (r#"{"title": 5, "body": "b"}"#, 422),
+        (r#"{"title": "x", "body": "b", "extra": 1}"#, 422),
+        (r#"{"title": "   ", "body": "b"}"#, 422),
+        (
+            r#"{"title": "x", "body": "b", "tags": ["a","b","c","d","e","f","g","h","i","j","k"]}"#,
+            422,
+        ),
+    ];
+    for (body, status) in cases {
+        let response = post(&server, body);
+        assert_eq!(response.status, status, "{body}: {}", response.body);
+        assert_clean_error(&response);
+    }
+
+    // A unique-constraint violation.
+    let duplicate = post(&server, r#"{"title": "groceries", "body": "again"}"#);
+    assert_eq!(duplicate.status, 409, "{}", duplicate.body);
+    assert_clean_error(&duplicate);
+
+    // A write that fails half-way: the note was inserted, then a tag is refused.
+    let long_tag = "t".repeat(31);
+    let half = post(
+        &server,
+        &format!(r#"{{"title": "half", "body": "b", "tags": ["ok", "{long_tag}"]}}"#),
+    );
+    assert_eq!(half.status, 422, "{}", half.body);
+    assert_clean_error(&half);
+    let page = json(&server.get("/notes"));
+    let titles: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["groceries"], "nothing of the failed write is left");
+    let retried = post(&server, r#"{"title": "half", "body": "b", "tags": ["ok"]}"#);
+    assert_eq!(retried.status, 201, "{}", retried.body);
+    assert_eq!(json(&retried)["id"], id + 1, "the failed write used no id");
+
+    // Pagination.
+    for n in 0..23 {
+        assert_eq!(
+            post(&server, &format!(r#"{{"title": "n{n}", "body": ""}}"#)).status,
+            201
+        );
+    }
+    let mut seen = 0;
+    let mut after = None;
+    for _ in 0..10 {
+        let path = match after {
+            Some(after) => format!("/notes?limit=10&after={after}"),
+            None => "/notes?limit=10".to_string(),
+        };
+        let page = json(&server.get(&path));
+        seen += page["items"].as_array().unwrap().len();
+        after = page["next_after"].as_i64();
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, 25);
+    for bad in [
+        "/notes?limit=0",
+        "/notes?limit=101",
+        "/notes?limit=abc",
+        "/notes?after=x",
+    ] {
+        let response = server.get(bad);
+        assert_eq!(response.status, 422, "{bad}: {}", response.body);
+    }
+
+    let doc = json(&server.get("/openapi.json"));
+    for path in ["/notes", "/notes/{id}", "/health/db"] {
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} not in /openapi.json"
+        );
+    }
+}
+
+#[test]
+fn notes_round_trip_on_sqlite() {
+    round_trips("sqlite://notes.db");
+}
+
+#[test]
+fn notes_round_trip_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    round_trips(&pg.url);
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn a_thousand_requests_leak_nothing(url: &str) {
+    let (_project, server) = start(url, &[("DATABASE_MAX_CONNECTIONS", "4")]);
+    assert_eq!(
+        post(&server, r#"{"title": "first", "body": ""}"#).status,
+        201
+    );
+    let warm = server.get("/health/db");
+    assert_eq!(warm.status, 200);
+    let fds_before = open_fds(server.pid());
+    for i in 0..1_000 {
+        let response = match i % 5 {
+            0 => server.get("/notes/1"),
+            1 => server.get("/notes/424242"),
+            2 => post(&server, r#"{"title": "first", "body": ""}"#),
+            3 => post(
+                &server,
+                &format!(
+                    r#"{{"title": "t{i}", "body": "", "tags": ["{}"]}}"#,
+                    "x".repeat(40)
+                ),
+            ),
+            _ => server.get("/notes?limit=5"),
+        };
+        let expected = [200, 404, 409, 422, 200][i % 5];
+        assert_eq!(response.status, expected, "request {i}: {}", response.body);
+    }
+    let health = json(&server.get("/health/db"));
+    assert_eq!(health["status"], "pass", "{health}");
+    let pool = &health["pool"];
+    assert!(pool["size"].as_u64().unwrap() <= 4, "{pool}");
+    // Every connection but the probe's own is back in the pool.
+    assert_eq!(
+        pool["idle"].as_u64().unwrap() + 1,
+        pool["size"].as_u64().unwrap(),
+        "{pool}"
+    );
+    let fds_after = open_fds(server.pid());
+    assert!(
+        fds_after <= fds_before + 8,
+        "file descriptors {fds_before} -> {fds_after}"
+    );
+    let page = json(&server.get("/notes?limit=100"));
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "no failed write left a row"
+    );
+}
+
+#[test]
+fn a_thousand_requests_leak_nothing_on_sqlite() {
+    a_thousand_requests_leak_nothing("sqlite://notes.db");
+}
+
+#[test]
+fn a_thousand_requests_leak_nothing_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    a_thousand_requests_leak_nothing(&pg.url);
+}
+
+#[test]
+fn an_unavailable_database_is_a_503_with_retry_after() {
+    let (project, server) = start("sqlite://notes.db", &[]);
+    assert_eq!(post(&server, r#"{"title": "a", "body": ""}"#).status, 201);
+    let db = project.path().join("notes.db");
+    std::fs::rename(&db, project.path().join("elsewhere.db")).unwrap();
+    let response = server.get("/notes/1");
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_eq!(response.header("retry-after"), Some("1"));
+    assert_clean_error(&response);
+    std::fs::rename(project.path().join("elsewhere.db"), &db).unwrap();
+    assert_eq!(server.get("/notes/1").status, 200);
+}
