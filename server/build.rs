@@ -34,6 +34,10 @@ fn main() {
         .iter()
         .map(|(name, path)| {
             let contents = if name.to_ascii_lowercase().ends_with(".sql") {
+                // A FIFO would block the build; a directory cannot be read.
+                if !path.is_file() {
+                    panic!("{} is not a regular file", path.display());
+                }
                 std::fs::read_to_string(path)
                     .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
             } else {

@@ -72,7 +72,7 @@ pub struct DiskHealth {
 /// Below this much free space a SQLite database cannot commit: the check fails.
 const DISK_FULL_BYTES: u64 = 1 << 20;
 
-/// Runs a real round trip (`SELECT 1`, then the schema version) within
+/// Runs a real round trip (whether the database accepts writes, then the schema version) within
 /// `settings.health_timeout`, and for SQLite checks that the file is still readable and
 /// writable by this process and how much room its file system has left.
 ///
@@ -90,7 +90,9 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> 
             pool.note_error(e);
             describe_driver(e)
         };
-        conn.ping().await.map_err(|e| failed(&e))?;
+        if conn.accepts_writes().await.map_err(|e| failed(&e))? == Some(false) {
+            return Err("the database accepts no writes (read-only)".to_string());
+        }
         migrations::status(&mut conn, set)
             .await
             .map_err(|e| match e {
@@ -162,6 +164,11 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> 
 /// The SQLite file's access and its file system's free space: what requests will hit
 /// even when `SELECT 1` still answers from the page cache.
 fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Status, String)>) {
+    // Opening a FIFO would block the probe: never open what is not a regular file.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let problem = "database path is not a regular file".to_string();
+        return (None, Some((Status::Fail, problem)));
+    }
     if path.exists()
         && std::fs::OpenOptions::new()
             .read(true)
@@ -230,6 +237,8 @@ fn describe_driver(error: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
             Some("5" | "6" | "261" | "262" | "517") => "database is locked".into(),
+            // A corrupt file, a full disk, an I/O error: the same words as for requests.
+            _ if let Some(reason) = crate::db::classify_incident(error) => reason.into(),
             Some(code) => format!("database error {code}"),
             None => "database query failed".into(),
         },

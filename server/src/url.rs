@@ -93,9 +93,21 @@ impl DatabaseUrl {
         } else {
             root.join(path)
         };
-        Ok(Self::Sqlite {
-            path: normalize(&path),
-        })
+        let path = normalize(&path);
+        // A symbolic link names the file it points to: SQLite writes `-wal` beside the
+        // target, and a restore must replace the target, not the link.
+        let path = match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                std::fs::canonicalize(&path).map_err(|e| {
+                    format!(
+                        "{} is a symbolic link that cannot be followed ({e})",
+                        path.display()
+                    )
+                })?
+            }
+            _ => path,
+        };
+        Ok(Self::Sqlite { path })
     }
 
     /// The engine.

@@ -60,8 +60,36 @@ async fn panics(_db: Connection<Db>) -> &'static str {
     panic!("handler panic on purpose")
 }
 
+/// Writes a row in a transaction, then panics before committing.
+#[get("/write-then-panic")]
+async fn write_then_panic(mut db: Connection<Db>) -> &'static str {
+    let mut tx = db.begin_write().await.unwrap();
+    server::db::query("INSERT INTO scratch (x) VALUES ($1)")
+        .bind(1_i64)
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    panic!("after writing, before committing")
+}
+
+/// Counts the rows of `scratch`, through the same query API.
+#[get("/scratch")]
+async fn scratch_rows(mut db: Connection<Db>) -> server::app::ApiResult<String> {
+    #[derive(sqlx::FromRow)]
+    struct Count {
+        n: i64,
+    }
+    let count: Count = server::db::query("SELECT count(*) AS n FROM scratch")
+        .fetch_one(&mut db)
+        .await?;
+    Ok(count.n.to_string())
+}
+
 fn app(config: &AppConfig) -> Rocket<Build> {
-    server::app::rocket(config).mount("/test", routes![probe, hold, fail, panics])
+    server::app::rocket(config).mount(
+        "/test",
+        routes![probe, hold, fail, panics, write_then_panic, scratch_rows],
+    )
 }
 
 async fn client(config: &AppConfig) -> Client {
@@ -475,4 +503,42 @@ async fn openapi_documents_both_routes_and_the_docs_page_is_served() {
     let page = client.get("/docs/").dispatch().await;
     assert_eq!(page.status(), Status::Ok);
     assert!(page.into_string().await.unwrap().contains("swagger"));
+}
+
+async fn a_panic_mid_transaction_rolls_back_and_returns_the_connection(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&config(
+        dir.path(),
+        url,
+        &[("DATABASE_MAX_CONNECTIONS", "1")],
+    ))
+    .await;
+    let db = client.rocket().state::<Db>().unwrap();
+    db.acquire()
+        .await
+        .unwrap()
+        .execute_script("CREATE TABLE scratch (x BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let response = client.get("/test/write-then-panic").dispatch().await;
+        assert_eq!(response.status(), Status::InternalServerError);
+    }
+    // One connection only: it came back, and nothing of the panicked writes is there.
+    let response = client.get("/test/scratch").dispatch().await;
+    assert_eq!(response.status(), Status::Ok);
+    assert_eq!(response.into_string().await.unwrap(), "0");
+}
+
+#[tokio::test]
+async fn a_panic_mid_transaction_rolls_back_on_sqlite() {
+    a_panic_mid_transaction_rolls_back_and_returns_the_connection("sqlite://app.db").await;
+}
+
+#[tokio::test]
+async fn a_panic_mid_transaction_rolls_back_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    a_panic_mid_transaction_rolls_back_and_returns_the_connection(&pg.url).await;
 }

@@ -56,7 +56,12 @@ impl PgDatabase {
         Some(Self { url, name })
     }
 
-    /// Runs SQL in this database.
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `sql` in the database and returns its output.
     pub fn execute(&self, sql: &str) -> String {
         psql(&self.url, sql).unwrap_or_else(|e| panic!("psql failed: {e}"))
     }

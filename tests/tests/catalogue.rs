@@ -44,6 +44,8 @@ enum Cmd {
     Xtask(&'static [&'static str]),
     /// The server (exit 1), then `cargo xtask <args>` with the same input and `code`.
     Both(&'static [&'static str]),
+    /// Only the server (exit 1).
+    Server,
 }
 
 /// One careless input.
@@ -184,10 +186,14 @@ fn cases() -> Vec<Case> {
         env(&[("DATABASE_ECHO", "maybe")], "`DATABASE_ECHO=maybe`", &["echo", "DATABASE_ECHO"]),
         env(&[("DATABASE_DISK_FREE_MIN_MB", "-1")], "`DATABASE_DISK_FREE_MIN_MB=-1`", &["disk_free_min_mb", "DATABASE_DISK_FREE_MIN_MB"]),
         env(&[("DATABASE_BACKUP_DIR", " ")], "`DATABASE_BACKUP_DIR=\" \"`", &["backup_dir", "empty"]),
+        env(&[("DATABASE_URL", "sqlite://{project}/migrations")], "`DATABASE_URL` naming a directory", &["migrations", "is a directory"]),
+        Case { prepare: Some(|p| mkfifo(&p.path().join("pipe.db"))), ..env(&[("DATABASE_URL", "sqlite://{project}/pipe.db")], "`DATABASE_URL` naming a FIFO", &["pipe.db", "FIFO"]) },
+        Case { cmd: Cmd::Server, ..env(&[("ROCKET_PORT", "5432")], "`ROCKET_PORT` already taken (PostgreSQL's 5432)", &["5432", "in use", "nothing was changed"]) },
         file(DotEnv, &[(".env", "DATABASE_URL=sqlite://app.db\nthis line is not a setting\n")], "a `.env` line without `=`", STATUS, 1, &[".env", "line 2"]),
         file(DotEnv, &[(".env", "DATABASE_URL=\"postgres://u:hunter2@db/app\n")], "a `.env` value with an unclosed quote", STATUS, 1, &[".env", "line 1"]),
         file(DotEnv, &[(".env", "DATABASE_MAX_CONNECTIONS=lots\n")], "`.env`: `DATABASE_MAX_CONNECTIONS=lots`", STATUS, 1, &["max_connections", "DATABASE_MAX_CONNECTIONS"]),
         file(DotEnv, &[(".env", "ROCKET_PROFILE=staging\n")], "`.env`: an unknown `ROCKET_PROFILE`", STATUS, 1, &["staging", "known profiles"]),
+        Case { prepare: Some(|p| std::fs::create_dir(p.path().join(".env")).unwrap()), ..file(DotEnv, &[], "`.env` is a directory", STATUS, 1, &[".env", "not a regular file"]) },
         file(RocketToml, &[("Rocket.toml", "[default.databases.main]\nurl = \"postgres://app:hunter2@db/app\n")], "`Rocket.toml` with an unclosed string", STATUS, 1, &["Rocket.toml", "line 2"]),
         file(RocketToml, &[("Rocket.toml", "[default]\nworkers = \"many\"\n")], "`workers = \"many\"`", STATUS, 1, &["workers", "Rocket.toml"]),
         file(RocketToml, &[("Rocket.toml", "[default.databases.main]\nurl = 5\n")], "`url = 5`", STATUS, 1, &["databases.main.url", "Rocket.toml"]),
@@ -201,6 +207,7 @@ fn cases() -> Vec<Case> {
         cli(&["db-upgrade", "--to", "99"], "`db-upgrade --to 99` (no such version)", 1, &["99"]),
         cli(&["db-downgrade", "--to", "7", "-y"], "`db-downgrade --to 7` at version 1", 1, &["--to 7", "above", "version 1"]),
         cli(&["db-downgrade", "--steps", "abc"], "`db-downgrade --steps abc`", 64, &["--steps"]),
+        cli(&["db-downgrade", "--steps", "0", "-y"], "`db-downgrade --steps 0`", 64, &["--steps", "0"]),
         cli(&["db-downgrade", "--steps", "5", "-y"], "`db-downgrade --steps 5` with 1 applied", 1, &["5", "1"]),
         cli(&["db-downgrade", "--steps", "1", "--to", "0"], "`db-downgrade --steps 1 --to 0`", 64, &["--steps", "--to"]),
         cli(&["db-downgrade"], "`db-downgrade` without a terminal or `-y`", 1, &["-y"]),
@@ -213,6 +220,7 @@ fn cases() -> Vec<Case> {
         cli(&["db-backup", "--keep", "abc"], "`db-backup --keep abc`", 64, &["--keep"]),
         cli(&["db-backup", "--out", "{project}/Rocket.toml"], "`db-backup --out` a regular file", 1, &["Rocket.toml"]),
         cli(&["db-backups", "--dir", "{project}/nowhere"], "`db-backups --dir` a missing directory", 1, &["nowhere"]),
+        cli(&["db-backups", "--dir", "{project}/Rocket.toml"], "`db-backups --dir` a regular file", 1, &["Rocket.toml", "not a directory"]),
         cli(&["db-restore"], "`db-restore` without a file", 64, &["<FILE>"]),
         cli(&["db-restore", "{project}/nowhere.db", "-y"], "`db-restore` a missing file", 1, &["nowhere.db"]),
         cli(&["db-restore", "{project}/migrations", "-y"], "`db-restore` a directory", 1, &["migrations"]),
@@ -229,6 +237,15 @@ fn cases() -> Vec<Case> {
         file(Migrations, &[("migrations/V2__typo.sql", "CREATE TABLE a (x INTEGER);\nCREATE TABLE a (y INTEGER);\n")], "a migration that fails", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__typo", "already exists"]),
         file(Migrations, &[("migrations/V1__initial.sql", "CREATE TABLE edited (x INTEGER);\n")], "an applied migration edited afterwards", Cmd::Xtask(&["db-upgrade"]), 1, &["V1__initial", "edited"]),
         file(Migrations, &[("migrations/V2__bin.sql", "\u{0}\u{1}\u{2}")], "a binary file named like a migration", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__bin"]),
+        file(Migrations, &[("migrations/V-2__neg.sql", "SELECT 1;")], "`V-2__neg.sql`", Cmd::Xtask(&["db-status"]), 1, &["V-2__neg.sql"]),
+        file(Migrations, &[("migrations/V__x.sql", "SELECT 1;")], "`V__x.sql` (no version)", Cmd::Xtask(&["db-status"]), 1, &["V__x.sql"]),
+        file(Migrations, &[("migrations/ V2__x.sql", "SELECT 1;")], "`\" V2__x.sql\"` (a leading space)", Cmd::Xtask(&["db-status"]), 1, &["V2__x.sql", "space"]),
+        file(Migrations, &[("migrations/V01__lead.sql", "SELECT 1;")], "`V01__lead.sql`", Cmd::Xtask(&["db-status"]), 1, &["V01__lead.sql", "leading zero"]),
+        file(Migrations, &[("migrations/V2147483648__big.sql", "SELECT 1;")], "`V2147483648__big.sql`", Cmd::Xtask(&["db-status"]), 1, &["V2147483648__big.sql", "2147483647"]),
+        Case { prepare: Some(|p| std::fs::create_dir(p.path().join("migrations/V2__dir.sql")).unwrap()), ..file(Migrations, &[], "a directory named `V2__dir.sql`", Cmd::Xtask(&["db-status"]), 1, &["V2__dir.sql", "is a directory"]) },
+        Case { prepare: Some(|p| std::os::unix::fs::symlink(p.path().join("gone.sql"), p.path().join("migrations/V2__gone.sql")).unwrap()), ..file(Migrations, &[], "a dangling link `V2__gone.sql`", Cmd::Xtask(&["db-status"]), 1, &["V2__gone.sql", "dangling"]) },
+        Case { prepare: Some(|p| mkfifo(&p.path().join("migrations/V2__fifo.sql"))), ..file(Migrations, &[], "a FIFO named `V2__fifo.sql`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__fifo.sql", "FIFO"]) },
+        Case { prepare: Some(|p| { tests::sqlite(&p.db_path(), "DROP TABLE refinery_schema_history; CREATE TABLE refinery_schema_history (version INTEGER)"); }), ..file(Migrations, &[], "a history table changed by hand", Cmd::Xtask(&["db-status"]), 1, &["refinery_schema_history", "by hand"]) },
         backup(|p| std::fs::write(p.path().join("backups/bad.db"), "hello").unwrap(), "a text file", &["bad.db"]),
         backup(|p| truncate_backup(p, false), "a backup cut short, manifest intact", &["bad.db"]),
         backup(|p| truncate_backup(p, true), "a backup with one byte flipped", &["bad.db", "checksum"]),
@@ -238,6 +255,15 @@ fn cases() -> Vec<Case> {
         Case { env: &[("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:5432/catalogue_no_such_db")], ..case(Postgres, "a PostgreSQL database that does not exist", STATUS, 1, &["catalogue_no_such_db", "does not exist"]) },
         Case { env: &[("DATABASE_URL", "{pg}"), ("DATABASE_LOCK_TIMEOUT_MS", "-1")], ..case(Postgres, "`DATABASE_LOCK_TIMEOUT_MS=-1`", STATUS, 1, &["lock_timeout_ms", "DATABASE_LOCK_TIMEOUT_MS"]) },
     ]
+}
+
+/// Makes a named pipe at `path`.
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// Leaves a damaged copy of a real backup (and its manifest) at `backups/bad.db`:
@@ -343,23 +369,32 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
 
     let mut runs: Vec<(&str, Run, i32)> = Vec::new();
     let args = match case.cmd {
-        Cmd::Xtask(args) => args,
+        Cmd::Xtask(args) => Some(args),
         Cmd::Both(args) => {
             let run = project
                 .server_until_exit(&env)
                 .ok_or("the server started")?;
             runs.push(("server", run, 1));
-            args
+            Some(args)
+        }
+        Cmd::Server => {
+            let run = project
+                .server_until_exit(&env)
+                .ok_or("the server started")?;
+            runs.push(("server", run, 1));
+            None
         }
     };
-    let args: Vec<String> = args.iter().map(|a| fill(a)).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut command = project.command("xtask");
-    command
-        .env("RUST_BACKTRACE", "1")
-        .args(&args)
-        .envs(env.iter().copied());
-    runs.push(("xtask", run_bounded(command)?, case.code));
+    if let Some(args) = args {
+        let args: Vec<String> = args.iter().map(|a| fill(a)).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = project.command("xtask");
+        command
+            .env("RUST_BACKTRACE", "1")
+            .args(&args)
+            .envs(env.iter().copied());
+        runs.push(("xtask", run_bounded(command)?, case.code));
+    }
 
     let mut line = String::new();
     for (what, run, code) in &runs {
@@ -542,6 +577,7 @@ fn render(outcomes: &[(&Case, Outcome)], http: &[(&str, u16)]) -> String {
         let run = match case.cmd {
             Cmd::Xtask(args) => format!("`xtask {}`", args.join(" ")),
             Cmd::Both(args) => format!("server, `xtask {}`", args.join(" ")),
+            Cmd::Server => "server".to_string(),
         }
         .replace("{project}/", "")
         .replace("{project}", ".");

@@ -117,3 +117,56 @@ fn kebab(camel: &str) -> String {
     }
     out
 }
+
+/// The lines between `// ANCHOR: name` and `// ANCHOR_END: name` in `source`, without
+/// their common indentation.
+fn anchored_region(source: &str, name: &str) -> Option<String> {
+    let lines: Vec<&str> = source.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == format!("// ANCHOR: {name}"))?;
+    let end = lines
+        .iter()
+        .position(|l| l.trim() == format!("// ANCHOR_END: {name}"))?;
+    let region = &lines[start + 1..end];
+    let indent = region
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    Some(
+        region
+            .iter()
+            .map(|l| l.get(indent..).unwrap_or("").trim_end())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+#[test]
+fn the_readme_endpoint_pattern_is_the_tested_example() {
+    let root = workspace_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut checked = 0;
+    for (at, _) in readme.match_indices("<!-- ") {
+        let marker = &readme[at + 5..];
+        let Some((reference, rest)) = marker.split_once(" -->\n```rust\n") else {
+            continue;
+        };
+        let (path, name) = reference.split_once(": ").expect("<!-- path: anchor -->");
+        let block = &rest[..rest.find("\n```").expect("a closed code block")];
+        let source = std::fs::read_to_string(root.join(path)).unwrap();
+        let region =
+            anchored_region(&source, name).unwrap_or_else(|| panic!("{path} has no ANCHOR {name}"));
+        assert_eq!(
+            block, region,
+            "README.md's copy of {path}: {name} drifted; copy it again"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} copied blocks found in README.md"
+    );
+}

@@ -38,6 +38,7 @@ fn post(server: &Server, body: &str) -> Response {
     server.post_json("/notes", body)
 }
 
+// ANCHOR: test
 fn round_trips(url: &str) {
     let (_project, server) = start(url, &[]);
 
@@ -48,6 +49,7 @@ fn round_trips(url: &str) {
     assert_eq!(created.status, 201, "{}", created.body);
     let note = json(&created);
     let id = note["id"].as_i64().expect("an id");
+    // ANCHOR_END: test
     assert_eq!(
         created.header("location"),
         Some(format!("/notes/{id}").as_str())

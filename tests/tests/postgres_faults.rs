@@ -340,3 +340,20 @@ fn a_backup_longer_than_the_statement_timeout_succeeds() {
         .ok();
     assert_eq!(pg.execute("SELECT count(*) FROM big"), "500000");
 }
+
+#[test]
+fn readiness_fails_on_a_postgres_database_that_accepts_no_writes() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    pg.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        pg.name()
+    ));
+    let server = tests::Server::start(&project, &[("DATABASE_MIGRATE_ON_START", "false")]);
+    let response = server.get("/health/db");
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(response.body.contains("read-only"), "{}", response.body);
+}

@@ -162,3 +162,41 @@ fn a_restore_replaces_an_empty_live_file_and_keeps_it_aside() {
         "the evidence is kept as it was"
     );
 }
+
+#[test]
+fn a_restore_through_a_symlinked_database_path_replaces_the_real_file() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        Some("DROP TABLE notes;"),
+    );
+    std::fs::create_dir(project.path().join("real")).unwrap();
+    let real = project.path().join("real/data.db");
+    let env = [("DATABASE_URL", "sqlite://real/data.db")];
+    project.xtask_with(&["db-init"], &env).ok();
+    std::os::unix::fs::symlink(&real, project.db_path()).unwrap();
+    sqlite(&real, "INSERT INTO notes (body) VALUES ('backed up')");
+    project.xtask(&["db-backup"]).ok();
+    sqlite(
+        &real,
+        "INSERT INTO notes (body) VALUES ('after the backup')",
+    );
+
+    // Backups go beside the database: the file the link points to.
+    let backup = std::fs::read_dir(project.path().join("real/backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "db"))
+        .expect("a backup");
+    project
+        .xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"])
+        .ok();
+    let link = std::fs::symlink_metadata(project.db_path()).unwrap();
+    assert!(link.file_type().is_symlink(), "the link is kept");
+    assert_eq!(
+        sqlite(&real, "SELECT body FROM notes ORDER BY id"),
+        ["backed up"],
+        "the file the link points to was restored"
+    );
+}

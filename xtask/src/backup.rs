@@ -57,6 +57,9 @@ impl DbBackups {
         let dir = match self.dir {
             Some(dir) => {
                 let dir = project.user_path(&dir);
+                if dir.exists() && !dir.is_dir() {
+                    anyhow::bail!("--dir {}: is not a directory", project.display(&dir));
+                }
                 if !dir.is_dir() {
                     anyhow::bail!("--dir {}: no such directory", project.display(&dir));
                 }

@@ -22,7 +22,7 @@ impl DbDowngrade {
                 status.current_version
             ),
             Some(to) => to,
-            None => status.version_before(self.steps.unwrap_or(1))?,
+            None => status.version_before(self.steps.map_or(1, |n| n as usize))?,
         };
         let planned = status.to_revert(set, to);
         if planned.is_empty() {

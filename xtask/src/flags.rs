@@ -96,9 +96,9 @@ pub struct DbUpgrade {
 /// `db-downgrade`.
 #[derive(Debug, Args)]
 pub struct DbDowngrade {
-    /// Roll back this many migrations (default 1).
-    #[arg(long, value_name = "N", conflicts_with = "to")]
-    pub steps: Option<usize>,
+    /// Roll back this many migrations (default 1; at least 1).
+    #[arg(long, value_name = "N", conflicts_with = "to", value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: Option<u32>,
     /// Roll back every migration above version N (`--to 0` reverts everything).
     #[arg(long, value_name = "N")]
     pub to: Option<i32>,

@@ -71,6 +71,15 @@ impl DbRestore {
             "this replaces all data in {} with the backup",
             project.location()
         );
+        let here = backup::database_identity(&database.url);
+        if let Some(source) = &verified.manifest.database
+            && *source != here
+        {
+            eprintln!(
+                "note: the backup was taken from another database ({}), not from this one",
+                server::url::mask_url(source)
+            );
+        }
         project.confirm("restore?", self.destructive.yes)?;
         if let Some(pool) = &pool {
             project

@@ -57,6 +57,17 @@ pub fn run(
             return ExitCode::FAILURE;
         }
     };
+    // Rocket binds only after ignite, which migrates: a port already taken must stop the
+    // start before the database is created or changed. (Port 0 picks a free one.)
+    let (address, port) = (config.server.address, config.server.port);
+    if port != 0
+        && let Err(e) = std::net::TcpListener::bind((address, port))
+    {
+        eprintln!(
+            "error: cannot listen on {address}:{port} (port, ROCKET_PORT): {e}; nothing was changed"
+        );
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.server.workers)
         .max_blocking_threads(config.server.max_blocking)

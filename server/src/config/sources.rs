@@ -37,14 +37,20 @@ pub(super) type DotEnv = (PathBuf, BTreeMap<String, String>);
 /// Reads `<root>/.env` if it exists.
 pub(super) fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
     let path = root.join(".env");
-    if !path.is_file() {
-        return Ok(None);
-    }
     let file_error = |reason: String| ConfigError::File {
         what: ".env file",
         path: path.clone(),
         reason,
     };
+    // No `.env` is fine; one that cannot be read is a mistake to report, not to skip.
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return Err(file_error("is not a regular file".into())),
+        Err(_) if path.symlink_metadata().is_ok() => {
+            return Err(file_error("is a symbolic link to nothing".into()));
+        }
+        Err(_) => return Ok(None),
+    }
     let iter = dotenvy::from_path_iter(&path).map_err(|e| file_error(e.to_string()))?;
     let vars = iter
         .collect::<Result<BTreeMap<_, _>, _>>()

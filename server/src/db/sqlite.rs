@@ -58,6 +58,14 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
         path: path.to_path_buf(),
         reason,
     };
+    // Never open what is not a regular file: opening a FIFO blocks until a writer comes.
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DbError::FileMissing(path.to_path_buf()));
+        }
+        Ok(meta) if !meta.is_file() => return Err(invalid(not_a_file(&meta).into())),
+        _ => {}
+    }
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DbError::FileMissing(path.to_path_buf()),
         _ => invalid(format!("cannot be read ({e})")),
@@ -108,6 +116,21 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
         )));
     }
     Ok(())
+}
+
+/// Why a path that exists is not a database file: a directory, a FIFO, a device, ...
+pub(crate) fn not_a_file(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "is a directory, not a database file"
+    } else if kind.is_fifo() {
+        "is a FIFO (named pipe), not a database file"
+    } else if kind.is_socket() {
+        "is a socket, not a database file"
+    } else {
+        "is a device, not a database file"
+    }
 }
 
 /// A SQLite pool bound to the file it opened.
@@ -193,6 +216,12 @@ impl SqliteEngine {
             return Ok(generation.pool.clone());
         };
         let meta = std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.clone()))?;
+        if !meta.is_file() {
+            return Err(DbError::FileInvalid {
+                path: path.clone(),
+                reason: not_a_file(&meta).into(),
+            });
+        }
         let on_disk = FileId::of(&meta);
         let usable = |g: &SqliteGeneration| {
             Some(on_disk) == g.identity && !g.truncated.load(Ordering::Relaxed)
@@ -343,6 +372,14 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
         });
     }
     std::fs::create_dir_all(dir).map_err(|e| location_error(dir, e))?;
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+    {
+        return Err(DbError::FileInvalid {
+            path: path.to_path_buf(),
+            reason: not_a_file(&meta).into(),
+        });
+    }
     if path.exists() {
         std::fs::OpenOptions::new()
             .read(true)

@@ -70,14 +70,29 @@ impl MigrationSet {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_error)? {
             let path = entry.map_err(read_error)?.path();
-            if !path.is_file() {
-                continue;
-            }
             let name = path
                 .file_name()
                 .unwrap_or_default()
                 .to_string_lossy()
                 .to_string();
+            // Follows symbolic links; a FIFO must never be opened (it blocks).
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => {}
+                result => {
+                    if naming::is_migration_like(&name) {
+                        let why = match result {
+                            Ok(meta) if meta.is_dir() => "is a directory".to_string(),
+                            Ok(_) => "is not a regular file (a FIFO, socket or device)".into(),
+                            Err(e) => format!("cannot be read ({e}; a dangling link?)"),
+                        };
+                        return Err(MigrationError::Files(format!(
+                            "the migrations are not valid ({}: {why}); fix the files",
+                            path.display()
+                        )));
+                    }
+                    continue;
+                }
+            }
             let sql = if name.to_ascii_lowercase().ends_with(".sql") {
                 std::fs::read_to_string(&path).map_err(|e| {
                     MigrationError::Files(format!("cannot read {}: {e}", path.display()))

@@ -125,19 +125,32 @@ enum Classified {
     Down(i32, String),
 }
 
+/// Whether `file` is named like a migration (well-formed or not): such a file must be a
+/// readable regular file.
+pub fn is_migration_like(file: &str) -> bool {
+    !matches!(classify(file), Classified::Ignored)
+}
+
 /// Sorts a file name: a migration, a down script, a malformed attempt at one, or not ours.
 fn classify(file: &str) -> Classified {
     let mut chars = file.chars();
     let first = chars.next();
     let second = chars.next();
-    let versioned = matches!(first, Some('V' | 'v')) && second.is_some_and(|c| c.is_ascii_digit());
+    // `V` followed by anything but a letter (`V2`, `V-2`, `V__`, `V２`) is an attempt at a
+    // migration; `views.sql` is not.
+    let versioned =
+        matches!(first, Some('V' | 'v')) && second.is_some_and(|c| !c.is_ascii_alphabetic());
     let numbered = first.is_some_and(|c| c.is_ascii_digit());
     let sql = file.to_ascii_lowercase().ends_with(".sql");
-    if !(versioned || numbered && sql) {
+    let spaced = first.is_some_and(char::is_whitespace) && sql;
+    if !(versioned || spaced || numbered && sql) {
         return Classified::Ignored;
     }
     let expected = "expected V<number>__<snake_case_name>.sql or .down.sql";
     let malformed = |what: &str| Classified::Malformed(format!("{what}; {expected}"));
+    if spaced {
+        return malformed("not a migration name (it starts with a space)");
+    }
     let Some(stem) = file.strip_suffix(".sql") else {
         return malformed("not a migration name (the extension must be `.sql`, lowercase)");
     };
@@ -151,8 +164,13 @@ fn classify(file: &str) -> Classified {
     let Some((version, name)) = rest.split_once("__") else {
         return malformed("not a migration name (two underscores must follow the version)");
     };
+    if version.len() > 1 && version.starts_with('0') {
+        return malformed("not a migration name (the version has a leading zero)");
+    }
     let Some(version) = version.parse::<i32>().ok().filter(|v| *v > 0) else {
-        return malformed("not a migration name (the version must be a positive number)");
+        return malformed(
+            "not a migration name (the version must be a number from 1 to 2147483647)",
+        );
     };
     if !is_snake_case(name) {
         return malformed("not a migration name (the name must be snake_case)");

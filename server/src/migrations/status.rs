@@ -4,7 +4,7 @@ use std::fmt;
 
 use sqlx::Row;
 
-use super::{MigrationError, MigrationFile, MigrationSet};
+use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
 use crate::db::DbConn;
 
 /// One row of the history table, compared with the code.
@@ -248,7 +248,8 @@ where
         "SELECT version, name, applied_on, checksum FROM refinery_schema_history ORDER BY version",
     )
     .fetch_all(&mut *c)
-    .await?;
+    .await
+    .map_err(unexpected_shape)?;
     rows.iter()
         .map(|row| {
             Ok(HistoryRow {
@@ -258,5 +259,27 @@ where
                 checksum: row.try_get(3)?,
             })
         })
-        .collect()
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(unexpected_shape)
+}
+
+/// A history table whose columns or types are not refinery's (changed by hand) is named
+/// as such; other errors (a lock, a lost connection) pass through.
+fn unexpected_shape(error: sqlx::Error) -> sqlx::Error {
+    let shape = match &error {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => true,
+        // SQLite "no such column" (SQLITE_ERROR); PostgreSQL undefined_column.
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("1" | "42703")),
+        _ => false,
+    };
+    if !shape {
+        return error;
+    }
+    let reason = crate::db::describe_driver_error(&error, None);
+    sqlx::Error::Decode(
+        format!(
+            "the history table {HISTORY_TABLE} does not have refinery's columns ({reason}); was it changed by hand? restore it from a backup"
+        )
+        .into(),
+    )
 }
