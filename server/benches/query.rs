@@ -73,6 +73,37 @@ async fn write_direct(conn: &mut DbConn, id: i64) {
     }
 }
 
+/// Median times of `neutral` and `direct`, run alternately `rounds` times on `conn`.
+async fn compare<N, D, RN, RD>(
+    conn: &mut DbConn,
+    rounds: usize,
+    mut neutral: N,
+    mut direct: D,
+) -> (Duration, Duration)
+where
+    N: AsyncFnMut(&mut DbConn, i64) -> RN,
+    D: AsyncFnMut(&mut DbConn, i64) -> RD,
+{
+    let (mut n, mut d) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for round in 0..rounds as i64 {
+        let id = round % ROWS + 1;
+        let t = Instant::now();
+        neutral(conn, id).await;
+        n.push(t.elapsed());
+        let t = Instant::now();
+        direct(conn, id).await;
+        d.push(t.elapsed());
+    }
+    (median(n), median(d))
+}
+
+fn report(label: &str, what: &str, neutral: Duration, direct: Duration) {
+    println!(
+        "{label:<8} {what} p50 db::query {neutral:>8.1?}  sqlx direct {direct:>8.1?}  ratio {:.3}",
+        neutral.as_secs_f64() / direct.as_secs_f64()
+    );
+}
+
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
@@ -98,36 +129,10 @@ async fn measure(label: &str, url: &str) {
         assert_eq!(read_neutral(&mut conn, id).await.id, id);
         assert!(!read_direct(&mut conn, id).await.title.is_empty());
     }
-    let (mut neutral, mut direct) = (Vec::new(), Vec::new());
-    for round in 0..ROUNDS as i64 {
-        let id = round % ROWS + 1;
-        let t = Instant::now();
-        read_neutral(&mut conn, id).await;
-        neutral.push(t.elapsed());
-        let t = Instant::now();
-        read_direct(&mut conn, id).await;
-        direct.push(t.elapsed());
-    }
-    let (n, d) = (median(neutral), median(direct));
-    println!(
-        "{label:<8} read  p50 db::query {n:>8.1?}  sqlx direct {d:>8.1?}  ratio {:.3}",
-        n.as_secs_f64() / d.as_secs_f64()
-    );
-    let (mut neutral, mut direct) = (Vec::new(), Vec::new());
-    for round in 0..(ROUNDS / 4) as i64 {
-        let id = round % ROWS + 1;
-        let t = Instant::now();
-        write_neutral(&mut conn, id).await;
-        neutral.push(t.elapsed());
-        let t = Instant::now();
-        write_direct(&mut conn, id).await;
-        direct.push(t.elapsed());
-    }
-    let (n, d) = (median(neutral), median(direct));
-    println!(
-        "{label:<8} write p50 db::query {n:>8.1?}  sqlx direct {d:>8.1?}  ratio {:.3}",
-        n.as_secs_f64() / d.as_secs_f64()
-    );
+    let (n, d) = compare(&mut conn, ROUNDS, read_neutral, read_direct).await;
+    report(label, "read ", n, d);
+    let (n, d) = compare(&mut conn, ROUNDS / 4, write_neutral, write_direct).await;
+    report(label, "write", n, d);
     drop(conn);
     pool.close().await;
 }

@@ -361,6 +361,18 @@ impl Run {
     }
 }
 
+/// The newest backup in `dir` whose name ends with `suffix` (`.db`, `.db.gz`): backup
+/// names start with the database's name and the time, so the last by name is the newest.
+pub fn newest_backup(dir: &Path, suffix: &str) -> PathBuf {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    files.sort();
+    files.pop().expect("a backup")
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

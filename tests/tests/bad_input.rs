@@ -201,11 +201,7 @@ fn a_foreign_file_with_a_hand_made_manifest_is_not_restored() {
     let before = sha256(&db);
     // A database from elsewhere (no history at all), with a manifest copied and fixed up.
     let backups = project.path().join("backups");
-    let real = std::fs::read_dir(&backups)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "db"))
-        .unwrap();
+    let real = tests::newest_backup(&backups, ".db");
     let foreign = backups.join("foreign.db");
     std::fs::copy(&real, &foreign).unwrap();
     tests::sqlite(

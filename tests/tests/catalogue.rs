@@ -271,11 +271,7 @@ fn mkfifo(path: &Path) {
 fn truncate_backup(project: &Project, flip: bool) {
     project.xtask(&["db-backup"]).ok();
     let backups = project.path().join("backups");
-    let real = std::fs::read_dir(&backups)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "db"))
-        .unwrap();
+    let real = tests::newest_backup(&backups, ".db");
     let mut bytes = std::fs::read(&real).unwrap();
     if flip {
         let at = bytes.len() / 2;

@@ -104,7 +104,7 @@ fn sigkill_during_restore_leaves_the_database_wholly_before_or_after() {
     let project = events_project(50_000);
     let db = project.db_path();
     project.xtask(&["db-backup"]).ok();
-    let backup = tests_backup(&project);
+    let backup = tests::newest_backup(&project.path().join("backups"), ".db");
     let reset_to_before = || sqlite(&db, "DELETE FROM events WHERE seq > 5");
     reset_to_before();
     let mut outcomes = (0, 0);
@@ -136,17 +136,6 @@ fn sigkill_during_restore_leaves_the_database_wholly_before_or_after() {
         Vec::<String>::new()
     );
     assert_backups_consistent(&project, &project.path().join("backups"));
-}
-
-/// The one backup of `project` (the newest).
-fn tests_backup(project: &Project) -> std::path::PathBuf {
-    let mut backups: Vec<_> = std::fs::read_dir(project.path().join("backups"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "db"))
-        .collect();
-    backups.sort();
-    backups.pop().expect("a backup")
 }
 
 #[test]
@@ -301,7 +290,7 @@ fn the_server_never_recreates_or_writes_a_file_that_is_not_a_complete_database()
          INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
     );
     project.xtask(&["db-backup"]).ok();
-    let backup = tests_backup(&project);
+    let backup = tests::newest_backup(&project.path().join("backups"), ".db");
     let server = Server::start(&project, &[("DATABASE_IDLE_TIMEOUT_SECS", "1")]);
     assert_eq!(server.get("/health/db").status, 200);
 

@@ -21,14 +21,8 @@ fn notes_project() -> Project {
     project
 }
 
-fn newest_backup(project: &Project, ext: &str) -> PathBuf {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(project.path().join("backups"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(ext))
-        .collect();
-    files.sort();
-    files.pop().expect("a backup")
+fn newest_backup(project: &Project, suffix: &str) -> PathBuf {
+    tests::newest_backup(&project.path().join("backups"), suffix)
 }
 
 #[test]
@@ -184,11 +178,7 @@ fn a_restore_through_a_symlinked_database_path_replaces_the_real_file() {
     );
 
     // Backups go beside the database: the file the link points to.
-    let backup = std::fs::read_dir(project.path().join("real/backups"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "db"))
-        .expect("a backup");
+    let backup = tests::newest_backup(&project.path().join("real/backups"), ".db");
     project
         .xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--no-backup"])
         .ok();
