@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::backup::{BackupHealth, Schedule};
 use crate::config::DbSettings;
 use crate::db::{DbError, DbPool, PoolStats};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState};
@@ -55,6 +56,9 @@ pub struct DbHealth {
     /// SQLite: free space on the database's file system.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskHealth>,
+    /// Scheduled backups, when `backup_interval_secs` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupHealth>,
     /// Why the check failed; never a path or a credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
@@ -80,8 +84,14 @@ const DISK_FULL_BYTES: u64 = 1 << 20;
 /// break. Little free space (below `disk_free_min_mb`) warns; a full disk fails. So does
 /// a serious error that any connection of the pool hit in the last
 /// [`crate::db::INCIDENT_WINDOW`] (see [`DbPool::note_error`]), even when the probe's
-/// own round trip still answers from a connection's cache.
-pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> DbHealth {
+/// own round trip still answers from a connection's cache. With `backups`, the last
+/// scheduled backup failing, or being older than twice the interval, warns.
+pub async fn check(
+    pool: &DbPool,
+    set: &MigrationSet,
+    settings: &DbSettings,
+    backups: Option<&Schedule>,
+) -> DbHealth {
     let timeout = settings.health_timeout;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
@@ -142,14 +152,23 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> 
             format!("requests hit an error {} s ago: {reason}", age.as_secs()),
         )
     });
+    let (backup, backup_problem) = match backups.map(Schedule::health) {
+        Some((health, problem)) => (Some(health), problem.map(|p| (Status::Warn, p))),
+        None => (None, None),
+    };
     // The worst problem wins; the probe's own failure first among equals.
-    let (status, output) = [output.map(|o| (Status::Fail, o)), file_problem, incident]
-        .into_iter()
-        .flatten()
-        .min_by_key(|(status, _)| *status != Status::Fail)
-        .map_or((Status::Pass, None), |(status, problem)| {
-            (status, Some(problem))
-        });
+    let (status, output) = [
+        output.map(|o| (Status::Fail, o)),
+        file_problem,
+        incident,
+        backup_problem,
+    ]
+    .into_iter()
+    .flatten()
+    .min_by_key(|(status, _)| *status != Status::Fail)
+    .map_or((Status::Pass, None), |(status, problem)| {
+        (status, Some(problem))
+    });
     DbHealth {
         status,
         kind: pool.kind(),
@@ -157,6 +176,7 @@ pub async fn check(pool: &DbPool, set: &MigrationSet, settings: &DbSettings) -> 
         schema,
         pool: pool.stats(),
         disk,
+        backup,
         output,
     }
 }

@@ -1,12 +1,13 @@
 //! The pool fairing (`rocket_db_pools`) and the migrations fairing that runs on ignite.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::{Build, Rocket};
 use rocket_db_pools::Database;
 
+use crate::backup::Schedule;
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbError, DbPool, OpenMode};
 use crate::in_use::InUse;
@@ -54,12 +55,46 @@ impl crate::db::Executor for rocket_db_pools::Connection<Db> {
 /// Attaches the pool, then applies (or checks) `migrations` before the server listens.
 pub fn stage(settings: DbSettings, migrations: &'static MigrationSet) -> AdHoc {
     AdHoc::on_ignite("Database", move |rocket| async move {
-        rocket
-            .manage(settings)
+        let rocket = rocket
+            .manage(settings.clone())
             .manage(Migrations(migrations))
             .attach(Db::init())
-            .attach(AdHoc::try_on_ignite("Database migrations", migrate))
+            .attach(AdHoc::try_on_ignite("Database migrations", migrate));
+        let schedule = settings
+            .backup_interval
+            .map(|interval| Arc::new(Schedule::new(interval)));
+        let rocket = rocket.manage(Backups(schedule.clone()));
+        match schedule {
+            Some(_) => rocket.attach(AdHoc::on_liftoff("Scheduled backups", |rocket| {
+                Box::pin(start_backups(rocket))
+            })),
+            None => rocket,
+        }
     })
+}
+
+/// The backup schedule, when `backup_interval_secs` is set (always managed, so that
+/// routes can ask for it).
+pub struct Backups(pub Option<Arc<Schedule>>);
+
+/// Starts the backup schedule once the server listens, on its own task: no request
+/// waits for it.
+async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
+    let (Some(Backups(Some(schedule))), Some(db), Some(settings), Some(&Migrations(set))) = (
+        rocket.state::<Backups>(),
+        rocket.state::<Db>(),
+        rocket.state::<DbSettings>(),
+        rocket.state::<Migrations>(),
+    ) else {
+        return;
+    };
+    let (schedule, pool, settings) = (Arc::clone(schedule), (**db).clone(), settings.clone());
+    rocket::info!(
+        "scheduled backups every {} s into {}",
+        schedule.interval_secs(),
+        settings.backup_dir.display()
+    );
+    tokio::spawn(async move { schedule.run(pool, settings, set).await });
 }
 
 async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {

@@ -16,6 +16,7 @@ use super::routes;
         crate::health::SchemaHealth,
         crate::db::PoolStats,
         crate::health::Status,
+        crate::backup::BackupHealth,
         super::ErrorBody
     ))
 )]

@@ -20,7 +20,7 @@ use crate::config::{AppConfig, ConfigError, Environment};
 use crate::migrations::MigrationSet;
 
 pub use api::{ApiError, ApiResult, ErrorBody, json_catchers};
-pub use database::{Db, Migrations, startup_error};
+pub use database::{Backups, Db, Migrations, startup_error};
 pub use docs::{base_openapi, mount_docs};
 
 /// Builds the server from a loaded configuration, with the migrations embedded from

@@ -7,7 +7,7 @@ use rocket::{State, get, routes};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Db, Migrations};
+use super::{Backups, Db, Migrations};
 use crate::config::DbSettings;
 use crate::health::{self, DbHealth};
 
@@ -58,7 +58,7 @@ pub fn live() -> NoStore<Liveness> {
     path = "/health/db",
     tag = "health",
     responses(
-        (status = 200, description = "The database answers and its schema matches this binary (`pass`), or it answers but something degrades it (`warn`: little free disk space)", body = DbHealth),
+        (status = 200, description = "The database answers and its schema matches this binary (`pass`), or it answers but something degrades it (`warn`: little free disk space, the last scheduled backup failed or is older than twice its interval)", body = DbHealth),
         (status = 503, description = "The database is down, locked, exhausted, unreadable, its disk is full, or its schema does not match", body = DbHealth)
     )
 )]
@@ -67,8 +67,9 @@ pub async fn database(
     db: &State<Db>,
     migrations: &State<Migrations>,
     settings: &State<DbSettings>,
+    backups: &State<Backups>,
 ) -> NoStore<DbHealth> {
-    let report = health::check(db, migrations.0, settings).await;
+    let report = health::check(db, migrations.0, settings, backups.0.as_deref()).await;
     let status = match report.status {
         health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,

@@ -38,10 +38,8 @@ pub async fn create(
     let owner = database_owner(&settings.url);
     create_dir_private(dir, owner, progress)?;
     let lock_path = dir.to_path_buf();
-    let _lock = tokio::task::spawn_blocking(move || durable::lock_dir(&lock_path, owner))
+    let _lock = off_the_runtime(move || durable::lock_dir(&lock_path, owner))
         .await
-        .map_err(io::Error::other)
-        .and_then(|r| r)
         .map_err(io_error("cannot lock backup directory", dir))?;
     catalog::sweep(dir);
 
@@ -89,7 +87,10 @@ pub async fn create(
                 Some(Compression::Gzip) => {
                     progress.step("compressing (gzip)");
                     let gz = temp("cannot create a backup file in")?;
-                    gzip(snapshot.path(), gz.as_file())
+                    let (source, output) =
+                        (snapshot.path().to_path_buf(), gz.as_file().try_clone());
+                    off_the_runtime(move || gzip(&source, &output?))
+                        .await
                         .map_err(io_error("cannot compress", dir))?;
                     gz
                 }
@@ -111,11 +112,13 @@ pub async fn create(
     };
     drop(conn);
     durable::give(file.as_file(), owner);
-    file.as_file()
-        .sync_all()
+    let (handle, path) = (file.as_file().try_clone(), file.path().to_path_buf());
+    off_the_runtime(move || handle?.sync_all())
+        .await
         .map_err(io_error("cannot sync", file.path()))?;
-    let (sha256, size) =
-        durable::sha256_file(file.path()).map_err(io_error("cannot read", file.path()))?;
+    let (sha256, size) = off_the_runtime(move || durable::sha256_file(&path))
+        .await
+        .map_err(io_error("cannot read", file.path()))?;
 
     let name = format!("{base}-v{schema_version}.{ext}");
     let final_path = dir.join(&name);
@@ -182,7 +185,7 @@ fn naming(url: &DatabaseUrl) -> (String, &'static str) {
 /// Creates `dir` (and parents) private (0700) and owned like the database. An existing
 /// directory is tightened to 0700 only when it holds nothing but backups; a shared one
 /// (the project root, `/tmp`) keeps its mode, and the backups in it are 0600 anyway.
-fn create_dir_private(
+pub(super) fn create_dir_private(
     dir: &Path,
     owner: Option<durable::Owner>,
     progress: &dyn Progress,
@@ -261,6 +264,17 @@ async fn sqlite_snapshot(
     result?;
     progress.bytes(total, total);
     Ok(())
+}
+
+/// Runs blocking file work (hashing, compressing, syncing) on tokio's blocking pool, so
+/// that a backup taken inside the server never holds up a runtime worker.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)
+        .and_then(|result| result)
 }
 
 /// Writes the gzip of `source` into `output` and syncs it.

@@ -18,11 +18,15 @@
 //! | `create` | taking a backup |
 //! | `catalog` | listing and pruning (`--keep`) |
 //! | `restore` | verifying a backup and swapping it in, all or nothing |
+//! | `copy` | copying a backup and its manifest to a second directory |
+//! | `schedule` | the backups the server takes itself, and their state for `/health/db` |
 
 mod catalog;
+mod copy;
 mod create;
 mod manifest;
 mod restore;
+mod schedule;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,9 +34,11 @@ use std::path::{Path, PathBuf};
 use crate::url::DatabaseUrl;
 
 pub use catalog::{BackupEntry, BackupState, list, prune};
+pub use copy::copy_to;
 pub use create::create;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
 pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
+pub use schedule::{BackupHealth, Schedule};
 
 /// A backup or restore failure.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,9 @@ pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
     "migrate_on_start",
     "backup_dir",
     "disk_free_min_mb",
+    "backup_interval_secs",
+    "backup_keep",
+    "backup_copy_to",
 ];
 
 /// Validated database settings.
@@ -60,10 +63,19 @@ pub struct DbSettings {
     pub backup_dir: PathBuf,
     /// SQLite: `/health/db` warns when its file system has less free space than this.
     pub disk_free_min_bytes: u64,
+    /// The server takes a backup this often (`None`: never).
+    pub backup_interval: Option<Duration>,
+    /// Scheduled backups of this database kept in `backup_dir` (and `backup_copy_to`).
+    pub backup_keep: u32,
+    /// Where each scheduled backup is also copied (e.g. a mounted remote file system).
+    pub backup_copy_to: Option<PathBuf>,
 }
 
 /// The largest pool this configuration accepts.
 const MAX_CONNECTIONS: u32 = 10_000;
+
+/// The longest interval between scheduled backups: a year.
+const MAX_BACKUP_INTERVAL_SECS: u64 = 366 * 24 * 3600;
 
 /// The largest duration in milliseconds the drivers accept (`i32::MAX`).
 const MAX_MILLIS: u64 = i32::MAX as u64;
@@ -104,6 +116,12 @@ pub(super) struct RawDbSettings {
     backup_dir: Option<String>,
     #[serde(default = "defaults::disk_free_min_mb")]
     disk_free_min_mb: u64,
+    #[serde(default)]
+    backup_interval_secs: u64,
+    #[serde(default = "defaults::backup_keep")]
+    backup_keep: u32,
+    #[serde(default)]
+    backup_copy_to: Option<String>,
 }
 
 /// Defaults of the database keys, also listed in `.env.example` and the README.
@@ -143,6 +161,9 @@ mod defaults {
     }
     pub fn disk_free_min_mb() -> u64 {
         64
+    }
+    pub fn backup_keep() -> u32 {
+        7
     }
 }
 
@@ -266,6 +287,39 @@ impl DbSettings {
             },
         };
 
+        if raw.backup_keep == 0 {
+            return Err(invalid(
+                "backup_keep",
+                "must be at least 1 (the backup just taken is always kept)".into(),
+            ));
+        }
+        // At most a year; tokio's timers and the health check's age arithmetic stay exact.
+        if raw.backup_interval_secs > MAX_BACKUP_INTERVAL_SECS {
+            return Err(invalid(
+                "backup_interval_secs",
+                format!(
+                    "{} is more than {MAX_BACKUP_INTERVAL_SECS} (a year)",
+                    raw.backup_interval_secs
+                ),
+            ));
+        }
+        let backup_copy_to = match &raw.backup_copy_to {
+            Some(dir) if dir.trim().is_empty() => {
+                return Err(invalid(
+                    "backup_copy_to",
+                    "is empty; name a directory or remove the setting".into(),
+                ));
+            }
+            Some(dir) => Some(root.join(dir)),
+            None => None,
+        };
+        if backup_copy_to.as_deref() == Some(backup_dir.as_path()) {
+            return Err(invalid(
+                "backup_copy_to",
+                "is backup_dir itself; name another file system".into(),
+            ));
+        }
+
         let settings = Self {
             url: url.clone(),
             url_origin,
@@ -283,9 +337,14 @@ impl DbSettings {
             migrate_on_start: raw.migrate_on_start,
             backup_dir: backup_dir.clone(),
             disk_free_min_bytes: raw.disk_free_min_mb.saturating_mul(1 << 20),
+            backup_interval: (raw.backup_interval_secs > 0)
+                .then(|| Duration::from_secs(raw.backup_interval_secs)),
+            backup_keep: raw.backup_keep,
+            backup_copy_to: backup_copy_to.clone(),
         };
         raw.url = url.to_url_string();
         raw.backup_dir = Some(backup_dir.display().to_string());
+        raw.backup_copy_to = backup_copy_to.map(|dir| dir.display().to_string());
         Ok((settings, raw))
     }
 }

@@ -14,6 +14,7 @@ mod incidents;
 mod query;
 mod sqlite;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -55,11 +56,12 @@ pub struct PoolStats {
     pub reopened: u32,
 }
 
-/// The pool, for either engine.
+/// The pool, for either engine. Clones share the pool (e.g. for the backup schedule).
+#[derive(Clone)]
 pub struct DbPool {
-    engine: Engine,
+    engine: Arc<Engine>,
     max_connections: u32,
-    incidents: Incidents,
+    incidents: Arc<Incidents>,
 }
 
 enum Engine {
@@ -96,15 +98,15 @@ impl DbPool {
             DatabaseUrl::Postgres { url } => Engine::Postgres(open_postgres(settings, url).await?),
         };
         Ok(Self {
-            engine,
+            engine: Arc::new(engine),
             max_connections: settings.max_connections,
-            incidents: Incidents::default(),
+            incidents: Arc::default(),
         })
     }
 
     /// The engine behind this pool.
     pub fn kind(&self) -> DbKind {
-        match self.engine {
+        match *self.engine {
             Engine::Sqlite(_) => DbKind::Sqlite,
             Engine::Postgres(_) => DbKind::Postgres,
         }
@@ -112,7 +114,7 @@ impl DbPool {
 
     /// Takes a connection, waiting at most the configured acquire timeout.
     pub async fn acquire(&self) -> Result<DbConn, DbError> {
-        let conn = match &self.engine {
+        let conn = match &*self.engine {
             Engine::Sqlite(engine) => engine.current().await?.acquire().await.map(DbConn::Sqlite),
             Engine::Postgres(pool) => pool.acquire().await.map(DbConn::Postgres),
         };
@@ -137,7 +139,7 @@ impl DbPool {
 
     /// Current pool statistics.
     pub fn stats(&self) -> PoolStats {
-        let (size, idle, reopened) = match &self.engine {
+        let (size, idle, reopened) = match &*self.engine {
             Engine::Sqlite(engine) => {
                 let pool = engine.snapshot();
                 let reopened = engine.reopened.load(Ordering::Relaxed);
@@ -155,7 +157,7 @@ impl DbPool {
 
     /// Waits for connections in use to come back, then closes all of them.
     pub async fn close(&self) {
-        match &self.engine {
+        match &*self.engine {
             Engine::Sqlite(engine) => engine.snapshot().close().await,
             Engine::Postgres(pool) => pool.close().await,
         }

@@ -1,0 +1,57 @@
+//! Copying a verified backup and its manifest to a second directory (`backup_copy_to`,
+//! e.g. a mounted remote file system): a backup on the database's own disk dies with it.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::create::create_dir_private;
+use super::manifest::{read_manifest, write_manifest};
+use super::{BackupError, Progress, database_owner, io_error};
+use crate::durable;
+use crate::url::DatabaseUrl;
+
+/// Copies `backup` (with its manifest) into `dir`, all or nothing: the copy is written to
+/// a hidden temporary file, synced, checked against the manifest's sha256, then the
+/// manifest and only then the final name appear. Blocking: run it off the async runtime.
+pub fn copy_to(
+    backup: &Path,
+    dir: &Path,
+    url: &DatabaseUrl,
+    progress: &dyn Progress,
+) -> Result<PathBuf, BackupError> {
+    let owner = database_owner(url);
+    let manifest = read_manifest(backup).map_err(|reason| BackupError::Invalid {
+        path: backup.to_path_buf(),
+        reason,
+    })?;
+    create_dir_private(dir, owner, progress)?;
+    let _lock =
+        durable::lock_dir(dir, owner).map_err(io_error("cannot lock backup directory", dir))?;
+    let final_path = dir.join(&manifest.file);
+    let write_error = |e: io::Error| BackupError::Write {
+        dir: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut copy = durable::temp_in(dir, &manifest.file, durable::PARTIAL).map_err(write_error)?;
+    durable::give(copy.as_file(), owner);
+    io::copy(
+        &mut File::open(backup).map_err(io_error("cannot read", backup))?,
+        copy.as_file_mut(),
+    )
+    .map_err(write_error)?;
+    copy.as_file().sync_all().map_err(write_error)?;
+    let (sha256, size) = durable::sha256_file(copy.path()).map_err(write_error)?;
+    if sha256 != manifest.sha256 || size != manifest.size {
+        return Err(BackupError::Write {
+            dir: dir.to_path_buf(),
+            reason: "the copy does not match the backup's checksum".into(),
+        });
+    }
+    write_manifest(&final_path, &manifest, owner)
+        .map_err(io_error("cannot write manifest for", &final_path))?;
+    copy.persist(&final_path)
+        .map_err(|e| io_error("cannot move the copy to", &final_path)(e.error))?;
+    durable::sync_dir(dir);
+    Ok(final_path)
+}

@@ -1,0 +1,205 @@
+//! Backups the running server takes itself: at the interval, verified, pruned, copied
+//! off to `backup_copy_to`, surviving failures, and reported by `/health/db`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tests::{PgDatabase, Project, Server, workspace_root};
+
+/// Backup files (not manifests) in `dir`.
+fn backups_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.') && !n.ends_with(".json"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 100 ms for at most `seconds`.
+fn wait_until(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn backup_state(server: &Server) -> serde_json::Value {
+    server.get("/health/db").json()
+}
+
+#[test]
+fn the_server_backs_itself_up_at_the_interval_prunes_and_copies_off() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let offsite = project.path().join("offsite");
+    let offsite_env = offsite.to_string_lossy().into_owned();
+    let server = Server::start(
+        &project,
+        &[
+            ("DATABASE_BACKUP_INTERVAL_SECS", "1"),
+            ("DATABASE_BACKUP_KEEP", "2"),
+            ("DATABASE_BACKUP_COPY_TO", &offsite_env),
+        ],
+    );
+    let dir = project.path().join("backups");
+    let mut seen = BTreeSet::new();
+    let pruned = wait_until(20, || {
+        seen.extend(backups_in(&dir));
+        seen.len() >= 4 && backups_in(&dir).len() == 2
+    });
+    assert!(pruned, "seen {seen:?}, now {:?}", backups_in(&dir));
+    // Every backup kept has its manifest and checks out, here and off-site.
+    let listing = project.xtask(&["db-backups"]).ok().to_string();
+    assert!(
+        !listing.contains("CORRUPT") && !listing.contains("no manifest"),
+        "{listing}"
+    );
+    assert!(
+        wait_until(5, || backups_in(&offsite).len() == 2),
+        "{:?}",
+        backups_in(&offsite)
+    );
+    for name in backups_in(&offsite) {
+        assert!(
+            offsite.join(format!("{name}.json")).is_file(),
+            "{name} has its manifest"
+        );
+    }
+
+    let health = backup_state(&server);
+    assert_eq!(health["status"], "pass", "{health}");
+    let backup = &health["backup"];
+    assert_eq!(backup["interval_secs"], 1);
+    assert!(backup["last_success_at"].is_string(), "{health}");
+    assert!(
+        backup["last_success_age_secs"].as_u64().unwrap() <= 2,
+        "{health}"
+    );
+    let body = health.to_string();
+    assert!(
+        !body.contains(&*project.path().to_string_lossy()),
+        "no path: {body}"
+    );
+}
+
+#[test]
+fn a_failing_scheduled_backup_warns_keeps_the_server_up_and_recovers() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let server = Server::start(
+        &project,
+        &[
+            ("DATABASE_BACKUP_INTERVAL_SECS", "1"),
+            ("DATABASE_BACKUP_DIR", "bk"),
+        ],
+    );
+    let dir = project.path().join("bk");
+    assert!(
+        wait_until(10, || !backups_in(&dir).is_empty()),
+        "a first backup"
+    );
+
+    // The backup directory becomes unusable: a regular file where it was.
+    std::fs::rename(&dir, project.path().join("bk.old")).unwrap();
+    std::fs::write(&dir, "not a directory").unwrap();
+    let mut warned = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            warned = backup_state(&server);
+            warned["status"] == "warn"
+        }),
+        "{warned}"
+    );
+    let output = warned["output"].as_str().unwrap();
+    assert!(
+        output.contains("the last scheduled backup failed"),
+        "{output}"
+    );
+    assert!(output.contains("backup_dir"), "{output}");
+    assert!(
+        !output.contains(&*project.path().to_string_lossy()),
+        "no path: {output}"
+    );
+    assert!(warned["backup"]["last_failure_at"].is_string(), "{warned}");
+    assert_eq!(
+        server.get("/health").status,
+        200,
+        "the server keeps serving"
+    );
+    assert!(
+        server.output().contains("scheduled backup failed"),
+        "logged"
+    );
+
+    // Fixed: the next interval succeeds and the warning clears.
+    std::fs::remove_file(&dir).unwrap();
+    let mut recovered = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            recovered = backup_state(&server);
+            recovered["status"] == "pass"
+        }),
+        "{recovered}"
+    );
+    assert!(recovered["backup"]["last_failure"].is_null(), "{recovered}");
+    assert!(!backups_in(&dir).is_empty());
+}
+
+#[test]
+fn postgres_is_backed_up_on_the_same_schedule() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    let server = Server::start(&project, &[("DATABASE_BACKUP_INTERVAL_SECS", "1")]);
+    let dir = project.path().join("backups");
+    assert!(
+        wait_until(20, || backups_in(&dir).iter().any(|n| n.ends_with(".dump"))),
+        "{:?}",
+        backups_in(&dir)
+    );
+    let mut health = serde_json::Value::Null;
+    assert!(wait_until(10, || {
+        health = backup_state(&server);
+        health["backup"]["last_success_at"].is_string()
+    }));
+    assert_eq!(health["status"], "pass", "{health}");
+}
+
+#[test]
+fn the_production_profile_backs_up_hourly_from_the_start() {
+    let project = Project::sqlite();
+    std::fs::copy(
+        workspace_root().join("Rocket.toml"),
+        project.path().join("Rocket.toml"),
+    )
+    .unwrap();
+    let env = [
+        ("ROCKET_PROFILE", "production"),
+        ("ROCKET_ADDRESS", "127.0.0.1"),
+        ("DATABASE_URL", "sqlite://app.db"),
+        ("DATABASE_DISK_FREE_MIN_MB", "0"),
+    ];
+    project.xtask_with(&["db-init"], &env).ok();
+    let server = Server::start(&project, &env);
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            health = backup_state(&server);
+            health["backup"]["last_success_at"].is_string()
+        }),
+        "{health}"
+    );
+    assert_eq!(health["backup"]["interval_secs"], 3600);
+    assert_eq!(backups_in(&project.path().join("backups")).len(), 1);
+}
