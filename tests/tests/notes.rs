@@ -248,3 +248,83 @@ fn an_unavailable_database_is_a_503_with_retry_after() {
     std::fs::rename(project.path().join("elsewhere.db"), &db).unwrap();
     assert_eq!(server.get("/notes/1").status, 200);
 }
+
+fn careless_clients(url: &str) {
+    let (project, server) = start(url, &[("DATABASE_MAX_CONNECTIONS", "2")]);
+    // NUL characters: PostgreSQL refuses them, SQLite would store them; both say 422.
+    for body in [
+        r#"{"title": "a\u0000b", "body": ""}"#,
+        r#"{"title": "a", "body": "x\u0000"}"#,
+        r#"{"title": "a", "body": "", "tags": ["t\u0000"]}"#,
+    ] {
+        let response = post(&server, body);
+        assert_eq!(response.status, 422, "{body}: {}", response.body);
+        assert_clean_error(&response);
+    }
+    // Repeated query parameters are a mistake, not half ignored.
+    for path in ["/notes?limit=1&limit=500", "/notes?after=1&after=abc"] {
+        assert_eq!(server.get(path).status, 422, "{path}");
+    }
+    // A body above the JSON limit: 413, and the body never reaches the log.
+    let marker = "careless-marker-";
+    let huge = format!(r#"{{"title": "{}", "body": "#, marker.repeat(80_000));
+    let response = post(&server, &huge);
+    assert_eq!(response.status, 413, "{}", response.body);
+    let malformed = format!(r#"{{"title": "{marker}", "body": ]"#);
+    assert_eq!(post(&server, &malformed).status, 400);
+    assert!(
+        !server.output().contains(marker),
+        "a request body reached the log"
+    );
+
+    // Slow uploads do not hold the pool's two connections.
+    let slow: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+            std::io::Write::write_all(
+                &mut stream,
+                b"POST /notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"title\": \"sl",
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let created = post(&server, r#"{"title": "while others upload", "body": ""}"#);
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(server.get("/health/db").status, 200);
+    drop(slow);
+    drop(project);
+}
+
+#[test]
+fn careless_clients_get_the_same_answers_on_sqlite() {
+    careless_clients("sqlite://notes.db");
+}
+
+#[test]
+fn careless_clients_get_the_same_answers_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    careless_clients(&pg.url);
+}
+
+#[test]
+fn a_database_without_the_schema_is_a_503_not_a_500() {
+    let (project, server) = start("sqlite://notes.db", &[]);
+    assert_eq!(post(&server, r#"{"title": "a", "body": ""}"#).status, 201);
+    // Replaced by an empty database: the server reopens it; its tables are gone.
+    let other = Project::sqlite();
+    other.xtask(&["db-init"]).ok();
+    let empty = other.db_path();
+    let db = project.path().join("notes.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    std::fs::rename(&empty, &db).unwrap();
+    let response = server.get("/notes/1");
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert_clean_error(&response);
+    assert_eq!(server.get("/health/db").status, 503);
+}

@@ -16,11 +16,11 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use rocket::response::status::Created;
-use rocket::serde::json::Json;
-use rocket::{get, post, routes};
+use rocket::serde::json::{self, Json};
+use rocket::{State, get, post, routes};
 use rocket_db_pools::Connection;
 use serde::{Deserialize, Serialize};
-use server::app::{ApiError, ApiResult, Db};
+use server::app::{ApiError, ApiResult, Db, json_body};
 use server::db::query;
 use server::migrations::MigrationSet;
 use utoipa::{OpenApi, ToSchema};
@@ -94,6 +94,7 @@ struct NotePage {
     responses(
         (status = 200, body = NoteWithTags),
         (status = 404, body = server::app::ErrorBody),
+        (status = 422, description = "The id is not a 64-bit integer", body = server::app::ErrorBody),
         (status = 503, body = server::app::ErrorBody),
     ))]
 #[get("/notes/<id>")]
@@ -119,29 +120,43 @@ async fn get_note(mut db: Connection<Db>, id: i64) -> ApiResult<Json<NoteWithTag
         (status = 201, body = NoteWithTags),
         (status = 400, description = "Not JSON", body = server::app::ErrorBody),
         (status = 409, description = "A note with this title exists", body = server::app::ErrorBody),
+        (status = 413, description = "Body above Rocket's `limits.json` (1 MiB)", body = server::app::ErrorBody),
         (status = 422, description = "Missing or invalid fields", body = server::app::ErrorBody),
         (status = 503, body = server::app::ErrorBody),
     ))]
 #[post("/notes", data = "<new>")]
 async fn create_note(
-    mut db: Connection<Db>,
-    new: Json<NewNote>,
+    db: &State<Db>,
+    new: Result<Json<NewNote>, json::Error<'_>>,
 ) -> ApiResult<Created<Json<NoteWithTags>>> {
+    // The body is read and checked before a connection is taken: a slow upload never
+    // holds one of the pool's connections (a `Connection<Db>` guard would).
     let NewNote {
         title,
         body,
         mut tags,
-    } = new.into_inner();
-    if title.trim().is_empty() || title.chars().count() > 200 {
+    } = json_body(new)?;
+    let title = title.trim().to_string();
+    if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::invalid("title must have 1 to 200 characters"));
     }
     if tags.len() > 10 {
         return Err(ApiError::invalid("at most 10 tags"));
     }
+    // The engines disagree on NUL characters: PostgreSQL refuses them, SQLite stores
+    // them (and its length() stops at them). Refuse them on both.
+    if [&title, &body]
+        .into_iter()
+        .chain(&tags)
+        .any(|s| s.contains('\0'))
+    {
+        return Err(ApiError::invalid("text must not contain NUL characters"));
+    }
     tags.sort();
     tags.dedup();
+    let mut conn = db.acquire().await?;
     // Dropped without commit (an error, a panic): everything below is rolled back.
-    let mut tx = db.begin_write().await?;
+    let mut tx = conn.begin_write().await?;
     let id = query(
         "UPDATE id_counters SET last_id = last_id + 1 WHERE name = 'notes' RETURNING last_id",
     )
@@ -184,15 +199,16 @@ async fn create_note(
 #[get("/notes?<after>&<limit>")]
 async fn list_notes(
     mut db: Connection<Db>,
-    after: Option<&str>,
-    limit: Option<&str>,
+    after: Vec<&str>,
+    limit: Vec<&str>,
 ) -> ApiResult<Json<NotePage>> {
-    // Taken as text: Rocket's `Option<u32>` would quietly read `limit=abc` as absent.
-    let after = match after.map(str::parse::<i64>).transpose() {
+    // Taken as text, every occurrence: Rocket's `Option<u32>` would quietly read
+    // `limit=abc` as absent, and a repeated parameter would be half ignored.
+    let after = match once(&after, "after")?.map(str::parse::<i64>).transpose() {
         Ok(after) => after,
         Err(_) => return Err(ApiError::invalid("after must be a note id")),
     };
-    let limit = match limit.map_or(Ok(20), str::parse::<u32>) {
+    let limit = match once(&limit, "limit")?.map_or(Ok(20), str::parse::<u32>) {
         Ok(limit @ 1..=100) => limit,
         _ => return Err(ApiError::invalid("limit must be a number from 1 to 100")),
     };
@@ -206,6 +222,15 @@ async fn list_notes(
         .then(|| items.last().map(|n| n.id))
         .flatten();
     Ok(Json(NotePage { items, next_after }))
+}
+
+/// The one value of a query parameter given at most once.
+fn once<'a>(values: &[&'a str], name: &str) -> ApiResult<Option<&'a str>> {
+    match values {
+        [] => Ok(None),
+        [value] => Ok(Some(value)),
+        _ => Err(ApiError::invalid(format!("{name} is given more than once"))),
+    }
 }
 
 #[derive(OpenApi)]

@@ -5,14 +5,15 @@
 //! |---|---|
 //! | no row (`RowNotFound`, [`ApiError::not_found`]) | 404 |
 //! | a unique constraint | 409 |
-//! | a foreign-key, not-null or check constraint; [`ApiError::invalid`] | 422 |
-//! | the pool is exhausted or closed, the database is unreachable, locked, busy, out of disk, corrupt, or a timeout expired | 503, `Retry-After: 1` |
+//! | a foreign-key, not-null or check constraint; a value the engine cannot store (PostgreSQL data exceptions); [`ApiError::invalid`] | 422 |
+//! | the pool is exhausted or closed, the database is unreachable, locked, busy, out of disk, corrupt, its schema is not this server's, or a timeout expired | 503, `Retry-After: 1` |
 //! | anything else | 500 |
 
 use std::io::Cursor;
 
 use rocket::http::{ContentType, Header, Status};
 use rocket::response::{self, Responder, Response};
+use rocket::serde::json::{self, Json};
 use rocket::{Catcher, Request, catch, catchers};
 use serde::Serialize;
 use sqlx::error::ErrorKind;
@@ -64,6 +65,30 @@ impl ApiError {
     }
 }
 
+/// The body of a handler that takes `Result<Json<T>, json::Error>`: 400 when it is not
+/// JSON, 413 above Rocket's `limits.json`, 422 when the fields or types are wrong. Rocket
+/// logs a failed `Json<T>` guard with the whole body; taken as a `Result`, nothing of
+/// the body reaches the log.
+pub fn json_body<T>(body: Result<Json<T>, json::Error<'_>>) -> ApiResult<T> {
+    match body {
+        Ok(body) => Ok(body.into_inner()),
+        Err(json::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
+            ApiError::new(Status::PayloadTooLarge, "the request body is too large"),
+        ),
+        Err(json::Error::Parse(_, e)) if e.classify() == serde_json::error::Category::Data => {
+            Err(ApiError::invalid(format!(
+                "the request body does not have the expected fields and types ({})",
+                // serde's message names the field and the type, never the input.
+                e.to_string().split(" at line ").next().unwrap_or_default()
+            )))
+        }
+        Err(_) => Err(ApiError::new(
+            Status::BadRequest,
+            "the request body is not valid JSON",
+        )),
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         let (status, message) = classify(&error);
@@ -91,6 +116,10 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
         Status::ServiceUnavailable,
         "the database is busy; retry shortly",
     );
+    const SCHEMA: (Status, &str) = (
+        Status::ServiceUnavailable,
+        "the database schema does not match this server",
+    );
     match error {
         sqlx::Error::RowNotFound => (Status::NotFound, "not found"),
         sqlx::Error::PoolTimedOut => BUSY,
@@ -117,6 +146,21 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
                 // statement timeout, serialization failure, deadlock.
                 Some("5" | "6" | "261" | "262" | "517" | "55P03" | "57014" | "40001" | "40P01") => {
                     BUSY
+                }
+                // PostgreSQL data exceptions: a NUL character, a number out of range, a
+                // string too long for its column.
+                Some(code) if code.starts_with("22") => (
+                    Status::UnprocessableEntity,
+                    "a value cannot be stored as given",
+                ),
+                // The schema is not the one this server was built for (a file replaced
+                // by an empty database, a table dropped): what `/health/db` reports too.
+                Some("42P01" | "42703") => SCHEMA,
+                Some("1")
+                    if db.message().starts_with("no such table")
+                        || db.message().starts_with("no such column") =>
+                {
+                    SCHEMA
                 }
                 _ if crate::db::classify_incident(error).is_some() => {
                     (Status::ServiceUnavailable, "the database is unavailable")
@@ -182,7 +226,8 @@ impl<'r> Responder<'r, 'static> for JsonCaught {
         let message = match self.0.code {
             400 => "the request body is not valid JSON or is missing",
             404 => "not found",
-            422 => "the request body does not have the expected fields and types",
+            413 => "the request body is too large",
+            422 => "the request's path, query or body does not have the expected form",
             503 => "the database is unavailable",
             500 => "internal error",
             _ => self.0.reason_lossy(),

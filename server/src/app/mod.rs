@@ -19,7 +19,7 @@ use rocket::{Build, Rocket};
 use crate::config::{AppConfig, ConfigError, Environment};
 use crate::migrations::MigrationSet;
 
-pub use api::{ApiError, ApiResult, ErrorBody, json_catchers};
+pub use api::{ApiError, ApiResult, ErrorBody, json_body, json_catchers};
 pub use database::{Backups, Db, Migrations, startup_error};
 pub use docs::{base_openapi, mount_docs};
 
