@@ -602,7 +602,7 @@ fn render(outcomes: &[(&Case, Outcome)], http: &[(&str, u16)]) -> String {
     doc
 }
 
-/// The crash and fault experiments, from `tests/tests/{faults,postgres_faults,restore}.rs`.
+/// The crash and fault experiments, from `tests/tests/{faults,postgres_faults,restore,scheduled_backups}.rs`.
 const FAULT_SUITE: &str = include_str!("catalogue/fault_suite.md");
 
 fn check_document(rendered: &str) {
@@ -622,10 +622,15 @@ fn check_document(rendered: &str) {
 
 #[test]
 fn the_fault_suite_section_names_tests_that_exist() {
-    let sources: String = ["faults.rs", "postgres_faults.rs", "restore.rs"]
-        .iter()
-        .map(|f| std::fs::read_to_string(workspace_root().join("tests/tests").join(f)).unwrap())
-        .collect();
+    let sources: String = [
+        "faults.rs",
+        "postgres_faults.rs",
+        "restore.rs",
+        "scheduled_backups.rs",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(workspace_root().join("tests/tests").join(f)).unwrap())
+    .collect();
     let named: Vec<&str> = FAULT_SUITE
         .split('`')
         .skip(1)
