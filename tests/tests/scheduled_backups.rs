@@ -42,6 +42,11 @@ fn the_server_backs_itself_up_at_the_interval_prunes_and_copies_off() {
     project.xtask(&["db-init"]).ok();
     let offsite = project.path().join("offsite");
     let offsite_env = offsite.to_string_lossy().into_owned();
+    // Debris of a copy killed earlier, and another machine's copy with a name this
+    // server could also produce: the first is swept, the second never touched.
+    std::fs::create_dir(&offsite).unwrap();
+    let debris = offsite.join(".app-20260101T000000.000Z-v1.db.x1y2z3.partial");
+    std::fs::write(&debris, "half a copy").unwrap();
     let server = Server::start(
         &project,
         &[
@@ -74,6 +79,7 @@ fn the_server_backs_itself_up_at_the_interval_prunes_and_copies_off() {
             "{name} has its manifest"
         );
     }
+    assert!(!debris.exists(), "a killed copy's temporary file is swept");
 
     let health = backup_state(&server);
     assert_eq!(health["status"], "pass", "{health}");

@@ -618,7 +618,13 @@ fn keep_prunes_only_this_databases_backups_newest_by_manifest_time() {
     for backup in &kept {
         assert_eq!(
             manifest_of(backup)["database"],
-            format!("sqlite://{}", project.db_path().display())
+            format!(
+                "sqlite://{}{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap()
+                    .trim(),
+                project.db_path().display()
+            )
         );
     }
     // No orphan manifest, no debris.

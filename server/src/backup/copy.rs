@@ -28,6 +28,8 @@ pub fn copy_to(
     create_dir_private(dir, owner, progress)?;
     let _lock =
         durable::lock_dir(dir, owner).map_err(io_error("cannot lock backup directory", dir))?;
+    // Debris of a copy that was killed.
+    super::catalog::sweep(dir);
     let final_path = dir.join(&manifest.file);
     let write_error = |e: io::Error| BackupError::Write {
         dir: dir.to_path_buf(),
@@ -48,10 +50,20 @@ pub fn copy_to(
             reason: "the copy does not match the backup's checksum".into(),
         });
     }
+    // Never over another file: a backup of the same name (another machine's) stays,
+    // and so does its manifest.
+    if final_path.exists() || super::manifest_path(&final_path).exists() {
+        return Err(BackupError::Write {
+            dir: dir.to_path_buf(),
+            reason: format!("{} is there already (another machine's?)", manifest.file),
+        });
+    }
     write_manifest(&final_path, &manifest, owner)
         .map_err(io_error("cannot write manifest for", &final_path))?;
-    copy.persist(&final_path)
-        .map_err(|e| io_error("cannot move the copy to", &final_path)(e.error))?;
+    if let Err(e) = copy.persist_noclobber(&final_path) {
+        let _ = std::fs::remove_file(super::manifest_path(&final_path));
+        return Err(io_error("cannot move the copy to", &final_path)(e.error));
+    }
     durable::sync_dir(dir);
     Ok(final_path)
 }

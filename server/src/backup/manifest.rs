@@ -58,11 +58,16 @@ pub enum Compression {
 }
 
 /// The identity of a database, recorded in its backups' manifests and used to select
-/// them for retention: the absolute path of a SQLite file, or `postgres://host:port/db`
-/// (no credentials).
+/// them for retention: `sqlite://<machine><absolute path>` (the machine's host name, so
+/// that machines sharing a backup directory never take each other's backups for their
+/// own), or `postgres://host:port/db` (no credentials).
 pub fn database_identity(url: &DatabaseUrl) -> String {
     match url {
-        DatabaseUrl::Sqlite { path } => format!("sqlite://{}", path.display()),
+        DatabaseUrl::Sqlite { path } => format!(
+            "sqlite://{}{}",
+            rustix::system::uname().nodename().to_string_lossy(),
+            path.display()
+        ),
         DatabaseUrl::SqliteMemory => "sqlite::memory:".into(),
         DatabaseUrl::Postgres { url } => {
             crate::pg::identity(url).unwrap_or_else(|_| url.host_str().unwrap_or("").into())
@@ -96,8 +101,25 @@ pub fn write_manifest(
     durable::write_private(&manifest_path(backup), json.as_bytes(), owner)
 }
 
+/// Files this process has checked already, by path, with the size, modification time
+/// and checksum they had: unchanged, they are not read again (a server pruning hourly
+/// would otherwise re-read every kept backup each time).
+static CHECKED: std::sync::Mutex<Vec<(PathBuf, u64, std::time::SystemTime, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// Checks size and sha256 of `backup` against its manifest.
 pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> {
+    let stamp = std::fs::metadata(backup)
+        .and_then(|m| Ok((m.len(), m.modified()?)))
+        .map_err(|e| e.to_string())?;
+    let checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    if checked.iter().any(|(path, size, modified, sha256)| {
+        path == backup && (*size, *modified) == stamp && *sha256 == manifest.sha256
+    }) && stamp.0 == manifest.size
+    {
+        return Ok(());
+    }
+    drop(checked);
     let (sha256, size) = durable::sha256_file(backup).map_err(|e| e.to_string())?;
     if size != manifest.size {
         return Err(format!(
@@ -108,5 +130,8 @@ pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> 
     if sha256 != manifest.sha256 {
         return Err("checksum does not match the manifest".into());
     }
+    let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
+    checked.retain(|(path, ..)| path != backup);
+    checked.push((backup.to_path_buf(), stamp.0, stamp.1, sha256));
     Ok(())
 }

@@ -116,8 +116,9 @@ impl Schedule {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
+            let result = take(&pool, &settings, set).await;
             let now = now_rfc3339();
-            match take(&pool, &settings, set).await {
+            match result {
                 Ok((file, removed)) => {
                     let name = file
                         .file_name()
@@ -175,12 +176,20 @@ async fn take(
 /// The error without paths (public on `/health/db`): directories by their setting.
 fn public_reason(error: &BackupError, settings: &DbSettings) -> String {
     let mut text = error.to_string();
+    // The temp-file library appends the path, quoted and escaped: drop it whole.
+    if let Some(at) = text.find(" at path \"") {
+        let end = text[at + 10..]
+            .find("\"; ")
+            .map_or(text.len(), |i| at + 10 + i + 1);
+        text.replace_range(at..end, "");
+    }
     if let Some(dir) = &settings.backup_copy_to {
         text = text.replace(&dir.display().to_string(), "backup_copy_to");
     }
     text = text.replace(&settings.backup_dir.display().to_string(), "backup_dir");
     if let Some(path) = settings.url.sqlite_path() {
-        text = text.replace(&path.display().to_string(), "the database file");
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        text = text.replace(&path.display().to_string(), &name);
     }
     crate::url::mask_url(&text)
 }
