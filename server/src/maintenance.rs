@@ -126,10 +126,10 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
     result.map_err(|e| cannot("CREATE DATABASE failed", &e))
 }
 
-/// Drops every table, view, trigger and sequence the application owns, history included.
-pub async fn drop_all(pool: &DbPool) -> Result<(), MaintenanceError> {
-    let mut conn = pool.acquire().await?;
-    match &mut conn {
+/// The script that drops every table, view, trigger and sequence the application owns,
+/// history included, for the engine of `conn` (SQLite: its objects as they are now).
+async fn drop_all_script(conn: &mut DbConn) -> Result<String, MaintenanceError> {
+    Ok(match conn {
         DbConn::Sqlite(c) => {
             let objects: Vec<(String, String)> = sqlx::query_as(
                 "SELECT type, name FROM sqlite_master \
@@ -138,25 +138,19 @@ pub async fn drop_all(pool: &DbPool) -> Result<(), MaintenanceError> {
             )
             .fetch_all(&mut **c)
             .await?;
-            // Foreign keys would make drop order matter; the pragma only works outside a transaction.
-            conn.execute_script("PRAGMA foreign_keys = OFF").await?;
-            let mut tx = conn.begin_write().await?;
-            for (kind, name) in &objects {
-                tx.execute_script(&format!(
-                    "DROP {} IF EXISTS \"{}\"",
-                    kind.to_uppercase(),
-                    name.replace('"', "\"\"")
-                ))
-                .await?;
-            }
-            tx.commit().await?;
-            conn.execute_script("PRAGMA foreign_keys = ON").await?;
+            objects
+                .iter()
+                .map(|(kind, name)| {
+                    format!(
+                        "DROP {} IF EXISTS \"{}\";\n",
+                        kind.to_uppercase(),
+                        name.replace('"', "\"\"")
+                    )
+                })
+                .collect()
         }
-        DbConn::Postgres(_) => {
-            conn.execute_script(PG_DROP_ALL).await?;
-        }
-    }
-    Ok(())
+        DbConn::Postgres(_) => PG_DROP_ALL.to_string(),
+    })
 }
 
 /// Drops the objects of the current schema, keeping the schema itself (and its grants).
@@ -189,11 +183,12 @@ BEGIN
 END $$;
 "#;
 
-/// Drops everything, then migrates to the latest version.
+/// Drops everything and migrates to the latest version, in one transaction: killed or
+/// failing midway, the database is exactly as it was.
 pub async fn reset(pool: &DbPool, set: &MigrationSet) -> Result<Vec<String>, MaintenanceError> {
-    drop_all(pool).await?;
     let mut conn = pool.acquire().await?;
-    Ok(migrations::upgrade(&mut conn, set, None).await?.changed)
+    let drop_all = drop_all_script(&mut conn).await?;
+    Ok(migrations::reset(&mut conn, set, &drop_all).await?.changed)
 }
 
 /// Everything `db-check` finds wrong, one line each; empty when all is well.

@@ -582,3 +582,73 @@ fn readiness_fails_when_the_server_loses_access_to_its_file() {
     let response = wait_for_health(&server, 200);
     assert_eq!(response.status, 200, "{}", response.body);
 }
+
+#[test]
+fn sigkill_during_reset_leaves_the_database_wholly_before_or_after() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__big",
+        "CREATE TABLE big AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500000) \
+         SELECT i, hex(randomblob(16)) AS v FROM n;",
+        Some("DROP TABLE big;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    let keep = || {
+        sqlite(
+            &db,
+            "CREATE TABLE keep (x INTEGER); INSERT INTO keep VALUES (7);",
+        )
+    };
+    keep();
+    let has_keep = || {
+        sqlite(
+            &db,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'keep'",
+        ) == ["1"]
+    };
+    let mut outcomes = (0, 0);
+    for round in 0..16 {
+        if outcomes.0 >= 2 && outcomes.1 >= 1 {
+            break;
+        }
+        let killed = kill_at_random(&project, &["db-reset", "-y", "--no-backup"], 2_500);
+        integrity(&db);
+        assert_eq!(
+            sqlite(
+                &db,
+                "SELECT group_concat(version) FROM refinery_schema_history"
+            ),
+            ["1,2"],
+            "round {round}"
+        );
+        assert_eq!(
+            count(&db, "big"),
+            1_500_000,
+            "round {round}: the migration is whole"
+        );
+        if has_keep() {
+            assert_eq!(sqlite(&db, "SELECT x FROM keep"), ["7"], "round {round}");
+            outcomes.0 += usize::from(killed);
+        } else {
+            outcomes.1 += 1;
+            keep();
+        }
+    }
+    assert!(
+        outcomes.0 >= 1,
+        "no reset was killed while running: {outcomes:?}"
+    );
+
+    // A migration that fails during a reset: nothing was dropped.
+    project.write_migration(
+        "V3__broken",
+        "SELECT * FROM no_such_table;",
+        Some("SELECT 1;"),
+    );
+    let run = project.xtask(&["db-reset", "-y", "--no-backup"]);
+    let line = run.error_line();
+    assert!(line.contains("nothing was changed"), "{line}");
+    assert!(has_keep(), "the database is as it was");
+    assert_eq!(count(&db, "big"), 1_500_000);
+}

@@ -24,7 +24,7 @@ mod status;
 
 pub use files::{MigrationFile, MigrationSet, dir_in, scaffold};
 pub use naming::is_snake_case;
-pub use run::{Outcome, downgrade, upgrade};
+pub use run::{Outcome, downgrade, reset, upgrade};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,
     status_of_sqlite,

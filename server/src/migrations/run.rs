@@ -49,6 +49,7 @@ pub async fn upgrade(
         pending: Vec::new(),
         next: 0,
         outcome: Outcome::default(),
+        reset: None,
     };
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
@@ -70,6 +71,52 @@ pub async fn upgrade(
                     "cannot prepare the migration history table: {reason}"
                 ))),
             }
+        }
+    }
+}
+
+/// Runs `drop_all` (a script that drops every object, history included) and then every
+/// migration with its history row, all in one locked transaction: killed or failing
+/// midway, the database is exactly as it was. Whatever the history said before (ahead,
+/// diverged) does not matter: it is dropped too.
+pub async fn reset(
+    conn: &mut DbConn,
+    set: &MigrationSet,
+    drop_all: &str,
+) -> Result<Outcome, MigrationError> {
+    let runner = Runner::new(
+        &set.migrations()
+            .iter()
+            .map(MigrationFile::to_refinery)
+            .collect::<Vec<_>>(),
+    )
+    .set_grouped(true);
+    let mut driver = RefineryDriver {
+        conn,
+        set,
+        target: None,
+        pending: Vec::new(),
+        next: 0,
+        outcome: Outcome::default(),
+        reset: Some(Reset {
+            drop_all,
+            create_history: None,
+        }),
+    };
+    match runner.run_async(&mut driver).await {
+        Ok(_) => Ok(driver.outcome),
+        Err(error) => {
+            let reason = match std::error::Error::source(&error) {
+                Some(source) => match source.downcast_ref::<sqlx::Error>() {
+                    Some(e) => describe_driver_error(e, None),
+                    None => crate::url::mask_url(&source.to_string()),
+                },
+                None => crate::url::mask_url(&error.to_string()),
+            };
+            Err(MigrationError::Failed {
+                name: "(reset)".into(),
+                reason: format!("{reason}; nothing was changed"),
+            })
         }
     }
 }
@@ -177,6 +224,15 @@ struct RefineryDriver<'c, 's> {
     /// How many of `pending` were started.
     next: usize,
     outcome: Outcome,
+    /// A reset: everything in one transaction, after dropping everything.
+    reset: Option<Reset<'s>>,
+}
+
+/// What a reset runs before the migrations, in their transaction.
+struct Reset<'s> {
+    drop_all: &'s str,
+    /// refinery's statement that creates the history table, kept for after the drop.
+    create_history: Option<String>,
 }
 
 impl AsyncTransaction for RefineryDriver<'_, '_> {
@@ -187,6 +243,9 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         queries: T,
     ) -> Result<usize, Self::Error> {
         let queries: Vec<&str> = queries.collect();
+        if self.reset.is_some() {
+            return self.execute_reset(&queries).await;
+        }
         let migration = if queries.len() == 1 {
             None // Creating the history table.
         } else {
@@ -220,10 +279,62 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
     }
 }
 
+impl RefineryDriver<'_, '_> {
+    /// In a reset, refinery's first call creates the history table (kept for later); its
+    /// second holds every migration with its history row.
+    async fn execute_reset(&mut self, queries: &[&str]) -> Result<usize, sqlx::Error> {
+        let Some(reset) = self.reset.as_mut() else {
+            return Ok(0);
+        };
+        if reset.create_history.is_none() {
+            reset.create_history = queries.first().map(|q| q.to_string());
+            return Ok(queries.len());
+        }
+        let prelude = [
+            reset.drop_all.to_string(),
+            reset.create_history.clone().unwrap_or_default(),
+        ];
+        let sqlite = matches!(self.conn, DbConn::Sqlite(_));
+        // Foreign keys would make the drop order matter; the pragma only works outside a
+        // transaction, and only for this connection.
+        if sqlite {
+            self.conn
+                .execute_script("PRAGMA foreign_keys = OFF")
+                .await?;
+        }
+        let result = async {
+            let mut tx = lock(self.conn).await?;
+            for query in prelude
+                .iter()
+                .map(String::as_str)
+                .chain(queries.iter().copied())
+            {
+                if let Err(e) = tx.execute_script(query).await {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
+            tx.commit().await
+        }
+        .await;
+        if sqlite {
+            self.conn.execute_script("PRAGMA foreign_keys = ON").await?;
+        }
+        result?;
+        self.outcome.changed = self.pending.iter().map(|m| m.id()).collect();
+        Ok(queries.len())
+    }
+}
+
 impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
     /// refinery only asks for the applied migrations; they are read the same way as for
     /// status, and fix which migrations its `execute` calls will be.
     async fn query<'a>(&'a mut self, _query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        if self.reset.is_some() {
+            // A reset starts from nothing: every migration is applied.
+            self.pending = self.set.migrations().iter().collect();
+            return Ok(Vec::new());
+        }
         let history = history_of(self.conn).await?;
         self.pending =
             super::SchemaStatus::compare(history.clone(), self.set).to_apply(self.set, self.target);
