@@ -858,6 +858,19 @@ pub struct SnapshotHolder {
 impl SnapshotHolder {
     /// Opens `db` and reads `table` inside a transaction that stays open.
     pub fn open(db: &Path, table: &str) -> Self {
+        Self::holding(db, &format!("BEGIN; SELECT count(*) FROM {table};"))
+    }
+
+    /// Opens `db` and takes an exclusive lock on it, as `sqlite3` with
+    /// `PRAGMA locking_mode = EXCLUSIVE` does: no other connection can even read.
+    pub fn exclusive(db: &Path) -> Self {
+        Self::holding(
+            db,
+            "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; SELECT count(*) FROM sqlite_master;",
+        )
+    }
+
+    fn holding(db: &Path, sql: &str) -> Self {
         use sqlx::ConnectOptions;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -870,9 +883,8 @@ impl SnapshotHolder {
                     .connect(),
             )
             .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
-        let sql = format!("BEGIN; SELECT count(*) FROM {table};");
         runtime
-            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn))
+            .block_on(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn))
             .expect("hold a snapshot");
         Self { runtime, conn }
     }

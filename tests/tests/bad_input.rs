@@ -231,3 +231,18 @@ fn a_foreign_file_with_a_hand_made_manifest_is_not_restored() {
     );
     assert_eq!(sha256(&db), before);
 }
+
+#[test]
+fn a_database_another_process_holds_exclusively_is_named_as_locked() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let holder = tests::SnapshotHolder::exclusive(&project.db_path());
+    let run = xtask(
+        &project,
+        &["db-status"],
+        &[("DATABASE_ACQUIRE_TIMEOUT_MS", "300")],
+    );
+    holder.close();
+    assert_refused(&run, 1, &["app.db", "locked by another process"]);
+    assert!(!run.stderr.contains("pool timed out"), "{}", run.stderr);
+}

@@ -61,12 +61,15 @@ pub async fn create(
     );
     let temp = |what| durable::temp_in(dir, &base, durable::PARTIAL).map_err(io_error(what, dir));
 
-    let mut conn = pool.acquire().await?;
-    let (file, schema_version) = match &mut conn {
-        DbConn::Sqlite(c) => {
+    let conn = pool.acquire().await?;
+    let (file, schema_version) = match conn {
+        DbConn::Sqlite(mut c) => {
             progress.step(&format!("snapshotting into {}", dir.display()));
             let snapshot = temp("cannot create a backup file in")?;
-            let written = sqlite_snapshot(c, snapshot.path(), progress).await;
+            let written = sqlite_snapshot(&mut c, snapshot.path(), progress).await;
+            // Back to the pool: everything after reads the snapshot file, not the
+            // database (a server with one connection keeps answering meanwhile).
+            drop(c);
             // VACUUM INTO leaves its rollback journal behind when it fails (a full disk).
             let mut journal = snapshot.path().as_os_str().to_owned();
             journal.push("-journal");
@@ -98,19 +101,19 @@ pub async fn create(
             };
             (file, version)
         }
-        DbConn::Postgres(c) => {
+        DbConn::Postgres(mut c) => {
             let DatabaseUrl::Postgres { url } = &settings.url else {
                 unreachable!("a PostgreSQL connection comes from a PostgreSQL URL")
             };
             progress.step(&format!("running pg_dump into {}", dir.display()));
             let dump = temp("cannot create a backup file in")?;
-            let version = pg_dump_snapshot(c, url, dump.path(), set).await?;
+            let version = pg_dump_snapshot(&mut c, url, dump.path(), set).await?;
+            drop(c);
             progress.step("verifying (pg_restore reads the whole archive)");
             pg_verify(url, dump.path()).await?;
             (dump, version)
         }
     };
-    drop(conn);
     durable::give(file.as_file(), owner);
     let (handle, path) = (file.as_file().try_clone(), file.path().to_path_buf());
     off_the_runtime(move || handle?.sync_all())

@@ -309,7 +309,19 @@ async fn connect_generation(
     let before = path.map(identity_of).transpose()?;
     let pool = tokio::time::timeout(timeout, pool_options.clone().connect_with(options.clone()))
         .await
-        .map_err(|_| DbError::ConnectTimeout(timeout))??;
+        .map_err(|_| DbError::ConnectTimeout(timeout))?
+        .map_err(|e| match (e, path) {
+            // The first connection waits for the file's lock (busy_timeout_ms) longer than
+            // the pool waits for it (acquire_timeout_ms): another process holds the file.
+            (sqlx::Error::PoolTimedOut, Some(path)) => DbError::FileInvalid {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "is locked by another process (no connection within acquire_timeout_ms, {} ms)",
+                    pool_options.get_acquire_timeout().as_millis()
+                ),
+            },
+            (e, _) => DbError::Driver(e),
+        })?;
     // Replaced again while connecting: the connections may be on either file.
     let identity = path.map(identity_of).transpose()?;
     if let Some(path) = path
