@@ -85,7 +85,7 @@ pub fn claim_exclusive(database: &Path) -> Result<InUse, InUseError> {
                 pid => format!("a running server (pid {pid})"),
             };
             Err(InUseError::Busy(format!(
-                "database {} is open by {who}; stop it first (Ctrl-C, or `kill -TERM <pid>`), or pass --force",
+                "database {} is open by {who}; stop it first (Ctrl-C, or `kill -TERM <pid>`), or pass --while-in-use",
                 database.display()
             )))
         }

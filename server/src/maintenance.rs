@@ -101,7 +101,12 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
     let mut admin = tokio::time::timeout(settings.connect_timeout, options.connect())
         .await
         .map_err(|_| cannot("connecting to the `postgres` database", &"timed out"))?
-        .map_err(|e| cannot("connecting to the `postgres` database failed", &e))?;
+        .map_err(|e| {
+            cannot(
+                "connecting to the `postgres` database failed",
+                &crate::db::describe_driver_error(&e, None),
+            )
+        })?;
     let result = async {
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(PG_CREATE_LOCK_KEY)
@@ -123,7 +128,12 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
     .await;
     // Closing the session releases the advisory lock.
     admin.close().await.ok();
-    result.map_err(|e| cannot("CREATE DATABASE failed", &e))
+    result.map_err(|e| {
+        cannot(
+            "CREATE DATABASE failed",
+            &crate::db::describe_driver_error(&e, None),
+        )
+    })
 }
 
 /// The script that drops every table, view, trigger and sequence the application owns,

@@ -52,7 +52,9 @@ impl DatabaseUrl {
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
             let url =
                 url::Url::parse(raw).map_err(|e| format!("malformed PostgreSQL URL ({e})"))?;
-            if url.host_str().is_none_or(str::is_empty) {
+            // libpq's `postgres://user@/db?host=/run/postgresql` names a socket directory.
+            let host_in_query = url.query_pairs().any(|(k, v)| k == "host" && !v.is_empty());
+            if url.host_str().is_none_or(str::is_empty) && !host_in_query {
                 return Err("the PostgreSQL URL has no host".into());
             }
             if url.path().trim_start_matches('/').is_empty() {

@@ -230,6 +230,10 @@ fn a_full_disk_fails_backup_and_upgrade_cleanly_and_keeps_the_database() {
     let upgrade = project.xtask_with(&["db-upgrade"], &env);
     let line = upgrade.error_line().to_lowercase();
     assert!(line.contains("full") && line.contains("v4__bulk"), "{line}");
+    assert!(
+        line.contains("applied before it and kept: v3__small"),
+        "{line}"
+    );
     assert!(!line.contains("savepoint"), "{line}");
     integrity(&db);
     assert_eq!(

@@ -105,7 +105,7 @@ fn failed_postgres_restores_leave_the_live_database_unchanged() {
             backup.to_str().unwrap(),
             "-y",
             "--no-backup",
-            "--force",
+            "--while-in-use",
         ],
         &[("DATABASE_LOCK_TIMEOUT_MS", "300")],
     );

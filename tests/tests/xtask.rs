@@ -923,13 +923,22 @@ fn restore_refuses_while_a_server_has_the_database_open() {
     let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y"]);
     let line = run.error_line();
     assert!(line.contains("open by a running server (pid"), "{line}");
-    assert!(line.contains("--force"), "{line}");
+    assert!(line.contains("--while-in-use"), "{line}");
     assert_eq!(std::fs::read(project.db_path()).unwrap(), before);
 
-    // With --force the file is swapped under the running server, which reopens it.
+    // With --while-in-use the file is swapped under the running server, which reopens it.
     sqlite(&project.db_path(), "UPDATE marker SET body = 'changed'");
-    let run = project.xtask(&["db-restore", backup.to_str().unwrap(), "-y", "--force"]);
-    assert!(run.stderr.contains("continuing: --force"), "{}", run.stderr);
+    let run = project.xtask(&[
+        "db-restore",
+        backup.to_str().unwrap(),
+        "-y",
+        "--while-in-use",
+    ]);
+    assert!(
+        run.stderr.contains("continuing: --while-in-use"),
+        "{}",
+        run.stderr
+    );
     run.ok();
     let health = server.get("/health/db");
     assert_eq!(health.status, 200);

@@ -59,7 +59,7 @@ pub struct Destructive {
     /// Do not ask for confirmation.
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// Allow running under the protected `production` profile (db-restore: also while a server has the database open).
+    /// Allow running under the protected `production` profile.
     #[arg(long)]
     pub force: bool,
     /// Skip the automatic safety backup taken before anything changes.
@@ -145,9 +145,13 @@ pub struct DbBackups {
 pub struct DbRestore {
     /// The backup file (its `.json` manifest must be beside it).
     pub file: PathBuf,
-    /// Confirmation, production and safety-backup flags; `--force` also restores while a server has the database open.
+    /// Confirmation, production and safety-backup flags.
     #[command(flatten)]
     pub destructive: Destructive,
+    /// Restore even while a server or other sessions use the database (their open
+    /// connections may keep seeing the old data until they reconnect).
+    #[arg(long)]
+    pub while_in_use: bool,
 }
 
 /// `db-check`.

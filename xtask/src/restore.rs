@@ -29,8 +29,8 @@ impl DbRestore {
         let _claim = match database.url.sqlite_path() {
             Some(path) => match in_use::claim_exclusive(path) {
                 Ok(claim) => Some(claim),
-                Err(InUseError::Busy(message)) if self.destructive.force => {
-                    eprintln!("warning: {message} (continuing: --force)");
+                Err(InUseError::Busy(message)) if self.while_in_use => {
+                    eprintln!("warning: {message} (continuing: --while-in-use)");
                     None
                 }
                 Err(e) => return Err(e.into()),
@@ -59,9 +59,9 @@ impl DbRestore {
             && matches!(database.url, DatabaseUrl::Postgres { .. })
         {
             let others = backup::other_pg_sessions(pool).await?;
-            if others > 0 && !self.destructive.force {
+            if others > 0 && !self.while_in_use {
                 bail!(
-                    "{others} other session(s) are connected to {}; stop the server first, or pass --force",
+                    "{others} other session(s) are connected to {}; stop the server first, or pass --while-in-use",
                     project.location()
                 );
             }
@@ -92,7 +92,7 @@ impl DbRestore {
         match database.url.sqlite_path() {
             Some(path) => {
                 let busy_timeout = database.busy_timeout;
-                let force = self.destructive.force;
+                let force = self.while_in_use;
                 if let Some(kept) =
                     backup::swap_in_sqlite(verified, path, busy_timeout, force).await?
                 {

@@ -62,6 +62,11 @@ pub async fn upgrade(
                 },
                 None => crate::url::mask_url(&error.to_string()),
             };
+            // What this run did before the failure stays done: say so.
+            let reason = match driver.outcome.changed.as_slice() {
+                [] => reason,
+                done => format!("{reason}; applied before it and kept: {}", done.join(", ")),
+            };
             match migration {
                 Some(migration) => Err(MigrationError::Failed {
                     name: migration.id(),
@@ -168,9 +173,17 @@ pub async fn downgrade(
             }
         };
         if let Err(e) = result {
+            let reason = describe_driver_error(&e, Some(down));
+            let reason = match outcome.changed.as_slice() {
+                [] => reason,
+                done => format!(
+                    "{reason}; rolled back before it and kept so: {}",
+                    done.join(", ")
+                ),
+            };
             return Err(MigrationError::Failed {
                 name: format!("{}.down", migration.id()),
-                reason: describe_driver_error(&e, Some(down)),
+                reason,
             });
         }
         outcome.changed.push(migration.id());
