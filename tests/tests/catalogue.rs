@@ -209,6 +209,7 @@ fn cases() -> Vec<Case> {
         cli(&["db-frobnicate"], "`db-frobnicate`", 64, &["db-frobnicate"]),
         cli(&["db-upgrade", "--to", "abc"], "`db-upgrade --to abc`", 64, &["--to", "abc"]),
         cli(&["db-upgrade", "--to", "99"], "`db-upgrade --to 99` (no such version)", 1, &["99"]),
+        Case { prepare: Some(|p| { p.write_migration("V2__two", "CREATE TABLE two (x INTEGER);", Some("DROP TABLE two;")); p.xtask(&["db-upgrade"]).ok(); }), ..cli(&["db-upgrade", "--to", "1"], "`db-upgrade --to 1` at version 2", 1, &["--to 1", "below", "version 2"]) },
         cli(&["db-downgrade", "--to", "7", "-y"], "`db-downgrade --to 7` at version 1", 1, &["--to 7", "above", "version 1"]),
         cli(&["db-downgrade", "--steps", "abc"], "`db-downgrade --steps abc`", 64, &["--steps"]),
         cli(&["db-downgrade", "--steps", "0", "-y"], "`db-downgrade --steps 0`", 64, &["--steps", "0"]),

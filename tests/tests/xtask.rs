@@ -411,6 +411,10 @@ fn destructive_commands_refuse_under_production_without_force() {
         );
     }
     assert_eq!(history(&project), ["1|initial"]);
+    // A dry run changes nothing, so it needs no --force.
+    let dry = project.xtask_with(&["db-downgrade", "--dry-run"], &prod);
+    assert!(dry.ok().contains("V1__initial.down"), "{}", dry.stdout);
+    assert_eq!(history(&project), ["1|initial"]);
     project
         .xtask_with(&["db-reset", "-y", "--force"], &prod)
         .ok();

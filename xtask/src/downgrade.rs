@@ -10,7 +10,10 @@ use crate::project::Project;
 impl DbDowngrade {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
-        project.guard_production("db-downgrade", self.destructive.force)?;
+        // A dry run changes nothing: it needs no --force under the production profile.
+        if !self.dry_run {
+            project.guard_production("db-downgrade", self.destructive.force)?;
+        }
         let set = &project.migrations;
         let pool = project.open(OpenMode::MustExist).await?;
         let status = migrations::status(&mut pool.acquire().await?, set).await?;

@@ -1,5 +1,6 @@
 //! `db-upgrade [--to N] [--dry-run]`.
 
+use anyhow::bail;
 use server::db::OpenMode;
 use server::migrations;
 
@@ -17,6 +18,14 @@ impl DbUpgrade {
         let mut conn = pool.acquire().await?;
         let status = migrations::status(&mut conn, set).await?;
         status.ensure_compatible()?;
+        if let Some(to) = self.to
+            && to < status.current_version
+        {
+            bail!(
+                "--to {to} is below the database's version {}; db-upgrade only goes up (db-downgrade --to goes down)",
+                status.current_version
+            );
+        }
         let planned = status.to_apply(set, self.to);
         if planned.is_empty() {
             println!(
