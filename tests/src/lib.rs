@@ -385,34 +385,43 @@ impl Project {
     /// Runs the server with `env` (`RUST_BACKTRACE=1`) and waits at most 20 s for it to
     /// exit; `None` (after killing it) when it kept running.
     pub fn server_until_exit(&self, env: &[(&str, &str)]) -> Option<Run> {
-        let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut child = self
-            .command("server")
+        let mut command = self.command("server");
+        command
             .env("RUST_BACKTRACE", "1")
             .env("ROCKET_PORT", free_port().to_string())
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log.reopen().expect("log file"))
-            .spawn()
-            .expect("spawn server");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("poll server") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                child.kill().ok();
-                child.wait().ok();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Some(Run {
-            code: status.code().unwrap_or(-1),
-            stdout: String::new(),
-            stderr: std::fs::read_to_string(log.path()).unwrap_or_default(),
-        })
+            .envs(env.iter().copied());
+        run_with_deadline(command, Duration::from_secs(20))
     }
+}
+
+/// Runs `command` to its end, capturing its output, for at most `limit`; `None` (after
+/// killing it) when it is still running then: a hang fails a test instead of stalling it.
+pub fn run_with_deadline(mut command: Command, limit: Duration) -> Option<Run> {
+    let out = tempfile::NamedTempFile::new().expect("stdout file");
+    let err = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(out.reopen().expect("stdout file"))
+        .stderr(err.reopen().expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Some(Run {
+        code: status.code().unwrap_or(-1),
+        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
+        stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
+    })
 }
 
 /// A running `server` process, killed when dropped.

@@ -394,7 +394,12 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
             .env("RUST_BACKTRACE", "1")
             .args(&args)
             .envs(env.iter().copied());
-        runs.push(("xtask", run_bounded(command)?, case.code));
+        runs.push((
+            "xtask",
+            tests::run_with_deadline(command, std::time::Duration::from_secs(60))
+                .ok_or("still running after 60 s")?,
+            case.code,
+        ));
     }
 
     let mut line = String::new();
@@ -434,36 +439,6 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
     Ok(Outcome {
         code: case.code,
         line,
-    })
-}
-
-/// Runs `command` to its end, at most 60 s: a hang is a failure, not a stuck suite.
-fn run_bounded(mut command: std::process::Command) -> Result<Run, String> {
-    use std::process::Stdio;
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let err = tempfile::NamedTempFile::new().unwrap();
-    let mut child = command
-        .stdout(out.reopen().unwrap())
-        .stderr(err.reopen().unwrap())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().ok();
-            child.wait().ok();
-            return Err("still running after 60 s".into());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    Ok(Run {
-        code: status.code().unwrap_or(-1),
-        stdout: std::fs::read_to_string(out.path()).unwrap_or_default(),
-        stderr: std::fs::read_to_string(err.path()).unwrap_or_default(),
     })
 }
 

@@ -10,7 +10,7 @@
 use refinery::{AsyncMigrate, Migration, Runner, Target};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 
-use super::status::{HistoryRow, read_history_pg, read_history_sqlite};
+use super::status::history;
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
 use crate::db::{DbConn, DbTx, describe_driver_error};
 
@@ -55,13 +55,7 @@ pub async fn upgrade(
         Ok(_) => Ok(driver.outcome),
         Err(error) => {
             let migration = driver.next.checked_sub(1).map(|i| driver.pending[i]);
-            let reason = match std::error::Error::source(&error) {
-                Some(source) => match source.downcast_ref::<sqlx::Error>() {
-                    Some(e) => describe_driver_error(e, migration.map(|m| m.up.as_str())),
-                    None => crate::url::mask_url(&source.to_string()),
-                },
-                None => crate::url::mask_url(&error.to_string()),
-            };
+            let reason = refinery_reason(&error, migration.map(|m| m.up.as_str()));
             // What this run did before the failure stays done: say so.
             let reason = match driver.outcome.changed.as_slice() {
                 [] => reason,
@@ -111,13 +105,7 @@ pub async fn reset(
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
         Err(error) => {
-            let reason = match std::error::Error::source(&error) {
-                Some(source) => match source.downcast_ref::<sqlx::Error>() {
-                    Some(e) => describe_driver_error(e, None),
-                    None => crate::url::mask_url(&source.to_string()),
-                },
-                None => crate::url::mask_url(&error.to_string()),
-            };
+            let reason = refinery_reason(&error, None);
             Err(MigrationError::Failed {
                 name: "(reset)".into(),
                 reason: format!("{reason}; nothing was changed"),
@@ -143,7 +131,7 @@ pub async fn downgrade(
     let mut outcome = Outcome::default();
     for migration in to_revert {
         let mut tx = lock(conn).await?;
-        let newest = history_in(&mut tx).await?.last().map(|row| row.version);
+        let newest = history(&mut tx).await?.last().map(|row| row.version);
         if newest < Some(migration.version) {
             // Another process rolled it back meanwhile.
             tx.rollback().await?;
@@ -190,13 +178,25 @@ pub async fn downgrade(
     }
     if to == 0 && !status.applied.is_empty() {
         let mut tx = lock(conn).await?;
-        if history_in(&mut tx).await?.is_empty() {
+        if history(&mut tx).await?.is_empty() {
             tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}"))
                 .await?;
         }
         tx.commit().await?;
     }
     Ok(outcome)
+}
+
+/// The driver's own description of a refinery failure (`script`: the migration it ran,
+/// for the line a PostgreSQL error points at), passwords masked.
+fn refinery_reason(error: &refinery::Error, script: Option<&str>) -> String {
+    match std::error::Error::source(error) {
+        Some(source) => match source.downcast_ref::<sqlx::Error>() {
+            Some(e) => describe_driver_error(e, script),
+            None => crate::url::mask_url(&source.to_string()),
+        },
+        None => crate::url::mask_url(&error.to_string()),
+    }
 }
 
 /// Starts a write transaction and takes the migration lock.
@@ -209,20 +209,6 @@ async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
             .await?;
     }
     Ok(tx)
-}
-
-async fn history_in(tx: &mut DbTx<'_>) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    match tx {
-        DbTx::Sqlite(c) => read_history_sqlite(c).await,
-        DbTx::Postgres(c) => read_history_pg(c).await,
-    }
-}
-
-async fn history_of(conn: &mut DbConn) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    match conn {
-        DbConn::Sqlite(c) => read_history_sqlite(c).await,
-        DbConn::Postgres(c) => read_history_pg(c).await,
-    }
 }
 
 /// Lets refinery drive the run: its first `execute` creates the history table; each
@@ -268,7 +254,7 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         };
         let mut tx = lock(self.conn).await?;
         if let Some(migration) = migration
-            && history_in(&mut tx)
+            && history(&mut tx)
                 .await?
                 .iter()
                 .any(|row| row.version == migration.version)
@@ -330,10 +316,13 @@ impl RefineryDriver<'_, '_> {
             tx.commit().await
         }
         .await;
-        if sqlite {
-            self.conn.execute_script("PRAGMA foreign_keys = ON").await?;
-        }
+        // The reset's own error first: a failure to restore the pragma comes second.
+        let restored = match sqlite {
+            true => self.conn.execute_script("PRAGMA foreign_keys = ON").await,
+            false => Ok(()),
+        };
         result?;
+        restored?;
         self.outcome.changed = self.pending.iter().map(|m| m.id()).collect();
         Ok(queries.len())
     }
@@ -348,7 +337,7 @@ impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
             self.pending = self.set.migrations().iter().collect();
             return Ok(Vec::new());
         }
-        let history = history_of(self.conn).await?;
+        let history = history(self.conn).await?;
         self.pending =
             super::SchemaStatus::compare(history.clone(), self.set).to_apply(self.set, self.target);
         history

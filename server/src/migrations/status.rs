@@ -5,7 +5,7 @@ use std::fmt;
 use sqlx::Row;
 
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
-use crate::db::DbConn;
+use crate::db::{DbConn, Executor, Target};
 
 /// One row of the history table, compared with the code.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -183,11 +183,15 @@ pub(super) struct HistoryRow {
 
 /// Reads the migration state without changing anything.
 pub async fn status(conn: &mut DbConn, set: &MigrationSet) -> Result<SchemaStatus, MigrationError> {
-    let history = match conn {
-        DbConn::Sqlite(c) => read_history_sqlite(c).await?,
-        DbConn::Postgres(c) => read_history_pg(c).await?,
-    };
-    Ok(SchemaStatus::compare(history, set))
+    Ok(SchemaStatus::compare(history(conn).await?, set))
+}
+
+/// The history rows, on a connection or inside a transaction of either engine.
+pub(super) async fn history(on: &mut impl Executor) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    match on.target() {
+        Target::Sqlite(c) => read_history_sqlite(c).await,
+        Target::Postgres(c) => read_history_pg(c).await,
+    }
 }
 
 /// Reads the migration state of a standalone SQLite connection (e.g. a backup file).
