@@ -4,6 +4,7 @@
 pub mod app;
 pub mod backup;
 pub mod config;
+pub mod copy;
 pub mod db;
 pub mod durable;
 pub mod health;

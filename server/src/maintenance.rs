@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use crate::config::DbSettings;
-use crate::db::{DbConn, DbError, DbPool, OpenMode};
+use crate::db::{DbConn, DbError, DbPool, Executor, OpenMode, Target};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState, SchemaStatus};
 use crate::url::DatabaseUrl;
 
@@ -43,17 +43,7 @@ pub async fn init(
     settings: &DbSettings,
     set: &MigrationSet,
 ) -> Result<InitReport, MaintenanceError> {
-    let mut created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
-    let pool = match DbPool::open(settings, OpenMode::Create).await {
-        Err(DbError::Driver(sqlx::Error::Database(e)))
-            if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
-        {
-            create_pg_database(settings).await?;
-            created = true;
-            DbPool::open(settings, OpenMode::Create).await?
-        }
-        other => other?,
-    };
+    let (pool, created) = open_or_create(settings).await?;
     let result = async {
         let mut conn = pool.acquire().await?;
         let outcome = migrations::upgrade(&mut conn, set, None).await?;
@@ -76,16 +66,55 @@ pub async fn init(
     result
 }
 
+/// Opens the database, creating it first when missing (the SQLite file, or the
+/// PostgreSQL database on its server); also says whether it was created.
+pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), MaintenanceError> {
+    let created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
+    match DbPool::open(settings, OpenMode::Create).await {
+        Err(DbError::Driver(sqlx::Error::Database(e)))
+            if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
+        {
+            create_pg_database(settings, true).await?;
+            Ok((DbPool::open(settings, OpenMode::Create).await?, true))
+        }
+        other => Ok((other?, created)),
+    }
+}
+
+/// Removes a database [`open_or_create`] created (its pool closed): the SQLite file and
+/// its journals, or the PostgreSQL database.
+pub async fn remove_created(settings: &DbSettings) -> Result<(), MaintenanceError> {
+    match settings.url.sqlite_path() {
+        Some(path) => {
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut file = path.as_os_str().to_owned();
+                file.push(suffix);
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(MaintenanceError::Check(format!(
+                            "cannot remove {}: {e}",
+                            std::path::Path::new(&file).display()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        None => create_pg_database(settings, false).await,
+    }
+}
+
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.
 const PG_NO_SUCH_DATABASE: &str = "3D000";
 
 /// Key of the advisory lock (in the `postgres` database) that serializes creating databases.
 const PG_CREATE_LOCK_KEY: i64 = 0x6462_696e_6974; // "dbinit"
 
-/// Creates the PostgreSQL database named in the URL (decoded), connecting to the server's
-/// `postgres` database. Race-safe: starters serialize on an advisory lock and create the
-/// database only when it still does not exist.
-async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceError> {
+/// Creates (or with `create` false, drops) the PostgreSQL database named in the URL
+/// (decoded), connecting to the server's `postgres` database. Race-safe: starters
+/// serialize on an advisory lock and create the database only when it still does not exist.
+async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<(), MaintenanceError> {
     use sqlx::{ConnectOptions, Connection};
     let DatabaseUrl::Postgres { url } = &settings.url else {
         return Ok(());
@@ -93,8 +122,12 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
     let options = crate::pg::connect_options(url).map_err(DbError::from)?;
     let name = crate::pg::database_name(url).map_err(DbError::from)?;
     let cannot = |what: &str, e: &dyn std::fmt::Display| {
+        let problem = match create {
+            true => "does not exist and cannot be created",
+            false => "cannot be dropped",
+        };
         MaintenanceError::Check(crate::url::mask_url(&format!(
-            "database `{name}` does not exist and cannot be created ({what}: {e})"
+            "database `{name}` {problem} ({what}: {e})"
         )))
     };
     let options = options.database("postgres").disable_statement_logging();
@@ -117,9 +150,14 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
                 .bind(&name)
                 .fetch_one(&mut admin)
                 .await?;
-        if !exists {
-            let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let sql = match (create, exists) {
+            (true, false) => format!("CREATE DATABASE {quoted}"),
+            (false, true) => format!("DROP DATABASE {quoted} WITH (FORCE)"),
+            _ => String::new(),
+        };
+        if !sql.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .execute(&mut admin)
                 .await?;
         }
@@ -130,7 +168,11 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
     admin.close().await.ok();
     result.map_err(|e| {
         cannot(
-            "CREATE DATABASE failed",
+            if create {
+                "CREATE DATABASE failed"
+            } else {
+                "DROP DATABASE failed"
+            },
             &crate::db::describe_driver_error(&e, None),
         )
     })
@@ -138,15 +180,15 @@ async fn create_pg_database(settings: &DbSettings) -> Result<(), MaintenanceErro
 
 /// The script that drops every table, view, trigger and sequence the application owns,
 /// history included, for the engine of `conn` (SQLite: its objects as they are now).
-async fn drop_all_script(conn: &mut DbConn) -> Result<String, MaintenanceError> {
-    Ok(match conn {
-        DbConn::Sqlite(c) => {
+pub(crate) async fn drop_all_script(on: &mut impl Executor) -> Result<String, sqlx::Error> {
+    Ok(match on.target() {
+        Target::Sqlite(c) => {
             let objects: Vec<(String, String)> = sqlx::query_as(
                 "SELECT type, name FROM sqlite_master \
                  WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite_%' \
                  ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 ELSE 2 END",
             )
-            .fetch_all(&mut **c)
+            .fetch_all(c)
             .await?;
             objects
                 .iter()
@@ -159,7 +201,7 @@ async fn drop_all_script(conn: &mut DbConn) -> Result<String, MaintenanceError> 
                 })
                 .collect()
         }
-        DbConn::Postgres(_) => PG_DROP_ALL.to_string(),
+        Target::Postgres(_) => PG_DROP_ALL.to_string(),
     })
 }
 

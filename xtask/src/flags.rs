@@ -49,6 +49,10 @@ pub enum Command {
     DbBackups(DbBackups),
     /// Replace the database with a verified backup (asks first).
     DbRestore(DbRestore),
+    /// Copy every row into another database (SQLite <-> PostgreSQL), verified by per-table checksums.
+    ///
+    /// The target is brought to the same schema version with the migrations and written in one transaction: on any error, value that does not fit, or checksum mismatch, it is left as it was. The configured database is only read.
+    DbCopy(DbCopy),
     /// Check migrations for CI: names, contiguous versions, down scripts, applied checksums, and an up/down/up round trip on a scratch database.
     DbCheck(DbCheck),
 }
@@ -152,6 +156,28 @@ pub struct DbRestore {
     /// connections may keep seeing the old data until they reconnect).
     #[arg(long)]
     pub while_in_use: bool,
+}
+
+/// `db-copy`.
+#[derive(Debug, Args)]
+pub struct DbCopy {
+    /// The target: `postgres://user@host/db` or `sqlite://path` (relative to where you run the command); created when missing. Also read from DATABASE_COPY_TO, which keeps a password off the command line.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DATABASE_COPY_TO",
+        hide_env_values = true
+    )]
+    pub to: String,
+    /// Replace whatever the target holds (rows, another schema); asks first and takes a safety backup of the target.
+    #[arg(long)]
+    pub force: bool,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Skip the safety backup of the target that --force takes.
+    #[arg(long)]
+    pub no_backup: bool,
 }
 
 /// `db-check`.

@@ -6,6 +6,7 @@
 
 mod backup;
 mod check;
+mod copy;
 mod downgrade;
 mod flags;
 mod init;
@@ -79,6 +80,7 @@ fn main() -> ExitCode {
             Command::DbBackups(cmd) => cmd.run(&project),
             Command::DbRestore(cmd) => cmd.run(&project).await,
             Command::DbCheck(cmd) => cmd.run(&project).await,
+            Command::DbCopy(cmd) => cmd.run(&project).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

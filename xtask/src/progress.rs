@@ -1,4 +1,5 @@
-//! Progress on stderr: a bar with bytes and ETA on a terminal, one line per step otherwise.
+//! Progress on stderr: a bar with bytes or rows and ETA on a terminal, one line per step
+//! otherwise.
 
 use std::io::IsTerminal;
 
@@ -10,16 +11,20 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// A bar when stderr is a terminal, plain lines otherwise.
+    /// A bar in bytes when stderr is a terminal, plain lines otherwise.
     pub fn new() -> Self {
+        Self::with_template("{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})")
+    }
+
+    /// A bar in rows when stderr is a terminal, plain lines otherwise.
+    pub fn rows() -> Self {
+        Self::with_template("{bar:30} {human_pos}/{human_len} rows ({per_sec}, ETA {eta})")
+    }
+
+    fn with_template(template: &str) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
-                )
-                .expect("a valid template"),
-            );
+            bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
             bar
         });
         Self { bar }
@@ -42,7 +47,7 @@ impl server::backup::Progress for Reporter {
         }
     }
 
-    fn bytes(&self, done: u64, total: u64) {
+    fn advance(&self, done: u64, total: u64) {
         if let Some(bar) = &self.bar {
             bar.set_length(total);
             bar.set_position(done);

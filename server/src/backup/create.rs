@@ -250,7 +250,7 @@ async fn sqlite_snapshot(
         async move {
             while !done.load(Ordering::Relaxed) {
                 let size = fs::metadata(&target).map_or(0, |m| m.len());
-                progress.bytes(size.min(total), total);
+                progress.advance(size.min(total), total);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -265,7 +265,7 @@ async fn sqlite_snapshot(
     };
     let (result, ()) = tokio::join!(vacuum, watcher);
     result?;
-    progress.bytes(total, total);
+    progress.advance(total, total);
     Ok(())
 }
 

@@ -121,6 +121,6 @@ pub(super) fn database_owner(url: &DatabaseUrl) -> Option<crate::durable::Owner>
 pub trait Progress: Send + Sync {
     /// A step starts.
     fn step(&self, message: &str);
-    /// Bytes written so far, out of an estimated total.
-    fn bytes(&self, done: u64, total: u64);
+    /// Work done so far (bytes, rows), out of an estimated total.
+    fn advance(&self, done: u64, total: u64);
 }

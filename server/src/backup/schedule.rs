@@ -57,7 +57,7 @@ struct Quiet;
 
 impl Progress for Quiet {
     fn step(&self, _message: &str) {}
-    fn bytes(&self, _done: u64, _total: u64) {}
+    fn advance(&self, _done: u64, _total: u64) {}
 }
 
 impl Schedule {

@@ -25,6 +25,7 @@ mod status;
 pub use files::{MigrationFile, MigrationSet, dir_in, scaffold};
 pub use naming::is_snake_case;
 pub use run::{Outcome, downgrade, reset, upgrade};
+pub(crate) use run::{create_history_sql, lock};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,
     status_of_sqlite,

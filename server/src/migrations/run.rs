@@ -199,8 +199,13 @@ fn refinery_reason(error: &refinery::Error, script: Option<&str>) -> String {
     }
 }
 
+/// refinery's statement that creates the history table if it is missing.
+pub(crate) fn create_history_sql() -> String {
+    <RefineryDriver<'_, '_> as AsyncMigrate>::assert_migrations_table_query(HISTORY_TABLE)
+}
+
 /// Starts a write transaction and takes the migration lock.
-async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
+pub(crate) async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
     let mut tx = conn.begin_write().await?;
     if let DbTx::Postgres(pg) = &mut tx {
         sqlx::query("SELECT pg_advisory_xact_lock($1)")

@@ -5,7 +5,7 @@ use std::fmt;
 use sqlx::Row;
 
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
-use crate::db::{DbConn, Executor, Target};
+use crate::db::{Executor, Target};
 
 /// One row of the history table, compared with the code.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -182,8 +182,11 @@ pub(super) struct HistoryRow {
 }
 
 /// Reads the migration state without changing anything.
-pub async fn status(conn: &mut DbConn, set: &MigrationSet) -> Result<SchemaStatus, MigrationError> {
-    Ok(SchemaStatus::compare(history(conn).await?, set))
+pub async fn status(
+    on: &mut impl Executor,
+    set: &MigrationSet,
+) -> Result<SchemaStatus, MigrationError> {
+    Ok(SchemaStatus::compare(history(on).await?, set))
 }
 
 /// The history rows, on a connection or inside a transaction of either engine.

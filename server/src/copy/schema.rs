@@ -1,0 +1,196 @@
+//! The tables a copy moves: their columns and kinds, primary keys, foreign-key parents
+//! and (PostgreSQL) sequences, read from either engine's catalog.
+
+use sqlx::Row;
+
+use super::value::Kind;
+use crate::db::Target;
+
+/// A table as the copy sees it.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Name (unquoted).
+    pub name: String,
+    /// Stored columns in table order (generated columns left out: the target computes them).
+    pub columns: Vec<Column>,
+    /// Primary-key column names, in key order (empty: no primary key).
+    pub key: Vec<String>,
+    /// Tables this one references through foreign keys (itself excluded).
+    pub parents: Vec<String>,
+}
+
+/// A column.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// Name (unquoted).
+    pub name: String,
+    /// What it holds.
+    pub kind: Kind,
+    /// PostgreSQL: a text type whose order can be made bytewise with `COLLATE "C"`.
+    pub collatable: bool,
+}
+
+impl Table {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// `"name"` with inner quotes doubled: an identifier on both engines.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Every table of the database (the current schema on PostgreSQL), by name.
+pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
+    match on {
+        Target::Sqlite(c) => {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                 AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            let mut tables = Vec::new();
+            for name in names {
+                let rows = sqlx::query(
+                    "SELECT name, type, pk FROM pragma_table_xinfo($1) WHERE hidden = 0 ORDER BY cid",
+                )
+                .bind(&name)
+                .fetch_all(&mut *c)
+                .await?;
+                let mut key: Vec<(i64, String)> = Vec::new();
+                let mut columns = Vec::new();
+                for row in rows {
+                    let column: String = row.try_get(0)?;
+                    let decl: String = row.try_get::<Option<String>, _>(1)?.unwrap_or_default();
+                    let pk: i64 = row.try_get(2)?;
+                    if pk > 0 {
+                        key.push((pk, column.clone()));
+                    }
+                    columns.push(Column {
+                        name: column,
+                        kind: Kind::from_sqlite_decl(&decl),
+                        collatable: false,
+                    });
+                }
+                key.sort();
+                let parents: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT \"table\" FROM pragma_foreign_key_list($1) WHERE \"table\" <> $1",
+                )
+                .bind(&name)
+                .fetch_all(&mut *c)
+                .await?;
+                tables.push(Table {
+                    name,
+                    columns,
+                    key: key.into_iter().map(|(_, c)| c).collect(),
+                    parents,
+                });
+            }
+            Ok(tables)
+        }
+        Target::Postgres(c) => {
+            let names: Vec<String> = sqlx::query_scalar(
+                "SELECT relname::text FROM pg_class \
+                 WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p') \
+                   AND NOT relispartition ORDER BY relname",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            let mut tables = Vec::new();
+            for name in names {
+                let relation = ident(&name);
+                let columns = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT a.attname::text, t.typname::text, a.atttypmod FROM pg_attribute a \
+                     JOIN pg_type t ON t.oid = a.atttypid \
+                     WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 \
+                       AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
+                    relation = literal(&relation)
+                )))
+                .fetch_all(&mut *c)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    let typname: String = row.try_get(1)?;
+                    Ok(Column {
+                        name: row.try_get(0)?,
+                        kind: Kind::from_pg_type(&typname, row.try_get(2)?),
+                        collatable: matches!(typname.as_str(), "text" | "varchar" | "bpchar"),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                let key: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT a.attname::text FROM pg_index i \
+                     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                     WHERE i.indrelid = {}::regclass AND i.indisprimary ORDER BY k.ord",
+                    literal(&relation)
+                )))
+                .fetch_all(&mut *c)
+                .await?;
+                let parents: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT DISTINCT p.relname::text FROM pg_constraint f \
+                     JOIN pg_class p ON p.oid = f.confrelid \
+                     WHERE f.conrelid = {0}::regclass AND f.contype = 'f' AND f.confrelid <> {0}::regclass",
+                    literal(&relation)
+                )))
+                .fetch_all(&mut *c)
+                .await?;
+                tables.push(Table {
+                    name,
+                    columns,
+                    key,
+                    parents,
+                });
+            }
+            Ok(tables)
+        }
+    }
+}
+
+/// A SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Sets every sequence behind a PostgreSQL column (`serial`, identity) past the largest
+/// value copied, so the next insert does not collide with a copied id.
+pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, s.seq::text FROM pg_class c \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         CROSS JOIN LATERAL (SELECT pg_get_serial_sequence(quote_ident(c.relname), a.attname::text) AS seq) s \
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') \
+           AND s.seq IS NOT NULL",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    for (table, column, sequence) in columns {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT setval($1::regclass, coalesce((SELECT max({}) FROM {}), 0) + 1, false)",
+            ident(&column),
+            ident(&table)
+        )))
+        .bind(sequence)
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Tables ordered so that every table comes after the tables it references (a cycle
+/// keeps the remaining tables in name order).
+pub fn in_dependency_order(mut tables: Vec<Table>) -> Vec<Table> {
+    let mut ordered: Vec<Table> = Vec::with_capacity(tables.len());
+    while !tables.is_empty() {
+        let ready = tables.iter().position(|t| {
+            t.parents.iter().all(|p| {
+                ordered.iter().any(|o| &o.name == p) || !tables.iter().any(|t| &t.name == p)
+            })
+        });
+        ordered.push(tables.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}

@@ -1,0 +1,152 @@
+//! `db-copy --to <URL>`: every row into another database, verified.
+
+use anyhow::{Context, anyhow, bail};
+use server::backup::{self, database_identity};
+use server::config::DbSettings;
+use server::copy::{self, CopyError, CopyReport, TargetState};
+use server::db::{DbPool, OpenMode};
+use server::maintenance;
+use server::url::DatabaseUrl;
+
+use crate::flags::DbCopy;
+use crate::progress::Reporter;
+use crate::project::Project;
+
+impl DbCopy {
+    /// Runs the command.
+    pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        project.guard_memory()?;
+        let url = DatabaseUrl::parse(&self.to, &project.cwd).map_err(|e| anyhow!("--to: {e}"))?;
+        if url == DatabaseUrl::SqliteMemory {
+            bail!("--to: an in-memory database would vanish when the command exits");
+        }
+        let source_url = &project.config.database.url;
+        if database_identity(&url) == database_identity(source_url) {
+            bail!(
+                "--to names the configured database itself ({}); copy into another database",
+                project.location()
+            );
+        }
+        let settings = copy::target_settings(&project.settings(), url);
+        let target_name = match settings.url.sqlite_path() {
+            Some(path) => project.display(path),
+            None => settings.url.to_string(),
+        };
+        let source = project.open(OpenMode::MustExist).await?;
+        let (target, created) = match maintenance::open_or_create(&settings).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                source.close().await;
+                return Err(e).with_context(|| format!("cannot open the target {target_name}"));
+            }
+        };
+        let result = self
+            .copy(project, &source, &target, &settings, &target_name)
+            .await;
+        source.close().await;
+        target.close().await;
+        if result.is_err()
+            && created
+            && let Err(e) = maintenance::remove_created(&settings).await
+        {
+            eprintln!(
+                "warning: the target was created for this copy and could not be removed: {e}"
+            );
+        }
+        result
+    }
+
+    async fn copy(
+        &self,
+        project: &Project,
+        source: &DbPool,
+        target: &DbPool,
+        settings: &DbSettings,
+        target_name: &str,
+    ) -> anyhow::Result<()> {
+        let set = &project.migrations;
+        let replace = match copy::inspect(source, target, set).await? {
+            TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
+            TargetState::Occupied(why) => {
+                eprintln!("the target {target_name} {why}; --force replaces everything in it");
+                project.confirm("replace the target's contents?", self.yes)?;
+                if self.no_backup {
+                    eprintln!("skipping the safety backup of the target (--no-backup)");
+                } else {
+                    let entry = backup::create(
+                        settings,
+                        target,
+                        set,
+                        &project.settings().backup_dir,
+                        false,
+                        &Reporter::new(),
+                    )
+                    .await
+                    .context("safety backup of the target failed; nothing was changed (pass --no-backup to skip it)")?;
+                    eprintln!(
+                        "safety backup of the target: {}",
+                        project.display(&entry.path)
+                    );
+                }
+                true
+            }
+            TargetState::Empty | TargetState::Ready(_) => false,
+        };
+        eprintln!("copying {} into {target_name}", project.location());
+        let copied = copy::copy(source, target, set, replace, &Reporter::rows()).await;
+        match copied {
+            Ok(report) => {
+                print_checks(&report);
+                let rows = report.rows();
+                let seconds = report.elapsed.as_secs_f64();
+                println!(
+                    "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
+                    report.tables.len(),
+                    report.version,
+                    rows as f64 / seconds.max(1e-9)
+                );
+                Ok(())
+            }
+            Err(CopyError::Mismatch(report)) => {
+                print_checks(&report);
+                Err(CopyError::Mismatch(report).into())
+            }
+            Err(CopyError::BadData(problems)) => {
+                for problem in problems.iter().skip(1) {
+                    eprintln!("  {problem}");
+                }
+                Err(CopyError::BadData(problems).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The verification table on stdout.
+fn print_checks(report: &CopyReport) {
+    let width = report
+        .tables
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    println!(
+        "{:<width$}  {:>12}  {:>12}  {:<32}  result",
+        "table", "source rows", "target rows", "checksum"
+    );
+    for t in &report.tables {
+        let sum = match t.source_sum == t.target_sum {
+            true => t.source_sum.clone(),
+            false => format!("{} != {}", &t.source_sum[..8], &t.target_sum[..8]),
+        };
+        println!(
+            "{:<width$}  {:>12}  {:>12}  {:<32}  {}",
+            t.name,
+            t.source_rows,
+            t.target_rows,
+            sum,
+            if t.matches() { "ok" } else { "MISMATCH" }
+        );
+    }
+}
