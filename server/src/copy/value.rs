@@ -64,8 +64,16 @@ impl Kind {
     pub fn from_sqlite_decl(decl: &str) -> Self {
         let t = decl.trim().to_ascii_uppercase();
         let base = t.split('(').next().unwrap_or("").trim();
+        if t.contains("WITH TIME ZONE") && !t.contains("WITHOUT") {
+            return if base.starts_with("TIMESTAMP") {
+                Self::TimestampTz
+            } else {
+                Self::Other(t)
+            };
+        }
         match base {
             "" => Self::Any,
+            "SERIAL" | "BIGSERIAL" | "SMALLSERIAL" => Self::Integer(64),
             "BOOLEAN" | "BOOL" => Self::Boolean,
             "TIMESTAMPTZ" | "TIMESTAMP WITH TIME ZONE" => Self::TimestampTz,
             "TIMESTAMP" | "DATETIME" | "TIMESTAMP WITHOUT TIME ZONE" => Self::Timestamp,

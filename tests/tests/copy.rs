@@ -1,0 +1,362 @@
+//! `db-copy`: SQLite to PostgreSQL and back on the real server, verified by checksums;
+//! data that does not fit, a target with rows, a checksum mismatch and a kill all leave
+//! the target as it was.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use tests::{PgDatabase, Project, Run, sha256, sqlite};
+
+/// Every common type, NULLs, a foreign key, a self-reference and a table without a key.
+const SCHEMA: &str = "
+CREATE TABLE authors (
+    id BIGINT PRIMARY KEY,
+    name VARCHAR(80) NOT NULL,
+    active BOOLEAN NOT NULL,
+    joined TIMESTAMP,
+    seen TIMESTAMPTZ,
+    born DATE,
+    wakes TIME,
+    score DOUBLE PRECISION,
+    balance NUMERIC(12, 2),
+    avatar BYTEA,
+    meta JSON,
+    small SMALLINT,
+    mid INTEGER
+);
+CREATE TABLE posts (
+    id BIGINT PRIMARY KEY,
+    author_id BIGINT NOT NULL REFERENCES authors (id),
+    reply_to BIGINT REFERENCES posts (id),
+    title TEXT NOT NULL,
+    body TEXT
+);
+CREATE TABLE tags (name TEXT NOT NULL, post_id BIGINT REFERENCES posts (id));
+CREATE TABLE events (id BIGINT PRIMARY KEY, kind INTEGER NOT NULL, note TEXT);
+";
+
+const DROP: &str = "DROP TABLE tags; DROP TABLE posts; DROP TABLE authors; DROP TABLE events;";
+
+/// Rows in the narrow `events` table.
+const EVENTS: u64 = 300_000;
+
+const FILL: &str = r#"
+INSERT INTO authors VALUES
+  (1, 'Zoë “quotes” ✓ 漢字', 1, '2024-05-01T12:00:00Z', '2024-05-01 14:00:00+02:00', '1990-02-03', '07:30:00', 1.5, '12.30', X'00FF10', '{"b": 1, "a": [1, 2]}', -32768, 2147483647),
+  (2, 'Bob', 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, 'tab	and
+newline \ backslash', 1, '2024-05-01 12:00:00.25', '2024-05-01T10:00:00Z', '2000-02-29', '23:59:59.5', -0.1, 7, X'', 'null', 32767, -2147483648);
+INSERT INTO posts VALUES (10, 1, NULL, 'hello', 'world'), (11, 3, 10, 'reply', NULL), (9, 2, 11, 'earlier id, later reply', '');
+INSERT INTO tags VALUES ('a', 10), ('b', NULL), ('a', 10);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
+INSERT INTO events SELECT i, i % 7, 'event ' || i FROM n;
+"#;
+
+fn project_with_data() -> Project {
+    let project = Project::sqlite();
+    project.write_migration("V2__everything", SCHEMA, Some(DROP));
+    project.xtask(&["db-init"]).ok();
+    sqlite(&project.db_path(), FILL);
+    project
+}
+
+/// The verification table a successful copy prints: table → (rows, checksum).
+fn checks(run: &Run) -> BTreeMap<String, (u64, String)> {
+    run.stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            match cols.as_slice() {
+                [name, source, target, sum, "ok"] => {
+                    assert_eq!(source, target, "{line}");
+                    Some((name.to_string(), (source.parse().ok()?, sum.to_string())))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_common_type_copies_to_postgresql_and_back_with_equal_checksums() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    let db = project.db_path();
+    let before = sha256(&db);
+
+    let started = Instant::now();
+    let there = project.xtask(&["db-copy", "--to", &pg.url]);
+    there.ok();
+    let elapsed = started.elapsed();
+    assert!(
+        there.stdout.contains("every table verified"),
+        "{}",
+        there.stdout
+    );
+    let sums = checks(&there);
+    assert_eq!(sums["events"].0, EVENTS);
+    assert_eq!(sums["authors"].0, 3);
+    assert_eq!(sums["refinery_schema_history"].0, 2);
+    assert_eq!(sha256(&db), before, "the source is never written");
+    eprintln!("copied {EVENTS} events to PostgreSQL in {elapsed:?} (debug build)");
+
+    // What a user would check on PostgreSQL: typed values, not just counts.
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM events"),
+        EVENTS.to_string()
+    );
+    assert_eq!(
+        pg.execute(
+            "SELECT name, active, joined, seen AT TIME ZONE 'UTC', born, wakes, score, balance, encode(avatar, 'hex'), meta::text, small, mid \
+             FROM authors WHERE id = 1"
+        ),
+        "Zoë “quotes” ✓ 漢字|t|2024-05-01 12:00:00|2024-05-01 12:00:00|1990-02-03|07:30:00|1.5|12.30|00ff10|{\"b\": 1, \"a\": [1, 2]}|-32768|2147483647"
+    );
+    assert_eq!(
+        pg.execute("SELECT name = E'tab\\tand\\nnewline \\\\ backslash', active, balance FROM authors WHERE id = 3"),
+        "t|t|7.00"
+    );
+    assert_eq!(
+        pg.execute(
+            "SELECT count(*) FROM authors WHERE id = 2 AND joined IS NULL AND avatar IS NULL"
+        ),
+        "1"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM tags WHERE post_id IS NULL"),
+        "1"
+    );
+    // The same history, so the server sees an up-to-date database.
+    let status = project.xtask_with(&["db-status"], &[("DATABASE_URL", &pg.url)]);
+    status.ok();
+
+    // And back into a new SQLite file: the same checksums, table by table.
+    let back = project.path().join("back.db");
+    let home = project.xtask_with(
+        &["db-copy", "--to", "sqlite://back.db"],
+        &[("DATABASE_URL", &pg.url)],
+    );
+    home.ok();
+    assert_eq!(checks(&home), sums, "checksums agree in both directions");
+    assert_eq!(
+        sqlite(
+            &back,
+            "SELECT name, active, joined, seen, born, CAST(score AS TEXT), hex(avatar), small FROM authors WHERE id = 1"
+        ),
+        [
+            "Zoë “quotes” ✓ 漢字|1|2024-05-01 12:00:00|2024-05-01 12:00:00+00:00|1990-02-03|1.5|00FF10|-32768"
+        ]
+    );
+    assert_eq!(
+        sqlite(&back, "SELECT count(*), sum(kind) FROM events"),
+        sqlite(&db, "SELECT count(*), sum(kind) FROM events")
+    );
+    assert_eq!(
+        sqlite(&back, "PRAGMA foreign_key_check"),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn sequences_on_postgresql_continue_after_the_copied_ids() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    // The team's PostgreSQL schema numbers posts itself: the target is migrated first,
+    // then given a sequence, and is still empty, so the copy needs no --force.
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
+        .ok();
+    pg.execute(
+        "CREATE SEQUENCE posts_id_seq OWNED BY posts.id; \
+         ALTER TABLE posts ALTER COLUMN id SET DEFAULT nextval('posts_id_seq')",
+    );
+    project.xtask(&["db-copy", "--to", &pg.url]).ok();
+    assert_eq!(
+        pg.execute(
+            "WITH new AS (INSERT INTO posts (author_id, title) VALUES (1, 'new') RETURNING id) SELECT id FROM new"
+        ),
+        "12"
+    );
+}
+
+#[test]
+fn values_that_do_not_fit_are_named_and_nothing_is_copied() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    // SQLite takes all of these; PostgreSQL takes none.
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO events VALUES (300001, 'seven', 'text in an integer column'); \
+         INSERT INTO events VALUES (300002, 1, CAST(X'FF00' AS TEXT)); \
+         INSERT INTO authors (id, name, active) VALUES (4, 'Eve', 'yes');",
+    );
+    let run = project.xtask(&["db-copy", "--to", &pg.url]);
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("table authors, row id=4, column active: text \"yes\" in a boolean column"),
+        "{error}"
+    );
+    assert!(
+        error.contains("rolled back, the target is unchanged"),
+        "{error}"
+    );
+    assert!(
+        run.stderr
+            .contains("table events, row id=300001, column kind: text \"seven\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("table events, row id=300002, column note: text that is not valid UTF-8"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0",
+        "not even the schema was left behind"
+    );
+
+    // The way back: a PostgreSQL NaN has no place in SQLite, and the new file is removed.
+    let source = PgDatabase::create().expect("a second database");
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", &source.url)])
+        .ok();
+    source.execute("INSERT INTO events VALUES (1, 1, 'fine'), (2, 2, 'fine')");
+    source.execute("INSERT INTO authors (id, name, active, score) VALUES (1, 'nan', true, 'NaN')");
+    let run = project.xtask_with(
+        &["db-copy", "--to", "sqlite://fresh.db"],
+        &[("DATABASE_URL", &source.url)],
+    );
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("table authors, row id=1, column score: NaN"),
+        "{error}"
+    );
+    assert!(
+        !project.path().join("fresh.db").exists(),
+        "the file created for the copy is removed"
+    );
+}
+
+#[test]
+fn a_target_with_rows_is_refused_and_force_replaces_it_after_a_safety_backup() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    project.xtask(&["db-copy", "--to", &pg.url]).ok();
+    sqlite(
+        &project.db_path(),
+        "DELETE FROM tags; INSERT INTO tags VALUES ('only', NULL)",
+    );
+
+    let error = project
+        .xtask(&["db-copy", "--to", &pg.url])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(error.contains("table authors has rows"), "{error}");
+    assert!(error.contains("--force"), "{error}");
+    let refused = project.xtask(&["db-copy", "--to", &pg.url, "--force"]);
+    assert!(
+        refused
+            .code(1)
+            .error_line()
+            .contains("stdin is not a terminal")
+    );
+    assert_eq!(pg.execute("SELECT count(*) FROM tags"), "3", "unchanged");
+
+    let run = project.xtask(&["db-copy", "--to", &pg.url, "--force", "--yes"]);
+    run.ok();
+    assert!(
+        run.stderr.contains("safety backup of the target"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(pg.execute("SELECT name FROM tags"), "only");
+    let backups: Vec<_> = std::fs::read_dir(project.path().join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".dump"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+}
+
+#[test]
+fn a_checksum_mismatch_rolls_the_copy_back() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
+        .ok();
+    // A trigger on the target that quietly changes what it stores.
+    pg.execute(
+        "CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.title := upper(NEW.title); RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER shout BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION shout()",
+    );
+    let run = project.xtask(&["db-copy", "--to", &pg.url]);
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("verification failed: 1 table(s) differ"),
+        "{error}"
+    );
+    let posts = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("posts "))
+        .unwrap_or_default();
+    assert!(posts.ends_with("MISMATCH"), "{}", run.stdout);
+    assert_eq!(pg.execute("SELECT count(*) FROM posts"), "0", "rolled back");
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM events"),
+        "0",
+        "rolled back"
+    );
+}
+
+#[test]
+fn a_copy_killed_midway_leaves_the_target_as_it_was() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    let mut child = project.spawn_xtask(&["db-copy", "--to", &pg.url]);
+    // Kill it once the target's transaction has begun writing (the schema is in it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copying = pg.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'COPY%'",
+        );
+        if copying != "0" || Instant::now() > deadline {
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            panic!("the copy finished before it could be killed; make the table bigger");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        Instant::now() <= deadline,
+        "no COPY seen on the target within 30 s"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0",
+        "nothing committed"
+    );
+    // The next copy starts from the clean target.
+    project.xtask(&["db-copy", "--to", &pg.url]).ok();
+}
