@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, TypeInfo as _, ValueRef as _};
 
 use super::schema::{Table, ident};
-use super::value::{Kind, Value, copy_text_row};
+use super::value::{Kind, Value};
 use super::{CopyError, Side};
 use crate::db::Target;
 
@@ -241,5 +241,61 @@ impl<'c> Sink<'c> {
         if let Sink::Postgres { copy, .. } = self {
             let _ = copy.abort("the copy found data that does not fit").await;
         }
+    }
+}
+
+/// One row in PostgreSQL's `COPY … FROM STDIN` text format.
+pub fn copy_text_row(row: &[Value], out: &mut Vec<u8>) {
+    for (i, value) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match value {
+            Value::Null | Value::InvalidText(_) => out.extend_from_slice(b"\\N"),
+            Value::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Value::Real(f) if f.is_nan() => out.extend_from_slice(b"NaN"),
+            Value::Real(f) if f.is_infinite() => {
+                out.extend_from_slice(if *f > 0.0 { b"Infinity" } else { b"-Infinity" })
+            }
+            Value::Real(f) => out.extend_from_slice(format!("{f:?}").as_bytes()),
+            Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+            Value::Text(s) => {
+                for byte in s.bytes() {
+                    match byte {
+                        b'\\' => out.extend_from_slice(b"\\\\"),
+                        b'\n' => out.extend_from_slice(b"\\n"),
+                        b'\r' => out.extend_from_slice(b"\\r"),
+                        b'\t' => out.extend_from_slice(b"\\t"),
+                        other => out.push(other),
+                    }
+                }
+            }
+            Value::Blob(bytes) => {
+                out.extend_from_slice(b"\\\\x");
+                for b in bytes {
+                    out.extend_from_slice(format!("{b:02x}").as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut out = Vec::new();
+        copy_text_row(
+            &[
+                Value::Text("a\tb\\".into()),
+                Value::Null,
+                Value::Blob(vec![0, 255]),
+            ],
+            &mut out,
+        );
+        assert_eq!(out, b"a\\tb\\\\\t\\N\t\\\\x00ff\n");
     }
 }

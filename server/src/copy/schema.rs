@@ -150,6 +150,15 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
     }
 }
 
+/// The single integer `sql` returns (a count).
+pub async fn count(on: Target<'_>, sql: String) -> Result<i64, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(sql);
+    match on {
+        Target::Sqlite(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+        Target::Postgres(c) => sqlx::query_scalar(sql).fetch_one(c).await,
+    }
+}
+
 /// A SQL string literal.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

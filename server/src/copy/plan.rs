@@ -1,0 +1,122 @@
+//! Pairing the source's tables and columns with the target's, in the order the target
+//! needs them (parents before children).
+
+use super::CopyError;
+use super::schema::{self, Table};
+use super::value::{self, Kind, Value};
+
+/// How one table is copied: the columns (target order), each one's kind for fitting
+/// and hashing, and the key the rows are read in.
+pub struct Plan<'s> {
+    /// The source table.
+    pub source: &'s Table,
+    /// The target table.
+    pub target: Table,
+    /// Column names, in the target's order.
+    pub columns: Vec<String>,
+    /// Each column's kind for fitting and hashing.
+    pub kinds: Vec<Kind>,
+    /// The key rows are read in (empty: no primary key).
+    pub key: Vec<String>,
+}
+
+/// Pairs source and target tables, in the order the target needs them; any table or
+/// column on one side only, or of kinds that cannot hold the same values, is an error.
+pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyError> {
+    let incompatible = |what: String| {
+        CopyError::Incompatible(format!(
+            "the schemas differ at the same migration version: {what}; nothing was copied"
+        ))
+    };
+    if let Some(t) = source
+        .iter()
+        .find(|s| !target.iter().any(|t| t.name == s.name))
+    {
+        return Err(incompatible(format!(
+            "table {} is in the source but no migration creates it",
+            t.name
+        )));
+    }
+    if let Some(t) = target
+        .iter()
+        .find(|t| !source.iter().any(|s| s.name == t.name))
+    {
+        return Err(incompatible(format!(
+            "table {} is made by the migrations but missing from the source",
+            t.name
+        )));
+    }
+    let mut plans = Vec::new();
+    for table in schema::in_dependency_order(target) {
+        let Some(source) = source.iter().find(|s| s.name == table.name) else {
+            continue;
+        };
+        let mut kinds = Vec::new();
+        for column in &table.columns {
+            let Some(from) = source.column(&column.name) else {
+                return Err(incompatible(format!(
+                    "column {}.{} is missing from the source",
+                    table.name, column.name
+                )));
+            };
+            if !column.kind.accepts(&from.kind) {
+                return Err(incompatible(format!(
+                    "column {}.{} holds {} values in the source and {} values in the target",
+                    table.name,
+                    column.name,
+                    from.kind.family(),
+                    column.kind.family()
+                )));
+            }
+            kinds.push(match column.kind {
+                Kind::Any => from.kind.clone(),
+                _ => column.kind.clone(),
+            });
+        }
+        if let Some(c) = source
+            .columns
+            .iter()
+            .find(|c| table.column(&c.name).is_none())
+        {
+            return Err(incompatible(format!(
+                "column {}.{} is in the source but not in the target",
+                table.name, c.name
+            )));
+        }
+        let key = if table.key.iter().all(|k| source.column(k).is_some()) {
+            table.key.clone()
+        } else {
+            Vec::new()
+        };
+        plans.push(Plan {
+            source,
+            columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+            kinds,
+            key,
+            target: table,
+        });
+    }
+    Ok(plans)
+}
+
+/// The row's primary key for a message (`id=7`), or its position when there is none.
+pub fn row_key(plan: &Plan<'_>, row: &[Value], ordinal: u64) -> String {
+    if plan.key.is_empty() {
+        return format!("#{ordinal}");
+    }
+    plan.key
+        .iter()
+        .filter_map(|k| {
+            let i = plan.columns.iter().position(|c| c == k)?;
+            Some(format!(
+                "{k}={}",
+                match &row[i] {
+                    Value::Int(n) => n.to_string(),
+                    Value::Text(s) => value::quote(s),
+                    other => format!("{other:?}"),
+                }
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,96 @@
+//! What the target holds before a copy: empty, ready (migrated, every table empty), or
+//! occupied (needs `--force`).
+
+use super::schema::{self, ident};
+use super::{CopyError, Side};
+use crate::db::{DbPool, Executor};
+use crate::migrations::{self, HISTORY_TABLE, MigrationSet, SchemaStatus};
+
+/// What the target holds before a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    /// No tables, no migration history.
+    Empty,
+    /// Migrated to a prefix of the source's history (this version), every table empty.
+    Ready(i32),
+    /// Rows, unknown tables or another history: copying needs `--force`. Says why.
+    Occupied(String),
+}
+
+/// What the target holds, compared with the source's history (read outside the copy's
+/// transaction, to decide whether to ask; the copy checks again inside it).
+pub async fn inspect(
+    source: &DbPool,
+    target: &DbPool,
+    set: &MigrationSet,
+) -> Result<TargetState, CopyError> {
+    let mut conn = source
+        .acquire()
+        .await
+        .map_err(CopyError::from_db(Side::Source))?;
+    let source_status = migrations::status(&mut conn, set)
+        .await
+        .map_err(|e| CopyError::source_history(&e))?;
+    drop(conn);
+    let mut conn = target
+        .acquire()
+        .await
+        .map_err(CopyError::from_db(Side::Target))?;
+    target_state(&mut conn, &source_status, set).await
+}
+
+/// The target's state, read on a connection or inside the copy's transaction.
+pub async fn target_state(
+    on: &mut impl Executor,
+    source: &SchemaStatus,
+    set: &MigrationSet,
+) -> Result<TargetState, CopyError> {
+    let err = CopyError::db(Side::Target);
+    let history = migrations::status(on, set)
+        .await
+        .map_err(|e| CopyError::Db {
+            side: Side::Target,
+            message: e.to_string(),
+        })?;
+    let tables = schema::tables(on.target()).await.map_err(&err)?;
+    for table in tables.iter().filter(|t| t.name != HISTORY_TABLE) {
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS any_row",
+            ident(&table.name)
+        );
+        if schema::count(on.target(), sql).await.map_err(&err)? > 0 {
+            return Ok(TargetState::Occupied(format!(
+                "is not empty: table {} has rows",
+                table.name
+            )));
+        }
+    }
+    let others: Vec<&str> = tables
+        .iter()
+        .filter(|t| t.name != HISTORY_TABLE)
+        .map(|t| t.name.as_str())
+        .collect();
+    if history.applied.is_empty() {
+        return Ok(if others.is_empty() {
+            TargetState::Empty
+        } else {
+            TargetState::Occupied(format!(
+                "has tables no migration made: {}",
+                others.join(", ")
+            ))
+        });
+    }
+    let prefix = history.applied.len() <= source.applied.len()
+        && history
+            .applied
+            .iter()
+            .zip(&source.applied)
+            .all(|(t, s)| t.version == s.version && t.checksum == s.checksum);
+    if !prefix {
+        return Ok(TargetState::Occupied(format!(
+            "is at another schema (version {}, a history the source does not share)",
+            history.current_version
+        )));
+    }
+    Ok(TargetState::Ready(history.current_version))
+}

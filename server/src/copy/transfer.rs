@@ -1,0 +1,252 @@
+//! The copy inside the source's snapshot and the target's transaction: migrate the
+//! target, copy each table, check foreign keys and sequences, read everything back.
+
+use super::digest::Digest;
+use super::plan::{Plan, plan, row_key};
+use super::rows::{Sink, scan};
+use super::schema::{self, ident};
+use super::target::{TargetState, target_state};
+use super::value::{Value, fit};
+use super::{CopyError, CopyReport, Side, TableCheck};
+use crate::backup::Progress;
+use crate::db::{DbTx, Executor, describe_driver_error};
+use crate::migrations::{self, HISTORY_TABLE, MigrationSet};
+use crate::url::DbKind;
+use std::time::Duration;
+
+/// Problems listed before a copy with values that do not fit stops looking.
+const MAX_PROBLEMS: usize = 10;
+
+/// The copy inside the source snapshot and the target transaction.
+pub async fn copy_in(
+    snapshot: &mut DbTx<'_>,
+    tx: &mut DbTx<'_>,
+    set: &MigrationSet,
+    replace: bool,
+    progress: &dyn Progress,
+) -> Result<CopyReport, CopyError> {
+    let source_err = CopyError::db(Side::Source);
+    let target_err = CopyError::db(Side::Target);
+    let source_status = migrations::status(snapshot, set)
+        .await
+        .map_err(|e| CopyError::source_history(&e))?;
+    source_status
+        .ensure_compatible()
+        .map_err(|e| CopyError::source_history(&e))?;
+    let source_tables = schema::tables(snapshot.target())
+        .await
+        .map_err(&source_err)?;
+
+    // The target at the source's schema version, its history about to be copied.
+    let current = match target_state(tx, &source_status, set).await? {
+        TargetState::Empty => 0,
+        TargetState::Ready(version) => version,
+        TargetState::Occupied(why) if !replace => return Err(CopyError::Occupied(why)),
+        TargetState::Occupied(_) => {
+            progress.step("emptying the target");
+            let drop_all = crate::maintenance::drop_all_script(tx)
+                .await
+                .map_err(&target_err)?;
+            tx.execute_script(&drop_all).await.map_err(&target_err)?;
+            0
+        }
+    };
+    tx.execute_script(&migrations::create_history_sql())
+        .await
+        .map_err(&target_err)?;
+    for applied in source_status.applied.iter().filter(|a| a.version > current) {
+        let Some(migration) = set.get(applied.version) else {
+            continue;
+        };
+        progress.step(&format!("applying {} to the target", migration.id()));
+        tx.execute_script(&migration.up)
+            .await
+            .map_err(|e| CopyError::Migration {
+                name: migration.id(),
+                reason: describe_driver_error(&e, Some(&migration.up)),
+            })?;
+    }
+    tx.execute_script(&format!("DELETE FROM {HISTORY_TABLE}"))
+        .await
+        .map_err(&target_err)?;
+    let target_tables = schema::tables(tx.target()).await.map_err(&target_err)?;
+    let plans = plan(&source_tables, target_tables)?;
+
+    let mut total = 0;
+    for plan in &plans {
+        total += count(snapshot, &plan.source.name)
+            .await
+            .map_err(&source_err)?;
+    }
+    let target_kind = match tx {
+        DbTx::Sqlite(_) => DbKind::Sqlite,
+        DbTx::Postgres(_) => DbKind::Postgres,
+    };
+    let mut done = 0u64;
+    let mut problems = Vec::new();
+    let mut source_sums = Vec::new();
+    for plan in &plans {
+        progress.step(&format!("copying {}", plan.target.name));
+        let mut sink = match problems.is_empty() {
+            true => Some(
+                Sink::open(tx.target(), &plan.target.name, &plan.columns)
+                    .await
+                    .map_err(&target_err)?,
+            ),
+            false => None,
+        };
+        let mut digest = Digest::new(!plan.key.is_empty());
+        let mut ordinal = 0u64;
+        let scanned = scan(
+            snapshot.target(),
+            Side::Source,
+            plan.source,
+            &plan.columns,
+            &plan.key,
+            async |row: Vec<Value>| -> Result<(), CopyError> {
+                ordinal += 1;
+                let mut fitted = Vec::with_capacity(row.len());
+                let mut bad = Vec::new();
+                for ((value, kind), column) in row.iter().zip(&plan.kinds).zip(&plan.columns) {
+                    match fit(kind, value.clone(), target_kind) {
+                        Ok(v) => fitted.push(v),
+                        Err(why) => bad.push((column, why)),
+                    }
+                }
+                for (column, why) in bad {
+                    let key = row_key(plan, &row, ordinal);
+                    problems.push(format!(
+                        "table {}, row {key}, column {column}: {why}",
+                        plan.target.name
+                    ));
+                }
+                if !problems.is_empty() {
+                    // Nothing more is written; the rest is only checked.
+                    if let Some(sink) = sink.take() {
+                        sink.abort().await;
+                    }
+                    if problems.len() >= MAX_PROBLEMS {
+                        return Err(CopyError::BadData(Vec::new()));
+                    }
+                    return Ok(());
+                }
+                digest.add(&plan.kinds, &fitted);
+                if let Some(sink) = &mut sink {
+                    sink.push(fitted).await.map_err(|e| write_error(plan, e))?;
+                }
+                done += 1;
+                if done.is_multiple_of(4096) {
+                    progress.advance(done, total);
+                }
+                Ok(())
+            },
+        )
+        .await;
+        match scanned {
+            Err(CopyError::BadData(_)) => break,
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        if let Some(sink) = sink {
+            sink.finish().await.map_err(|e| write_error(plan, e))?;
+        }
+        source_sums.push(digest.finish());
+    }
+    progress.advance(done, total);
+    if problems.is_empty() {
+        problems = after_copy(tx).await?;
+    }
+    if !problems.is_empty() {
+        return Err(CopyError::BadData(problems));
+    }
+
+    progress.step("verifying");
+    let mut checks = Vec::new();
+    for (plan, (source_rows, source_sum)) in plans.iter().zip(source_sums) {
+        let mut digest = Digest::new(!plan.key.is_empty());
+        scan(
+            tx.target(),
+            Side::Target,
+            &plan.target,
+            &plan.columns,
+            &plan.key,
+            async |row: Vec<Value>| -> Result<(), CopyError> {
+                // Values the target returns: fitted again to spell them canonically.
+                let fitted: Vec<Value> = row
+                    .into_iter()
+                    .zip(&plan.kinds)
+                    .map(|(v, kind)| fit(kind, v.clone(), target_kind).unwrap_or(v))
+                    .collect();
+                digest.add(&plan.kinds, &fitted);
+                Ok(())
+            },
+        )
+        .await?;
+        let (target_rows, target_sum) = digest.finish();
+        checks.push(TableCheck {
+            name: plan.target.name.clone(),
+            source_rows,
+            target_rows,
+            source_sum,
+            target_sum,
+        });
+    }
+    let report = CopyReport {
+        tables: checks,
+        version: source_status.current_version,
+        elapsed: Duration::ZERO,
+    };
+    if report.tables.iter().any(|t| !t.matches()) {
+        return Err(CopyError::Mismatch(report));
+    }
+    Ok(report)
+}
+
+fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {
+    CopyError::Db {
+        side: Side::Target,
+        message: format!(
+            "writing table {}: {}",
+            plan.target.name,
+            describe_driver_error(&e, None)
+        ),
+    }
+}
+
+/// Checks after the rows are in: foreign keys (SQLite, whose checks were off while
+/// copying) and PostgreSQL sequences moved past the copied ids.
+async fn after_copy(tx: &mut DbTx<'_>) -> Result<Vec<String>, CopyError> {
+    let err = CopyError::db(Side::Target);
+    match tx {
+        DbTx::Sqlite(c) => {
+            let violations: Vec<(String, Option<i64>, String)> = sqlx::query_as(
+                "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 10",
+            )
+            .fetch_all(&mut **c)
+            .await
+            .map_err(&err)?;
+            Ok(violations
+                .into_iter()
+                .map(|(table, rowid, parent)| {
+                    format!(
+                        "table {table}, rowid {}: a foreign key points at a row missing from {parent}",
+                        rowid.map_or("?".into(), |r| r.to_string())
+                    )
+                })
+                .collect())
+        }
+        DbTx::Postgres(c) => {
+            schema::advance_sequences(c).await.map_err(&err)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+async fn count(on: &mut DbTx<'_>, table: &str) -> Result<u64, sqlx::Error> {
+    let n = schema::count(
+        on.target(),
+        format!("SELECT count(*) FROM {}", ident(table)),
+    )
+    .await?;
+    Ok(n.max(0) as u64)
+}
