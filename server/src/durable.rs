@@ -79,7 +79,7 @@ fn is_at_path(file: &File, path: &Path) -> bool {
 }
 
 /// Removes temporary files of dead processes in `dir`: hidden files starting with
-/// `prefix` and ending in one of `suffixes` (or SQLite's `-journal` of one) that no live
+/// `prefix` and ending in one of `suffixes` (or SQLite's `-journal`, `-wal` or `-shm` of one) that no live
 /// process holds locked. A file that cannot be opened (another user's) counts as in use.
 /// Returns what was removed.
 pub fn sweep(dir: &Path, prefix: &str, suffixes: &[&str]) -> Vec<PathBuf> {
@@ -89,8 +89,11 @@ pub fn sweep(dir: &Path, prefix: &str, suffixes: &[&str]) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        // SQLite's own `-journal` of a temporary database goes with that file.
-        let owner = name.strip_suffix("-journal").unwrap_or(&name);
+        // SQLite's own files of a temporary database go with that file.
+        let owner = ["-journal", "-wal", "-shm"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
         if !owner.starts_with('.')
             || !owner.starts_with(prefix)
             || !suffixes.iter().any(|s| owner.ends_with(s))

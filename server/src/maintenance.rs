@@ -81,28 +81,9 @@ pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), Mai
     }
 }
 
-/// Removes a database [`open_or_create`] created (its pool closed): the SQLite file and
-/// its journals, or the PostgreSQL database.
-pub async fn remove_created(settings: &DbSettings) -> Result<(), MaintenanceError> {
-    match settings.url.sqlite_path() {
-        Some(path) => {
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut file = path.as_os_str().to_owned();
-                file.push(suffix);
-                match std::fs::remove_file(&file) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(MaintenanceError::Check(format!(
-                            "cannot remove {}: {e}",
-                            std::path::Path::new(&file).display()
-                        )));
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
-        }
-        None => create_pg_database(settings, false).await,
-    }
+/// Drops a PostgreSQL database [`open_or_create`] created (its pool closed).
+pub async fn drop_created_pg(settings: &DbSettings) -> Result<(), MaintenanceError> {
+    create_pg_database(settings, false).await
 }
 
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.

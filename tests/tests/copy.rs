@@ -360,3 +360,65 @@ fn a_copy_killed_midway_leaves_the_target_as_it_was() {
     // The next copy starts from the clean target.
     project.xtask(&["db-copy", "--to", &pg.url]).ok();
 }
+
+#[test]
+fn a_copy_into_a_new_sqlite_file_killed_midway_leaves_no_file() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    project.xtask(&["db-copy", "--to", &pg.url]).ok();
+    let copy_back = |project: &Project| {
+        let mut command = project.command("xtask");
+        command
+            .args(["db-copy", "--to", "sqlite://back/back.db"])
+            .env("DATABASE_URL", &pg.url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command
+    };
+    let mut child = copy_back(&project).spawn().unwrap();
+    // Kill it once the staged file beside back.db has grown (rows are going in).
+    let dir = project.path().join("back");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let staged_size = || {
+        std::fs::read_dir(&dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(".back.db."))
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum::<u64>()
+            })
+            .unwrap_or(0)
+    };
+    while staged_size() < 1 << 20 && Instant::now() < deadline {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(Instant::now() < deadline, "no staged file within 30 s");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.join("back.db").exists(), "nothing at the path");
+
+    // The next copy sweeps the killed one's file and links a verified database in.
+    let run = tests::Run::from(
+        copy_back(&project)
+            .stdout(std::process::Stdio::piped())
+            .output()
+            .unwrap(),
+    );
+    run.ok();
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(left, ["back.db"], "no debris");
+    assert_eq!(
+        sqlite(&dir.join("back.db"), "SELECT count(*) FROM events"),
+        [EVENTS.to_string()]
+    );
+}

@@ -3,7 +3,7 @@
 use anyhow::{Context, anyhow, bail};
 use server::backup::{self, database_identity};
 use server::config::DbSettings;
-use server::copy::{self, CopyError, CopyReport, TargetState};
+use server::copy::{self, CopyError, CopyReport, StagedSqlite, TargetState};
 use server::db::{DbPool, OpenMode};
 use server::maintenance;
 use server::url::DatabaseUrl;
@@ -20,8 +20,7 @@ impl DbCopy {
         if url == DatabaseUrl::SqliteMemory {
             bail!("--to: an in-memory database would vanish when the command exits");
         }
-        let source_url = &project.config.database.url;
-        if database_identity(&url) == database_identity(source_url) {
+        if database_identity(&url) == database_identity(&project.config.database.url) {
             bail!(
                 "--to names the configured database itself ({}); copy into another database",
                 project.location()
@@ -32,30 +31,60 @@ impl DbCopy {
             Some(path) => project.display(path),
             None => settings.url.to_string(),
         };
+        let cannot_open = || format!("cannot open the target {target_name}");
         let source = project.open(OpenMode::MustExist).await?;
-        let (target, created) = match maintenance::open_or_create(&settings).await {
+        // A new SQLite file is built aside and linked into place once verified.
+        let staged = match StagedSqlite::new(&settings).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                source.close().await;
+                return Err(e).with_context(cannot_open);
+            }
+        };
+        let open_settings = staged.as_ref().map_or(&settings, |(_, s)| s);
+        let (target, created) = match maintenance::open_or_create(open_settings).await {
             Ok(opened) => opened,
             Err(e) => {
                 source.close().await;
-                return Err(e).with_context(|| format!("cannot open the target {target_name}"));
+                return Err(e).with_context(cannot_open);
             }
         };
-        let result = self
+        let copied = self
             .copy(project, &source, &target, &settings, &target_name)
             .await;
         source.close().await;
         target.close().await;
-        if result.is_err()
-            && created
-            && let Err(e) = maintenance::remove_created(&settings).await
-        {
-            eprintln!(
-                "warning: the target was created for this copy and could not be removed: {e}"
-            );
+        let copied = match (copied, staged) {
+            (Ok(report), Some((stage, _))) => stage.publish().map(|()| report).map_err(Into::into),
+            (copied, _) => copied,
+        };
+        match copied {
+            Ok(report) => {
+                let rows = report.rows();
+                let seconds = report.elapsed.as_secs_f64();
+                println!(
+                    "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
+                    report.tables.len(),
+                    report.version,
+                    rows as f64 / seconds.max(1e-9)
+                );
+                Ok(())
+            }
+            Err(e) => {
+                if created
+                    && settings.url.sqlite_path().is_none()
+                    && let Err(e) = maintenance::drop_created_pg(&settings).await
+                {
+                    eprintln!(
+                        "warning: the target was created for this copy and could not be dropped: {e}"
+                    );
+                }
+                Err(e)
+            }
         }
-        result
     }
 
+    /// Asks when the target holds something, copies, prints the verification table.
     async fn copy(
         &self,
         project: &Project,
@@ -63,7 +92,7 @@ impl DbCopy {
         target: &DbPool,
         settings: &DbSettings,
         target_name: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<CopyReport> {
         let set = &project.migrations;
         let replace = match copy::inspect(source, target, set).await? {
             TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
@@ -93,19 +122,10 @@ impl DbCopy {
             TargetState::Empty | TargetState::Ready(_) => false,
         };
         eprintln!("copying {} into {target_name}", project.location());
-        let copied = copy::copy(source, target, set, replace, &Reporter::rows()).await;
-        match copied {
+        match copy::copy(source, target, set, replace, &Reporter::rows()).await {
             Ok(report) => {
                 print_checks(&report);
-                let rows = report.rows();
-                let seconds = report.elapsed.as_secs_f64();
-                println!(
-                    "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
-                    report.tables.len(),
-                    report.version,
-                    rows as f64 / seconds.max(1e-9)
-                );
-                Ok(())
+                Ok(report)
             }
             Err(CopyError::Mismatch(report)) => {
                 print_checks(&report);

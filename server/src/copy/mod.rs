@@ -18,11 +18,13 @@
 //! | `target` | what the target holds: empty, ready, or occupied |
 //! | `plan` | pairing source and target tables and columns, in the order the target needs |
 //! | `transfer` | inside the two transactions: migrate, copy, verify |
+//! | `stage` | a new SQLite target, built beside its path and linked in when verified |
 
 mod digest;
 mod plan;
 mod rows;
 mod schema;
+mod stage;
 mod target;
 mod time_text;
 mod transfer;
@@ -37,6 +39,7 @@ use crate::db::{DbConn, DbError, DbPool, DbTx, describe_driver_error};
 use crate::migrations::{self, MigrationSet};
 use crate::url::DbKind;
 
+pub use stage::StagedSqlite;
 pub use target::{TargetState, inspect};
 
 /// Which database an error came from.

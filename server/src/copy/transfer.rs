@@ -85,8 +85,13 @@ pub async fn copy_in(
     let mut done = 0u64;
     let mut problems = Vec::new();
     let mut source_sums = Vec::new();
-    for plan in &plans {
-        progress.step(&format!("copying {}", plan.target.name));
+    for (i, plan) in plans.iter().enumerate() {
+        progress.step(&format!(
+            "copying {} (table {} of {})",
+            plan.target.name,
+            i + 1,
+            plans.len()
+        ));
         let mut sink = match problems.is_empty() {
             true => Some(
                 Sink::open(tx.target(), &plan.target.name, &plan.columns)

@@ -27,7 +27,7 @@ pub use error::{DbError, describe_driver_error};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Target, query};
 pub use sqlite::check_sqlite_file;
-pub(crate) use sqlite::check_sqlite_file_once;
+pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
 
 use crate::config::DbSettings;
 use crate::url::{DatabaseUrl, DbKind};

@@ -349,8 +349,31 @@ async fn create_database(path: &Path, settings: &DbSettings) -> Result<(), DbErr
         path: dir.to_path_buf(),
         reason: e.to_string(),
     };
+    let temp = new_database_file(path, settings).await?;
+    match std::fs::hard_link(temp.path(), path) {
+        Ok(()) => crate::durable::sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(location_error(e)),
+    }
+    Ok(())
+}
+
+/// An empty SQLite database (WAL mode), synced, in a hidden temporary file beside
+/// `path`, with the mode SQLite itself would give a new database (0644 under the usual
+/// umask). Its parent directories are created first.
+pub(crate) async fn new_database_file(
+    path: &Path,
+    settings: &DbSettings,
+) -> Result<tempfile::NamedTempFile, DbError> {
+    prepare_location(path)?;
+    let dir = crate::durable::parent(path);
+    let location_error = |e: std::io::Error| DbError::Location {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // The mode SQLite itself would give a new database (0644 under the usual umask).
+    // Debris of an earlier creation (or a staged copy) that was killed.
+    crate::durable::sweep(dir, &format!(".{name}."), &[crate::durable::PARTIAL]);
     let temp = crate::durable::temp_with_mode(dir, &name, crate::durable::PARTIAL, 0o666)
         .map_err(location_error)?;
     let conn = SqliteConnectOptions::new()
@@ -362,12 +385,7 @@ async fn create_database(path: &Path, settings: &DbSettings) -> Result<(), DbErr
         .await?;
     conn.close().await?;
     temp.as_file().sync_all().map_err(location_error)?;
-    match std::fs::hard_link(temp.path(), path) {
-        Ok(()) => crate::durable::sync_dir(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(location_error(e)),
-    }
-    Ok(())
+    Ok(temp)
 }
 
 /// Creates the parent directories of `path` and checks that they are writable.
