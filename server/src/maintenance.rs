@@ -74,8 +74,8 @@ pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), Mai
         Err(DbError::Driver(sqlx::Error::Database(e)))
             if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
         {
-            create_pg_database(settings, true).await?;
-            Ok((DbPool::open(settings, OpenMode::Create).await?, true))
+            let created = create_pg_database(settings, true).await?;
+            Ok((DbPool::open(settings, OpenMode::Create).await?, created))
         }
         other => Ok((other?, created)),
     }
@@ -83,7 +83,7 @@ pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), Mai
 
 /// Drops a PostgreSQL database [`open_or_create`] created (its pool closed).
 pub async fn drop_created_pg(settings: &DbSettings) -> Result<(), MaintenanceError> {
-    create_pg_database(settings, false).await
+    create_pg_database(settings, false).await.map(drop)
 }
 
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.
@@ -95,10 +95,11 @@ const PG_CREATE_LOCK_KEY: i64 = 0x6462_696e_6974; // "dbinit"
 /// Creates (or with `create` false, drops) the PostgreSQL database named in the URL
 /// (decoded), connecting to the server's `postgres` database. Race-safe: starters
 /// serialize on an advisory lock and create the database only when it still does not exist.
-async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<(), MaintenanceError> {
+/// Returns whether this call created (or dropped) it.
+async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool, MaintenanceError> {
     use sqlx::{ConnectOptions, Connection};
     let DatabaseUrl::Postgres { url } = &settings.url else {
-        return Ok(());
+        return Ok(false);
     };
     let options = crate::pg::connect_options(url).map_err(DbError::from)?;
     let name = crate::pg::database_name(url).map_err(DbError::from)?;
@@ -134,15 +135,17 @@ async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<(), M
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         let sql = match (create, exists) {
             (true, false) => format!("CREATE DATABASE {quoted}"),
-            (false, true) => format!("DROP DATABASE {quoted} WITH (FORCE)"),
+            // Never WITH (FORCE): a session someone else opened meanwhile keeps it.
+            (false, true) => format!("DROP DATABASE {quoted}"),
             _ => String::new(),
         };
-        if !sql.is_empty() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut admin)
-                .await?;
+        if sql.is_empty() {
+            return Ok(false);
         }
-        Ok::<_, sqlx::Error>(())
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await?;
+        Ok::<_, sqlx::Error>(true)
     }
     .await;
     // Closing the session releases the advisory lock.
@@ -166,7 +169,7 @@ pub(crate) async fn drop_all_script(on: &mut impl Executor) -> Result<String, sq
         Target::Sqlite(c) => {
             let objects: Vec<(String, String)> = sqlx::query_as(
                 "SELECT type, name FROM sqlite_master \
-                 WHERE type IN ('table', 'view', 'trigger') AND name NOT LIKE 'sqlite_%' \
+                 WHERE type IN ('table', 'view', 'trigger') AND lower(substr(name, 1, 7)) <> 'sqlite_' \
                  ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 ELSE 2 END",
             )
             .fetch_all(c)
@@ -329,7 +332,7 @@ pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx
         DbConn::Sqlite(c) => {
             sqlx::query_scalar(
                 "SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master \
-                 WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> 'refinery_schema_history'",
+                 WHERE lower(substr(name, 1, 7)) <> 'sqlite_' AND tbl_name <> 'refinery_schema_history'",
             )
             .fetch_all(&mut **c)
             .await?

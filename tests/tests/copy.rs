@@ -33,9 +33,10 @@ CREATE TABLE posts (
 );
 CREATE TABLE tags (name TEXT NOT NULL, post_id BIGINT REFERENCES posts (id));
 CREATE TABLE events (id BIGINT PRIMARY KEY, kind INTEGER NOT NULL, note TEXT);
+CREATE TABLE sqliteusers (id BIGINT PRIMARY KEY, name TEXT);
 ";
 
-const DROP: &str = "DROP TABLE tags; DROP TABLE posts; DROP TABLE authors; DROP TABLE events;";
+const DROP: &str = "DROP TABLE sqliteusers; DROP TABLE tags; DROP TABLE posts; DROP TABLE authors; DROP TABLE events;";
 
 /// Rows in the narrow `events` table.
 const EVENTS: u64 = 300_000;
@@ -48,6 +49,7 @@ INSERT INTO authors VALUES
 newline \ backslash', 1, '2024-05-01 12:00:00.25', '2024-05-01T10:00:00Z', '2000-02-29', '23:59:59.5', -0.1, 7, X'', 'null', 32767, -2147483648);
 INSERT INTO posts VALUES (10, 1, NULL, 'hello', 'world'), (11, 3, 10, 'reply', NULL), (9, 2, 11, 'earlier id, later reply', '');
 INSERT INTO tags VALUES ('a', 10), ('b', NULL), ('a', 10);
+INSERT INTO sqliteusers VALUES (1, 'not an internal table');
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
 INSERT INTO events SELECT i, i % 7, 'event ' || i FROM n;
 "#;
@@ -100,6 +102,10 @@ fn every_common_type_copies_to_postgresql_and_back_with_equal_checksums() {
     assert_eq!(sums["events"].0, EVENTS);
     assert_eq!(sums["authors"].0, 3);
     assert_eq!(sums["refinery_schema_history"].0, 2);
+    assert_eq!(
+        sums["sqliteusers"].0, 1,
+        "a name that starts with `sqlite` is a table like any other"
+    );
     assert_eq!(sha256(&db), before, "the source is never written");
     eprintln!("copied {EVENTS} events to PostgreSQL in {elapsed:?} (debug build)");
 
@@ -161,7 +167,7 @@ fn every_common_type_copies_to_postgresql_and_back_with_equal_checksums() {
 }
 
 #[test]
-fn sequences_on_postgresql_continue_after_the_copied_ids() {
+fn sequences_continue_after_the_copied_ids_and_target_triggers_do_not_fire() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
@@ -175,12 +181,31 @@ fn sequences_on_postgresql_continue_after_the_copied_ids() {
         "CREATE SEQUENCE posts_id_seq OWNED BY posts.id; \
          ALTER TABLE posts ALTER COLUMN id SET DEFAULT nextval('posts_id_seq')",
     );
+    // An audit trigger: the source already holds what it would write.
+    pg.execute(
+        "CREATE FUNCTION audit() RETURNS trigger AS $$ BEGIN INSERT INTO tags VALUES ('audit', NEW.id); RETURN NEW; END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER audit AFTER INSERT ON posts FOR EACH ROW EXECUTE FUNCTION audit()",
+    );
     project.xtask(&["db-copy", "--to", &pg.url]).ok();
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM tags"),
+        "3",
+        "the trigger did not fire"
+    );
+    assert_eq!(
+        pg.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'audit'"),
+        "O",
+        "and is enabled again"
+    );
     assert_eq!(
         pg.execute(
             "WITH new AS (INSERT INTO posts (author_id, title) VALUES (1, 'new') RETURNING id) SELECT id FROM new"
         ),
         "12"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM tags WHERE name = 'audit'"),
+        "1"
     );
 }
 
@@ -300,24 +325,26 @@ fn a_checksum_mismatch_rolls_the_copy_back() {
     project
         .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
         .ok();
-    // A trigger on the target that quietly changes what it stores.
-    pg.execute(
-        "CREATE FUNCTION shout() RETURNS trigger AS $$ BEGIN NEW.title := upper(NEW.title); RETURN NEW; END $$ LANGUAGE plpgsql; \
-         CREATE TRIGGER shout BEFORE INSERT ON posts FOR EACH ROW EXECUTE FUNCTION shout()",
-    );
+    // A column changed by hand on the target keeps whole seconds: 12:00:00.25 becomes
+    // 12:00:00, which no check before the copy can know.
+    pg.execute("ALTER TABLE authors ALTER COLUMN joined TYPE timestamp(0)");
     let run = project.xtask(&["db-copy", "--to", &pg.url]);
     let error = run.code(1).error_line();
     assert!(
         error.contains("verification failed: 1 table(s) differ"),
         "{error}"
     );
-    let posts = run
+    let authors = run
         .stdout
         .lines()
-        .find(|l| l.starts_with("posts "))
+        .find(|l| l.starts_with("authors "))
         .unwrap_or_default();
-    assert!(posts.ends_with("MISMATCH"), "{}", run.stdout);
-    assert_eq!(pg.execute("SELECT count(*) FROM posts"), "0", "rolled back");
+    assert!(authors.ends_with("MISMATCH"), "{}", run.stdout);
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM authors"),
+        "0",
+        "rolled back"
+    );
     assert_eq!(
         pg.execute("SELECT count(*) FROM events"),
         "0",
@@ -421,4 +448,26 @@ fn a_copy_into_a_new_sqlite_file_killed_midway_leaves_no_file() {
         sqlite(&dir.join("back.db"), "SELECT count(*) FROM events"),
         [EVENTS.to_string()]
     );
+}
+
+#[test]
+fn the_source_under_another_name_is_refused() {
+    let project = project_with_data();
+    let db = project.db_path();
+    let before = sha256(&db);
+    std::os::unix::fs::symlink(project.path(), project.path().join("linked")).unwrap();
+    std::fs::hard_link(&db, project.path().join("hard.db")).unwrap();
+    for to in [
+        "sqlite://linked/app.db",
+        "sqlite://hard.db",
+        "sqlite://./app.db",
+    ] {
+        let run = project.xtask(&["db-copy", "--to", to, "--force", "--yes"]);
+        let error = run.code(1).error_line();
+        assert!(
+            error.contains("the configured database itself"),
+            "{to}: {error}"
+        );
+    }
+    assert_eq!(sha256(&db), before);
 }

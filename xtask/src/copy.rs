@@ -49,9 +49,13 @@ impl DbCopy {
                 return Err(e).with_context(cannot_open);
             }
         };
-        let copied = self
-            .copy(project, &source, &target, &settings, &target_name)
-            .await;
+        // Interrupted, the copy is dropped: its transaction rolls back as the pools close.
+        let copied = tokio::select! {
+            copied = self.copy(project, &source, &target, &settings, &target_name) => copied,
+            signal = interrupted() => Err(anyhow!(
+                "interrupted by {signal}; the copy was rolled back, the target is unchanged"
+            )),
+        };
         source.close().await;
         target.close().await;
         let copied = match (copied, staged) {
@@ -94,6 +98,7 @@ impl DbCopy {
         target_name: &str,
     ) -> anyhow::Result<CopyReport> {
         let set = &project.migrations;
+        copy::ensure_distinct(&project.config.database.url, source, &settings.url, target).await?;
         let replace = match copy::inspect(source, target, set).await? {
             TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
             TargetState::Occupied(why) => {
@@ -139,6 +144,21 @@ impl DbCopy {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM and names it.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 

@@ -72,6 +72,8 @@ fn encode(kind: &Kind, value: &Value, out: &mut Vec<u8>) {
             out.extend_from_slice(&i.to_be_bytes());
         }
         Value::Real(f) => {
+            // -0.0 and 0.0 are one value (SQLite keeps no negative zero).
+            let f = if *f == 0.0 { 0.0f64 } else { *f };
             out.push(b'R');
             out.extend_from_slice(&f.to_bits().to_be_bytes());
         }
@@ -81,6 +83,10 @@ fn encode(kind: &Kind, value: &Value, out: &mut Vec<u8>) {
                 .map(|v| canonical_json(&v))
                 .unwrap_or_else(|_| s.clone());
             encode_bytes(b'T', canonical.as_bytes(), out);
+        }
+        // `char(n)` pads with spaces that do not count, and PostgreSQL drops them on output.
+        Value::Text(s) if matches!(kind, Kind::Char(_)) => {
+            encode_bytes(b'T', s.trim_end_matches(' ').as_bytes(), out)
         }
         Value::Text(s) => encode_bytes(b'T', s.as_bytes(), out),
         Value::Blob(b) | Value::InvalidText(b) => encode_bytes(b'B', b, out),
@@ -115,6 +121,12 @@ fn canonical_json(value: &serde_json::Value) -> String {
             let inner: Vec<String> = items.iter().map(canonical_json).collect();
             format!("[{}]", inner.join(","))
         }
+        // `jsonb` keeps numbers as exact decimals (`1e2` becomes `100`): compare values.
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
+            Some(f) => format!("{f}"),
+            None => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -132,6 +144,17 @@ mod tests {
             &[Value::Text(r#"{"b": 1, "a": [1, 2]}"#.into())],
         );
         b.add(&[Kind::Json], &[Value::Text(r#"{"a":[1,2],"b":1}"#.into())]);
+        assert_eq!(a.finish(), b.finish());
+        let mut a = Digest::new(true);
+        let mut b = Digest::new(true);
+        a.add(
+            &[Kind::Json],
+            &[Value::Text(r#"{"n": 1e2, "m": 1.50}"#.into())],
+        );
+        b.add(
+            &[Kind::Json],
+            &[Value::Text(r#"{"m": 1.5, "n": 100}"#.into())],
+        );
         assert_eq!(a.finish(), b.finish());
     }
 

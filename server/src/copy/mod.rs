@@ -40,7 +40,7 @@ use crate::migrations::{self, MigrationSet};
 use crate::url::DbKind;
 
 pub use stage::StagedSqlite;
-pub use target::{TargetState, inspect};
+pub use target::{TargetState, ensure_distinct, inspect};
 
 /// Which database an error came from.
 #[derive(Debug, Clone, Copy)]

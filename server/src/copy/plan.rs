@@ -16,6 +16,10 @@ pub struct Plan<'s> {
     pub columns: Vec<String>,
     /// Each column's kind for fitting and hashing.
     pub kinds: Vec<Kind>,
+    /// Per column: the target refuses NULL.
+    pub not_null: Vec<bool>,
+    /// Whether both engines return rows in the same key order (else the checksum is a sum).
+    pub ordered: bool,
     /// The key rows are read in (empty: no primary key).
     pub key: Vec<String>,
 }
@@ -88,7 +92,26 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
         } else {
             Vec::new()
         };
+        // Engines order these key types alike; other keys (dates spelled differently in
+        // SQLite text, enums, padded CHAR) are summed in any order instead.
+        let ordered = !key.is_empty()
+            && key.iter().all(|k| {
+                let i = table.columns.iter().position(|c| &c.name == k);
+                i.is_some_and(|i| {
+                    matches!(
+                        kinds[i],
+                        Kind::Integer(_)
+                            | Kind::Real(_)
+                            | Kind::Numeric(_)
+                            | Kind::Text(_)
+                            | Kind::Blob
+                            | Kind::Boolean
+                    )
+                })
+            });
         plans.push(Plan {
+            not_null: table.columns.iter().map(|c| c.not_null).collect(),
+            ordered,
             source,
             columns: table.columns.iter().map(|c| c.name.clone()).collect(),
             kinds,
@@ -108,14 +131,7 @@ pub fn row_key(plan: &Plan<'_>, row: &[Value], ordinal: u64) -> String {
         .iter()
         .filter_map(|k| {
             let i = plan.columns.iter().position(|c| c == k)?;
-            Some(format!(
-                "{k}={}",
-                match &row[i] {
-                    Value::Int(n) => n.to_string(),
-                    Value::Text(s) => value::quote(s),
-                    other => format!("{other:?}"),
-                }
-            ))
+            Some(format!("{k}={}", value::key_text(&row[i])))
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -37,15 +37,16 @@ pub async fn scan(
         select.push(format!("{}{cast}", ident(name)));
         kinds.push(kind);
     }
+    // Qualified: the table's column, not the select list's text cast of it.
     let order: Vec<String> = key
         .iter()
         .map(|k| {
-            let bytewise = postgres && table.column(k).is_some_and(|c| c.collatable);
-            format!(
-                "{}{}",
-                ident(k),
-                if bytewise { " COLLATE \"C\"" } else { "" }
-            )
+            let collate = match postgres {
+                true if table.column(k).is_some_and(|c| c.collatable) => " COLLATE \"C\"",
+                true => "",
+                false => " COLLATE BINARY",
+            };
+            format!("{}.{}{collate}", ident(&table.name), ident(k))
         })
         .collect();
     let mut sql = format!("SELECT {} FROM {}", select.join(", "), ident(&table.name));
@@ -71,7 +72,7 @@ pub async fn scan(
 }
 
 /// A SQLite row by each value's own storage class.
-fn sqlite_values(row: &sqlx::sqlite::SqliteRow, n: usize) -> Result<Vec<Value>, sqlx::Error> {
+pub fn sqlite_values(row: &sqlx::sqlite::SqliteRow, n: usize) -> Result<Vec<Value>, sqlx::Error> {
     let mut values = Vec::with_capacity(n);
     for i in 0..n {
         let raw = row.try_get_raw(i)?;

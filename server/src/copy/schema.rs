@@ -28,6 +28,8 @@ pub struct Column {
     pub kind: Kind,
     /// PostgreSQL: a text type whose order can be made bytewise with `COLLATE "C"`.
     pub collatable: bool,
+    /// `NOT NULL` (on PostgreSQL, every primary-key column too).
+    pub not_null: bool,
 }
 
 impl Table {
@@ -47,15 +49,16 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
     match on {
         Target::Sqlite(c) => {
             let names: Vec<String> = sqlx::query_scalar(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-                 AND coalesce(sql, '') NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+                // Virtual tables and their shadow tables are left out (their module fills them).
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
+                 AND lower(substr(name, 1, 7)) <> 'sqlite_' ORDER BY name",
             )
             .fetch_all(&mut *c)
             .await?;
             let mut tables = Vec::new();
             for name in names {
                 let rows = sqlx::query(
-                    "SELECT name, type, pk FROM pragma_table_xinfo($1) WHERE hidden = 0 ORDER BY cid",
+                    "SELECT name, type, pk, \"notnull\" FROM pragma_table_xinfo($1) WHERE hidden = 0 ORDER BY cid",
                 )
                 .bind(&name)
                 .fetch_all(&mut *c)
@@ -73,6 +76,7 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
                         name: column,
                         kind: Kind::from_sqlite_decl(&decl),
                         collatable: false,
+                        not_null: row.try_get::<i64, _>(3)? != 0,
                     });
                 }
                 key.sort();
@@ -103,7 +107,7 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
             for name in names {
                 let relation = ident(&name);
                 let columns = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT a.attname::text, t.typname::text, a.atttypmod FROM pg_attribute a \
+                    "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull FROM pg_attribute a \
                      JOIN pg_type t ON t.oid = a.atttypid \
                      WHERE a.attrelid = {relation}::regclass AND a.attnum > 0 \
                        AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
@@ -118,6 +122,7 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
                         name: row.try_get(0)?,
                         kind: Kind::from_pg_type(&typname, row.try_get(2)?),
                         collatable: matches!(typname.as_str(), "text" | "varchar" | "bpchar"),
+                        not_null: row.try_get(3)?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -162,6 +167,53 @@ pub async fn count(on: Target<'_>, sql: String) -> Result<i64, sqlx::Error> {
 /// A SQL string literal.
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Turns off the triggers of `tables` for the rest of the transaction: the source already
+/// holds what they would write (as `pg_restore --disable-triggers` does). PostgreSQL:
+/// `DISABLE TRIGGER USER` (foreign-key checks stay on); SQLite, which cannot disable a
+/// trigger: dropped. Returns the statements that bring them back, inside the same
+/// transaction.
+pub async fn suspend_triggers(on: Target<'_>, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let mut restore = Vec::new();
+    match on {
+        Target::Sqlite(c) => {
+            let triggers: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND sql IS NOT NULL",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            for (name, sql) in triggers {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP TRIGGER {}",
+                    ident(&name)
+                )))
+                .execute(&mut *c)
+                .await?;
+                restore.push(sql);
+            }
+        }
+        Target::Postgres(c) => {
+            for table in tables {
+                let relation = literal(&ident(table));
+                let user_triggers: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT count(*) FROM pg_trigger WHERE tgrelid = {relation}::regclass AND NOT tgisinternal"
+                )))
+                .fetch_one(&mut *c)
+                .await?;
+                if user_triggers > 0 {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "ALTER TABLE {} DISABLE TRIGGER USER",
+                        ident(table)
+                    )))
+                    .execute(&mut *c)
+                    .await?;
+                    restore.push(format!("ALTER TABLE {} ENABLE TRIGGER USER", ident(table)));
+                }
+            }
+        }
+    }
+    Ok(restore)
 }
 
 /// Sets every sequence behind a PostgreSQL column (`serial`, identity) past the largest

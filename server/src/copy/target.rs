@@ -3,8 +3,9 @@
 
 use super::schema::{self, ident};
 use super::{CopyError, Side};
-use crate::db::{DbPool, Executor};
+use crate::db::{DbPool, Executor, Target};
 use crate::migrations::{self, HISTORY_TABLE, MigrationSet, SchemaStatus};
+use crate::url::DatabaseUrl;
 
 /// What the target holds before a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +88,72 @@ pub async fn target_state(
             .zip(&source.applied)
             .all(|(t, s)| t.version == s.version && t.checksum == s.checksum);
     if !prefix {
-        return Ok(TargetState::Occupied(format!(
-            "is at another schema (version {}, a history the source does not share)",
-            history.current_version
-        )));
+        let ahead = history.applied.len() > source.applied.len()
+            && source
+                .applied
+                .iter()
+                .zip(&history.applied)
+                .all(|(s, t)| t.version == s.version && t.checksum == s.checksum);
+        return Ok(TargetState::Occupied(match ahead {
+            true => format!(
+                "is ahead of the source (schema version {}, the source is at {})",
+                history.current_version, source.current_version
+            ),
+            false => format!(
+                "has another migration history (version {}, applied migrations the source does not have or has edited)",
+                history.current_version
+            ),
+        }));
     }
     Ok(TargetState::Ready(history.current_version))
+}
+
+/// Refuses a target that is the source under another name: a SQLite file reached through
+/// a linked directory or a hard link, a PostgreSQL database through another host name.
+pub async fn ensure_distinct(
+    source_url: &DatabaseUrl,
+    source: &DbPool,
+    target_url: &DatabaseUrl,
+    target: &DbPool,
+) -> Result<(), CopyError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let same = match (source_url.sqlite_path(), target_url.sqlite_path()) {
+        (Some(a), Some(b)) => match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        },
+        (None, None) => {
+            let a = pg_fingerprint(source)
+                .await
+                .map_err(CopyError::db(Side::Source))?;
+            let b = pg_fingerprint(target)
+                .await
+                .map_err(CopyError::db(Side::Target))?;
+            a == b
+        }
+        _ => false,
+    };
+    if same {
+        return Err(CopyError::Incompatible(
+            "--to names the configured database itself under another name; copy into another database".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The database's name and id and its server's start time: equal only for one database.
+async fn pg_fingerprint(pool: &DbPool) -> Result<String, sqlx::Error> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let Target::Postgres(c) = conn.target() else {
+        return Ok(String::new());
+    };
+    sqlx::query_scalar(
+        "SELECT d.datname::text || '/' || d.oid::text || '/' || pg_postmaster_start_time()::text \
+         FROM pg_database d WHERE d.datname = current_database()",
+    )
+    .fetch_one(c)
+    .await
 }

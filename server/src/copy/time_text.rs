@@ -44,7 +44,9 @@ pub fn canonical(kind: &Kind, s: &str) -> Result<String, String> {
             }
             let utc = at
                 .assume_offset(offset.unwrap_or(UtcOffset::UTC))
-                .to_offset(UtcOffset::UTC);
+                .checked_to_offset(UtcOffset::UTC)
+                .filter(|utc| (1..=9999).contains(&utc.year()))
+                .ok_or_else(|| bad("outside the years 1 to 9999 in UTC"))?;
             Ok(format!("{} {}+00:00", utc.date(), format_time(utc.time())))
         }
     }
@@ -55,7 +57,7 @@ fn parse_date(s: &str) -> Option<Date> {
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
         return None;
     }
-    let year: i32 = s[..4].parse().ok()?;
+    let year: i32 = s[..4].parse().ok().filter(|y| *y >= 1)?;
     let month: u8 = s[5..7].parse().ok()?;
     let day: u8 = s[8..10].parse().ok()?;
     Date::from_calendar_date(year, Month::try_from(month).ok()?, day).ok()
@@ -167,5 +169,7 @@ mod tests {
         assert_eq!(canonical(&Kind::Time, "07:30").unwrap(), "07:30:00");
         assert_eq!(canonical(&Kind::Date, "2024-02-29").unwrap(), "2024-02-29");
         assert!(canonical(&Kind::Date, "2023-02-29").is_err());
+        assert!(canonical(&Kind::Date, "0000-01-01").is_err());
+        assert!(tz("9999-12-31 23:00:00-05:00").is_err());
     }
 }

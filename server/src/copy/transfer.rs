@@ -82,6 +82,10 @@ pub async fn copy_in(
         DbTx::Sqlite(_) => DbKind::Sqlite,
         DbTx::Postgres(_) => DbKind::Postgres,
     };
+    let names: Vec<&str> = plans.iter().map(|p| p.target.name.as_str()).collect();
+    let triggers = schema::suspend_triggers(tx.target(), &names)
+        .await
+        .map_err(&target_err)?;
     let mut done = 0u64;
     let mut problems = Vec::new();
     let mut source_sums = Vec::new();
@@ -100,7 +104,7 @@ pub async fn copy_in(
             ),
             false => None,
         };
-        let mut digest = Digest::new(!plan.key.is_empty());
+        let mut digest = Digest::new(plan.ordered);
         let mut ordinal = 0u64;
         let scanned = scan(
             snapshot.target(),
@@ -112,10 +116,14 @@ pub async fn copy_in(
                 ordinal += 1;
                 let mut fitted = Vec::with_capacity(row.len());
                 let mut bad = Vec::new();
-                for ((value, kind), column) in row.iter().zip(&plan.kinds).zip(&plan.columns) {
-                    match fit(kind, value.clone(), target_kind) {
+                for (i, value) in row.iter().enumerate() {
+                    let fits = match (value, plan.not_null[i]) {
+                        (Value::Null, true) => Err("NULL in a NOT NULL column".to_string()),
+                        _ => fit(&plan.kinds[i], value.clone(), target_kind),
+                    };
+                    match fits {
                         Ok(v) => fitted.push(v),
-                        Err(why) => bad.push((column, why)),
+                        Err(why) => bad.push((&plan.columns[i], why)),
                     }
                 }
                 for (column, why) in bad {
@@ -159,7 +167,10 @@ pub async fn copy_in(
     }
     progress.advance(done, total);
     if problems.is_empty() {
-        problems = after_copy(tx).await?;
+        problems = after_copy(tx, &plans).await?;
+    }
+    for statement in &triggers {
+        tx.execute_script(statement).await.map_err(&target_err)?;
     }
     if !problems.is_empty() {
         return Err(CopyError::BadData(problems));
@@ -168,7 +179,7 @@ pub async fn copy_in(
     progress.step("verifying");
     let mut checks = Vec::new();
     for (plan, (source_rows, source_sum)) in plans.iter().zip(source_sums) {
-        let mut digest = Digest::new(!plan.key.is_empty());
+        let mut digest = Digest::new(plan.ordered);
         scan(
             tx.target(),
             Side::Target,
@@ -208,10 +219,19 @@ pub async fn copy_in(
 }
 
 fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {
+    // PostgreSQL's detail names the row (`Key (author_id)=(99) is not present …`).
+    let detail = match &e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .and_then(|pg| pg.detail())
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     CopyError::Db {
         side: Side::Target,
         message: format!(
-            "writing table {}: {}",
+            "writing table {}: {}{detail}",
             plan.target.name,
             describe_driver_error(&e, None)
         ),
@@ -220,7 +240,7 @@ fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {
 
 /// Checks after the rows are in: foreign keys (SQLite, whose checks were off while
 /// copying) and PostgreSQL sequences moved past the copied ids.
-async fn after_copy(tx: &mut DbTx<'_>) -> Result<Vec<String>, CopyError> {
+async fn after_copy(tx: &mut DbTx<'_>, plans: &[Plan<'_>]) -> Result<Vec<String>, CopyError> {
     let err = CopyError::db(Side::Target);
     match tx {
         DbTx::Sqlite(c) => {
@@ -230,15 +250,39 @@ async fn after_copy(tx: &mut DbTx<'_>) -> Result<Vec<String>, CopyError> {
             .fetch_all(&mut **c)
             .await
             .map_err(&err)?;
-            Ok(violations
-                .into_iter()
-                .map(|(table, rowid, parent)| {
-                    format!(
-                        "table {table}, rowid {}: a foreign key points at a row missing from {parent}",
-                        rowid.map_or("?".into(), |r| r.to_string())
-                    )
-                })
-                .collect())
+            let mut problems = Vec::new();
+            for (table, rowid, parent) in violations {
+                // The row by its key, as in the source (a rowid means nothing there).
+                let plan = plans.iter().find(|p| p.target.name == table);
+                let key = match (plan, rowid) {
+                    (Some(plan), Some(rowid)) if !plan.key.is_empty() => {
+                        let columns: Vec<String> = plan.key.iter().map(|k| ident(k)).collect();
+                        let sql = format!(
+                            "SELECT {} FROM {} WHERE rowid = {rowid}",
+                            columns.join(", "),
+                            ident(&table)
+                        );
+                        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .fetch_one(&mut **c)
+                            .await
+                            .map_err(&err)?;
+                        let values =
+                            super::rows::sqlite_values(&row, columns.len()).map_err(&err)?;
+                        plan.key
+                            .iter()
+                            .zip(&values)
+                            .map(|(k, v)| format!("{k}={}", super::value::key_text(v)))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                    (_, Some(rowid)) => format!("rowid {rowid}"),
+                    (_, None) => "?".into(),
+                };
+                problems.push(format!(
+                    "table {table}, row {key}: a foreign key points at a row missing from {parent}"
+                ));
+            }
+            Ok(problems)
         }
         DbTx::Postgres(c) => {
             schema::advance_sequences(c).await.map_err(&err)?;

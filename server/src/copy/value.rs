@@ -29,10 +29,13 @@ pub enum Kind {
     Integer(u8),
     /// `real` (32) or `double precision` (64).
     Real(u8),
-    /// `numeric` / `decimal`: exact decimal numbers, compared as normalised text.
-    Numeric,
+    /// `numeric` / `decimal`: exact decimal numbers, compared as normalised text;
+    /// PostgreSQL's precision and scale when declared.
+    Numeric(Option<(u32, u32)>),
     /// `text`, `varchar(n)`: the character limit, if any.
     Text(Option<u32>),
+    /// `char(n)`: padded with spaces, which do not count.
+    Char(Option<u32>),
     /// `bytea` / `BLOB`.
     Blob,
     /// `boolean`.
@@ -79,7 +82,8 @@ impl Kind {
             "JSON" | "JSONB" => Self::Json,
             "UUID" => Self::Uuid,
             "BYTEA" | "BLOB" => Self::Blob,
-            "NUMERIC" | "DECIMAL" => Self::Numeric,
+            "NUMERIC" | "DECIMAL" => Self::Numeric(None),
+            "CHAR" | "CHARACTER" | "NCHAR" => Self::Char(None),
             _ if base.contains("INT") => Self::Integer(64),
             _ if base.contains("CHAR") || base.contains("CLOB") || base.contains("TEXT") => {
                 Self::Text(None)
@@ -87,7 +91,7 @@ impl Kind {
             _ if base.contains("REAL") || base.contains("FLOA") || base.contains("DOUB") => {
                 Self::Real(64)
             }
-            _ => Self::Numeric,
+            _ => Self::Numeric(None),
         }
     }
 
@@ -99,9 +103,14 @@ impl Kind {
             "int8" => Self::Integer(64),
             "float4" => Self::Real(32),
             "float8" => Self::Real(64),
-            "numeric" => Self::Numeric,
+            "numeric" => Self::Numeric(
+                u32::try_from(typmod - 4)
+                    .ok()
+                    .map(|m| (m >> 16, m & 0xffff)),
+            ),
             "text" => Self::Text(None),
-            "varchar" | "bpchar" => Self::Text(u32::try_from(typmod - 4).ok().filter(|n| *n > 0)),
+            "varchar" => Self::Text(u32::try_from(typmod - 4).ok().filter(|n| *n > 0)),
+            "bpchar" => Self::Char(u32::try_from(typmod - 4).ok().filter(|n| *n > 0)),
             "bytea" => Self::Blob,
             "bool" => Self::Boolean,
             "timestamp" => Self::Timestamp,
@@ -119,8 +128,8 @@ impl Kind {
         match self {
             Self::Integer(_) => "integer",
             Self::Real(_) => "real",
-            Self::Numeric => "numeric",
-            Self::Text(_) | Self::Other(_) => "text",
+            Self::Numeric(_) => "numeric",
+            Self::Text(_) | Self::Char(_) | Self::Other(_) => "text",
             Self::Blob => "blob",
             Self::Boolean => "boolean",
             Self::Timestamp => "timestamp",
@@ -167,21 +176,18 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
             }
             Ok(Value::Real(f))
         }
-        (Kind::Numeric, Value::Int(i)) => Ok(Value::Text(i.to_string())),
-        (Kind::Numeric, Value::Real(f)) if f.is_finite() => Ok(Value::Text(
+        (Kind::Numeric(size), Value::Int(i)) => fit_decimal(i.to_string(), *size, pg),
+        (Kind::Numeric(size), Value::Real(f)) if f.is_finite() => fit_decimal(
             normalize_decimal(&format!("{f}")).unwrap_or_default(),
-        )),
-        (Kind::Numeric, Value::Text(s)) => {
+            *size,
+            pg,
+        ),
+        (Kind::Numeric(size), Value::Text(s)) => {
             let n = normalize_decimal(&s)
                 .ok_or_else(|| format!("text {} is not a number", quote(&s)))?;
-            if !pg && !fits_sqlite_number(&n) {
-                return Err(format!(
-                    "{n} has more digits than SQLite keeps (it stores numerics as 64-bit integers or doubles)"
-                ));
-            }
-            Ok(Value::Text(n))
+            fit_decimal(n, *size, pg)
         }
-        (Kind::Text(max), Value::Text(s)) => {
+        (Kind::Text(max) | Kind::Char(max), Value::Text(s)) => {
             if pg && s.contains('\0') {
                 return Err(
                     "text containing a NUL character, which PostgreSQL cannot store".into(),
@@ -223,6 +229,49 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
     }
 }
 
+/// A normalised decimal in a `numeric(precision, scale)` column, or in SQLite.
+fn fit_decimal(n: String, size: Option<(u32, u32)>, pg: bool) -> Result<Value, String> {
+    if !pg && n == "NaN" {
+        return Err("NaN, which SQLite cannot store in a NUMERIC column".into());
+    }
+    if !pg && !fits_sqlite_number(&n) {
+        return Err(format!(
+            "{} has more digits than SQLite keeps (it stores numerics as 64-bit integers or doubles)",
+            cut(&n)
+        ));
+    }
+    if let (true, Some((precision, scale))) = (pg, size)
+        && n != "NaN"
+    {
+        let (int, frac) = n
+            .trim_start_matches('-')
+            .split_once('.')
+            .unwrap_or((&n, ""));
+        let int = int.trim_start_matches('-').trim_start_matches('0');
+        if frac.len() > scale as usize {
+            return Err(format!(
+                "{} has more than {scale} decimal places, which NUMERIC({precision},{scale}) would round",
+                cut(&n)
+            ));
+        }
+        if int.len() + scale as usize > precision as usize {
+            return Err(format!(
+                "{} does not fit NUMERIC({precision},{scale})",
+                cut(&n)
+            ));
+        }
+    }
+    Ok(Value::Text(n))
+}
+
+/// A long number for a message: its first 40 characters.
+fn cut(n: &str) -> String {
+    match n.char_indices().nth(40) {
+        Some((i, _)) => format!("{}… ({} digits)", &n[..i], n.len()),
+        None => n.to_string(),
+    }
+}
+
 /// A value for a message: its type and a short quote.
 fn describe(value: &Value) -> String {
     match value {
@@ -233,6 +282,21 @@ fn describe(value: &Value) -> String {
         Value::Blob(b) => format!("a blob of {} bytes", b.len()),
         Value::Bool(b) => format!("boolean {b}"),
         Value::InvalidText(_) => "text that is not valid UTF-8".into(),
+    }
+}
+
+/// A value as a row key in a message: `7`, `"abc"`, `x'00ff'`.
+pub fn key_text(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::Text(s) => quote(s),
+        Value::Bool(b) => b.to_string(),
+        Value::Blob(b) | Value::InvalidText(b) => {
+            let hex: String = b.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!("x'{hex}{}'", if b.len() > 16 { "…" } else { "" })
+        }
     }
 }
 
