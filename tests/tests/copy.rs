@@ -54,12 +54,23 @@ WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300000)
 INSERT INTO events SELECT i, i % 7, 'event ' || i FROM n;
 "#;
 
-fn project_with_data() -> Project {
+/// A project with the schema and its rows; `events` rows in the narrow table.
+fn project_with(events: u64) -> Project {
     let project = Project::sqlite();
     project.write_migration("V2__everything", SCHEMA, Some(DROP));
     project.xtask(&["db-init"]).ok();
-    sqlite(&project.db_path(), FILL);
+    sqlite(&project.db_path(), &FILL.replace("300000", &events.to_string()));
     project
+}
+
+/// Enough rows to be several seconds of work, to copy both ways and to kill midway.
+fn project_with_data() -> Project {
+    project_with(EVENTS)
+}
+
+/// A few rows: for what does not depend on size.
+fn small_project() -> Project {
+    project_with(1_000)
 }
 
 /// The verification table a successful copy prints: table → (rows, checksum).
@@ -171,7 +182,7 @@ fn sequences_continue_after_the_copied_ids_and_target_triggers_do_not_fire() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
-    let project = project_with_data();
+    let project = small_project();
     // The team's PostgreSQL schema numbers posts itself: the target is migrated first,
     // then given a sequence, and is still empty, so the copy needs no --force.
     project
@@ -214,7 +225,7 @@ fn values_that_do_not_fit_are_named_and_nothing_is_copied() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
-    let project = project_with_data();
+    let project = small_project();
     // SQLite takes all of these; PostgreSQL takes none.
     sqlite(
         &project.db_path(),
@@ -277,7 +288,7 @@ fn a_target_with_rows_is_refused_and_force_replaces_it_after_a_safety_backup() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
-    let project = project_with_data();
+    let project = small_project();
     project.xtask(&["db-copy", "--to", &pg.url]).ok();
     sqlite(
         &project.db_path(),
@@ -321,7 +332,7 @@ fn a_checksum_mismatch_rolls_the_copy_back() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
-    let project = project_with_data();
+    let project = small_project();
     project
         .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
         .ok();
@@ -452,7 +463,7 @@ fn a_copy_into_a_new_sqlite_file_killed_midway_leaves_no_file() {
 
 #[test]
 fn the_source_under_another_name_is_refused() {
-    let project = project_with_data();
+    let project = small_project();
     let db = project.db_path();
     let before = sha256(&db);
     std::os::unix::fs::symlink(project.path(), project.path().join("linked")).unwrap();

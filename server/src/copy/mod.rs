@@ -260,9 +260,12 @@ async fn begin_snapshot(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
     })
 }
 
-/// Settings for the target: the configured ones (timeouts, pool size) with its URL.
+/// Settings for the target: the configured ones (timeouts, pool size) with its URL. A
+/// copy may wait for its first connection as long as connecting may take: the acquire
+/// timeout is tuned for requests, not for a command that runs once.
 pub fn target_settings(settings: &DbSettings, url: crate::url::DatabaseUrl) -> DbSettings {
     let mut target = settings.clone();
     target.url = url;
+    target.acquire_timeout = target.acquire_timeout.max(target.connect_timeout);
     target
 }
