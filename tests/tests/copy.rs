@@ -59,7 +59,10 @@ fn project_with(events: u64) -> Project {
     let project = Project::sqlite();
     project.write_migration("V2__everything", SCHEMA, Some(DROP));
     project.xtask(&["db-init"]).ok();
-    sqlite(&project.db_path(), &FILL.replace("300000", &events.to_string()));
+    sqlite(
+        &project.db_path(),
+        &FILL.replace("300000", &events.to_string()),
+    );
     project
 }
 
@@ -481,4 +484,113 @@ fn the_source_under_another_name_is_refused() {
         );
     }
     assert_eq!(sha256(&db), before);
+}
+
+/// Names PostgreSQL folds to lower case, tables that reference each other, JSON that is
+/// a bare number, a PostgreSQL-only type: all valid on both engines.
+const AWKWARD: &str = "
+CREATE TABLE Users (Id BIGINT PRIMARY KEY, userName TEXT);
+CREATE TABLE b (id BIGINT PRIMARY KEY);
+CREATE TABLE a (id BIGINT PRIMARY KEY, b_id BIGINT REFERENCES b (id));
+ALTER TABLE b ADD COLUMN a_id BIGINT REFERENCES a (id);
+CREATE TABLE docs (id BIGINT PRIMARY KEY, doc JSON, span INTERVAL);
+";
+
+#[test]
+fn awkward_schemas_copy_both_ways_and_the_source_file_is_not_touched() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__awkward",
+        AWKWARD,
+        Some("DROP TABLE docs; DROP TABLE b; DROP TABLE a; DROP TABLE Users;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    sqlite(
+        &db,
+        "PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = ON; \
+         INSERT INTO Users VALUES (1, 'Ann'); \
+         INSERT INTO b VALUES (1, NULL); INSERT INTO a VALUES (1, 1); UPDATE b SET a_id = 1; \
+         INSERT INTO docs VALUES (1, '5', '1 day'), (2, '{\"a\": [1, 2.5]}', NULL);",
+    );
+    let before = sha256(&db);
+    // Even with nowhere to print, the outcome and the exit code stand.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let run = tests::Run::from(
+        project
+            .command("xtask")
+            .args(["db-copy", "--to", &pg.url])
+            .stdout(full)
+            .output()
+            .unwrap(),
+    );
+    run.code(0);
+    assert_eq!(
+        sha256(&db),
+        before,
+        "the source file is byte for byte the same"
+    );
+    assert_eq!(
+        sqlite(&db, "PRAGMA journal_mode"),
+        ["delete"],
+        "its journal mode too"
+    );
+    assert_eq!(pg.execute("SELECT username FROM users"), "Ann");
+    assert_eq!(pg.execute("SELECT a_id FROM b"), "1");
+    assert_eq!(
+        pg.execute("SELECT doc::text, span::text FROM docs WHERE id = 1"),
+        "5|1 day"
+    );
+
+    let home = project.xtask_with(
+        &["db-copy", "--to", "sqlite://back.db"],
+        &[("DATABASE_URL", &pg.url)],
+    );
+    home.ok();
+    let back = project.path().join("back.db");
+    assert_eq!(sqlite(&back, "SELECT userName FROM Users"), ["Ann"]);
+    assert_eq!(sqlite(&back, "SELECT a_id FROM b"), ["1"]);
+    assert_eq!(
+        sqlite(&back, "SELECT span FROM docs WHERE id = 1"),
+        ["1 day"]
+    );
+}
+
+#[test]
+fn a_migrated_target_with_an_extra_table_is_not_empty() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = small_project();
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
+        .ok();
+    pg.execute("CREATE TABLE scratch (x INTEGER)");
+    let error = project
+        .xtask(&["db-copy", "--to", &pg.url])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(
+        error.contains("has a table the source does not: scratch"),
+        "{error}"
+    );
+    project
+        .xtask(&[
+            "db-copy",
+            "--to",
+            &pg.url,
+            "--force",
+            "--yes",
+            "--no-backup",
+        ])
+        .ok();
+    assert_eq!(pg.execute("SELECT to_regclass('scratch') IS NULL"), "t");
+    assert_eq!(pg.execute("SELECT count(*) FROM events"), "1000");
 }

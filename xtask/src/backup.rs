@@ -15,9 +15,7 @@ impl DbBackup {
             .out
             .map_or_else(|| settings.backup_dir.clone(), |d| project.user_path(&d));
         if self.compress && settings.url.sqlite_path().is_none() {
-            eprintln!(
-                "note: --compress applies to SQLite; PostgreSQL dumps are compressed already"
-            );
+            note!("note: --compress applies to SQLite; PostgreSQL dumps are compressed already");
         }
         let pool = project.open(OpenMode::MustExist).await?;
         let entry = backup::create(
@@ -35,7 +33,7 @@ impl DbBackup {
             .manifest
             .as_ref()
             .expect("a new backup has a manifest");
-        println!(
+        say!(
             "backup {} ({} bytes, schema version {}, sha256 {}) verified",
             project.display(&entry.path),
             manifest.size,
@@ -44,7 +42,7 @@ impl DbBackup {
         );
         if let Some(keep) = self.keep {
             for removed in backup::prune(&dir, &settings.url, keep as usize, &entry.path)? {
-                println!("removed old backup {}", project.display(&removed));
+                say!("removed old backup {}", project.display(&removed));
             }
         }
         Ok(())
@@ -69,12 +67,15 @@ impl DbBackups {
         };
         let entries = backup::list(&dir)?;
         if entries.is_empty() {
-            println!("no backups in {}", project.display(&dir));
+            say!("no backups in {}", project.display(&dir));
             return Ok(());
         }
-        println!(
+        say!(
             "{:<48} {:<25} {:>12} {:>6}  state",
-            "file", "created", "bytes", "schema"
+            "file",
+            "created",
+            "bytes",
+            "schema"
         );
         for entry in entries {
             let name = entry
@@ -96,7 +97,7 @@ impl DbBackups {
                 BackupState::Corrupt(reason) => format!("CORRUPT: {reason}"),
                 BackupState::NoManifest => "no manifest".to_string(),
             };
-            println!("{name:<48} {created:<25} {size:>12} {schema:>6}  {state}");
+            say!("{name:<48} {created:<25} {size:>12} {schema:>6}  {state}");
         }
         Ok(())
     }

@@ -11,12 +11,12 @@ impl DbCheck {
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         let problems = maintenance::check(&project.settings(), &project.migrations).await?;
         for problem in &problems {
-            println!("{problem}");
+            say!("{problem}");
         }
         if !problems.is_empty() {
             bail!("db-check found {} problem(s)", problems.len());
         }
-        println!(
+        say!(
             "ok: {} migration(s); every one has a down script and up, down, up gives back the same schema",
             project.migrations.migrations().len()
         );

@@ -32,7 +32,7 @@ impl DbCopy {
             None => settings.url.to_string(),
         };
         let cannot_open = || format!("cannot open the target {target_name}");
-        let source = project.open(OpenMode::MustExist).await?;
+        let source = project.open(OpenMode::ReadOnly).await?;
         // A new SQLite file is built aside and linked into place once verified.
         let staged = match StagedSqlite::new(&settings).await {
             Ok(staged) => staged,
@@ -66,7 +66,7 @@ impl DbCopy {
             Ok(report) => {
                 let rows = report.rows();
                 let seconds = report.elapsed.as_secs_f64();
-                println!(
+                say!(
                     "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
                     report.tables.len(),
                     report.version,
@@ -79,7 +79,7 @@ impl DbCopy {
                     && settings.url.sqlite_path().is_none()
                     && let Err(e) = maintenance::drop_created_pg(&settings).await
                 {
-                    eprintln!(
+                    note!(
                         "warning: the target was created for this copy and could not be dropped: {e}"
                     );
                 }
@@ -102,10 +102,10 @@ impl DbCopy {
         let replace = match copy::inspect(source, target, set).await? {
             TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
             TargetState::Occupied(why) => {
-                eprintln!("the target {target_name} {why}; --force replaces everything in it");
+                note!("the target {target_name} {why}; --force replaces everything in it");
                 project.confirm("replace the target's contents?", self.yes)?;
                 if self.no_backup {
-                    eprintln!("skipping the safety backup of the target (--no-backup)");
+                    note!("skipping the safety backup of the target (--no-backup)");
                 } else {
                     let entry = backup::create(
                         settings,
@@ -117,7 +117,7 @@ impl DbCopy {
                     )
                     .await
                     .context("safety backup of the target failed; nothing was changed (pass --no-backup to skip it)")?;
-                    eprintln!(
+                    note!(
                         "safety backup of the target: {}",
                         project.display(&entry.path)
                     );
@@ -126,8 +126,10 @@ impl DbCopy {
             }
             TargetState::Empty | TargetState::Ready(_) => false,
         };
-        eprintln!("copying {} into {target_name}", project.location());
-        match copy::copy(source, target, set, replace, &Reporter::rows()).await {
+        note!("copying {} into {target_name}", project.location());
+        // The bar is gone before the table or the problems are printed.
+        let copied = copy::copy(source, target, set, replace, &Reporter::rows()).await;
+        match copied {
             Ok(report) => {
                 print_checks(&report);
                 Ok(report)
@@ -138,7 +140,7 @@ impl DbCopy {
             }
             Err(CopyError::BadData(problems)) => {
                 for problem in problems.iter().skip(1) {
-                    eprintln!("  {problem}");
+                    note!("  {problem}");
                 }
                 Err(CopyError::BadData(problems).into())
             }
@@ -171,16 +173,19 @@ fn print_checks(report: &CopyReport) {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!(
+    say!(
         "{:<width$}  {:>12}  {:>12}  {:<32}  result",
-        "table", "source rows", "target rows", "checksum"
+        "table",
+        "source rows",
+        "target rows",
+        "checksum"
     );
     for t in &report.tables {
         let sum = match t.source_sum == t.target_sum {
             true => t.source_sum.clone(),
             false => format!("{} != {}", &t.source_sum[..8], &t.target_sum[..8]),
         };
-        println!(
+        say!(
             "{:<width$}  {:>12}  {:>12}  {:<32}  {}",
             t.name,
             t.source_rows,

@@ -29,7 +29,7 @@ impl DbDowngrade {
         };
         let planned = status.to_revert(set, to);
         if planned.is_empty() {
-            println!(
+            say!(
                 "nothing to roll back: database is at version {}",
                 status.current_version
             );
@@ -37,17 +37,17 @@ impl DbDowngrade {
         }
         if self.dry_run {
             for m in &planned {
-                println!(
+                say!(
                     "-- {}.down (would run)\n{}",
                     m.id(),
                     m.down.as_deref().unwrap_or("-- no down script").trim_end()
                 );
             }
-            eprintln!("dry run: nothing was changed");
+            note!("dry run: nothing was changed");
             return Ok(());
         }
         let ids: Vec<String> = planned.iter().map(|m| m.id()).collect();
-        eprintln!(
+        note!(
             "this rolls back {} in {} to version {to}; data in what those migrations created is lost",
             ids.join(", "),
             project.location()
@@ -58,9 +58,9 @@ impl DbDowngrade {
             .await?;
         let outcome = migrations::downgrade(&mut pool.acquire().await?, set, to).await?;
         for id in &outcome.changed {
-            println!("reverted {id}");
+            say!("reverted {id}");
         }
-        println!("database is at version {to}");
+        say!("database is at version {to}");
         pool.close().await;
         Ok(())
     }

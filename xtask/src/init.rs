@@ -12,18 +12,18 @@ impl DbInit {
         let report = maintenance::init(&project.settings(), &project.migrations).await?;
         let location = project.location();
         if report.created {
-            println!("created database {location}");
+            say!("created database {location}");
         }
         for id in &report.applied {
-            println!("applied {id}");
+            say!("applied {id}");
         }
         if !report.created && report.applied.is_empty() {
-            println!(
+            say!(
                 "database {location} is already up to date at version {}; nothing to do",
                 report.status.current_version
             );
         } else {
-            println!(
+            say!(
                 "database {location} is ready at version {}",
                 report.status.current_version
             );

@@ -4,6 +4,39 @@
 //! where the logic lives (the server uses the same code). Progress goes to stderr,
 //! results to stdout; errors end in one `error:` line and a non-zero exit.
 
+/// `println!` that never panics: a closed pipe (`| head`) or a full disk (`>/dev/full`)
+/// loses the text, not the command's outcome or its exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics (see `say!`).
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `say!`).
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see `say!`).
+macro_rules! note_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod backup;
 mod check;
 mod copy;
@@ -33,7 +66,7 @@ fn main() -> ExitCode {
         Ok(flags) => flags,
         Err(e) if !e.use_stderr() => {
             // --help and --version: the full text, success.
-            print!("{e}");
+            say_part!("{e}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -51,7 +84,7 @@ fn main() -> ExitCode {
                 .collect();
             let message = message.join(" ");
             let message = message.strip_prefix("error: ").unwrap_or(&message);
-            eprintln!(
+            note!(
                 "error: {}; see `cargo xtask --help`",
                 server::url::mask_url(message)
             );
@@ -85,7 +118,7 @@ fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS)
     });
     result.unwrap_or_else(|e| {
-        eprintln!("error: {}", one_line(&e));
+        note!("error: {}", one_line(&e));
         ExitCode::FAILURE
     })
 }

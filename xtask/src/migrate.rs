@@ -9,11 +9,9 @@ impl DbMigrate {
     /// Runs the command.
     pub fn run(self, project: &Project) -> anyhow::Result<()> {
         let (up, down) = migrations::scaffold(&project.migrations_dir, &self.name)?;
-        println!("created {}", project.display(&up));
-        println!("created {}", project.display(&down));
-        eprintln!(
-            "write both scripts, then run `cargo xtask db-check` and `cargo xtask db-upgrade`"
-        );
+        say!("created {}", project.display(&up));
+        say!("created {}", project.display(&down));
+        note!("write both scripts, then run `cargo xtask db-check` and `cargo xtask db-upgrade`");
         Ok(())
     }
 }

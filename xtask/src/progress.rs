@@ -18,7 +18,7 @@ impl Reporter {
 
     /// A bar in rows when stderr is a terminal, plain lines otherwise.
     pub fn rows() -> Self {
-        Self::with_template("{bar:30} {human_pos}/{human_len} rows ({per_sec}, ETA {eta})")
+        Self::with_template("{bar:30} {human_pos}/{human_len} rows (ETA {eta})")
     }
 
     fn with_template(template: &str) -> Self {
@@ -43,7 +43,7 @@ impl server::backup::Progress for Reporter {
     fn step(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),
-            None => eprintln!("{message}"),
+            None => note!("{message}"),
         }
     }
 

@@ -85,7 +85,7 @@ impl Project {
     /// Opens the configured database; with `MustExist`, a missing SQLite file is an error.
     pub async fn open(&self, mode: OpenMode) -> anyhow::Result<DbPool> {
         self.guard_memory()?;
-        if mode == OpenMode::MustExist
+        if mode != OpenMode::Create
             && let Some(path) = self.config.database.url.sqlite_path()
             && !path.exists()
         {
@@ -131,7 +131,7 @@ impl Project {
                 "refusing to continue without confirmation: stdin is not a terminal; pass --yes to confirm. Nothing was changed"
             );
         }
-        eprint!("{question} [y/N] ");
+        note_part!("{question} [y/N] ");
         std::io::stderr().flush().ok();
         let mut answer = String::new();
         stdin
@@ -147,7 +147,7 @@ impl Project {
     /// Takes the automatic backup before a destructive change, unless `--no-backup`.
     pub async fn safety_backup(&self, pool: &DbPool, skip: bool) -> anyhow::Result<()> {
         if skip {
-            eprintln!("skipping the safety backup (--no-backup)");
+            note!("skipping the safety backup (--no-backup)");
             return Ok(());
         }
         let settings = self.settings();
@@ -161,7 +161,7 @@ impl Project {
         )
         .await
         .context("safety backup failed; nothing was changed (pass --no-backup to skip it)")?;
-        eprintln!("safety backup: {}", self.display(&entry.path));
+        note!("safety backup: {}", self.display(&entry.path));
         Ok(())
     }
 }

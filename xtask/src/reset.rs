@@ -17,7 +17,7 @@ impl DbReset {
             .url
             .sqlite_path()
             .is_none_or(|p| p.exists());
-        eprintln!(
+        note!(
             "this drops every table and all data in {} and recreates it at version {}",
             project.location(),
             project.migrations.latest()
@@ -31,9 +31,9 @@ impl DbReset {
         }
         let applied = maintenance::reset(&pool, &project.migrations).await?;
         for id in &applied {
-            println!("applied {id}");
+            say!("applied {id}");
         }
-        println!(
+        say!(
             "database {} was reset to version {}",
             project.location(),
             project.migrations.latest()

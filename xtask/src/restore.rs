@@ -18,7 +18,7 @@ impl DbRestore {
         let file = project.user_path(&self.file);
         let database = &project.config.database;
         let verified = backup::verify(&file, &project.migrations, &project.settings()).await?;
-        eprintln!(
+        note!(
             "backup {} verified: schema version {}, taken {}",
             project.display(&file),
             verified.manifest.schema_version,
@@ -30,7 +30,7 @@ impl DbRestore {
             Some(path) => match in_use::claim_exclusive(path) {
                 Ok(claim) => Some(claim),
                 Err(InUseError::Busy(message)) if self.while_in_use => {
-                    eprintln!("warning: {message} (continuing: --while-in-use)");
+                    note!("warning: {message} (continuing: --while-in-use)");
                     None
                 }
                 Err(e) => return Err(e.into()),
@@ -44,7 +44,7 @@ impl DbRestore {
                 Ok(()) => true,
                 Err(server::db::DbError::FileMissing(_)) => false,
                 Err(e) => {
-                    eprintln!("warning: {e}; it cannot be backed up, and is kept aside");
+                    note!("warning: {e}; it cannot be backed up, and is kept aside");
                     false
                 }
             },
@@ -67,7 +67,7 @@ impl DbRestore {
             }
         }
 
-        eprintln!(
+        note!(
             "this replaces all data in {} with the backup",
             project.location()
         );
@@ -75,7 +75,7 @@ impl DbRestore {
         if let Some(source) = &verified.manifest.database
             && *source != here
         {
-            eprintln!(
+            note!(
                 "note: the backup was taken from another database ({}), not from this one",
                 server::url::mask_url(source)
             );
@@ -96,12 +96,12 @@ impl DbRestore {
                 if let Some(kept) =
                     backup::swap_in_sqlite(verified, path, busy_timeout, force).await?
                 {
-                    println!("kept the broken file as {}", project.display(&kept));
+                    say!("kept the broken file as {}", project.display(&kept));
                 }
             }
             None => backup::restore_postgres(&project.settings(), verified).await?,
         }
-        println!(
+        say!(
             "restored {} from {}",
             project.location(),
             project.display(&file)
@@ -112,13 +112,14 @@ impl DbRestore {
         pool.close().await;
         match status.state {
             SchemaState::UpToDate => {
-                println!("schema is up to date (version {})", status.current_version)
+                say!("schema is up to date (version {})", status.current_version)
             }
-            SchemaState::Pending => println!(
+            SchemaState::Pending => say!(
                 "schema is at version {} of {}: run `cargo xtask db-upgrade`",
-                status.current_version, status.latest_version
+                status.current_version,
+                status.latest_version
             ),
-            state => println!("schema is {state}; check `cargo xtask db-status`"),
+            state => say!("schema is {state}; check `cargo xtask db-status`"),
         }
         Ok(())
     }

@@ -23,16 +23,16 @@ impl DbStatus {
             || "no Rocket.toml, defaults".to_string(),
             |f| project.display(f),
         );
-        println!(
+        say!(
             "config:     {config_file} (profile {})",
             project.config.profile
         );
-        println!(
+        say!(
             "database:   {} ({})",
             database.url.kind(),
             project.location()
         );
-        println!(
+        say!(
             "migrations: {} ({} files, latest V{})",
             project.display(&project.migrations_dir),
             project.migrations.migrations().len(),
@@ -41,7 +41,7 @@ impl DbStatus {
         if let Some(path) = database.url.sqlite_path()
             && !path.exists()
         {
-            println!(
+            say!(
                 "status:     no database yet; {} pending (run `cargo xtask db-init`)",
                 project.migrations.migrations().len()
             );
@@ -57,14 +57,17 @@ impl DbStatus {
                 AppliedState::Divergent => "DIVERGENT: file edited after it was applied",
                 AppliedState::Unknown => "NOT IN migrations/ (database ahead)",
             };
-            println!(
+            say!(
                 "  applied  V{}__{}  {}  {}",
-                applied.version, applied.name, applied.applied_on, state
+                applied.version,
+                applied.name,
+                applied.applied_on,
+                state
             );
         }
         for version in &status.pending {
             if let Some(m) = project.migrations.get(*version) {
-                println!("  pending  {}", m.id());
+                say!("  pending  {}", m.id());
             }
         }
         let (summary, code) = match status.state {
@@ -84,7 +87,7 @@ impl DbStatus {
             SchemaState::Ahead => ("ahead of this code".to_string(), EXIT_AHEAD),
             SchemaState::Diverged => ("diverged".to_string(), EXIT_DIVERGED),
         };
-        println!("status:     {summary}");
+        say!("status:     {summary}");
         Ok(ExitCode::from(code))
     }
 }

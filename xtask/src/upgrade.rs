@@ -28,7 +28,7 @@ impl DbUpgrade {
         }
         let planned = status.to_apply(set, self.to);
         if planned.is_empty() {
-            println!(
+            say!(
                 "nothing to apply: database is at version {}",
                 status.current_version
             );
@@ -36,14 +36,14 @@ impl DbUpgrade {
         }
         if self.dry_run {
             for m in &planned {
-                println!("-- {} (would apply)\n{}", m.id(), m.up.trim_end());
+                say!("-- {} (would apply)\n{}", m.id(), m.up.trim_end());
             }
-            eprintln!("dry run: nothing was changed");
+            note!("dry run: nothing was changed");
             return Ok(());
         }
         let outcome = migrations::upgrade(&mut conn, set, self.to).await?;
         for id in &outcome.changed {
-            println!("applied {id}");
+            say!("applied {id}");
         }
         drop(conn);
         pool.close().await;

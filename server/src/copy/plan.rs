@@ -14,14 +14,27 @@ pub struct Plan<'s> {
     pub target: Table,
     /// Column names, in the target's order.
     pub columns: Vec<String>,
+    /// The same columns as the source spells them.
+    pub source_columns: Vec<String>,
     /// Each column's kind for fitting and hashing.
     pub kinds: Vec<Kind>,
     /// Per column: the target refuses NULL.
     pub not_null: Vec<bool>,
     /// Whether both engines return rows in the same key order (else the checksum is a sum).
     pub ordered: bool,
-    /// The key rows are read in (empty: no primary key).
+    /// The key rows are read in (empty: no primary key), as the target spells it.
     pub key: Vec<String>,
+    /// The same key as the source spells it.
+    pub source_key: Vec<String>,
+}
+
+/// The name in `names` that `name` refers to: the same, or, failing that, the same but
+/// for ASCII case (PostgreSQL folds unquoted names to lower case, SQLite keeps them).
+pub fn matching<'n>(name: &str, names: impl Iterator<Item = &'n str> + Clone) -> Option<&'n str> {
+    names
+        .clone()
+        .find(|n| *n == name)
+        .or_else(|| names.clone().find(|n| n.eq_ignore_ascii_case(name)))
 }
 
 /// Pairs source and target tables, in the order the target needs them; any table or
@@ -32,32 +45,39 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
             "the schemas differ at the same migration version: {what}; nothing was copied"
         ))
     };
-    if let Some(t) = source
+    let names = |tables: &[Table]| tables.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    let (source_names, target_names) = (names(source), names(&target));
+    if let Some(t) = source_names
         .iter()
-        .find(|s| !target.iter().any(|t| t.name == s.name))
+        .find(|s| matching(s, target_names.iter().map(String::as_str)).is_none())
     {
         return Err(incompatible(format!(
-            "table {} is in the source but no migration creates it",
-            t.name
+            "table {t} is in the source but no migration creates it"
         )));
     }
-    if let Some(t) = target
+    if let Some(t) = target_names
         .iter()
-        .find(|t| !source.iter().any(|s| s.name == t.name))
+        .find(|t| matching(t, source_names.iter().map(String::as_str)).is_none())
     {
         return Err(incompatible(format!(
-            "table {} is made by the migrations but missing from the source",
-            t.name
+            "table {t} is made by the migrations but missing from the source"
         )));
     }
     let mut plans = Vec::new();
     for table in schema::in_dependency_order(target) {
-        let Some(source) = source.iter().find(|s| s.name == table.name) else {
+        let Some(source) = matching(&table.name, source_names.iter().map(String::as_str))
+            .and_then(|name| source.iter().find(|s| s.name == name))
+        else {
             continue;
         };
+        let source_column = |name: &str| {
+            matching(name, source.columns.iter().map(|c| c.name.as_str()))
+                .and_then(|n| source.column(n))
+        };
         let mut kinds = Vec::new();
+        let mut source_columns = Vec::new();
         for column in &table.columns {
-            let Some(from) = source.column(&column.name) else {
+            let Some(from) = source_column(&column.name) else {
                 return Err(incompatible(format!(
                     "column {}.{} is missing from the source",
                     table.name, column.name
@@ -76,21 +96,26 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
                 Kind::Any => from.kind.clone(),
                 _ => column.kind.clone(),
             });
+            source_columns.push(from.name.clone());
         }
         if let Some(c) = source
             .columns
             .iter()
-            .find(|c| table.column(&c.name).is_none())
+            .find(|c| matching(&c.name, table.columns.iter().map(|c| c.name.as_str())).is_none())
         {
             return Err(incompatible(format!(
                 "column {}.{} is in the source but not in the target",
                 table.name, c.name
             )));
         }
-        let key = if table.key.iter().all(|k| source.column(k).is_some()) {
-            table.key.clone()
-        } else {
-            Vec::new()
+        let source_key: Option<Vec<String>> = table
+            .key
+            .iter()
+            .map(|k| source_column(k).map(|c| c.name.clone()))
+            .collect();
+        let (key, source_key) = match source_key {
+            Some(source_key) => (table.key.clone(), source_key),
+            None => (Vec::new(), Vec::new()),
         };
         // Engines order these key types alike; other keys (dates spelled differently in
         // SQLite text, enums, padded CHAR) are summed in any order instead.
@@ -114,8 +139,10 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
             ordered,
             source,
             columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+            source_columns,
             kinds,
             key,
+            source_key,
             target: table,
         });
     }

@@ -169,12 +169,14 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// Turns off the triggers of `tables` for the rest of the transaction: the source already
-/// holds what they would write (as `pg_restore --disable-triggers` does). PostgreSQL:
-/// `DISABLE TRIGGER USER` (foreign-key checks stay on); SQLite, which cannot disable a
-/// trigger: dropped. Returns the statements that bring them back, inside the same
-/// transaction.
-pub async fn suspend_triggers(on: Target<'_>, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+/// Turns off, for the rest of the transaction, what would make loading rows depend on
+/// their order or fire business logic: triggers (the source already holds what they
+/// would write, as with `pg_restore --disable-triggers`) and, on PostgreSQL, foreign
+/// keys (so tables that reference each other load too; SQLite's are off for the
+/// connection and checked before commit). PostgreSQL: `DISABLE TRIGGER USER` and the
+/// foreign keys dropped; SQLite, which cannot disable a trigger: dropped. Returns the
+/// statements that bring them back — re-adding a foreign key checks every row.
+pub async fn suspend_checks(on: Target<'_>, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
     let mut restore = Vec::new();
     match on {
         Target::Sqlite(c) => {
@@ -194,6 +196,25 @@ pub async fn suspend_triggers(on: Target<'_>, tables: &[&str]) -> Result<Vec<Str
             }
         }
         Target::Postgres(c) => {
+            let foreign_keys: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT conrelid::regclass::text, conname::text, pg_get_constraintdef(oid) \
+                 FROM pg_constraint WHERE contype = 'f' \
+                   AND connamespace = current_schema()::regnamespace",
+            )
+            .fetch_all(&mut *c)
+            .await?;
+            for (relation, name, definition) in foreign_keys {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE {relation} DROP CONSTRAINT {}",
+                    ident(&name)
+                )))
+                .execute(&mut *c)
+                .await?;
+                restore.push(format!(
+                    "ALTER TABLE {relation} ADD CONSTRAINT {} {definition}",
+                    ident(&name)
+                ));
+            }
             for table in tables {
                 let relation = literal(&ident(table));
                 let user_triggers: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -218,7 +239,8 @@ pub async fn suspend_triggers(on: Target<'_>, tables: &[&str]) -> Result<Vec<Str
 
 /// Sets every sequence behind a PostgreSQL column (`serial`, identity) past the largest
 /// value copied, so the next insert does not collide with a copied id.
-pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), super::CopyError> {
+    let err = super::CopyError::db(super::Side::Target);
     let columns: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT c.relname::text, a.attname::text, s.seq::text FROM pg_class c \
          JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -227,16 +249,28 @@ pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), sqlx::E
            AND s.seq IS NOT NULL",
     )
     .fetch_all(&mut *c)
-    .await?;
+    .await
+    .map_err(&err)?;
     for (table, column, sequence) in columns {
+        // Past the largest copied value, unless that is below where the sequence starts
+        // (negative ids) or there is none; at the type's maximum it stays there.
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT setval($1::regclass, coalesce((SELECT max({}) FROM {}), 0) + 1, false)",
+            "SELECT setval($1::regclass, m.v, true) \
+             FROM (SELECT max({})::int8 AS v FROM {}) m, pg_sequence s \
+             WHERE s.seqrelid = $1::regclass AND m.v IS NOT NULL AND m.v >= s.seqmin",
             ident(&column),
             ident(&table)
         )))
         .bind(sequence)
         .execute(&mut *c)
-        .await?;
+        .await
+        .map_err(|e| super::CopyError::Db {
+            side: super::Side::Target,
+            message: format!(
+                "moving the sequence of {table}.{column} past the copied values: {}",
+                crate::db::describe_driver_error(&e, None)
+            ),
+        })?;
     }
     Ok(())
 }

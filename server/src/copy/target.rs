@@ -32,18 +32,25 @@ pub async fn inspect(
     let source_status = migrations::status(&mut conn, set)
         .await
         .map_err(|e| CopyError::source_history(&e))?;
+    let source_tables: Vec<String> = schema::tables(conn.target())
+        .await
+        .map_err(CopyError::db(Side::Source))?
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     drop(conn);
     let mut conn = target
         .acquire()
         .await
         .map_err(CopyError::from_db(Side::Target))?;
-    target_state(&mut conn, &source_status, set).await
+    target_state(&mut conn, &source_status, &source_tables, set).await
 }
 
 /// The target's state, read on a connection or inside the copy's transaction.
 pub async fn target_state(
     on: &mut impl Executor,
     source: &SchemaStatus,
+    source_tables: &[String],
     set: &MigrationSet,
 ) -> Result<TargetState, CopyError> {
     let err = CopyError::db(Side::Target);
@@ -104,6 +111,14 @@ pub async fn target_state(
                 history.current_version
             ),
         }));
+    }
+    if let Some(extra) = others
+        .iter()
+        .find(|t| super::plan::matching(t, source_tables.iter().map(String::as_str)).is_none())
+    {
+        return Ok(TargetState::Occupied(format!(
+            "has a table the source does not: {extra}"
+        )));
     }
     Ok(TargetState::Ready(history.current_version))
 }

@@ -38,7 +38,8 @@ pub async fn copy_in(
         .map_err(&source_err)?;
 
     // The target at the source's schema version, its history about to be copied.
-    let current = match target_state(tx, &source_status, set).await? {
+    let source_names: Vec<String> = source_tables.iter().map(|t| t.name.clone()).collect();
+    let current = match target_state(tx, &source_status, &source_names, set).await? {
         TargetState::Empty => 0,
         TargetState::Ready(version) => version,
         TargetState::Occupied(why) if !replace => return Err(CopyError::Occupied(why)),
@@ -83,7 +84,7 @@ pub async fn copy_in(
         DbTx::Postgres(_) => DbKind::Postgres,
     };
     let names: Vec<&str> = plans.iter().map(|p| p.target.name.as_str()).collect();
-    let triggers = schema::suspend_triggers(tx.target(), &names)
+    let suspended = schema::suspend_checks(tx.target(), &names)
         .await
         .map_err(&target_err)?;
     let mut done = 0u64;
@@ -110,8 +111,8 @@ pub async fn copy_in(
             snapshot.target(),
             Side::Source,
             plan.source,
-            &plan.columns,
-            &plan.key,
+            &plan.source_columns,
+            &plan.source_key,
             async |row: Vec<Value>| -> Result<(), CopyError> {
                 ordinal += 1;
                 let mut fitted = Vec::with_capacity(row.len());
@@ -169,8 +170,14 @@ pub async fn copy_in(
     if problems.is_empty() {
         problems = after_copy(tx, &plans).await?;
     }
-    for statement in &triggers {
-        tx.execute_script(statement).await.map_err(&target_err)?;
+    if problems.is_empty() {
+        for statement in &suspended {
+            if let Err(e) = tx.execute_script(statement).await {
+                // A foreign key that does not hold names its row in PostgreSQL's detail.
+                problems.push(with_detail(&e));
+                break;
+            }
+        }
     }
     if !problems.is_empty() {
         return Err(CopyError::BadData(problems));
@@ -219,8 +226,16 @@ pub async fn copy_in(
 }
 
 fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {
-    // PostgreSQL's detail names the row (`Key (author_id)=(99) is not present …`).
-    let detail = match &e {
+    CopyError::Db {
+        side: Side::Target,
+        message: format!("writing table {}: {}", plan.target.name, with_detail(&e)),
+    }
+}
+
+/// The driver's description with PostgreSQL's detail, which names the row
+/// (`Key (author_id)=(99) is not present in table "authors".`).
+fn with_detail(e: &sqlx::Error) -> String {
+    let detail = match e {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .and_then(|pg| pg.detail())
@@ -228,14 +243,7 @@ fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {
             .unwrap_or_default(),
         _ => String::new(),
     };
-    CopyError::Db {
-        side: Side::Target,
-        message: format!(
-            "writing table {}: {}{detail}",
-            plan.target.name,
-            describe_driver_error(&e, None)
-        ),
-    }
+    format!("{}{detail}", describe_driver_error(e, None))
 }
 
 /// Checks after the rows are in: foreign keys (SQLite, whose checks were off while
@@ -285,7 +293,7 @@ async fn after_copy(tx: &mut DbTx<'_>, plans: &[Plan<'_>]) -> Result<Vec<String>
             Ok(problems)
         }
         DbTx::Postgres(c) => {
-            schema::advance_sequences(c).await.map_err(&err)?;
+            schema::advance_sequences(c).await?;
             Ok(Vec::new())
         }
     }

@@ -58,6 +58,43 @@ pub enum Kind {
     Any,
 }
 
+/// PostgreSQL types a migration may name that SQLite's affinity rules would misread
+/// (`INTERVAL` and `POINT` contain "INT"): their values travel as text.
+const PG_ONLY_TYPES: &[&str] = &[
+    "interval",
+    "inet",
+    "cidr",
+    "macaddr",
+    "macaddr8",
+    "money",
+    "name",
+    "bit",
+    "varbit",
+    "bit varying",
+    "xml",
+    "timetz",
+    "oid",
+    "tsvector",
+    "tsquery",
+    "point",
+    "line",
+    "lseg",
+    "box",
+    "path",
+    "polygon",
+    "circle",
+    "int4range",
+    "int8range",
+    "numrange",
+    "tsrange",
+    "tstzrange",
+    "daterange",
+    "int4multirange",
+    "int8multirange",
+    "citext",
+    "pg_lsn",
+];
+
 impl Kind {
     /// The kind of a SQLite column from its declared type, by SQLite's affinity rules
     /// refined for the names PostgreSQL shares.
@@ -70,6 +107,10 @@ impl Kind {
             } else {
                 Self::Other(t)
             };
+        }
+        if PG_ONLY_TYPES.contains(&base.to_ascii_lowercase().as_str()) {
+            // What PostgreSQL calls these, so both sides agree they hold text.
+            return Self::Other(base.to_ascii_lowercase());
         }
         match base {
             "" => Self::Any,
@@ -204,6 +245,9 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
             Ok(Value::Text(s))
         }
         (Kind::Other(_), Value::Text(s)) => Ok(Value::Text(s)),
+        // SQLite's JSON column (NUMERIC affinity) keeps a bare JSON number as a number.
+        (Kind::Json, Value::Int(i)) => Ok(Value::Text(i.to_string())),
+        (Kind::Json, Value::Real(f)) if f.is_finite() => Ok(Value::Text(format!("{f}"))),
         (Kind::Json, Value::Text(s)) => match serde_json::from_str::<serde_json::Value>(&s) {
             Ok(_) => Ok(Value::Text(s)),
             Err(e) => Err(format!("text {} is not JSON ({e})", quote(&s))),
@@ -351,8 +395,8 @@ fn fits_sqlite_number(n: &str) -> bool {
     if n == "NaN" {
         return false;
     }
-    if !n.contains('.') {
-        return n.parse::<i64>().is_ok();
+    if !n.contains('.') && n.parse::<i64>().is_ok() {
+        return true;
     }
     n.parse::<f64>()
         .ok()

@@ -41,6 +41,9 @@ pub enum OpenMode {
     Create,
     /// Everything else: a missing database is an error.
     MustExist,
+    /// Only reads (`db-copy`'s source): SQLite opens the file read-only and leaves its
+    /// journal mode as it is; a missing database is an error.
+    ReadOnly,
 }
 
 /// Pool statistics for health output.

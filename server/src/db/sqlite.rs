@@ -177,11 +177,13 @@ impl SqliteEngine {
                     }
                 }
                 check_sqlite_file(path)?;
-                options = options
-                    .filename(path)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .create_if_missing(false);
+                options = options.filename(path).create_if_missing(false);
+                options = match mode {
+                    OpenMode::ReadOnly => options.read_only(true),
+                    _ => options
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal),
+                };
             }
             None => {
                 // One shared in-memory database lives as long as one connection does:
