@@ -76,6 +76,17 @@ fn small_project() -> Project {
     project_with(1_000)
 }
 
+/// A small project and a PostgreSQL database migrated by it, still empty: a target a
+/// copy takes without `--force`.
+fn migrated_target() -> Option<(PgDatabase, Project)> {
+    let pg = PgDatabase::create()?;
+    let project = small_project();
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
+        .ok();
+    Some((pg, project))
+}
+
 /// The verification table a successful copy prints: table → (rows, checksum).
 fn checks(run: &Run) -> BTreeMap<String, (u64, String)> {
     run.stdout
@@ -182,15 +193,11 @@ fn every_common_type_copies_to_postgresql_and_back_with_equal_checksums() {
 
 #[test]
 fn sequences_continue_after_the_copied_ids_and_target_triggers_do_not_fire() {
-    let Some(pg) = PgDatabase::create() else {
-        return;
-    };
-    let project = small_project();
     // The team's PostgreSQL schema numbers posts itself: the target is migrated first,
     // then given a sequence, and is still empty, so the copy needs no --force.
-    project
-        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
-        .ok();
+    let Some((pg, project)) = migrated_target() else {
+        return;
+    };
     pg.execute(
         "CREATE SEQUENCE posts_id_seq OWNED BY posts.id; \
          ALTER TABLE posts ALTER COLUMN id SET DEFAULT nextval('posts_id_seq')",
@@ -332,13 +339,9 @@ fn a_target_with_rows_is_refused_and_force_replaces_it_after_a_safety_backup() {
 
 #[test]
 fn a_checksum_mismatch_rolls_the_copy_back() {
-    let Some(pg) = PgDatabase::create() else {
+    let Some((pg, project)) = migrated_target() else {
         return;
     };
-    let project = small_project();
-    project
-        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
-        .ok();
     // A column changed by hand on the target keeps whole seconds: 12:00:00.25 becomes
     // 12:00:00, which no check before the copy can know.
     pg.execute("ALTER TABLE authors ALTER COLUMN joined TYPE timestamp(0)");
@@ -564,13 +567,9 @@ fn awkward_schemas_copy_both_ways_and_the_source_file_is_not_touched() {
 
 #[test]
 fn a_migrated_target_with_an_extra_table_is_not_empty() {
-    let Some(pg) = PgDatabase::create() else {
+    let Some((pg, project)) = migrated_target() else {
         return;
     };
-    let project = small_project();
-    project
-        .xtask_with(&["db-init"], &[("DATABASE_URL", &pg.url)])
-        .ok();
     pg.execute("CREATE TABLE scratch (x INTEGER)");
     let error = project
         .xtask(&["db-copy", "--to", &pg.url])
