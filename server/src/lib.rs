@@ -12,4 +12,5 @@ pub mod in_use;
 pub mod maintenance;
 pub mod migrations;
 pub mod pg;
+pub mod schema;
 pub mod url;

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbError, DbPool, Executor, OpenMode, Target};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState, SchemaStatus};
+use crate::schema::{self, Schema};
 use crate::url::DatabaseUrl;
 
 /// A maintenance failure.
@@ -363,6 +364,131 @@ pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx
         }
     };
     Ok(rows.into_iter().collect())
+}
+
+/// The schema the migrations produce (all of them), read from a scratch database of the
+/// configured engine.
+pub async fn schema_of_migrations(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Schema, MaintenanceError> {
+    on_scratch(settings, async |conn: &mut DbConn| {
+        migrations::upgrade(conn, set, None).await?;
+        Ok(schema::read(conn.target()).await?)
+    })
+    .await
+}
+
+/// The schema the declared schema file (`sql`, named `file` in errors) produces on a
+/// scratch database of the configured engine.
+pub async fn schema_of_file(
+    settings: &DbSettings,
+    sql: &str,
+    file: &str,
+) -> Result<Schema, MaintenanceError> {
+    on_scratch(settings, async |conn: &mut DbConn| {
+        schema::apply(conn, sql, file)
+            .await
+            .map_err(MaintenanceError::Check)?;
+        let declared = schema::read(conn.target()).await?;
+        // SQLite takes any type name; the declared schema is for both engines.
+        for table in &declared.tables {
+            for column in &table.columns {
+                if let Some(instead) = schema::unshared(&column.data_type) {
+                    let line = line_of(sql, &column.name, &column.data_type);
+                    return Err(MaintenanceError::Check(format!(
+                        "{file}, line {line}: column {}.{} has type {}, which PostgreSQL does not have; use {instead}",
+                        table.name,
+                        column.name,
+                        if column.data_type.is_empty() { "(none)" } else { &column.data_type }
+                    )));
+                }
+            }
+        }
+        Ok(declared)
+    })
+    .await
+}
+
+/// The schema of the configured database, read without changing it.
+pub async fn schema_of_database(settings: &DbSettings) -> Result<Schema, MaintenanceError> {
+    let pool = DbPool::open(settings, OpenMode::ReadOnly).await?;
+    let result = async {
+        let mut conn = pool.acquire().await?;
+        Ok(schema::read(conn.target()).await?)
+    }
+    .await;
+    pool.close().await;
+    result
+}
+
+/// How `migrations/schema.sql` differs from what the migrations produce, as diff lines
+/// of the two rendered schemas (empty: they agree); `None` when there is no such file.
+pub async fn schema_drift(
+    settings: &DbSettings,
+    set: &MigrationSet,
+    dir: &std::path::Path,
+) -> Result<Option<Vec<String>>, MaintenanceError> {
+    let path = dir.join(schema::FILE_NAME);
+    let sql = match std::fs::read_to_string(&path) {
+        Ok(sql) => sql,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(MaintenanceError::Check(format!(
+                "cannot read {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    let label = format!("migrations/{}", schema::FILE_NAME);
+    let declared = schema_of_file(settings, &sql, &label).await?;
+    let produced = schema_of_migrations(settings, set).await?;
+    Ok(Some(schema::line_diff(
+        &schema::render(&declared, ""),
+        &schema::render(&produced, ""),
+    )))
+}
+
+/// The first line of `sql` that names `column` followed by its type (1 if none does).
+fn line_of(sql: &str, column: &str, data_type: &str) -> usize {
+    let base = data_type
+        .split('(')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    sql.lines()
+        .position(|l| {
+            let l = l.to_ascii_lowercase();
+            let words: Vec<&str> = l
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '(')
+                .filter(|w| !w.is_empty())
+                .collect();
+            words.windows(2).any(|w| {
+                w[0].trim_matches('"') == column.to_ascii_lowercase()
+                    && (base.is_empty() || w[1] == base)
+            }) || (base.is_empty()
+                && words
+                    .first()
+                    .is_some_and(|w| w.trim_matches('"') == column.to_ascii_lowercase()))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+/// Runs `work` on a connection to a fresh scratch database, dropped afterwards.
+async fn on_scratch<T>(
+    settings: &DbSettings,
+    work: impl AsyncFnOnce(&mut DbConn) -> Result<T, MaintenanceError>,
+) -> Result<T, MaintenanceError> {
+    let scratch = Scratch::create(settings).await?;
+    let result = async {
+        let pool = DbPool::open(&scratch.settings, OpenMode::Create).await?;
+        let result = async { work(&mut pool.acquire().await?).await }.await;
+        pool.close().await;
+        result
+    }
+    .await;
+    scratch.drop().await?;
+    result
 }
 
 /// A throwaway database of the same engine: a temp SQLite file, or a new PostgreSQL database.

@@ -224,6 +224,10 @@ impl Project {
         std::fs::create_dir(&migrations).expect("migrations dir");
         for entry in std::fs::read_dir(workspace_root().join("migrations")).expect("migrations/") {
             let entry = entry.expect("entry");
+            // The declared schema describes the workspace's migrations, not a test's.
+            if entry.file_name() == "schema.sql" {
+                continue;
+            }
             std::fs::copy(entry.path(), migrations.join(entry.file_name()))
                 .expect("copy migration");
         }

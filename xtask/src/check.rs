@@ -9,12 +9,23 @@ use crate::project::Project;
 impl DbCheck {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
-        let problems = maintenance::check(&project.settings(), &project.migrations).await?;
+        let settings = project.settings();
+        let mut problems = maintenance::check(&settings, &project.migrations).await?;
+        let drift =
+            maintenance::schema_drift(&settings, &project.migrations, &project.migrations_dir)
+                .await?;
+        if let Some(diff) = drift.filter(|d| !d.is_empty()) {
+            problems.push(format!(
+                "migrations/{}: differs from the schema the migrations produce (`cargo xtask db-schema --check` shows how):",
+                server::schema::FILE_NAME
+            ));
+            problems.extend(diff.into_iter().map(|line| format!("  {line}")));
+        }
         for problem in &problems {
             say!("{problem}");
         }
         if !problems.is_empty() {
-            bail!("db-check found {} problem(s)", problems.len());
+            bail!("db-check found problems (listed above)");
         }
         say!(
             "ok: {} migration(s); every one has a down script and up, down, up gives back the same schema",

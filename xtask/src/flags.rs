@@ -49,6 +49,10 @@ pub enum Command {
     DbBackups(DbBackups),
     /// Replace the database with a verified backup (asks first).
     DbRestore(DbRestore),
+    /// Write `migrations/schema.sql`, the declared schema, from the migrations (`--check`: only compare).
+    ///
+    /// The migrations run on a scratch database of the configured engine; its tables, columns, keys, indexes and foreign keys are written as CREATE TABLE / CREATE INDEX statements in a stable order. Exit code: 0 written or in agreement, 1 differences (printed) or an error, 64 bad command line.
+    DbSchema(DbSchema),
     /// Copy every row into another database (SQLite <-> PostgreSQL), verified by per-table checksums.
     ///
     /// The target is brought to the same schema version with the migrations and written in one transaction: on any error, value that does not fit, or checksum mismatch, it is left as it was. The configured database is only read.
@@ -156,6 +160,17 @@ pub struct DbRestore {
     /// connections may keep seeing the old data until they reconnect).
     #[arg(long)]
     pub while_in_use: bool,
+}
+
+/// `db-schema`.
+#[derive(Debug, Args)]
+pub struct DbSchema {
+    /// Change nothing: print how `migrations/schema.sql` differs from the schema the migrations produce, and exit 1 if it does.
+    #[arg(long, conflicts_with = "from_db")]
+    pub check: bool,
+    /// Write the file from the configured database instead of the migrations (for a project that starts from a database made by hand).
+    #[arg(long)]
+    pub from_db: bool,
 }
 
 /// `db-copy`.

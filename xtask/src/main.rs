@@ -48,6 +48,7 @@ mod progress;
 mod project;
 mod reset;
 mod restore;
+mod schema;
 mod status;
 mod upgrade;
 
@@ -114,6 +115,7 @@ fn main() -> ExitCode {
             Command::DbRestore(cmd) => cmd.run(&project).await,
             Command::DbCheck(cmd) => cmd.run(&project).await,
             Command::DbCopy(cmd) => cmd.run(&project).await,
+            Command::DbSchema(cmd) => cmd.run(&project).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });

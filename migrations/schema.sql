@@ -1,0 +1,3 @@
+-- The declared schema: every table and index, as the migrations leave them.
+-- Written by `cargo xtask db-schema`; `cargo xtask db-check` fails when it and the
+-- migrations disagree. Not a migration: nothing runs it against the database.

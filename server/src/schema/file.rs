@@ -1,0 +1,143 @@
+//! `migrations/schema.sql`, the declared schema: its statements with the line each starts
+//! on, checked to be `CREATE TABLE` / `CREATE INDEX` only, and applied one by one so an
+//! error names its line.
+
+use crate::db::DbConn;
+
+/// The file's name inside the migrations directory.
+pub const FILE_NAME: &str = "schema.sql";
+
+/// One statement of the file and the line it starts on.
+struct Statement<'a> {
+    /// The line of its first code.
+    line: usize,
+    /// The line its text (`sql`, comments before it included) starts on.
+    text_line: usize,
+    sql: &'a str,
+}
+
+/// Splits `sql` at semicolons outside quotes and comments.
+fn statements(sql: &str) -> Vec<Statement<'_>> {
+    let mut out = Vec::new();
+    let (mut start, mut line, mut start_line) = (0, 1, 1);
+    let mut in_quote: Option<char> = None;
+    let mut chars = sql.char_indices().peekable();
+    let mut in_comment = false;
+    while let Some((i, c)) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            in_comment = false;
+            continue;
+        }
+        if in_comment {
+            continue;
+        }
+        match (in_quote, c) {
+            (Some(q), c) if c == q => in_quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => in_quote = Some(c),
+            (None, '-') if chars.peek().is_some_and(|(_, n)| *n == '-') => in_comment = true,
+            (None, ';') => {
+                out.push(Statement {
+                    line: start_line,
+                    text_line: start_line,
+                    sql: &sql[start..i],
+                });
+                start = i + 1;
+                start_line = line;
+            }
+            _ => {}
+        }
+    }
+    out.push(Statement {
+        line: start_line,
+        text_line: start_line,
+        sql: &sql[start..],
+    });
+    // Each statement starts at its first line of code, not at the comments before it.
+    out.into_iter()
+        .filter_map(|s| {
+            let line = (s.line..)
+                .zip(s.sql.lines())
+                .find(|(_, text)| !text.split("--").next().unwrap_or("").trim().is_empty())?
+                .0;
+            Some(Statement { line, ..s })
+        })
+        .collect()
+}
+
+/// Writes `text` to `dir/schema.sql` all or nothing: a temporary file beside it, synced,
+/// renamed over it.
+pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write as _;
+    let path = dir.join(FILE_NAME);
+    let mut temp = crate::durable::temp_with_mode(dir, FILE_NAME, crate::durable::PARTIAL, 0o666)?;
+    temp.write_all(text.as_bytes())?;
+    temp.as_file().sync_all()?;
+    temp.persist(&path).map_err(|e| e.error)?;
+    crate::durable::sync_dir(dir);
+    Ok(path)
+}
+
+/// Runs the declared schema on `conn` (a scratch database), statement by statement.
+/// Errors read `<file>, line N: …`.
+pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), String> {
+    for statement in statements(sql) {
+        let code: String = statement
+            .sql
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words: Vec<&str> = code.split_whitespace().take(3).collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+        let ddl = matches!(
+            upper
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            ["CREATE", "TABLE", ..] | ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX"]
+        );
+        if !ddl {
+            return Err(format!(
+                "{file}, line {}: only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
+                statement.line,
+                words.join(" ")
+            ));
+        }
+        if let Err(e) = conn.execute_script(statement.sql).await {
+            let reason = crate::db::describe_driver_error(&e, Some(statement.sql));
+            // PostgreSQL's "(at line k)" counts from the statement's first line.
+            let reason = match reason.split_once(" (at line ") {
+                Some((message, rest)) => {
+                    let k: usize = rest
+                        .split(')')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1);
+                    return Err(format!(
+                        "{file}, line {}: {message}{}",
+                        statement.text_line + k - 1,
+                        rest.split_once(')').map_or("", |(_, tail)| tail)
+                    ));
+                }
+                None => reason,
+            };
+            return Err(format!("{file}, line {}: {reason}", statement.line));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_know_their_lines() {
+        let sql = "-- header\n\nCREATE TABLE a (x TEXT DEFAULT ';');\n\n-- b\nCREATE TABLE b (\n  y INT\n);\n";
+        let found: Vec<usize> = statements(sql).iter().map(|s| s.line).collect();
+        assert_eq!(found, [3, 6]);
+    }
+}

@@ -1,0 +1,122 @@
+//! The schema as data: a live database's tables, columns, keys, unique constraints,
+//! indexes and foreign keys in one engine-neutral description ([`Schema`]), read from
+//! SQLite's `sqlite_schema` and `pragma_*` functions or PostgreSQL's catalogs, with what
+//! the engines spell differently (type aliases, quoting, default casts) normalised, so the
+//! same declared schema compares equal on both. Rendered, it is `migrations/schema.sql`.
+//!
+//! | module | job |
+//! |---|---|
+//! | `sqlite` | reading a SQLite database |
+//! | `postgres` | reading a PostgreSQL database |
+//! | `normalize` | one spelling for types and defaults |
+//! | `render` | the description as `CREATE TABLE` / `CREATE INDEX` statements |
+//! | `file` | `migrations/schema.sql`: its statements, applied with their line numbers |
+
+mod file;
+mod normalize;
+mod postgres;
+mod render;
+mod sqlite;
+
+pub use file::{FILE_NAME, apply, write};
+pub use normalize::unshared;
+pub use render::{line_diff, render};
+
+use crate::db::Target;
+
+/// The tables of a database (the migration history excluded), by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Schema {
+    /// Tables, sorted by name.
+    pub tables: Vec<TableDef>,
+}
+
+/// One table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDef {
+    /// Name.
+    pub name: String,
+    /// Columns in table order.
+    pub columns: Vec<ColumnDef>,
+    /// Primary-key columns in key order (empty: none).
+    pub primary_key: Vec<String>,
+    /// `UNIQUE` constraints, each its columns; sorted.
+    pub uniques: Vec<Vec<String>>,
+    /// Foreign keys, sorted.
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Indexes created with `CREATE INDEX`, sorted by name.
+    pub indexes: Vec<IndexDef>,
+}
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDef {
+    /// Name.
+    pub name: String,
+    /// Canonical type (`BIGINT`, `VARCHAR(80)`, `TIMESTAMPTZ`, …).
+    pub data_type: String,
+    /// `NOT NULL` (implied for primary-key columns, and then not recorded).
+    pub not_null: bool,
+    /// Canonical default expression.
+    pub default: Option<String>,
+}
+
+/// A foreign key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ForeignKey {
+    /// Referencing columns.
+    pub columns: Vec<String>,
+    /// Referenced table.
+    pub references: String,
+    /// Referenced columns.
+    pub referenced_columns: Vec<String>,
+    /// `NO ACTION`, `CASCADE`, `SET NULL`, `SET DEFAULT` or `RESTRICT`.
+    pub on_delete: String,
+    /// The same, on update.
+    pub on_update: String,
+}
+
+/// An index made by `CREATE [UNIQUE] INDEX`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IndexDef {
+    /// Name.
+    pub name: String,
+    /// Indexed columns (an expression appears as its text).
+    pub columns: Vec<String>,
+    /// `UNIQUE`.
+    pub unique: bool,
+}
+
+impl Schema {
+    /// The table named `name`.
+    pub fn table(&self, name: &str) -> Option<&TableDef> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+impl TableDef {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Reads the schema of the database behind `on` (its current schema on PostgreSQL).
+pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
+    let mut schema = match on {
+        Target::Sqlite(c) => sqlite::read(c).await?,
+        Target::Postgres(c) => postgres::read(c).await?,
+    };
+    for table in &mut schema.tables {
+        for column in &mut table.columns {
+            if table.primary_key.contains(&column.name) {
+                column.not_null = false;
+            }
+        }
+        table.uniques.sort();
+        table.foreign_keys.sort();
+        table.indexes.sort();
+    }
+    schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(schema)
+}

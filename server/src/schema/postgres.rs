@@ -1,0 +1,134 @@
+//! Reading a PostgreSQL database's schema (its current schema) from the catalogs.
+
+use sqlx::{PgConnection, Row};
+
+use super::normalize;
+use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef};
+use crate::migrations::HISTORY_TABLE;
+
+pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
+    let relations: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT oid::int8, relname::text FROM pg_class \
+         WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p') \
+           AND NOT relispartition AND relname <> $1 ORDER BY relname",
+    )
+    .bind(HISTORY_TABLE)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut tables = Vec::new();
+    for (oid, name) in relations {
+        let mut columns = Vec::new();
+        for row in sqlx::query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    pg_get_expr(d.adbin, d.adrelid) \
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+        )
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let mut data_type = normalize::data_type(&row.try_get::<String, _>(1)?);
+            let mut default: Option<String> = row.try_get(3)?;
+            // `serial` is an integer with a sequence default: both engines read `SERIAL`.
+            if default.as_deref().is_some_and(|d| d.starts_with("nextval(")) {
+                data_type = match data_type.as_str() {
+                    "BIGINT" => "BIGSERIAL".into(),
+                    "SMALLINT" => "SMALLSERIAL".into(),
+                    _ => "SERIAL".into(),
+                };
+                default = None;
+            }
+            columns.push(ColumnDef {
+                name: row.try_get(0)?,
+                data_type,
+                not_null: row.try_get(2)?,
+                default: default.map(|d| normalize::default(&d)),
+            });
+        }
+        let key_columns = |array: &str| {
+            format!(
+                "(SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest({array}) WITH ORDINALITY AS k(attnum, ord) \
+                 JOIN pg_attribute a ON a.attrelid = $1::int8::oid AND a.attnum = k.attnum)"
+            )
+        };
+        let primary_key: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT coalesce({}, '{{}}') FROM pg_constraint WHERE conrelid = $1::int8::oid AND contype = 'p'",
+            key_columns("conkey")
+        )))
+        .bind(oid)
+        .fetch_optional(&mut *c)
+        .await?
+        .unwrap_or_default();
+        let uniques: Vec<Vec<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM pg_constraint WHERE conrelid = $1::int8::oid AND contype = 'u'",
+            key_columns("conkey")
+        )))
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?;
+        let mut foreign_keys = Vec::new();
+        for row in sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {}, (SELECT relname::text FROM pg_class WHERE oid = f.confrelid), \
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(f.confkey) WITH ORDINALITY AS k(attnum, ord) \
+                     JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.attnum), \
+                    f.confdeltype::text, f.confupdtype::text \
+             FROM pg_constraint f WHERE f.conrelid = $1::int8::oid AND f.contype = 'f'",
+            key_columns("f.conkey")
+        )))
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            foreign_keys.push(ForeignKey {
+                columns: row.try_get(0)?,
+                references: row.try_get(1)?,
+                referenced_columns: row.try_get(2)?,
+                on_delete: action(&row.try_get::<String, _>(3)?),
+                on_update: action(&row.try_get::<String, _>(4)?),
+            });
+        }
+        // Indexes of their own: not the ones behind the primary key or a constraint.
+        let mut indexes = Vec::new();
+        for row in sqlx::query(
+            "SELECT c.relname::text, i.indisunique, \
+                    (SELECT array_agg(pg_get_indexdef(i.indexrelid, k.ord::int, true) ORDER BY k.ord) \
+                       FROM generate_series(1, i.indnkeyatts) AS k(ord)) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = $1::int8::oid \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = i.indexrelid)",
+        )
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            indexes.push(IndexDef {
+                name: row.try_get(0)?,
+                unique: row.try_get(1)?,
+                columns: row.try_get(2)?,
+            });
+        }
+        tables.push(TableDef {
+            name,
+            columns,
+            primary_key,
+            uniques,
+            foreign_keys,
+            indexes,
+        });
+    }
+    Ok(Schema { tables })
+}
+
+/// `pg_constraint`'s one-letter referential action, spelled out.
+fn action(code: &str) -> String {
+    match code {
+        "r" => "RESTRICT",
+        "c" => "CASCADE",
+        "n" => "SET NULL",
+        "d" => "SET DEFAULT",
+        _ => "NO ACTION",
+    }
+    .to_string()
+}

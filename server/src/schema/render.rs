@@ -1,0 +1,132 @@
+//! A [`Schema`] as SQL both engines run: `CREATE TABLE` (parents before the tables that
+//! reference them) and `CREATE INDEX`, in a stable order, so the file reads well in review
+//! and changes only where the schema does.
+
+use super::normalize::ident;
+use super::{Schema, TableDef};
+
+/// The statements that create `schema`, after a `header` of comment lines.
+pub fn render(schema: &Schema, header: &str) -> String {
+    let mut out = String::new();
+    for line in header.lines() {
+        out.push_str(&format!("-- {line}\n").replace("-- \n", "--\n"));
+    }
+    for table in in_dependency_order(schema) {
+        out.push('\n');
+        out.push_str(&create_table(table));
+        for index in &table.indexes {
+            out.push_str(&format!(
+                "CREATE {}INDEX {} ON {} ({});\n",
+                if index.unique { "UNIQUE " } else { "" },
+                ident(&index.name),
+                ident(&table.name),
+                index
+                    .columns
+                    .iter()
+                    .map(|c| ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// `CREATE TABLE` with its columns and table constraints.
+pub fn create_table(table: &TableDef) -> String {
+    let mut lines: Vec<String> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let mut line = format!("{} {}", ident(&c.name), c.data_type);
+            if c.not_null {
+                line.push_str(" NOT NULL");
+            }
+            if let Some(default) = &c.default {
+                line.push_str(&format!(" DEFAULT {default}"));
+            }
+            line
+        })
+        .collect();
+    let list = |columns: &[String]| {
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !table.primary_key.is_empty() {
+        lines.push(format!("PRIMARY KEY ({})", list(&table.primary_key)));
+    }
+    for unique in &table.uniques {
+        lines.push(format!("UNIQUE ({})", list(unique)));
+    }
+    for fk in &table.foreign_keys {
+        let mut line = format!(
+            "FOREIGN KEY ({}) REFERENCES {} ({})",
+            list(&fk.columns),
+            ident(&fk.references),
+            list(&fk.referenced_columns)
+        );
+        if fk.on_delete != "NO ACTION" {
+            line.push_str(&format!(" ON DELETE {}", fk.on_delete));
+        }
+        if fk.on_update != "NO ACTION" {
+            line.push_str(&format!(" ON UPDATE {}", fk.on_update));
+        }
+        lines.push(line);
+    }
+    format!(
+        "CREATE TABLE {} (\n    {}\n);\n",
+        ident(&table.name),
+        lines.join(",\n    ")
+    )
+}
+
+/// Tables by name, each after the tables it references (a cycle keeps name order).
+fn in_dependency_order(schema: &Schema) -> Vec<&TableDef> {
+    let mut left: Vec<&TableDef> = schema.tables.iter().collect();
+    let mut ordered: Vec<&TableDef> = Vec::new();
+    while !left.is_empty() {
+        let ready = left.iter().position(|t| {
+            t.foreign_keys.iter().all(|fk| {
+                fk.references == t.name
+                    || ordered.iter().any(|o| o.name == fk.references)
+                    || !left.iter().any(|l| l.name == fk.references)
+            })
+        });
+        ordered.push(left.remove(ready.unwrap_or(0)));
+    }
+    ordered
+}
+
+/// The lines that differ between `old` and `new`, `-` for old and `+` for new, in order
+/// (a longest-common-subsequence diff; schema files are small).
+pub fn line_diff(old: &str, new: &str) -> Vec<String> {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+ {}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("- {}", a[i]));
+            i += 1;
+        }
+    }
+    out
+}

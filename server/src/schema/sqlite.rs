@@ -1,0 +1,120 @@
+//! Reading a SQLite database's schema: `pragma_table_list`, `pragma_table_xinfo`,
+//! `pragma_index_list`, `pragma_index_info` and `pragma_foreign_key_list`.
+
+use sqlx::{Row, SqliteConnection};
+
+use super::normalize;
+use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef};
+use crate::migrations::HISTORY_TABLE;
+
+pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table' \
+         AND lower(substr(name, 1, 7)) <> 'sqlite_' AND name <> $1 ORDER BY name",
+    )
+    .bind(HISTORY_TABLE)
+    .fetch_all(&mut *c)
+    .await?;
+    let mut tables = Vec::new();
+    for name in names {
+        let mut columns = Vec::new();
+        let mut key: Vec<(i64, String)> = Vec::new();
+        for row in sqlx::query(
+            "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_xinfo($1) \
+             WHERE hidden = 0 ORDER BY cid",
+        )
+        .bind(&name)
+        .fetch_all(&mut *c)
+        .await?
+        {
+            let column: String = row.try_get(0)?;
+            let pk: i64 = row.try_get(4)?;
+            if pk > 0 {
+                key.push((pk, column.clone()));
+            }
+            columns.push(ColumnDef {
+                name: column,
+                data_type: normalize::data_type(&row.try_get::<String, _>(1)?),
+                not_null: row.try_get::<i64, _>(2)? != 0,
+                default: row
+                    .try_get::<Option<String>, _>(3)?
+                    .map(|d| normalize::default(&d)),
+            });
+        }
+        key.sort();
+        let primary_key: Vec<String> = key.into_iter().map(|(_, c)| c).collect();
+
+        let mut uniques = Vec::new();
+        let mut indexes = Vec::new();
+        let list: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT name, \"unique\", origin FROM pragma_index_list($1) ORDER BY name",
+        )
+        .bind(&name)
+        .fetch_all(&mut *c)
+        .await?;
+        for (index, unique, origin) in list {
+            let columns: Vec<String> = sqlx::query_scalar(
+                "SELECT coalesce(name, '(expression)') FROM pragma_index_info($1) ORDER BY seqno",
+            )
+            .bind(&index)
+            .fetch_all(&mut *c)
+            .await?;
+            match origin.as_str() {
+                "pk" => {}
+                "u" => uniques.push(columns),
+                _ => indexes.push(IndexDef {
+                    name: index,
+                    columns,
+                    unique: unique != 0,
+                }),
+            }
+        }
+
+        let mut foreign_keys: Vec<ForeignKey> = Vec::new();
+        let rows: Vec<(i64, String, String, Option<String>, String, String)> = sqlx::query_as(
+            "SELECT id, \"table\", \"from\", \"to\", on_delete, on_update \
+             FROM pragma_foreign_key_list($1) ORDER BY id, seq",
+        )
+        .bind(&name)
+        .fetch_all(&mut *c)
+        .await?;
+        let mut current: Option<i64> = None;
+        for (id, parent, from, to, on_delete, on_update) in rows {
+            if current != Some(id) {
+                current = Some(id);
+                foreign_keys.push(ForeignKey {
+                    columns: Vec::new(),
+                    references: parent.clone(),
+                    referenced_columns: Vec::new(),
+                    on_delete: on_delete.to_ascii_uppercase(),
+                    on_update: on_update.to_ascii_uppercase(),
+                });
+            }
+            if let Some(fk) = foreign_keys.last_mut() {
+                fk.columns.push(from);
+                fk.referenced_columns.push(to.unwrap_or_default());
+            }
+        }
+        // `REFERENCES parent` without columns means the parent's primary key.
+        for fk in &mut foreign_keys {
+            if fk.referenced_columns.iter().any(String::is_empty) {
+                let parent_key: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM pragma_table_info($1) WHERE pk > 0 ORDER BY pk",
+                )
+                .bind(&fk.references)
+                .fetch_all(&mut *c)
+                .await?;
+                fk.referenced_columns = parent_key;
+            }
+        }
+        tables.push(TableDef {
+            name,
+            columns,
+            primary_key,
+            uniques,
+            foreign_keys,
+            indexes,
+        });
+    }
+    Ok(Schema { tables })
+}
