@@ -331,12 +331,30 @@ async fn round_trip(
 pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx::Error> {
     let rows: Vec<String> = match conn {
         DbConn::Sqlite(c) => {
-            sqlx::query_scalar(
+            // Tables and indexes as the schema module spells them: a table rebuilt by a
+            // migration is the same table, whatever text created it.
+            let described = schema::read(crate::db::Target::Sqlite(c)).await?;
+            let mut rows: Vec<String> = sqlx::query_scalar(
                 "SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master \
-                 WHERE lower(substr(name, 1, 7)) <> 'sqlite_' AND tbl_name <> 'refinery_schema_history'",
+                 WHERE type IN ('view', 'trigger') AND lower(substr(name, 1, 7)) <> 'sqlite_'",
             )
             .fetch_all(&mut **c)
-            .await?
+            .await?;
+            for table in &described.tables {
+                rows.push(format!(
+                    "table {}: {}",
+                    table.name,
+                    schema::create_table(table)
+                ));
+                for index in &table.indexes {
+                    rows.push(format!(
+                        "index {}: {}",
+                        index.name,
+                        schema::create_index(&table.name, index)
+                    ));
+                }
+            }
+            rows
         }
         DbConn::Postgres(c) => {
             sqlx::query_scalar(

@@ -88,6 +88,12 @@ pub struct DbStatus {}
 pub struct DbMigrate {
     /// Name of the migration, in snake_case (e.g. `add_users`).
     pub name: String,
+    /// Write the SQL too: what turns the schema the migrations produce into `migrations/schema.sql` (and back, in the down script).
+    #[arg(long)]
+    pub autogenerate: bool,
+    /// With --autogenerate: write destructive steps (dropping a table or a column, narrowing a type) as SQL instead of commented out.
+    #[arg(long, requires = "autogenerate")]
+    pub allow_destructive: bool,
 }
 
 /// `db-upgrade`.

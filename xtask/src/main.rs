@@ -106,7 +106,7 @@ fn main() -> ExitCode {
         match flags.command {
             Command::DbInit(cmd) => cmd.run(&project).await,
             Command::DbStatus(cmd) => return cmd.run(&project).await,
-            Command::DbMigrate(cmd) => cmd.run(&project),
+            Command::DbMigrate(cmd) => cmd.run(&project).await,
             Command::DbUpgrade(cmd) => cmd.run(&project).await,
             Command::DbDowngrade(cmd) => cmd.run(&project).await,
             Command::DbReset(cmd) => cmd.run(&project).await,

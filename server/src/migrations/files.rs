@@ -191,7 +191,12 @@ pub fn dir_in(root: &Path) -> PathBuf {
 /// Creates the next migration pair in `dir` from a template; returns (up, down) paths.
 ///
 /// Rejects names that are not `snake_case` and names already used by a migration.
-pub fn scaffold(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), MigrationError> {
+/// With `body`, the files hold that up and down SQL (autogenerate) instead of a template.
+pub fn scaffold(
+    dir: &Path,
+    name: &str,
+    body: Option<(&str, &str)>,
+) -> Result<(PathBuf, PathBuf), MigrationError> {
     if !is_snake_case(name) {
         return Err(MigrationError::Files(format!(
             "migration name `{name}` is not snake_case (lowercase letters, digits and single underscores, starting with a letter), e.g. `add_users`"
@@ -229,26 +234,29 @@ pub fn scaffold(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), MigrationE
             .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
             .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", path.display())))
     };
-    write(
-        &up,
-        format!(
-            "-- {id}: describe the change here.\n\
-             -- Runs in one transaction with its history row; keep it valid on SQLite and PostgreSQL.\n"
+    let (up_text, down_text) = match body {
+        Some((up_sql, down_sql)) => (
+            format!("-- {id}: {up_sql}"),
+            format!("-- Reverts {id}: {down_sql}"),
         ),
-    )?;
+        None => (
+            format!(
+                "-- {id}: describe the change here.\n\
+                 -- Runs in one transaction with its history row; keep it valid on SQLite and PostgreSQL.\n"
+            ),
+            format!(
+                "-- Reverts {id}: undo exactly what {id}.sql does, in reverse order.\n\
+                 -- `cargo xtask db-check` verifies that up, down, up gives back the same schema.\n"
+            ),
+        ),
+    };
+    write(&up, up_text)?;
     // Both files or neither: a half-created pair would break the set.
     let undo_up = |e| {
         let _ = std::fs::remove_file(&up);
         e
     };
-    write(
-        &down,
-        format!(
-            "-- Reverts {id}: undo exactly what {id}.sql does, in reverse order.\n\
-             -- `cargo xtask db-check` verifies that up, down, up gives back the same schema.\n"
-        ),
-    )
-    .map_err(undo_up)?;
+    write(&down, down_text).map_err(undo_up)?;
     Ok((up, down))
 }
 

@@ -130,35 +130,51 @@ pub async fn downgrade(
     }
     let mut outcome = Outcome::default();
     for migration in to_revert {
-        let mut tx = lock(conn).await?;
-        let newest = history(&mut tx).await?.last().map(|row| row.version);
-        if newest < Some(migration.version) {
-            // Another process rolled it back meanwhile.
-            tx.rollback().await?;
-            continue;
-        }
-        if newest != Some(migration.version) {
-            tx.rollback().await?;
-            return Err(MigrationError::Target(format!(
-                "another process applied migrations while rolling back to {to}; run the command again"
-            )));
-        }
         let down = migration.down.as_deref().unwrap_or_default();
-        let result = async {
-            tx.execute_script(down).await?;
-            tx.execute_script(&format!(
-                "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
-                migration.version
-            ))
-            .await
-        }
-        .await;
-        let result = match result {
-            Ok(()) => tx.commit().await,
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
+        let keys_off = foreign_keys_off(conn, down);
+        let step = with_foreign_keys_off(conn, keys_off, async |conn| {
+            let mut tx = lock(conn).await?;
+            let newest = history(&mut tx).await?.last().map(|row| row.version);
+            if newest < Some(migration.version) {
+                // Another process rolled it back meanwhile.
+                tx.rollback().await?;
+                return Ok(Step::Skipped);
             }
+            if newest != Some(migration.version) {
+                tx.rollback().await?;
+                return Ok(Step::Raced);
+            }
+            let result = async {
+                tx.execute_script(down).await?;
+                tx.execute_script(&format!(
+                    "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
+                    migration.version
+                ))
+                .await?;
+                if keys_off {
+                    foreign_key_check(&mut tx).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => tx.commit().await.map(|()| Step::Done),
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        let result = match step {
+            Ok(Step::Skipped) => continue,
+            Ok(Step::Raced) => {
+                return Err(MigrationError::Target(format!(
+                    "another process applied migrations while rolling back to {to}; run the command again"
+                )));
+            }
+            Ok(Step::Done) => Ok(()),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             let reason = describe_driver_error(&e, Some(down));
@@ -185,6 +201,63 @@ pub async fn downgrade(
         tx.commit().await?;
     }
     Ok(outcome)
+}
+
+/// How one rollback went.
+enum Step {
+    Done,
+    /// Another process rolled it back meanwhile.
+    Skipped,
+    /// Another process applied migrations meanwhile.
+    Raced,
+}
+
+/// Whether `script` asks for SQLite's foreign keys off around it (the table rebuild that
+/// `db-migrate --autogenerate` writes).
+fn foreign_keys_off(conn: &DbConn, script: &str) -> bool {
+    conn.kind() == crate::url::DbKind::Sqlite
+        && script
+            .lines()
+            .any(|l| l.trim() == crate::schema::FOREIGN_KEYS_OFF)
+}
+
+/// Runs `work` with SQLite's foreign keys off when `off` (the pragma only works outside
+/// a transaction), and on again afterwards.
+async fn with_foreign_keys_off<T>(
+    conn: &mut DbConn,
+    off: bool,
+    work: impl AsyncFnOnce(&mut DbConn) -> Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    if off {
+        conn.execute_script("PRAGMA foreign_keys = OFF").await?;
+    }
+    let result = work(conn).await;
+    let restored = match off {
+        true => conn.execute_script("PRAGMA foreign_keys = ON").await,
+        false => Ok(()),
+    };
+    let value = result?;
+    restored?;
+    Ok(value)
+}
+
+/// Fails when a row's foreign key points at nothing, as SQLite's procedure requires
+/// before committing a rebuild made with foreign keys off.
+async fn foreign_key_check(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
+    let DbTx::Sqlite(c) = tx else {
+        return Ok(());
+    };
+    let violation: Option<(String, Option<i64>, String)> =
+        sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 1")
+            .fetch_optional(&mut **c)
+            .await?;
+    match violation {
+        None => Ok(()),
+        Some((table, rowid, parent)) => Err(sqlx::Error::InvalidArgument(format!(
+            "FOREIGN KEY constraint failed: row {} of {table} points at a row missing from {parent}",
+            rowid.map_or("?".into(), |r| r.to_string())
+        ))),
+    }
 }
 
 /// The driver's own description of a refinery failure (`script`: the migration it ran,
@@ -257,25 +330,37 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
             self.next += 1;
             migration
         };
-        let mut tx = lock(self.conn).await?;
-        if let Some(migration) = migration
-            && history(&mut tx)
-                .await?
-                .iter()
-                .any(|row| row.version == migration.version)
-        {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        for query in &queries {
-            if let Err(e) = tx.execute_script(query).await {
-                // The engine may have rolled back already (e.g. SQLite on a full disk):
-                // report the statement's error, not the failed rollback.
+        let keys_off = migration.is_some_and(|m| foreign_keys_off(self.conn, &m.up));
+        let result = with_foreign_keys_off(self.conn, keys_off, async |conn| {
+            let mut tx = lock(conn).await?;
+            if let Some(migration) = migration
+                && history(&mut tx)
+                    .await?
+                    .iter()
+                    .any(|row| row.version == migration.version)
+            {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            for query in &queries {
+                if let Err(e) = tx.execute_script(query).await {
+                    // The engine may have rolled back already (e.g. SQLite on a full
+                    // disk): report the statement's error, not the failed rollback.
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
+            }
+            if keys_off && let Err(e) = foreign_key_check(&mut tx).await {
                 let _ = tx.rollback().await;
                 return Err(e);
             }
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await?;
+        if !result {
+            return Ok(0);
         }
-        tx.commit().await?;
         if let Some(migration) = migration {
             self.outcome.changed.push(migration.id());
         }

@@ -11,16 +11,19 @@
 //! | `normalize` | one spelling for types and defaults |
 //! | `render` | the description as `CREATE TABLE` / `CREATE INDEX` statements |
 //! | `file` | `migrations/schema.sql`: its statements, applied with their line numbers |
+//! | `diff` | autogenerate: the migration and down script from one schema to another |
 
+mod diff;
 mod file;
 mod normalize;
 mod postgres;
 mod render;
 mod sqlite;
 
+pub use diff::{FOREIGN_KEYS_OFF, Generated, generate};
 pub use file::{FILE_NAME, apply, write};
 pub use normalize::unshared;
-pub use render::{line_diff, render};
+pub use render::{create_index, create_table, line_diff, render};
 
 use crate::db::Target;
 

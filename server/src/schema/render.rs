@@ -3,7 +3,7 @@
 //! and changes only where the schema does.
 
 use super::normalize::ident;
-use super::{Schema, TableDef};
+use super::{IndexDef, Schema, TableDef};
 
 /// The statements that create `schema`, after a `header` of comment lines.
 pub fn render(schema: &Schema, header: &str) -> String {
@@ -15,21 +15,27 @@ pub fn render(schema: &Schema, header: &str) -> String {
         out.push('\n');
         out.push_str(&create_table(table));
         for index in &table.indexes {
-            out.push_str(&format!(
-                "CREATE {}INDEX {} ON {} ({});\n",
-                if index.unique { "UNIQUE " } else { "" },
-                ident(&index.name),
-                ident(&table.name),
-                index
-                    .columns
-                    .iter()
-                    .map(|c| ident(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            out.push_str(&create_index(&table.name, index));
+            out.push('\n');
         }
     }
     out
+}
+
+/// `CREATE [UNIQUE] INDEX` for an index of `table`.
+pub fn create_index(table: &str, index: &IndexDef) -> String {
+    format!(
+        "CREATE {}INDEX {} ON {} ({});",
+        if index.unique { "UNIQUE " } else { "" },
+        ident(&index.name),
+        ident(table),
+        index
+            .columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// `CREATE TABLE` with its columns and table constraints.

@@ -1,0 +1,524 @@
+//! Autogenerate: the migration (and its down script) that turns one schema into another.
+//!
+//! Creating and dropping tables and indexes, adding and dropping plain columns are written
+//! once for both engines. Changing a column (type, `NOT NULL`, default) or a table's keys
+//! is `ALTER TABLE … ALTER COLUMN` / `ADD|DROP CONSTRAINT` on PostgreSQL, and on SQLite,
+//! which cannot alter them, the documented table rebuild: new table, copy, drop, rename,
+//! indexes again — with foreign keys checked once at the end (the runner's
+//! [`FOREIGN_KEYS_OFF`] directive). Destructive steps are commented out unless allowed.
+
+use super::normalize::ident;
+use super::render::{create_index, create_table};
+use super::{ColumnDef, Schema, TableDef};
+use crate::url::DbKind;
+
+/// A line in a SQLite migration that makes the runner turn foreign keys off around it and
+/// run `PRAGMA foreign_key_check` before commit (SQLite's table-rebuild procedure).
+pub const FOREIGN_KEYS_OFF: &str = "-- db: foreign-keys-off";
+
+/// Marks a destructive statement written as a comment.
+const DESTRUCTIVE: &str = "-- DESTRUCTIVE (generate with --allow-destructive): ";
+
+/// A generated migration.
+#[derive(Debug, Clone, Default)]
+pub struct Generated {
+    /// The up script.
+    pub up: String,
+    /// The down script.
+    pub down: String,
+    /// Set when some step only runs on this engine.
+    pub engine: Option<DbKind>,
+    /// What was left commented out as destructive, one line each.
+    pub destructive: Vec<String>,
+    /// What a human should look at (possible renames, lost data).
+    pub notes: Vec<String>,
+}
+
+/// One step: its SQL, whether it destroys data, and whether both engines run it.
+struct Step {
+    sql: String,
+    destructive: Option<String>,
+    portable: bool,
+}
+
+impl Step {
+    fn portable(sql: String) -> Self {
+        Self {
+            sql,
+            destructive: None,
+            portable: true,
+        }
+    }
+}
+
+/// The migration from `from` (what the migrations produce) to `to` (the declared schema)
+/// for `engine`; `None` when they are the same.
+pub fn generate(
+    from: &Schema,
+    to: &Schema,
+    engine: DbKind,
+    allow_destructive: bool,
+) -> Option<Generated> {
+    if from == to {
+        return None;
+    }
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    let mut notes = Vec::new();
+    let dropped: Vec<&TableDef> = from
+        .tables
+        .iter()
+        .filter(|t| to.table(&t.name).is_none())
+        .collect();
+    let created: Vec<&TableDef> = to
+        .tables
+        .iter()
+        .filter(|t| from.table(&t.name).is_none())
+        .collect();
+    if !dropped.is_empty() && !created.is_empty() {
+        notes.push(format!(
+            "tables dropped ({}) and created ({}) in one change: if that is a rename, write `ALTER TABLE … RENAME TO …` instead, or the rows are lost",
+            names(&dropped),
+            names(&created)
+        ));
+    }
+    for table in &created {
+        up.push(Step::portable(create_with_indexes(table)));
+        down.insert(
+            0,
+            Step::portable(format!("DROP TABLE {};", ident(&table.name))),
+        );
+    }
+    for table in from
+        .tables
+        .iter()
+        .filter_map(|f| to.table(&f.name).map(|t| (f, t)))
+    {
+        let (old, new) = table;
+        if old == new {
+            continue;
+        }
+        change_table(old, new, engine, &mut up, &mut down, &mut notes);
+    }
+    for table in dropped.iter().rev() {
+        up.push(Step {
+            sql: format!("DROP TABLE {};", ident(&table.name)),
+            destructive: Some(format!("drop table {} and its rows", table.name)),
+            portable: true,
+        });
+        down.insert(
+            0,
+            Step::portable(format!(
+                "-- The rows of {} cannot come back: this recreates the empty table.\n{}",
+                table.name,
+                create_with_indexes(table)
+            )),
+        );
+    }
+    let engine_only = up
+        .iter()
+        .chain(&down)
+        .any(|s| !s.portable)
+        .then_some(engine);
+    let mut destructive = Vec::new();
+    let up = write(&up, allow_destructive, &mut destructive);
+    let down = write(&down, true, &mut Vec::new());
+    Some(Generated {
+        up,
+        down,
+        engine: engine_only,
+        destructive,
+        notes,
+    })
+}
+
+fn names(tables: &[&TableDef]) -> String {
+    tables
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The steps as a script; destructive ones commented out unless allowed.
+fn write(steps: &[Step], allow_destructive: bool, skipped: &mut Vec<String>) -> String {
+    let mut out = String::new();
+    for step in steps {
+        match (&step.destructive, allow_destructive) {
+            (Some(what), false) => {
+                skipped.push(what.clone());
+                for line in step.sql.lines() {
+                    out.push_str(DESTRUCTIVE);
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            _ => {
+                out.push_str(&step.sql);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+fn create_with_indexes(table: &TableDef) -> String {
+    let mut sql = create_table(table).trim_end().to_string();
+    for index in &table.indexes {
+        sql.push('\n');
+        sql.push_str(&create_index(&table.name, index));
+    }
+    sql
+}
+
+/// Steps that turn table `old` into `new` (same name).
+fn change_table(
+    old: &TableDef,
+    new: &TableDef,
+    engine: DbKind,
+    up: &mut Vec<Step>,
+    down: &mut Vec<Step>,
+    notes: &mut Vec<String>,
+) {
+    let t = ident(&new.name);
+    let added: Vec<&ColumnDef> = new
+        .columns
+        .iter()
+        .filter(|c| old.column(&c.name).is_none())
+        .collect();
+    let removed: Vec<&ColumnDef> = old
+        .columns
+        .iter()
+        .filter(|c| new.column(&c.name).is_none())
+        .collect();
+    if !added.is_empty() && !removed.is_empty() {
+        notes.push(format!(
+            "table {}: columns dropped ({}) and added ({}): if that is a rename, write `ALTER TABLE … RENAME COLUMN … TO …` instead, or the values are lost",
+            new.name,
+            removed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+            added.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let changed: Vec<(&ColumnDef, &ColumnDef)> = new
+        .columns
+        .iter()
+        .filter_map(|c| old.column(&c.name).filter(|o| *o != c).map(|o| (o, c)))
+        .collect();
+    let keys_changed = old.primary_key != new.primary_key
+        || old.uniques != new.uniques
+        || old.foreign_keys != new.foreign_keys;
+    // What ALTER TABLE … ADD/DROP COLUMN does alike on both engines.
+    let simple = !keys_changed
+        && changed.is_empty()
+        && added.iter().all(|c| can_add_column(c))
+        && removed.iter().all(|c| can_drop_column(old, c));
+    // A SQLite rebuild drops the old indexes with the table and creates the new ones.
+    let indexes_apart = simple || engine == DbKind::Postgres;
+    if indexes_apart {
+        // First out, last in: a dropped column may be indexed.
+        for index in old.indexes.iter().filter(|i| !new.indexes.contains(i)) {
+            up.push(Step::portable(format!(
+                "DROP INDEX {};",
+                ident(&index.name)
+            )));
+            down.insert(0, Step::portable(create_index(&old.name, index)));
+        }
+    }
+    if simple {
+        for column in &added {
+            up.push(Step::portable(format!(
+                "ALTER TABLE {t} ADD COLUMN {};",
+                column_sql(column)
+            )));
+            down.insert(
+                0,
+                Step::portable(format!(
+                    "ALTER TABLE {t} DROP COLUMN {};",
+                    ident(&column.name)
+                )),
+            );
+        }
+        for column in &removed {
+            up.push(Step {
+                sql: format!("ALTER TABLE {t} DROP COLUMN {};", ident(&column.name)),
+                destructive: Some(format!(
+                    "drop column {}.{} and its values",
+                    new.name, column.name
+                )),
+                portable: true,
+            });
+            down.insert(
+                0,
+                Step::portable(format!(
+                    "-- The values of {}.{} cannot come back.\nALTER TABLE {t} ADD COLUMN {};",
+                    new.name,
+                    column.name,
+                    column_sql(column)
+                )),
+            );
+        }
+    } else {
+        let destructive = (!removed.is_empty()
+            || changed
+                .iter()
+                .any(|(o, n)| narrows(&o.data_type, &n.data_type)))
+        .then(|| format!("rebuild table {} (drops or narrows columns)", new.name));
+        let (forward, backward) = match engine {
+            DbKind::Sqlite => (rebuild(old, new), rebuild(new, old)),
+            DbKind::Postgres => alter_pg(old, new, &added, &removed, &changed),
+        };
+        up.push(Step {
+            sql: forward,
+            destructive,
+            portable: false,
+        });
+        down.insert(
+            0,
+            Step {
+                sql: backward,
+                destructive: None,
+                portable: false,
+            },
+        );
+    }
+    if indexes_apart {
+        for index in new.indexes.iter().filter(|i| !old.indexes.contains(i)) {
+            up.push(Step::portable(create_index(&new.name, index)));
+            down.insert(
+                0,
+                Step::portable(format!("DROP INDEX {};", ident(&index.name))),
+            );
+        }
+    }
+}
+
+/// A column definition for `ADD COLUMN`.
+fn column_sql(c: &ColumnDef) -> String {
+    let mut sql = format!("{} {}", ident(&c.name), c.data_type);
+    if c.not_null {
+        sql.push_str(" NOT NULL");
+    }
+    if let Some(d) = &c.default {
+        sql.push_str(&format!(" DEFAULT {d}"));
+    }
+    sql
+}
+
+/// SQLite adds a column only without `NOT NULL` unless it has a constant default.
+fn can_add_column(c: &ColumnDef) -> bool {
+    let constant = c
+        .default
+        .as_deref()
+        .is_some_and(|d| !d.starts_with("CURRENT_") && !d.contains('('));
+    !c.not_null || constant
+}
+
+/// SQLite drops a column only when no key, index or foreign key uses it.
+fn can_drop_column(table: &TableDef, c: &ColumnDef) -> bool {
+    let name = &c.name;
+    !table.primary_key.contains(name)
+        && !table.uniques.iter().any(|u| u.contains(name))
+        && !table.indexes.iter().any(|i| i.columns.contains(name))
+        && !table.foreign_keys.iter().any(|f| f.columns.contains(name))
+}
+
+/// A type change that may not keep every value (anything but a known widening).
+fn narrows(from: &str, to: &str) -> bool {
+    let rank = |t: &str| match t {
+        "SMALLINT" => Some(1),
+        "INTEGER" => Some(2),
+        "BIGINT" => Some(3),
+        _ => None,
+    };
+    let length = |t: &str| {
+        t.strip_prefix("VARCHAR(")
+            .and_then(|n| n.strip_suffix(')'))
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let widens = match (from, to) {
+        _ if from == to => true,
+        (_, "TEXT") => length(from).is_some() || from == "TEXT",
+        ("REAL", "DOUBLE PRECISION") => true,
+        _ => match (rank(from), rank(to), length(from), length(to)) {
+            (Some(a), Some(b), _, _) => b >= a,
+            (_, _, Some(a), Some(b)) => b >= a,
+            _ => false,
+        },
+    };
+    !widens
+}
+
+/// SQLite's table rebuild from `old` to `new`: the columns both have are copied.
+fn rebuild(old: &TableDef, new: &TableDef) -> String {
+    let t = ident(&new.name);
+    let temp = ident(&format!("{}__new", new.name));
+    let mut staged = new.clone();
+    staged.name = format!("{}__new", new.name);
+    staged.indexes.clear();
+    let common: Vec<&ColumnDef> = new
+        .columns
+        .iter()
+        .filter(|c| old.column(&c.name).is_some())
+        .collect();
+    let into: Vec<String> = common.iter().map(|c| ident(&c.name)).collect();
+    // A column that becomes NOT NULL takes its default where it was NULL.
+    let from: Vec<String> = common
+        .iter()
+        .map(|c| match (&c.default, c.not_null) {
+            (Some(d), true) => format!("coalesce({}, {d})", ident(&c.name)),
+            _ => ident(&c.name),
+        })
+        .collect();
+    let mut sql = format!(
+        "{FOREIGN_KEYS_OFF}\n-- For SQLite only: it cannot alter a column or a key, so {} is rebuilt (copy, drop, rename).\n{}",
+        new.name,
+        create_table(&staged)
+    );
+    sql.push_str(&format!(
+        "INSERT INTO {temp} ({}) SELECT {} FROM {t};\nDROP TABLE {t};\nALTER TABLE {temp} RENAME TO {t};",
+        into.join(", "),
+        from.join(", ")
+    ));
+    for index in &new.indexes {
+        sql.push('\n');
+        sql.push_str(&create_index(&new.name, index));
+    }
+    sql
+}
+
+/// PostgreSQL's `ALTER TABLE` from `old` to `new`, and back.
+fn alter_pg(
+    old: &TableDef,
+    new: &TableDef,
+    added: &[&ColumnDef],
+    removed: &[&ColumnDef],
+    changed: &[(&ColumnDef, &ColumnDef)],
+) -> (String, String) {
+    let t = ident(&new.name);
+    let mut forward = vec![format!(
+        "-- For PostgreSQL only: {} changes in place.",
+        new.name
+    )];
+    let mut backward = vec![format!(
+        "-- For PostgreSQL only: {} changes back.",
+        new.name
+    )];
+    // Constraints go first and come back last: they may use the changed columns.
+    forward.extend(drop_constraints(old, new));
+    backward.extend(drop_constraints(new, old));
+    for c in added {
+        forward.push(format!("ALTER TABLE {t} ADD COLUMN {};", column_sql(c)));
+        backward.push(format!("ALTER TABLE {t} DROP COLUMN {};", ident(&c.name)));
+    }
+    for c in removed {
+        forward.push(format!("ALTER TABLE {t} DROP COLUMN {};", ident(&c.name)));
+        backward.push(format!("ALTER TABLE {t} ADD COLUMN {};", column_sql(c)));
+    }
+    for (o, n) in changed {
+        forward.extend(alter_column(&t, o, n));
+        backward.extend(alter_column(&t, n, o));
+    }
+    forward.extend(add_constraints(old, new));
+    backward.extend(add_constraints(new, old));
+    (forward.join("\n"), backward.join("\n"))
+}
+
+fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
+    let c = ident(&n.name);
+    let mut sql = Vec::new();
+    if o.data_type != n.data_type {
+        sql.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::{ty};",
+            ty = n.data_type
+        ));
+    }
+    if o.default != n.default {
+        sql.push(match &n.default {
+            Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {d};"),
+            None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"),
+        });
+    }
+    if o.not_null != n.not_null {
+        if let (true, Some(d)) = (n.not_null, &n.default) {
+            sql.push(format!("UPDATE {t} SET {c} = {d} WHERE {c} IS NULL;"));
+        }
+        sql.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} {} NOT NULL;",
+            if n.not_null { "SET" } else { "DROP" }
+        ));
+    }
+    sql
+}
+
+/// PostgreSQL's default constraint names, which the declared schema does not spell.
+fn constraint_name(table: &str, columns: &[String], suffix: &str) -> String {
+    let name = match suffix {
+        "pkey" => format!("{table}_pkey"),
+        _ => format!("{table}_{}_{suffix}", columns.join("_")),
+    };
+    ident(&name.chars().take(63).collect::<String>())
+}
+
+fn drop_constraints(old: &TableDef, new: &TableDef) -> Vec<String> {
+    let t = ident(&old.name);
+    let mut sql = Vec::new();
+    for fk in old
+        .foreign_keys
+        .iter()
+        .filter(|f| !new.foreign_keys.contains(f))
+    {
+        sql.push(format!(
+            "ALTER TABLE {t} DROP CONSTRAINT {};",
+            constraint_name(&old.name, &fk.columns, "fkey")
+        ));
+    }
+    for unique in old.uniques.iter().filter(|u| !new.uniques.contains(u)) {
+        sql.push(format!(
+            "ALTER TABLE {t} DROP CONSTRAINT {};",
+            constraint_name(&old.name, unique, "key")
+        ));
+    }
+    if old.primary_key != new.primary_key && !old.primary_key.is_empty() {
+        sql.push(format!(
+            "ALTER TABLE {t} DROP CONSTRAINT {};",
+            constraint_name(&old.name, &[], "pkey")
+        ));
+    }
+    sql
+}
+
+fn add_constraints(old: &TableDef, new: &TableDef) -> Vec<String> {
+    let t = ident(&new.name);
+    let list = |c: &[String]| c.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let mut sql = Vec::new();
+    if old.primary_key != new.primary_key && !new.primary_key.is_empty() {
+        sql.push(format!(
+            "ALTER TABLE {t} ADD PRIMARY KEY ({});",
+            list(&new.primary_key)
+        ));
+    }
+    for unique in new.uniques.iter().filter(|u| !old.uniques.contains(u)) {
+        sql.push(format!("ALTER TABLE {t} ADD UNIQUE ({});", list(unique)));
+    }
+    for fk in new
+        .foreign_keys
+        .iter()
+        .filter(|f| !old.foreign_keys.contains(f))
+    {
+        let mut line = format!(
+            "ALTER TABLE {t} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
+            list(&fk.columns),
+            ident(&fk.references),
+            list(&fk.referenced_columns)
+        );
+        if fk.on_delete != "NO ACTION" {
+            line.push_str(&format!(" ON DELETE {}", fk.on_delete));
+        }
+        if fk.on_update != "NO ACTION" {
+            line.push_str(&format!(" ON UPDATE {}", fk.on_update));
+        }
+        line.push(';');
+        sql.push(line);
+    }
+    sql
+}
