@@ -173,3 +173,198 @@ fn from_db_describes_a_database_made_by_hand() {
         "{text}"
     );
 }
+
+/// Edits `schema.sql` with `edit`, autogenerates `name`, applies it, and checks: the
+/// database's schema equals the declared one, the rows survived, the down script brings
+/// back the previous schema. Returns the generated up script.
+fn autogenerate_round_trip(
+    project: &Project,
+    env: &[(&str, &str)],
+    name: &str,
+    edit: impl Fn(&str) -> String,
+    extra: &[&str],
+) -> String {
+    let path = project.path().join("migrations/schema.sql");
+    let before = schema_file(project);
+    std::fs::write(&path, edit(&before)).unwrap();
+    let mut args = vec!["db-migrate", name, "--autogenerate"];
+    args.extend_from_slice(extra);
+    let run = project.xtask_with(&args, env);
+    run.ok();
+    let up = std::fs::read_dir(project.path().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.ends_with(&format!("__{name}.sql"))
+        })
+        .expect("the generated migration");
+    let up = std::fs::read_to_string(up).unwrap();
+    project.xtask_with(&["db-upgrade"], env).ok();
+    // Applied, the database is the declared schema.
+    project.xtask_with(&["db-schema", "--check"], env).ok();
+    project.xtask_with(&["db-check"], env).ok();
+    // Down and up again through the generated scripts.
+    project
+        .xtask_with(&["db-downgrade", "-y", "--no-backup"], env)
+        .ok();
+    project.xtask_with(&["db-upgrade"], env).ok();
+    up
+}
+
+/// Runs `sql` (a single value) on the project's database: SQLite, or PostgreSQL in `env`.
+fn value(project: &Project, env: &[(&str, &str)], sql: &str) -> String {
+    match env.first() {
+        Some((_, url)) => tests::psql(url, sql).unwrap(),
+        None => sqlite(&project.db_path(), sql).join("\n"),
+    }
+}
+
+/// Every operation in turn, on the engine of `env`, with a row in the table throughout.
+fn every_operation(env: &[(&str, &str)]) {
+    let project = rich_project();
+    project.xtask_with(&["db-schema"], env).ok();
+    project.xtask_with(&["db-init"], env).ok();
+    value(
+        &project,
+        env,
+        "INSERT INTO users (id, email, name) VALUES (1, 'a@example.com', 'Ann')",
+    );
+    // Nothing to do: says so, writes nothing.
+    let run = project.xtask_with(&["db-migrate", "nothing", "--autogenerate"], env);
+    assert!(run.ok().contains("nothing to generate"), "{}", run.stdout);
+
+    let up = autogenerate_round_trip(
+        &project,
+        env,
+        "add_tags",
+        |s| {
+            format!(
+                "{s}\nCREATE TABLE tags (\n    id BIGINT,\n    user_id BIGINT NOT NULL,\n    label VARCHAR(40) NOT NULL,\n    PRIMARY KEY (id),\n    FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE\n);\nCREATE UNIQUE INDEX tags_label ON tags (user_id, label);\n"
+            )
+        },
+        &[],
+    );
+    assert!(up.contains("Portable"), "{up}");
+    let up = autogenerate_round_trip(
+        &project,
+        env,
+        "add_nickname",
+        |s| {
+            s.replace(
+                "    ratio NUMERIC(5,2) DEFAULT 0.5,",
+                "    ratio NUMERIC(5,2) DEFAULT 0.5,\n    nickname TEXT NOT NULL DEFAULT 'none',",
+            )
+        },
+        &[],
+    );
+    assert!(
+        up.contains("ADD COLUMN nickname TEXT NOT NULL DEFAULT 'none'"),
+        "{up}"
+    );
+    autogenerate_round_trip(
+        &project,
+        env,
+        "index_active",
+        |s| {
+            s.replace(
+                "CREATE INDEX users_name ON users (name);",
+                "CREATE INDEX users_name ON users (name);\nCREATE INDEX users_active ON users (active);",
+            )
+        },
+        &[],
+    );
+    // Changing a column: a rebuild on SQLite, ALTER on PostgreSQL; the row stays, and
+    // takes the default where it was NULL.
+    let up = autogenerate_round_trip(
+        &project,
+        env,
+        "widen_score",
+        |s| {
+            s.replace(
+                "    score INTEGER DEFAULT -1,",
+                "    score BIGINT NOT NULL DEFAULT 0,",
+            )
+        },
+        &[],
+    );
+    let only = if env.is_empty() {
+        "For SQLite only"
+    } else {
+        "For PostgreSQL only"
+    };
+    assert!(up.contains(only), "{up}");
+    assert_eq!(
+        value(&project, env, "SELECT score FROM users WHERE id = 1"),
+        "-1",
+        "the row kept its value"
+    );
+    // Destructive: commented out unless allowed.
+    let path = project.path().join("migrations/schema.sql");
+    let before = schema_file(&project);
+    let without = before.replace("    nickname TEXT NOT NULL DEFAULT 'none',\n", "");
+    std::fs::write(&path, &without).unwrap();
+    let run = project.xtask_with(&["db-migrate", "drop_nickname", "--autogenerate"], env);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("left commented out (destructive): drop column users.nickname"),
+        "{}",
+        run.stderr
+    );
+    let generated = std::fs::read_dir(project.path().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("__drop_nickname"))
+        .collect::<Vec<_>>();
+    let up_text = generated
+        .iter()
+        .find(|p| !p.to_string_lossy().ends_with(".down.sql"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap();
+    assert!(
+        up_text.contains("-- DESTRUCTIVE (generate with --allow-destructive): ALTER TABLE users DROP COLUMN nickname;"),
+        "{up_text}"
+    );
+    for p in generated {
+        std::fs::remove_file(p).unwrap();
+    }
+    std::fs::write(&path, &before).unwrap();
+    autogenerate_round_trip(
+        &project,
+        env,
+        "drop_nickname",
+        |_| without.clone(),
+        &["--allow-destructive"],
+    );
+    autogenerate_round_trip(
+        &project,
+        env,
+        "drop_tags",
+        |s| {
+            let start = s.find("\nCREATE TABLE tags").unwrap();
+            let tail = "CREATE UNIQUE INDEX tags_label ON tags (user_id, label);\n";
+            let end = s.find(tail).unwrap() + tail.len();
+            format!("{}{}", &s[..start], &s[end..])
+        },
+        &["--allow-destructive"],
+    );
+    assert_eq!(
+        value(&project, env, "SELECT name FROM users WHERE id = 1"),
+        "Ann",
+        "the row survived every step"
+    );
+}
+
+#[test]
+fn autogenerate_every_operation_on_sqlite() {
+    every_operation(&[]);
+}
+
+#[test]
+fn autogenerate_every_operation_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    every_operation(&[("DATABASE_URL", &pg.url)]);
+}
