@@ -344,7 +344,7 @@ pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx
                 rows.push(format!(
                     "table {}: {}",
                     table.name,
-                    schema::create_table(table)
+                    schema::create_table(&schema::columns_by_name(table))
                 ));
                 for index in &table.indexes {
                     rows.push(format!(
@@ -391,7 +391,12 @@ pub async fn schema_of_migrations(
     set: &MigrationSet,
 ) -> Result<Schema, MaintenanceError> {
     on_scratch(settings, async |conn: &mut DbConn| {
-        migrations::upgrade(conn, set, None).await?;
+        migrations::upgrade(conn, set, None).await.map_err(|e| {
+            MaintenanceError::Check(format!(
+                "the migrations do not apply on a scratch {} database (the configured database is untouched): {e}",
+                settings.url.kind()
+            ))
+        })?;
         Ok(schema::read(conn.target()).await?)
     })
     .await
@@ -462,8 +467,8 @@ pub async fn schema_drift(
     let declared = schema_of_file(settings, &sql, &label).await?;
     let produced = schema_of_migrations(settings, set).await?;
     Ok(Some(schema::line_diff(
-        &schema::render(&declared, ""),
-        &schema::render(&produced, ""),
+        &schema::render_bare(&declared),
+        &schema::render_bare(&produced),
     )))
 }
 

@@ -71,8 +71,8 @@ fn drift_fails_the_check_and_db_check() {
     project.xtask(&["db-schema"]).ok();
     let path = project.path().join("migrations/schema.sql");
     let edited = schema_file(&project).replace(
-        "    team TEXT,",
-        "    team TEXT,\n    role TEXT NOT NULL DEFAULT 'member',",
+        "    team TEXT NOT NULL,",
+        "    team TEXT NOT NULL,\n    role TEXT NOT NULL DEFAULT 'member',",
     );
     std::fs::write(&path, edited).unwrap();
     let run = project.xtask(&["db-schema", "--check"]);
@@ -109,7 +109,7 @@ fn bad_declared_schemas_name_the_file_and_line() {
         |needle: &str, text: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let cases = [
         (
-            good.replace("    team TEXT,", "    team TEXT NOT NUL,"),
+            good.replace("    team TEXT NOT NULL,", "    team TEXT NOT NUL,"),
             "NOT NUL,",
             "syntax error",
         ),
@@ -119,7 +119,7 @@ fn bad_declared_schemas_name_the_file_and_line() {
             "only CREATE TABLE",
         ),
         (
-            good.replace("    team TEXT,", "    team DATETIME,"),
+            good.replace("    team TEXT NOT NULL,", "    team DATETIME,"),
             "DATETIME",
             "PostgreSQL does not have; use TIMESTAMP",
         ),
@@ -167,7 +167,7 @@ fn from_db_describes_a_database_made_by_hand() {
         run.stdout
     );
     let text = schema_file(&project);
-    assert!(text.contains("CREATE TABLE legacy (\n    id INTEGER,\n    label TEXT NOT NULL DEFAULT 'x',\n    PRIMARY KEY (id)\n);"), "{text}");
+    assert!(text.contains("CREATE TABLE legacy (\n    id INTEGER NOT NULL,\n    label TEXT NOT NULL DEFAULT 'x',\n    PRIMARY KEY (id)\n);"), "{text}");
     assert!(
         text.contains("CREATE INDEX legacy_label ON legacy (label);"),
         "{text}"
@@ -274,6 +274,26 @@ fn every_operation(env: &[(&str, &str)]) {
         },
         &[],
     );
+    // A foreign key added to a table with rows, then an index dropped.
+    autogenerate_round_trip(
+        &project,
+        env,
+        "add_manager",
+        |s| {
+            s.replace(
+                "    PRIMARY KEY (id),\n    UNIQUE (email)\n);",
+                "    manager_id BIGINT,\n    PRIMARY KEY (id),\n    UNIQUE (email),\n    FOREIGN KEY (manager_id) REFERENCES users (id) ON DELETE SET NULL\n);",
+            )
+        },
+        &[],
+    );
+    autogenerate_round_trip(
+        &project,
+        env,
+        "unindex_active",
+        |s| s.replace("CREATE INDEX users_active ON users (active);\n", ""),
+        &[],
+    );
     // Changing a column: a rebuild on SQLite, ALTER on PostgreSQL; the row stays, and
     // takes the default where it was NULL.
     let up = autogenerate_round_trip(
@@ -305,30 +325,25 @@ fn every_operation(env: &[(&str, &str)]) {
     let without = before.replace("    nickname TEXT NOT NULL DEFAULT 'none',\n", "");
     std::fs::write(&path, &without).unwrap();
     let run = project.xtask_with(&["db-migrate", "drop_nickname", "--autogenerate"], env);
-    run.ok();
+    let error = run.code(1).error_line().to_string();
+    assert!(
+        error.contains("every step of this change is destructive"),
+        "{error}"
+    );
     assert!(
         run.stderr
-            .contains("left commented out (destructive): drop column users.nickname"),
+            .contains("destructive: drop column users.nickname"),
         "{}",
         run.stderr
     );
-    let generated = std::fs::read_dir(project.path().join("migrations"))
+    let written = std::fs::read_dir(project.path().join("migrations"))
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains("__drop_nickname"))
-        .collect::<Vec<_>>();
-    let up_text = generated
-        .iter()
-        .find(|p| !p.to_string_lossy().ends_with(".down.sql"))
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .unwrap();
-    assert!(
-        up_text.contains("-- DESTRUCTIVE (generate with --allow-destructive): ALTER TABLE users DROP COLUMN nickname;"),
-        "{up_text}"
-    );
-    for p in generated {
-        std::fs::remove_file(p).unwrap();
-    }
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("__drop_nickname")
+        })
+        .count();
+    assert_eq!(written, 0, "nothing was written");
     std::fs::write(&path, &before).unwrap();
     autogenerate_round_trip(
         &project,
@@ -367,4 +382,80 @@ fn autogenerate_every_operation_on_postgresql() {
         return;
     };
     every_operation(&[("DATABASE_URL", &pg.url)]);
+}
+
+#[test]
+fn what_the_declared_schema_cannot_describe_is_never_rebuilt_away() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__guarded",
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, age INTEGER CHECK (age >= 0), note TEXT, gone TEXT);\n\
+         CREATE TRIGGER people_touch AFTER INSERT ON people BEGIN UPDATE people SET note = 'new' WHERE id = NEW.id; END;",
+        Some("DROP TABLE people;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "INSERT INTO people VALUES (1, 30, NULL, 'x')",
+    );
+    project.xtask(&["db-schema"]).ok();
+    let path = project.path().join("migrations/schema.sql");
+    let text = schema_file(&project);
+    assert!(
+        text.contains("-- Not described here (write it in a migration by hand): a CHECK constraint, trigger people_touch."),
+        "{text}"
+    );
+    // Changing a default needs a rebuild on SQLite, which would drop the CHECK and the
+    // trigger: destructive, so commented out; every step being so, nothing is written.
+    let changed = text.replace("    note TEXT,", "    note TEXT DEFAULT 'none',");
+    std::fs::write(&path, &changed).unwrap();
+    let run = project.xtask(&["db-migrate", "note_default", "--autogenerate"]);
+    let error = run.code(1).error_line().to_string();
+    assert!(
+        error.contains("every step of this change is destructive"),
+        "{error}"
+    );
+    assert!(
+        run.stderr.contains("would drop what the declared schema cannot describe: a CHECK constraint, trigger people_touch"),
+        "{}",
+        run.stderr
+    );
+    let files: Vec<String> = std::fs::read_dir(project.path().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        !files.iter().any(|f| f.contains("note_default")),
+        "{files:?}"
+    );
+    // With a portable step beside it, the rebuild and its reverse are both commented
+    // out: the down script never undoes what the up script did not do.
+    let extra = "\nCREATE TABLE extra (\n    id BIGINT NOT NULL,\n    PRIMARY KEY (id)\n);\n";
+    std::fs::write(&path, format!("{changed}{extra}")).unwrap();
+    project
+        .xtask(&["db-migrate", "note_default", "--autogenerate"])
+        .ok();
+    let down = std::fs::read_to_string(project.path().join("migrations/V3__note_default.down.sql"))
+        .unwrap();
+    for line in down.lines().filter(|l| l.contains("people")) {
+        assert!(
+            line.starts_with("-- "),
+            "a live line about people in the down script: {line}\n{down}"
+        );
+    }
+    project.xtask(&["db-upgrade"]).ok();
+    project.xtask(&["db-downgrade", "-y", "--no-backup"]).ok();
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT gone FROM people"),
+        ["x"],
+        "nothing was lost"
+    );
+    assert_eq!(
+        sqlite(
+            &project.db_path(),
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'people_touch'"
+        ),
+        ["1"],
+        "the trigger is still there"
+    );
 }

@@ -20,6 +20,7 @@ impl DbMigrate {
             );
             return Ok(());
         }
+        migrations::check_new_name(&project.migrations_dir, &self.name)?;
         project.migrations.ensure_valid()?;
         let path = project.migrations_dir.join(schema::FILE_NAME);
         let file = project.display(&path);
@@ -38,6 +39,14 @@ impl DbMigrate {
             say!("nothing to generate: {file} and the migrations agree");
             return Ok(());
         };
+        if !generated.has_statements() {
+            for what in &generated.destructive {
+                note!("destructive: {what}");
+            }
+            bail!(
+                "every step of this change is destructive (listed above); nothing was written: pass --allow-destructive to generate them"
+            );
+        }
         let scope = match generated.engine {
             Some(DbKind::Sqlite) => {
                 "For SQLite only (a table rebuild); write the PostgreSQL version by hand if you run both."

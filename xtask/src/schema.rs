@@ -60,6 +60,23 @@ impl DbSchema {
         schema::write(&project.migrations_dir, &text)
             .with_context(|| format!("cannot write {file}"))?;
         say!("wrote {file}: {} table(s) from {from}", schema.tables.len());
+        // A database made by hand may use types only SQLite takes: say which.
+        for table in &schema.tables {
+            for column in &table.columns {
+                if let Some(instead) = schema::unshared(&column.data_type) {
+                    note!(
+                        "note: column {}.{} has type {}, which PostgreSQL does not have; change it to {instead} in {file}",
+                        table.name,
+                        column.name,
+                        if column.data_type.is_empty() {
+                            "(none)"
+                        } else {
+                            &column.data_type
+                        }
+                    );
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -197,30 +197,10 @@ pub fn scaffold(
     name: &str,
     body: Option<(&str, &str)>,
 ) -> Result<(PathBuf, PathBuf), MigrationError> {
-    if !is_snake_case(name) {
-        return Err(MigrationError::Files(format!(
-            "migration name `{name}` is not snake_case (lowercase letters, digits and single underscores, starting with a letter), e.g. `add_users`"
-        )));
-    }
-    // File names are at most 255 bytes: `V<n>__<name>.down.sql` must fit with room to spare.
-    if name.len() > MAX_NAME_LEN {
-        return Err(MigrationError::Files(format!(
-            "migration name is {} characters long; at most {MAX_NAME_LEN}",
-            name.len()
-        )));
-    }
-    let set = if dir.is_dir() {
-        MigrationSet::from_dir(dir)?
-    } else {
+    check_new_name(dir, name)?;
+    if !dir.is_dir() {
         std::fs::create_dir_all(dir)
             .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", dir.display())))?;
-        MigrationSet::default()
-    };
-    if let Some(existing) = set.migrations().iter().find(|m| m.name == name) {
-        return Err(MigrationError::Files(format!(
-            "a migration named `{name}` already exists: {}.sql; choose another name",
-            existing.id()
-        )));
     }
     let version = highest_version_on_disk(dir)? + 1;
     let id = format!("V{version}__{name}");
@@ -258,6 +238,34 @@ pub fn scaffold(
     };
     write(&down, down_text).map_err(undo_up)?;
     Ok((up, down))
+}
+
+/// Whether `name` can name the next migration in `dir`: snake_case, short enough, and
+/// not taken (`dir` may not exist yet).
+pub fn check_new_name(dir: &Path, name: &str) -> Result<(), MigrationError> {
+    if !is_snake_case(name) {
+        return Err(MigrationError::Files(format!(
+            "migration name `{name}` is not snake_case (lowercase letters, digits and single underscores, starting with a letter), e.g. `add_users`"
+        )));
+    }
+    // File names are at most 255 bytes: `V<n>__<name>.down.sql` must fit with room to spare.
+    if name.len() > MAX_NAME_LEN {
+        return Err(MigrationError::Files(format!(
+            "migration name is {} characters long; at most {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    let set = match dir.is_dir() {
+        true => MigrationSet::from_dir(dir)?,
+        false => MigrationSet::default(),
+    };
+    if let Some(existing) = set.migrations().iter().find(|m| m.name == name) {
+        return Err(MigrationError::Files(format!(
+            "a migration named `{name}` already exists: {}.sql; choose another name",
+            existing.id()
+        )));
+    }
+    Ok(())
 }
 
 /// The highest version of any file in `dir` that looks like a migration, valid or not.

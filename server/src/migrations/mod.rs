@@ -22,7 +22,7 @@ mod naming;
 mod run;
 mod status;
 
-pub use files::{MigrationFile, MigrationSet, dir_in, scaffold};
+pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
 pub use naming::is_snake_case;
 pub use run::{Outcome, downgrade, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock};

@@ -41,6 +41,15 @@ struct Step {
     portable: bool,
 }
 
+impl Generated {
+    /// Whether the up script holds any statement (not only comments).
+    pub fn has_statements(&self) -> bool {
+        self.up
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+    }
+}
+
 impl Step {
     fn portable(sql: String) -> Self {
         Self {
@@ -62,8 +71,7 @@ pub fn generate(
     if from == to {
         return None;
     }
-    let mut up = Vec::new();
-    let mut down = Vec::new();
+    let mut pairs: Vec<(Step, Step)> = Vec::new();
     let mut notes = Vec::new();
     let dropped: Vec<&TableDef> = from
         .tables
@@ -83,11 +91,10 @@ pub fn generate(
         ));
     }
     for table in &created {
-        up.push(Step::portable(create_with_indexes(table)));
-        down.insert(
-            0,
+        pairs.push((
+            Step::portable(create_with_indexes(table)),
             Step::portable(format!("DROP TABLE {};", ident(&table.name))),
-        );
+        ));
     }
     for table in from
         .tables
@@ -98,31 +105,27 @@ pub fn generate(
         if old == new {
             continue;
         }
-        change_table(old, new, engine, &mut up, &mut down, &mut notes);
+        change_table(old, new, engine, &mut pairs, &mut notes);
     }
     for table in dropped.iter().rev() {
-        up.push(Step {
-            sql: format!("DROP TABLE {};", ident(&table.name)),
-            destructive: Some(format!("drop table {} and its rows", table.name)),
-            portable: true,
-        });
-        down.insert(
-            0,
+        pairs.push((
+            Step {
+                sql: format!("DROP TABLE {};", ident(&table.name)),
+                destructive: Some(format!("drop table {} and its rows", table.name)),
+                portable: true,
+            },
             Step::portable(format!(
                 "-- The rows of {} cannot come back: this recreates the empty table.\n{}",
                 table.name,
                 create_with_indexes(table)
             )),
-        );
+        ));
     }
-    let engine_only = up
+    let engine_only = pairs
         .iter()
-        .chain(&down)
-        .any(|s| !s.portable)
+        .any(|(u, d)| !u.portable || !d.portable)
         .then_some(engine);
-    let mut destructive = Vec::new();
-    let up = write(&up, allow_destructive, &mut destructive);
-    let down = write(&down, true, &mut Vec::new());
+    let (up, down, destructive) = write(&pairs, allow_destructive);
     Some(Generated {
         up,
         down,
@@ -140,26 +143,39 @@ fn names(tables: &[&TableDef]) -> String {
         .join(", ")
 }
 
-/// The steps as a script; destructive ones commented out unless allowed.
-fn write(steps: &[Step], allow_destructive: bool, skipped: &mut Vec<String>) -> String {
-    let mut out = String::new();
-    for step in steps {
+/// The up script (steps in order) and the down script (their reverses, in reverse
+/// order). A destructive step not allowed is commented out, and so is its reverse: a
+/// down script never undoes what its up script did not do.
+fn write(pairs: &[(Step, Step)], allow_destructive: bool) -> (String, String, Vec<String>) {
+    let (mut up, mut down, mut skipped) = (String::new(), String::new(), Vec::new());
+    let comment = |out: &mut String, sql: &str| {
+        for line in sql.lines() {
+            out.push_str(DESTRUCTIVE);
+            out.push_str(line);
+            out.push('\n');
+        }
+    };
+    for (step, _) in pairs {
         match (&step.destructive, allow_destructive) {
             (Some(what), false) => {
                 skipped.push(what.clone());
-                for line in step.sql.lines() {
-                    out.push_str(DESTRUCTIVE);
-                    out.push_str(line);
-                    out.push('\n');
-                }
+                comment(&mut up, &step.sql);
             }
             _ => {
-                out.push_str(&step.sql);
-                out.push('\n');
+                up.push_str(&step.sql);
+                up.push('\n');
             }
         }
     }
-    out
+    for (step, reverse) in pairs.iter().rev() {
+        if step.destructive.is_some() && !allow_destructive {
+            comment(&mut down, &reverse.sql);
+        } else {
+            down.push_str(&reverse.sql);
+            down.push('\n');
+        }
+    }
+    (up, down, skipped)
 }
 
 fn create_with_indexes(table: &TableDef) -> String {
@@ -176,8 +192,7 @@ fn change_table(
     old: &TableDef,
     new: &TableDef,
     engine: DbKind,
-    up: &mut Vec<Step>,
-    down: &mut Vec<Step>,
+    pairs: &mut Vec<(Step, Step)>,
     notes: &mut Vec<String>,
 ) {
     let t = ident(&new.name);
@@ -217,77 +232,84 @@ fn change_table(
     if indexes_apart {
         // First out, last in: a dropped column may be indexed.
         for index in old.indexes.iter().filter(|i| !new.indexes.contains(i)) {
-            up.push(Step::portable(format!(
-                "DROP INDEX {};",
-                ident(&index.name)
-            )));
-            down.insert(0, Step::portable(create_index(&old.name, index)));
+            pairs.push((
+                Step::portable(format!("DROP INDEX {};", ident(&index.name))),
+                Step::portable(create_index(&old.name, index)),
+            ));
         }
     }
     if simple {
         for column in &added {
-            up.push(Step::portable(format!(
-                "ALTER TABLE {t} ADD COLUMN {};",
-                column_sql(column)
-            )));
-            down.insert(
-                0,
+            pairs.push((
+                Step::portable(format!(
+                    "ALTER TABLE {t} ADD COLUMN {};",
+                    column_sql(column)
+                )),
                 Step::portable(format!(
                     "ALTER TABLE {t} DROP COLUMN {};",
                     ident(&column.name)
                 )),
-            );
+            ));
         }
         for column in &removed {
-            up.push(Step {
-                sql: format!("ALTER TABLE {t} DROP COLUMN {};", ident(&column.name)),
-                destructive: Some(format!(
-                    "drop column {}.{} and its values",
-                    new.name, column.name
-                )),
-                portable: true,
-            });
-            down.insert(
-                0,
+            pairs.push((
+                Step {
+                    sql: format!("ALTER TABLE {t} DROP COLUMN {};", ident(&column.name)),
+                    destructive: Some(format!(
+                        "drop column {}.{} and its values",
+                        new.name, column.name
+                    )),
+                    portable: true,
+                },
                 Step::portable(format!(
                     "-- The values of {}.{} cannot come back.\nALTER TABLE {t} ADD COLUMN {};",
                     new.name,
                     column.name,
                     column_sql(column)
                 )),
-            );
+            ));
         }
     } else {
-        let destructive = (!removed.is_empty()
+        let how = match engine {
+            DbKind::Sqlite => "rebuild",
+            DbKind::Postgres => "alter",
+        };
+        let mut destructive = (!removed.is_empty()
             || changed
                 .iter()
                 .any(|(o, n)| narrows(&o.data_type, &n.data_type)))
-        .then(|| format!("rebuild table {} (drops or narrows columns)", new.name));
+        .then(|| format!("{how} table {} (drops or narrows columns)", new.name));
+        // A rebuild keeps only what the description holds.
+        if engine == DbKind::Sqlite && !old.undescribed.is_empty() {
+            destructive = Some(format!(
+                "rebuild table {}, which would drop what the declared schema cannot describe: {}",
+                new.name,
+                old.undescribed.join(", ")
+            ));
+        }
         let (forward, backward) = match engine {
             DbKind::Sqlite => (rebuild(old, new), rebuild(new, old)),
             DbKind::Postgres => alter_pg(old, new, &added, &removed, &changed),
         };
-        up.push(Step {
-            sql: forward,
-            destructive,
-            portable: false,
-        });
-        down.insert(
-            0,
+        pairs.push((
+            Step {
+                sql: forward,
+                destructive,
+                portable: false,
+            },
             Step {
                 sql: backward,
                 destructive: None,
                 portable: false,
             },
-        );
+        ));
     }
     if indexes_apart {
         for index in new.indexes.iter().filter(|i| !old.indexes.contains(i)) {
-            up.push(Step::portable(create_index(&new.name, index)));
-            down.insert(
-                0,
+            pairs.push((
+                Step::portable(create_index(&new.name, index)),
                 Step::portable(format!("DROP INDEX {};", ident(&index.name))),
-            );
+            ));
         }
     }
 }
@@ -426,13 +448,23 @@ fn alter_pg(
 fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
     let c = ident(&n.name);
     let mut sql = Vec::new();
-    if o.data_type != n.data_type {
-        sql.push(format!(
-            "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::{ty};",
-            ty = n.data_type
-        ));
+    let retyped = o.data_type != n.data_type;
+    if retyped {
+        // The old default may not cast to the new type: off first, the new one after.
+        if o.default.is_some() {
+            sql.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"));
+        }
+        // Within a family the assignment cast refuses what does not fit (a too-long
+        // text) where an explicit cast would cut it; across families it needs `USING`.
+        sql.push(match family(&o.data_type) == family(&n.data_type) {
+            true => format!("ALTER TABLE {t} ALTER COLUMN {c} TYPE {};", n.data_type),
+            false => format!(
+                "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::{ty};",
+                ty = n.data_type
+            ),
+        });
     }
-    if o.default != n.default {
+    if o.default != n.default || (retyped && o.default.is_some()) {
         sql.push(match &n.default {
             Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {d};"),
             None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"),
@@ -448,6 +480,16 @@ fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
         ));
     }
     sql
+}
+
+/// The family of a type, for whether PostgreSQL casts between them by assignment.
+fn family(data_type: &str) -> &str {
+    match data_type.split('(').next().unwrap_or("") {
+        "TEXT" | "VARCHAR" | "CHAR" => "text",
+        "SMALLINT" | "INTEGER" | "BIGINT" | "SERIAL" | "BIGSERIAL" | "SMALLSERIAL" => "integer",
+        "REAL" | "DOUBLE PRECISION" | "NUMERIC" => "number",
+        other => other,
+    }
 }
 
 /// PostgreSQL's default constraint names, which the declared schema does not spell.

@@ -82,6 +82,8 @@ pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::Pa
 /// Runs the declared schema on `conn` (a scratch database), statement by statement.
 /// Errors read `<file>, line N: …`.
 pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), String> {
+    // A byte-order mark some editors write is not SQL.
+    let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     for statement in statements(sql) {
         let code: String = statement
             .sql

@@ -23,7 +23,7 @@ mod sqlite;
 pub use diff::{FOREIGN_KEYS_OFF, Generated, generate};
 pub use file::{FILE_NAME, apply, write};
 pub use normalize::unshared;
-pub use render::{create_index, create_table, line_diff, render};
+pub use render::{columns_by_name, create_index, create_table, line_diff, render, render_bare};
 
 use crate::db::Target;
 
@@ -34,8 +34,9 @@ pub struct Schema {
     pub tables: Vec<TableDef>,
 }
 
-/// One table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One table. Two tables are equal when their described parts are: what the
+/// description cannot hold (`undescribed`) is reported, not compared.
+#[derive(Debug, Clone)]
 pub struct TableDef {
     /// Name.
     pub name: String,
@@ -47,9 +48,34 @@ pub struct TableDef {
     pub uniques: Vec<Vec<String>>,
     /// Foreign keys, sorted.
     pub foreign_keys: Vec<ForeignKey>,
-    /// Indexes created with `CREATE INDEX`, sorted by name.
+    /// Indexes created with `CREATE INDEX` on plain columns, sorted by name.
     pub indexes: Vec<IndexDef>,
+    /// What the table has that this description does not hold (a `CHECK`, a trigger, a
+    /// generated column, a partial or expression index, …): a SQLite rebuild would lose it.
+    pub undescribed: Vec<String>,
 }
+
+impl PartialEq for TableDef {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.name,
+            &self.columns,
+            &self.primary_key,
+            &self.uniques,
+            &self.foreign_keys,
+            &self.indexes,
+        ) == (
+            &other.name,
+            &other.columns,
+            &other.primary_key,
+            &other.uniques,
+            &other.foreign_keys,
+            &other.indexes,
+        )
+    }
+}
+
+impl Eq for TableDef {}
 
 /// One column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +84,7 @@ pub struct ColumnDef {
     pub name: String,
     /// Canonical type (`BIGINT`, `VARCHAR(80)`, `TIMESTAMPTZ`, …).
     pub data_type: String,
-    /// `NOT NULL` (implied for primary-key columns, and then not recorded).
+    /// `NOT NULL` (always for primary-key columns, as on PostgreSQL).
     pub not_null: bool,
     /// Canonical default expression.
     pub default: Option<String>,
@@ -113,12 +139,13 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
     for table in &mut schema.tables {
         for column in &mut table.columns {
             if table.primary_key.contains(&column.name) {
-                column.not_null = false;
+                column.not_null = true;
             }
         }
         table.uniques.sort();
         table.foreign_keys.sort();
         table.indexes.sort();
+        table.undescribed.sort();
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(schema)

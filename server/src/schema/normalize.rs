@@ -77,6 +77,12 @@ pub fn default(raw: &str) -> String {
             break;
         }
     }
+    // SQLite keeps `-(1)` as written; PostgreSQL prints `-1`.
+    if let Some(inner) = text.strip_prefix("-(").and_then(|t| t.strip_suffix(')'))
+        && inner.parse::<f64>().is_ok()
+    {
+        text = format!("-{inner}");
+    }
     match text.to_ascii_uppercase().as_str() {
         keyword @ ("TRUE" | "FALSE" | "NULL" | "CURRENT_TIMESTAMP" | "CURRENT_DATE"
         | "CURRENT_TIME") => keyword.to_string(),
@@ -223,6 +229,7 @@ mod tests {
         assert_eq!(default("now()"), "CURRENT_TIMESTAMP");
         assert_eq!(default("'-1'::integer"), "-1");
         assert_eq!(default("'5'::text"), "'5'");
+        assert_eq!(default("(-(1))"), "-1");
         assert_eq!(ident("notes"), "notes");
         assert_eq!(ident("Users"), "\"Users\"");
         assert_eq!(ident("order"), "\"order\"");

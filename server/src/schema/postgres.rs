@@ -23,6 +23,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                     pg_get_expr(d.adbin, d.adrelid) \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attgenerated = '' AND a.attidentity = '' \
              ORDER BY a.attnum",
         )
         .bind(oid)
@@ -91,10 +92,13 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         }
         // Indexes of their own: not the ones behind the primary key or a constraint.
         let mut indexes = Vec::new();
+        let mut undescribed = Vec::new();
         for row in sqlx::query(
             "SELECT c.relname::text, i.indisunique, \
                     (SELECT array_agg(pg_get_indexdef(i.indexrelid, k.ord::int, true) ORDER BY k.ord) \
-                       FROM generate_series(1, i.indnkeyatts) AS k(ord)) \
+                       FROM generate_series(1, i.indnkeyatts) AS k(ord)), \
+                    i.indexprs IS NOT NULL OR i.indpred IS NOT NULL \
+                      OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 1 = 1) \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE i.indrelid = $1::int8::oid \
                AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = i.indexrelid)",
@@ -103,12 +107,45 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .fetch_all(&mut *c)
         .await?
         {
+            let name: String = row.try_get(0)?;
+            if row.try_get::<bool, _>(3)? {
+                undescribed.push(format!("index {name} (partial, descending or on an expression)"));
+                continue;
+            }
             indexes.push(IndexDef {
-                name: row.try_get(0)?,
+                name,
                 unique: row.try_get(1)?,
                 columns: row.try_get(2)?,
             });
         }
+        let checks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = $1::int8::oid AND contype IN ('c', 'x')",
+        )
+        .bind(oid)
+        .fetch_one(&mut *c)
+        .await?;
+        if checks > 0 {
+            undescribed.push("a CHECK constraint".into());
+        }
+        let triggers: Vec<String> = sqlx::query_scalar(
+            "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::int8::oid AND NOT tgisinternal ORDER BY 1",
+        )
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?;
+        undescribed.extend(triggers.into_iter().map(|t| format!("trigger {t}")));
+        let special: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 \
+               AND NOT attisdropped AND (attgenerated <> '' OR attidentity <> '') ORDER BY attnum",
+        )
+        .bind(oid)
+        .fetch_all(&mut *c)
+        .await?;
+        undescribed.extend(
+            special
+                .into_iter()
+                .map(|c| format!("generated or identity column {c}")),
+        );
         tables.push(TableDef {
             name,
             columns,
@@ -116,6 +153,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
             uniques,
             foreign_keys,
             indexes,
+            undescribed,
         });
     }
     Ok(Schema { tables })

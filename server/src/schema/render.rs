@@ -5,8 +5,30 @@
 use super::normalize::ident;
 use super::{IndexDef, Schema, TableDef};
 
-/// The statements that create `schema`, after a `header` of comment lines.
+/// The statements that create `schema`, after a `header` of comment lines; what a table
+/// has that the description does not hold follows it as a comment.
 pub fn render(schema: &Schema, header: &str) -> String {
+    render_with(schema, header, true)
+}
+
+/// The statements alone, for comparing two schemas: columns by name, since a column
+/// added back by a down script comes last (`ADD COLUMN` cannot place it).
+pub fn render_bare(schema: &Schema) -> String {
+    let mut schema = schema.clone();
+    for table in &mut schema.tables {
+        *table = columns_by_name(table);
+    }
+    render_with(&schema, "", false)
+}
+
+/// `table` with its columns sorted by name.
+pub fn columns_by_name(table: &TableDef) -> TableDef {
+    let mut table = table.clone();
+    table.columns.sort_by(|a, b| a.name.cmp(&b.name));
+    table
+}
+
+fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
     let mut out = String::new();
     for line in header.lines() {
         out.push_str(&format!("-- {line}\n").replace("-- \n", "--\n"));
@@ -14,6 +36,12 @@ pub fn render(schema: &Schema, header: &str) -> String {
     for table in in_dependency_order(schema) {
         out.push('\n');
         out.push_str(&create_table(table));
+        if notes && !table.undescribed.is_empty() {
+            out.push_str(&format!(
+                "-- Not described here (write it in a migration by hand): {}.\n",
+                table.undescribed.join(", ")
+            ));
+        }
         for index in &table.indexes {
             out.push_str(&create_index(&table.name, index));
             out.push('\n');

@@ -46,19 +46,32 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
 
         let mut uniques = Vec::new();
         let mut indexes = Vec::new();
-        let list: Vec<(String, i64, String)> = sqlx::query_as(
-            "SELECT name, \"unique\", origin FROM pragma_index_list($1) ORDER BY name",
+        let list: Vec<(String, i64, String, i64)> = sqlx::query_as(
+            "SELECT name, \"unique\", origin, partial FROM pragma_index_list($1) ORDER BY name",
         )
         .bind(&name)
         .fetch_all(&mut *c)
         .await?;
-        for (index, unique, origin) in list {
-            let columns: Vec<String> = sqlx::query_scalar(
-                "SELECT coalesce(name, '(expression)') FROM pragma_index_info($1) ORDER BY seqno",
+        let mut undescribed = Vec::new();
+        for (index, unique, origin, partial) in list {
+            let columns: Vec<Option<String>> =
+                sqlx::query_scalar("SELECT name FROM pragma_index_info($1) ORDER BY seqno")
+                    .bind(&index)
+                    .fetch_all(&mut *c)
+                    .await?;
+            let descending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pragma_index_xinfo($1) WHERE key = 1 AND \"desc\" = 1",
             )
             .bind(&index)
-            .fetch_all(&mut *c)
+            .fetch_one(&mut *c)
             .await?;
+            if partial != 0 || descending > 0 || columns.iter().any(Option::is_none) {
+                undescribed.push(format!(
+                    "index {index} (partial, descending or on an expression)"
+                ));
+                continue;
+            }
+            let columns: Vec<String> = columns.into_iter().flatten().collect();
             match origin.as_str() {
                 "pk" => {}
                 "u" => uniques.push(columns),
@@ -69,6 +82,38 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                 }),
             }
         }
+        let create: String = sqlx::query_scalar(
+            "SELECT coalesce(sql, '') FROM sqlite_schema WHERE type = 'table' AND name = $1",
+        )
+        .bind(&name)
+        .fetch_one(&mut *c)
+        .await?;
+        let upper = create.to_ascii_uppercase();
+        for (word, what) in [
+            ("CHECK", "a CHECK constraint"),
+            ("GENERATED", "a generated column"),
+            ("AUTOINCREMENT", "AUTOINCREMENT"),
+            ("COLLATE", "a COLLATE clause"),
+        ] {
+            if upper.contains(word) {
+                undescribed.push(what.to_string());
+            }
+        }
+        let hidden: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pragma_table_xinfo($1) WHERE hidden <> 0")
+                .bind(&name)
+                .fetch_one(&mut *c)
+                .await?;
+        if hidden > 0 && !undescribed.iter().any(|u| u == "a generated column") {
+            undescribed.push("a generated column".into());
+        }
+        let triggers: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = $1 ORDER BY name",
+        )
+        .bind(&name)
+        .fetch_all(&mut *c)
+        .await?;
+        undescribed.extend(triggers.into_iter().map(|t| format!("trigger {t}")));
 
         let mut foreign_keys: Vec<ForeignKey> = Vec::new();
         let rows: Vec<(i64, String, String, Option<String>, String, String)> = sqlx::query_as(
@@ -114,6 +159,7 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
             uniques,
             foreign_keys,
             indexes,
+            undescribed,
         });
     }
     Ok(Schema { tables })
