@@ -459,3 +459,32 @@ fn what_the_declared_schema_cannot_describe_is_never_rebuilt_away() {
         "the trigger is still there"
     );
 }
+
+#[test]
+fn a_portable_migration_generated_on_sqlite_round_trips_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = rich_project();
+    project.xtask(&["db-schema"]).ok();
+    let path = project.path().join("migrations/schema.sql");
+    let edited = schema_file(&project).replace(
+        "    ratio NUMERIC(5,2) DEFAULT 0.5,",
+        "    ratio NUMERIC(5,2) DEFAULT 0.5,\n    bio TEXT,",
+    ) + "\nCREATE TABLE notes (\n    id BIGINT NOT NULL,\n    body TEXT NOT NULL,\n    PRIMARY KEY (id)\n);\nCREATE INDEX notes_body ON notes (body);\n";
+    std::fs::write(&path, edited).unwrap();
+    project
+        .xtask(&["db-migrate", "notes_and_bio", "--autogenerate"])
+        .ok();
+    let up =
+        std::fs::read_to_string(project.path().join("migrations/V3__notes_and_bio.sql")).unwrap();
+    assert!(
+        up.contains("Portable: runs on SQLite and PostgreSQL."),
+        "{up}"
+    );
+    project.xtask(&["db-check"]).ok();
+    // The same files, on PostgreSQL: up, down, up; and the declared schema agrees.
+    let on_pg = [("DATABASE_URL", pg.url.as_str())];
+    project.xtask_with(&["db-check"], &on_pg).ok();
+    project.xtask_with(&["db-schema", "--check"], &on_pg).ok();
+}

@@ -8,7 +8,7 @@
 //! [`FOREIGN_KEYS_OFF`] directive). Destructive steps are commented out unless allowed.
 
 use super::normalize::ident;
-use super::render::{create_index, create_table};
+use super::render::{create_index, create_table, foreign_key};
 use super::{ColumnDef, Schema, TableDef};
 use crate::url::DbKind;
 
@@ -547,20 +547,7 @@ fn add_constraints(old: &TableDef, new: &TableDef) -> Vec<String> {
         .iter()
         .filter(|f| !old.foreign_keys.contains(f))
     {
-        let mut line = format!(
-            "ALTER TABLE {t} ADD FOREIGN KEY ({}) REFERENCES {} ({})",
-            list(&fk.columns),
-            ident(&fk.references),
-            list(&fk.referenced_columns)
-        );
-        if fk.on_delete != "NO ACTION" {
-            line.push_str(&format!(" ON DELETE {}", fk.on_delete));
-        }
-        if fk.on_update != "NO ACTION" {
-            line.push_str(&format!(" ON UPDATE {}", fk.on_update));
-        }
-        line.push(';');
-        sql.push(line);
+        sql.push(format!("ALTER TABLE {t} ADD {};", foreign_key(fk)));
     }
     sql
 }

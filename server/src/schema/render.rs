@@ -3,7 +3,7 @@
 //! and changes only where the schema does.
 
 use super::normalize::ident;
-use super::{IndexDef, Schema, TableDef};
+use super::{ForeignKey, IndexDef, Schema, TableDef};
 
 /// The statements that create `schema`, after a `header` of comment lines; what a table
 /// has that the description does not hold follows it as a comment.
@@ -66,6 +66,30 @@ pub fn create_index(table: &str, index: &IndexDef) -> String {
     )
 }
 
+/// `FOREIGN KEY (…) REFERENCES … (…) [ON DELETE …] [ON UPDATE …]`.
+pub fn foreign_key(fk: &ForeignKey) -> String {
+    let list = |columns: &[String]| {
+        columns
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!(
+        "FOREIGN KEY ({}) REFERENCES {} ({})",
+        list(&fk.columns),
+        ident(&fk.references),
+        list(&fk.referenced_columns)
+    );
+    if fk.on_delete != "NO ACTION" {
+        line.push_str(&format!(" ON DELETE {}", fk.on_delete));
+    }
+    if fk.on_update != "NO ACTION" {
+        line.push_str(&format!(" ON UPDATE {}", fk.on_update));
+    }
+    line
+}
+
 /// `CREATE TABLE` with its columns and table constraints.
 pub fn create_table(table: &TableDef) -> String {
     let mut lines: Vec<String> = table
@@ -96,19 +120,7 @@ pub fn create_table(table: &TableDef) -> String {
         lines.push(format!("UNIQUE ({})", list(unique)));
     }
     for fk in &table.foreign_keys {
-        let mut line = format!(
-            "FOREIGN KEY ({}) REFERENCES {} ({})",
-            list(&fk.columns),
-            ident(&fk.references),
-            list(&fk.referenced_columns)
-        );
-        if fk.on_delete != "NO ACTION" {
-            line.push_str(&format!(" ON DELETE {}", fk.on_delete));
-        }
-        if fk.on_update != "NO ACTION" {
-            line.push_str(&format!(" ON UPDATE {}", fk.on_update));
-        }
-        lines.push(line);
+        lines.push(foreign_key(fk));
     }
     format!(
         "CREATE TABLE {} (\n    {}\n);\n",
