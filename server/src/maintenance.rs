@@ -427,10 +427,41 @@ pub async fn schema_of_file(
                     )));
                 }
             }
+            let table_line = || line_of_table(sql, &table.name);
+            if !table.undescribed.is_empty() {
+                return Err(MaintenanceError::Check(format!(
+                    "{file}, line {}: table {} has {}, which {file} cannot declare; write it in a migration by hand (`db-schema` lists it in a comment)",
+                    table_line(),
+                    table.name,
+                    table.undescribed.join(", ")
+                )));
+            }
+            if let Some(fk) = table
+                .foreign_keys
+                .iter()
+                .find(|fk| declared.table(&fk.references).is_none())
+            {
+                return Err(MaintenanceError::Check(format!(
+                    "{file}, line {}: table {} references table {}, which {file} does not declare",
+                    table_line(),
+                    table.name,
+                    fk.references
+                )));
+            }
         }
         Ok(declared)
     })
     .await
+}
+
+/// The line of `sql` that creates table `name` (1 if none is found).
+fn line_of_table(sql: &str, name: &str) -> usize {
+    sql.lines()
+        .position(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("create table") && l.contains(&name.to_ascii_lowercase())
+        })
+        .map_or(1, |i| i + 1)
 }
 
 /// The schema of the configured database, read without changing it.
@@ -452,16 +483,8 @@ pub async fn schema_drift(
     set: &MigrationSet,
     dir: &std::path::Path,
 ) -> Result<Option<Vec<String>>, MaintenanceError> {
-    let path = dir.join(schema::FILE_NAME);
-    let sql = match std::fs::read_to_string(&path) {
-        Ok(sql) => sql,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(MaintenanceError::Check(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
-        }
+    let Some(sql) = schema::read_file(dir).map_err(MaintenanceError::Check)? else {
+        return Ok(None);
     };
     let label = format!("migrations/{}", schema::FILE_NAME);
     let declared = schema_of_file(settings, &sql, &label).await?;

@@ -488,3 +488,60 @@ fn a_portable_migration_generated_on_sqlite_round_trips_on_postgresql() {
     project.xtask_with(&["db-check"], &on_pg).ok();
     project.xtask_with(&["db-schema", "--check"], &on_pg).ok();
 }
+
+/// Quoted names, reserved words, an expression default, tables that reference tables
+/// declared after them: db-schema, --check and autogenerate agree on each engine.
+fn awkward_names(env: &[(&str, &str)]) {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__awkward",
+        "CREATE TABLE \"order\" (id BIGINT PRIMARY KEY, \"select\" TEXT DEFAULT (lower('X')), \"Mixed Case\" INTEGER);\n\
+         CREATE INDEX \"ix;1\" ON \"order\" (\"select\", \"Mixed Case\");",
+        Some("DROP TABLE \"order\";"),
+    );
+    project.xtask_with(&["db-schema"], env).ok();
+    project.xtask_with(&["db-schema", "--check"], env).ok();
+    let path = project.path().join("migrations/schema.sql");
+    let declared = schema_file(&project);
+    assert!(declared.contains("DEFAULT (lower('X'))"), "{declared}");
+    // Two new tables, the child first by name: created parent first, dropped child first.
+    let more = "\nCREATE TABLE a_child (\n    id BIGINT NOT NULL,\n    parent_id BIGINT,\n    PRIMARY KEY (id),\n    FOREIGN KEY (parent_id) REFERENCES z_parent (id)\n);\n\nCREATE TABLE z_parent (\n    id BIGINT NOT NULL,\n    PRIMARY KEY (id)\n);\n";
+    std::fs::write(&path, format!("{declared}{more}")).unwrap();
+    project
+        .xtask_with(&["db-migrate", "family", "--autogenerate"], env)
+        .ok();
+    project.xtask_with(&["db-check"], env).ok();
+    project.xtask_with(&["db-init"], env).ok();
+    project.xtask_with(&["db-schema", "--check"], env).ok();
+    // A declared table that references a table the file does not declare.
+    let orphan = format!(
+        "{declared}\nCREATE TABLE lost (\n    id BIGINT NOT NULL,\n    other BIGINT,\n    PRIMARY KEY (id),\n    FOREIGN KEY (other) REFERENCES nowhere (id)\n);\n"
+    );
+    std::fs::write(&path, &orphan).unwrap();
+    let line = orphan
+        .lines()
+        .position(|l| l.contains("CREATE TABLE lost"))
+        .unwrap()
+        + 1;
+    let error = project
+        .xtask_with(&["db-schema", "--check"], env)
+        .error_line()
+        .to_string();
+    assert!(
+        error.contains(&format!("migrations/schema.sql, line {line}")) && error.contains("nowhere"),
+        "{error}"
+    );
+}
+
+#[test]
+fn awkward_names_on_sqlite() {
+    awkward_names(&[]);
+}
+
+#[test]
+fn awkward_names_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    awkward_names(&[("DATABASE_URL", &pg.url)]);
+}

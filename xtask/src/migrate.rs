@@ -24,9 +24,10 @@ impl DbMigrate {
         project.migrations.ensure_valid()?;
         let path = project.migrations_dir.join(schema::FILE_NAME);
         let file = project.display(&path);
-        let Ok(sql) = std::fs::read_to_string(&path) else {
+        let Some(sql) = schema::read_file(&project.migrations_dir).map_err(anyhow::Error::msg)?
+        else {
             bail!(
-                "{file} does not exist or cannot be read; write it with `cargo xtask db-schema`, edit it, then autogenerate"
+                "{file} does not exist; write it with `cargo xtask db-schema`, edit it, then autogenerate"
             );
         };
         let settings = project.settings();

@@ -90,7 +90,7 @@ pub fn generate(
             names(&created)
         ));
     }
-    for table in &created {
+    for table in super::render::dependency_order(created.clone()) {
         pairs.push((
             Step::portable(create_with_indexes(table)),
             Step::portable(format!("DROP TABLE {};", ident(&table.name))),
@@ -107,7 +107,11 @@ pub fn generate(
         }
         change_table(old, new, engine, &mut pairs, &mut notes);
     }
-    for table in dropped.iter().rev() {
+    // Children before the parents they reference.
+    for table in super::render::dependency_order(dropped.clone())
+        .into_iter()
+        .rev()
+    {
         pairs.push((
             Step {
                 sql: format!("DROP TABLE {};", ident(&table.name)),
@@ -321,7 +325,7 @@ fn column_sql(c: &ColumnDef) -> String {
         sql.push_str(" NOT NULL");
     }
     if let Some(d) = &c.default {
-        sql.push_str(&format!(" DEFAULT {d}"));
+        sql.push_str(&format!(" DEFAULT {}", super::render::default_sql(d)));
     }
     sql
 }
@@ -464,15 +468,23 @@ fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
             ),
         });
     }
-    if o.default != n.default || (retyped && o.default.is_some()) {
-        sql.push(match &n.default {
-            Some(d) => format!("ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {d};"),
-            None => format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"),
-        });
+    let dropped_already = retyped && o.default.is_some();
+    match &n.default {
+        Some(d) if o.default != n.default || dropped_already => sql.push(format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} SET DEFAULT {};",
+            super::render::default_sql(d)
+        )),
+        None if o.default.is_some() && !dropped_already => {
+            sql.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"))
+        }
+        _ => {}
     }
     if o.not_null != n.not_null {
         if let (true, Some(d)) = (n.not_null, &n.default) {
-            sql.push(format!("UPDATE {t} SET {c} = {d} WHERE {c} IS NULL;"));
+            sql.push(format!(
+                "UPDATE {t} SET {c} = {} WHERE {c} IS NULL;",
+                super::render::default_sql(d)
+            ));
         }
         sql.push(format!(
             "ALTER TABLE {t} ALTER COLUMN {c} {} NOT NULL;",

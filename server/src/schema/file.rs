@@ -66,6 +66,23 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
         .collect()
 }
 
+/// The text of `dir/schema.sql`; `None` when there is none. Anything but a readable
+/// regular file (a FIFO would block the reader) is an error.
+pub fn read_file(dir: &std::path::Path) -> Result<Option<String>, String> {
+    let path = dir.join(FILE_NAME);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read migrations/{FILE_NAME}: {e}")),
+        Ok(meta) if !meta.is_file() => {
+            return Err(format!("migrations/{FILE_NAME} is not a regular file"));
+        }
+        Ok(_) => {}
+    }
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .map_err(|e| format!("cannot read migrations/{FILE_NAME}: {e}"))
+}
+
 /// Writes `text` to `dir/schema.sql` all or nothing: a temporary file beside it, synced,
 /// renamed over it.
 pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::PathBuf> {
@@ -84,7 +101,8 @@ pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::Pa
 pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), String> {
     // A byte-order mark some editors write is not SQL.
     let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
-    for statement in statements(sql) {
+    let all = statements(sql);
+    for statement in &all {
         let code: String = statement
             .sql
             .lines()
@@ -108,28 +126,46 @@ pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), Strin
                 words.join(" ")
             ));
         }
-        if let Err(e) = conn.execute_script(statement.sql).await {
-            let reason = crate::db::describe_driver_error(&e, Some(statement.sql));
-            // PostgreSQL's "(at line k)" counts from the statement's first line.
-            let reason = match reason.split_once(" (at line ") {
-                Some((message, rest)) => {
-                    let k: usize = rest
-                        .split(')')
-                        .next()
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(1);
-                    return Err(format!(
-                        "{file}, line {}: {message}{}",
-                        statement.text_line + k - 1,
-                        rest.split_once(')').map_or("", |(_, tail)| tail)
-                    ));
-                }
-                None => reason,
-            };
-            return Err(format!("{file}, line {}: {reason}", statement.line));
+    }
+    // Any order: a statement that fails (a table referencing one declared further down)
+    // is tried again after the others, until a pass makes no progress.
+    let mut pending: Vec<&Statement<'_>> = all.iter().collect();
+    loop {
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for statement in &pending {
+            if let Err(e) = conn.execute_script(statement.sql).await {
+                first_error.get_or_insert_with(|| describe(&e, statement, file));
+                failed.push(*statement);
+            }
+        }
+        match first_error {
+            None => return Ok(()),
+            Some(error) if failed.len() == pending.len() => return Err(error),
+            Some(_) => pending = failed,
         }
     }
-    Ok(())
+}
+
+/// A statement's error as `<file>, line N: …`; PostgreSQL's "(at line k)" counts from
+/// the statement's first line.
+fn describe(e: &sqlx::Error, statement: &Statement<'_>, file: &str) -> String {
+    let reason = crate::db::describe_driver_error(e, Some(statement.sql));
+    match reason.split_once(" (at line ") {
+        Some((message, rest)) => {
+            let k: usize = rest
+                .split(')')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            format!(
+                "{file}, line {}: {message}{}",
+                statement.text_line + k - 1,
+                rest.split_once(')').map_or("", |(_, tail)| tail)
+            )
+        }
+        None => format!("{file}, line {}: {reason}", statement.line),
+    }
 }
 
 #[cfg(test)]

@@ -21,9 +21,12 @@ mod render;
 mod sqlite;
 
 pub use diff::{FOREIGN_KEYS_OFF, Generated, generate};
-pub use file::{FILE_NAME, apply, write};
+pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::unshared;
-pub use render::{columns_by_name, create_index, create_table, line_diff, render, render_bare};
+pub use render::{
+    columns_by_name, create_index, create_table, default_sql, dependency_order, line_diff, render,
+    render_bare,
+};
 
 use crate::db::Target;
 
@@ -133,7 +136,8 @@ impl TableDef {
 /// Reads the schema of the database behind `on` (its current schema on PostgreSQL).
 pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
     let mut schema = match on {
-        Target::Sqlite(c) => sqlite::read(c).await?,
+        // SQLite compares names without regard to ASCII case, quoted or not: one case.
+        Target::Sqlite(c) => fold_case(sqlite::read(c).await?),
         Target::Postgres(c) => postgres::read(c).await?,
     };
     for table in &mut schema.tables {
@@ -149,4 +153,28 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(schema)
+}
+
+/// Every name in lower case (SQLite's names are ASCII case-insensitive).
+fn fold_case(mut schema: Schema) -> Schema {
+    let lower = |names: &mut Vec<String>| names.iter_mut().for_each(|n| n.make_ascii_lowercase());
+    for table in &mut schema.tables {
+        table.name.make_ascii_lowercase();
+        table
+            .columns
+            .iter_mut()
+            .for_each(|c| c.name.make_ascii_lowercase());
+        lower(&mut table.primary_key);
+        table.uniques.iter_mut().for_each(lower);
+        for fk in &mut table.foreign_keys {
+            lower(&mut fk.columns);
+            fk.references.make_ascii_lowercase();
+            lower(&mut fk.referenced_columns);
+        }
+        for index in &mut table.indexes {
+            index.name.make_ascii_lowercase();
+            lower(&mut index.columns);
+        }
+    }
+    schema
 }

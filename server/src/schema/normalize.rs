@@ -77,6 +77,8 @@ pub fn default(raw: &str) -> String {
             break;
         }
     }
+    // PostgreSQL casts literals inside expressions too: `lower('X'::text)`.
+    text = strip_inner_casts(&text);
     // SQLite keeps `-(1)` as written; PostgreSQL prints `-1`.
     if let Some(inner) = text.strip_prefix("-(").and_then(|t| t.strip_suffix(')'))
         && inner.parse::<f64>().is_ok()
@@ -91,6 +93,39 @@ pub fn default(raw: &str) -> String {
         "'F'" | "'FALSE'" => "FALSE".into(),
         _ => text,
     }
+}
+
+/// `lower('X'::text)` → `lower('X')`: every cast outside quotes, with its type name.
+fn strip_inner_casts(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quoted = false;
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if !quoted && rest.starts_with("::") {
+            rest = &rest[2..];
+            let name_len = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '"' | '[' | ']')))
+                .unwrap_or(rest.len());
+            rest = &rest[name_len..];
+            for tail in [
+                " varying",
+                " precision",
+                " without time zone",
+                " with time zone",
+            ] {
+                if let Some(after) = rest.strip_prefix(tail) {
+                    rest = after;
+                }
+            }
+            continue;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 /// `(x)` → `x` when the parentheses enclose the whole text.
@@ -230,6 +265,8 @@ mod tests {
         assert_eq!(default("'-1'::integer"), "-1");
         assert_eq!(default("'5'::text"), "'5'");
         assert_eq!(default("(-(1))"), "-1");
+        assert_eq!(default("lower('X'::text)"), "lower('X')");
+        assert_eq!(default("'a::b'::character varying"), "'a::b'");
         assert_eq!(ident("notes"), "notes");
         assert_eq!(ident("Users"), "\"Users\"");
         assert_eq!(ident("order"), "\"order\"");

@@ -95,8 +95,10 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         let mut undescribed = Vec::new();
         for row in sqlx::query(
             "SELECT c.relname::text, i.indisunique, \
-                    (SELECT array_agg(pg_get_indexdef(i.indexrelid, k.ord::int, true) ORDER BY k.ord) \
-                       FROM generate_series(1, i.indnkeyatts) AS k(ord)), \
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord) \
+                       FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                      WHERE k.ord <= i.indnkeyatts), \
                     i.indexprs IS NOT NULL OR i.indpred IS NOT NULL \
                       OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 1 = 1) \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
@@ -109,7 +111,9 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         {
             let name: String = row.try_get(0)?;
             if row.try_get::<bool, _>(3)? {
-                undescribed.push(format!("index {name} (partial, descending or on an expression)"));
+                undescribed.push(format!(
+                    "index {name} (partial, descending or on an expression)"
+                ));
                 continue;
             }
             indexes.push(IndexDef {

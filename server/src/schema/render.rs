@@ -66,6 +66,21 @@ pub fn create_index(table: &str, index: &IndexDef) -> String {
     )
 }
 
+/// A default as SQL: a literal or keyword as it is, an expression (a function call) in
+/// parentheses, which SQLite requires and PostgreSQL accepts.
+pub fn default_sql(default: &str) -> String {
+    let literal = default.starts_with('\'')
+        || default.parse::<f64>().is_ok()
+        || matches!(
+            default,
+            "TRUE" | "FALSE" | "NULL" | "CURRENT_TIMESTAMP" | "CURRENT_DATE" | "CURRENT_TIME"
+        );
+    match literal {
+        true => default.to_string(),
+        false => format!("({default})"),
+    }
+}
+
 /// `FOREIGN KEY (…) REFERENCES … (…) [ON DELETE …] [ON UPDATE …]`.
 pub fn foreign_key(fk: &ForeignKey) -> String {
     let list = |columns: &[String]| {
@@ -101,7 +116,7 @@ pub fn create_table(table: &TableDef) -> String {
                 line.push_str(" NOT NULL");
             }
             if let Some(default) = &c.default {
-                line.push_str(&format!(" DEFAULT {default}"));
+                line.push_str(&format!(" DEFAULT {}", default_sql(default)));
             }
             line
         })
@@ -131,7 +146,13 @@ pub fn create_table(table: &TableDef) -> String {
 
 /// Tables by name, each after the tables it references (a cycle keeps name order).
 fn in_dependency_order(schema: &Schema) -> Vec<&TableDef> {
-    let mut left: Vec<&TableDef> = schema.tables.iter().collect();
+    dependency_order(schema.tables.iter().collect())
+}
+
+/// `tables` (by name), each after the tables among them it references (a cycle keeps
+/// name order).
+pub fn dependency_order(tables: Vec<&TableDef>) -> Vec<&TableDef> {
+    let mut left = tables;
     let mut ordered: Vec<&TableDef> = Vec::new();
     while !left.is_empty() {
         let ready = left.iter().position(|t| {

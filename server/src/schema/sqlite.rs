@@ -104,6 +104,10 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                 .bind(&name)
                 .fetch_one(&mut *c)
                 .await?;
+        let tail = upper.trim_end().trim_end_matches(';');
+        if tail.ends_with("STRICT") || tail.contains("WITHOUT ROWID") {
+            undescribed.push("STRICT or WITHOUT ROWID".into());
+        }
         if hidden > 0 && !undescribed.iter().any(|u| u == "a generated column") {
             undescribed.push("a generated column".into());
         }
