@@ -8,7 +8,7 @@
 //! [`FOREIGN_KEYS_OFF`] directive). Destructive steps are commented out unless allowed.
 
 use super::normalize::ident;
-use super::render::{create_index, create_table, foreign_key};
+use super::render::{column_list, create_index, create_table, foreign_key};
 use super::{ColumnDef, Schema, TableDef};
 use crate::url::DbKind;
 
@@ -543,16 +543,18 @@ fn drop_constraints(old: &TableDef, new: &TableDef) -> Vec<String> {
 
 fn add_constraints(old: &TableDef, new: &TableDef) -> Vec<String> {
     let t = ident(&new.name);
-    let list = |c: &[String]| c.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
     let mut sql = Vec::new();
     if old.primary_key != new.primary_key && !new.primary_key.is_empty() {
         sql.push(format!(
             "ALTER TABLE {t} ADD PRIMARY KEY ({});",
-            list(&new.primary_key)
+            column_list(&new.primary_key)
         ));
     }
     for unique in new.uniques.iter().filter(|u| !old.uniques.contains(u)) {
-        sql.push(format!("ALTER TABLE {t} ADD UNIQUE ({});", list(unique)));
+        sql.push(format!(
+            "ALTER TABLE {t} ADD UNIQUE ({});",
+            column_list(unique)
+        ));
     }
     for fk in new
         .foreign_keys

@@ -57,13 +57,17 @@ pub fn create_index(table: &str, index: &IndexDef) -> String {
         if index.unique { "UNIQUE " } else { "" },
         ident(&index.name),
         ident(table),
-        index
-            .columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        column_list(&index.columns)
     )
+}
+
+/// `a, "B", c`: column names as identifiers.
+pub fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A default as SQL: a literal or keyword as it is, an expression (a function call) in
@@ -83,18 +87,11 @@ pub fn default_sql(default: &str) -> String {
 
 /// `FOREIGN KEY (…) REFERENCES … (…) [ON DELETE …] [ON UPDATE …]`.
 pub fn foreign_key(fk: &ForeignKey) -> String {
-    let list = |columns: &[String]| {
-        columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut line = format!(
         "FOREIGN KEY ({}) REFERENCES {} ({})",
-        list(&fk.columns),
+        column_list(&fk.columns),
         ident(&fk.references),
-        list(&fk.referenced_columns)
+        column_list(&fk.referenced_columns)
     );
     if fk.on_delete != "NO ACTION" {
         line.push_str(&format!(" ON DELETE {}", fk.on_delete));
@@ -121,18 +118,11 @@ pub fn create_table(table: &TableDef) -> String {
             line
         })
         .collect();
-    let list = |columns: &[String]| {
-        columns
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     if !table.primary_key.is_empty() {
-        lines.push(format!("PRIMARY KEY ({})", list(&table.primary_key)));
+        lines.push(format!("PRIMARY KEY ({})", column_list(&table.primary_key)));
     }
     for unique in &table.uniques {
-        lines.push(format!("UNIQUE ({})", list(unique)));
+        lines.push(format!("UNIQUE ({})", column_list(unique)));
     }
     for fk in &table.foreign_keys {
         lines.push(foreign_key(fk));
