@@ -56,8 +56,8 @@ impl DbCopy {
                 "interrupted by {signal}; the copy was rolled back, the target is unchanged"
             )),
         };
-        source.close().await;
-        target.close().await;
+        close_within(&source).await;
+        close_within(&target).await;
         let copied = match (copied, staged) {
             (Ok(report), Some((stage, _))) => stage.publish().map(|()| report).map_err(Into::into),
             (copied, _) => copied,
@@ -75,13 +75,19 @@ impl DbCopy {
                 Ok(())
             }
             Err(e) => {
-                if created
-                    && settings.url.sqlite_path().is_none()
-                    && let Err(e) = maintenance::drop_created_pg(&settings).await
-                {
-                    note!(
-                        "warning: the target was created for this copy and could not be dropped: {e}"
-                    );
+                if created && settings.url.sqlite_path().is_none() {
+                    let dropped =
+                        tokio::time::timeout(CLOSE_LIMIT, maintenance::drop_created_pg(&settings))
+                            .await;
+                    match dropped {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => note!(
+                            "warning: the target was created for this copy and could not be dropped: {e}"
+                        ),
+                        Err(_) => note!(
+                            "warning: the target was created for this copy and could not be dropped: its server did not answer"
+                        ),
+                    }
                 }
                 Err(e)
             }
@@ -147,6 +153,17 @@ impl DbCopy {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How long closing a pool (or dropping a created database) may take: a server that
+/// stopped answering must not keep the command alive after an error or a signal. Its
+/// unfinished transaction rolls back on the server when the connection goes.
+const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Closes `pool`, giving up after [`CLOSE_LIMIT`]. A new SQLite target whose pool did
+/// not close in time is not published (its log is not checkpointed).
+async fn close_within(pool: &DbPool) {
+    let _ = tokio::time::timeout(CLOSE_LIMIT, pool.close()).await;
 }
 
 /// Waits for SIGINT (Ctrl-C) or SIGTERM and names it.
