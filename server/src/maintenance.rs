@@ -133,7 +133,7 @@ async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool,
                 .bind(&name)
                 .fetch_one(&mut admin)
                 .await?;
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let quoted = schema::quoted(&name);
         let sql = match (create, exists) {
             (true, false) => format!("CREATE DATABASE {quoted}"),
             // Never WITH (FORCE): a session someone else opened meanwhile keeps it.
@@ -179,9 +179,9 @@ pub(crate) async fn drop_all_script(on: &mut impl Executor) -> Result<String, sq
                 .iter()
                 .map(|(kind, name)| {
                     format!(
-                        "DROP {} IF EXISTS \"{}\";\n",
+                        "DROP {} IF EXISTS {};\n",
                         kind.to_uppercase(),
-                        name.replace('"', "\"\"")
+                        schema::quoted(name)
                     )
                 })
                 .collect()
@@ -415,18 +415,14 @@ pub async fn schema_of_file(
             .map_err(MaintenanceError::Check)?;
         let declared = schema::read(conn.target()).await?;
         // SQLite takes any type name; the declared schema is for both engines.
+        if let Some(column) = declared.unshared_columns().first() {
+            let line = line_of(sql, column.column, column.data_type);
+            return Err(MaintenanceError::Check(format!(
+                "{file}, line {line}: {}",
+                column.describe()
+            )));
+        }
         for table in &declared.tables {
-            for column in &table.columns {
-                if let Some(instead) = schema::unshared(&column.data_type) {
-                    let line = line_of(sql, &column.name, &column.data_type);
-                    return Err(MaintenanceError::Check(format!(
-                        "{file}, line {line}: column {}.{} has type {}, which PostgreSQL does not have; use {instead}",
-                        table.name,
-                        column.name,
-                        if column.data_type.is_empty() { "(none)" } else { &column.data_type }
-                    )));
-                }
-            }
             let table_line = || line_of_table(sql, &table.name);
             if !table.undescribed.is_empty() {
                 return Err(MaintenanceError::Check(format!(
@@ -476,18 +472,19 @@ pub async fn schema_of_database(settings: &DbSettings) -> Result<Schema, Mainten
     result
 }
 
-/// How `migrations/schema.sql` differs from what the migrations produce, as diff lines
-/// of the two rendered schemas (empty: they agree); `None` when there is no such file.
+/// How `dir/schema.sql` (named `label` in messages) differs from what the migrations
+/// produce, as diff lines of the two rendered schemas (empty: they agree); `None` when
+/// there is no such file.
 pub async fn schema_drift(
     settings: &DbSettings,
     set: &MigrationSet,
     dir: &std::path::Path,
+    label: &str,
 ) -> Result<Option<Vec<String>>, MaintenanceError> {
-    let Some(sql) = schema::read_file(dir).map_err(MaintenanceError::Check)? else {
+    let Some(sql) = schema::read_file(dir, label).map_err(MaintenanceError::Check)? else {
         return Ok(None);
     };
-    let label = format!("migrations/{}", schema::FILE_NAME);
-    let declared = schema_of_file(settings, &sql, &label).await?;
+    let declared = schema_of_file(settings, &sql, label).await?;
     let produced = schema_of_migrations(settings, set).await?;
     Ok(Some(schema::line_diff(
         &schema::render_bare(&declared),

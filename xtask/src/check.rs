@@ -11,13 +11,17 @@ impl DbCheck {
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         let settings = project.settings();
         let mut problems = maintenance::check(&settings, &project.migrations).await?;
-        let drift =
-            maintenance::schema_drift(&settings, &project.migrations, &project.migrations_dir)
-                .await?;
+        let file = project.display(&project.migrations_dir.join(server::schema::FILE_NAME));
+        let drift = maintenance::schema_drift(
+            &settings,
+            &project.migrations,
+            &project.migrations_dir,
+            &file,
+        )
+        .await?;
         if let Some(diff) = drift.filter(|d| !d.is_empty()) {
             problems.push(format!(
-                "migrations/{}: differs from the schema the migrations produce (`cargo xtask db-schema --check` shows how):",
-                server::schema::FILE_NAME
+                "{file}: differs from the schema the migrations produce (`cargo xtask db-schema --check` shows how):"
             ));
             problems.extend(diff.into_iter().map(|line| format!("  {line}")));
         }

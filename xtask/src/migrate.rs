@@ -24,7 +24,8 @@ impl DbMigrate {
         project.migrations.ensure_valid()?;
         let path = project.migrations_dir.join(schema::FILE_NAME);
         let file = project.display(&path);
-        let Some(sql) = schema::read_file(&project.migrations_dir).map_err(anyhow::Error::msg)?
+        let Some(sql) =
+            schema::read_file(&project.migrations_dir, &file).map_err(anyhow::Error::msg)?
         else {
             bail!(
                 "{file} does not exist; write it with `cargo xtask db-schema`, edit it, then autogenerate"

@@ -17,9 +17,13 @@ impl DbSchema {
         let settings = project.settings();
         let file = project.display(&project.migrations_dir.join(schema::FILE_NAME));
         if self.check {
-            let Some(diff) =
-                maintenance::schema_drift(&settings, &project.migrations, &project.migrations_dir)
-                    .await?
+            let Some(diff) = maintenance::schema_drift(
+                &settings,
+                &project.migrations,
+                &project.migrations_dir,
+                &file,
+            )
+            .await?
             else {
                 bail!("{file} does not exist; write it with `cargo xtask db-schema`");
             };
@@ -61,21 +65,8 @@ impl DbSchema {
             .with_context(|| format!("cannot write {file}"))?;
         say!("wrote {file}: {} table(s) from {from}", schema.tables.len());
         // A database made by hand may use types only SQLite takes: say which.
-        for table in &schema.tables {
-            for column in &table.columns {
-                if let Some(instead) = schema::unshared(&column.data_type) {
-                    note!(
-                        "note: column {}.{} has type {}, which PostgreSQL does not have; change it to {instead} in {file}",
-                        table.name,
-                        column.name,
-                        if column.data_type.is_empty() {
-                            "(none)"
-                        } else {
-                            &column.data_type
-                        }
-                    );
-                }
-            }
+        for column in schema.unshared_columns() {
+            note!("note: {} (in {file})", column.describe());
         }
         Ok(())
     }

@@ -39,10 +39,8 @@ impl Table {
     }
 }
 
-/// `"name"` with inner quotes doubled: an identifier on both engines.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+/// Names in the copy's SQL are always quoted: the catalogs give them exactly.
+pub use crate::schema::quoted as ident;
 
 /// Every table of the database (the current schema on PostgreSQL), by name.
 pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {

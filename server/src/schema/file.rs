@@ -66,21 +66,19 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
         .collect()
 }
 
-/// The text of `dir/schema.sql`; `None` when there is none. Anything but a readable
-/// regular file (a FIFO would block the reader) is an error.
-pub fn read_file(dir: &std::path::Path) -> Result<Option<String>, String> {
+/// The text of `dir/schema.sql` (named `label` in errors); `None` when there is none.
+/// Anything but a readable regular file (a FIFO would block the reader) is an error.
+pub fn read_file(dir: &std::path::Path, label: &str) -> Result<Option<String>, String> {
     let path = dir.join(FILE_NAME);
     match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read migrations/{FILE_NAME}: {e}")),
-        Ok(meta) if !meta.is_file() => {
-            return Err(format!("migrations/{FILE_NAME} is not a regular file"));
-        }
+        Err(e) => return Err(format!("cannot read {label}: {e}")),
+        Ok(meta) if !meta.is_file() => return Err(format!("{label} is not a regular file")),
         Ok(_) => {}
     }
     std::fs::read_to_string(&path)
         .map(Some)
-        .map_err(|e| format!("cannot read migrations/{FILE_NAME}: {e}"))
+        .map_err(|e| format!("cannot read {label}: {e}"))
 }
 
 /// Writes `text` to `dir/schema.sql` all or nothing: a temporary file beside it, synced,
@@ -88,6 +86,8 @@ pub fn read_file(dir: &std::path::Path) -> Result<Option<String>, String> {
 pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::PathBuf> {
     use std::io::Write as _;
     let path = dir.join(FILE_NAME);
+    // A killed earlier write's temporary file.
+    crate::durable::sweep(dir, &format!(".{FILE_NAME}."), &[crate::durable::PARTIAL]);
     let mut temp = crate::durable::temp_with_mode(dir, FILE_NAME, crate::durable::PARTIAL, 0o666)?;
     temp.write_all(text.as_bytes())?;
     temp.as_file().sync_all()?;

@@ -22,7 +22,7 @@ mod sqlite;
 
 pub use diff::{FOREIGN_KEYS_OFF, Generated, generate};
 pub use file::{FILE_NAME, apply, read_file, write};
-pub use normalize::unshared;
+pub use normalize::{quoted, unshared};
 pub use render::{
     columns_by_name, create_index, create_table, default_sql, dependency_order, line_diff, render,
     render_bare,
@@ -123,6 +123,51 @@ impl Schema {
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+/// A column whose type only SQLite takes.
+pub struct Unshared<'s> {
+    /// Its table.
+    pub table: &'s str,
+    /// The column.
+    pub column: &'s str,
+    /// Its type as the description spells it (empty: none).
+    pub data_type: &'s str,
+    /// The shared type to use instead.
+    pub instead: &'static str,
+}
+
+impl Schema {
+    /// Every column whose type PostgreSQL does not have, in table order.
+    pub fn unshared_columns(&self) -> Vec<Unshared<'_>> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.columns.iter().map(move |c| (t, c)))
+            .filter_map(|(t, c)| {
+                Some(Unshared {
+                    table: &t.name,
+                    column: &c.name,
+                    data_type: &c.data_type,
+                    instead: unshared(&c.data_type)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Unshared<'_> {
+    /// `column t.c has type X, which PostgreSQL does not have; use Y`.
+    pub fn describe(&self) -> String {
+        let data_type = if self.data_type.is_empty() {
+            "(none)"
+        } else {
+            self.data_type
+        };
+        format!(
+            "column {}.{} has type {data_type}, which PostgreSQL does not have; use {}",
+            self.table, self.column, self.instead
+        )
     }
 }
 

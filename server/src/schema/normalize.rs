@@ -182,8 +182,13 @@ pub fn ident(name: &str) -> String {
     if plain {
         name.to_string()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        quoted(name)
     }
+}
+
+/// `"name"` with inner quotes doubled: an identifier on both engines, always quoted.
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Words that cannot name a table or column without quotes on one of the engines.
