@@ -137,6 +137,21 @@ pub fn write_private(path: &Path, contents: &[u8], owner: Option<Owner>) -> io::
     Ok(())
 }
 
+/// Writes `contents` to `path` atomically, with the mode a new file gets (0666 less the
+/// umask): a temporary file beside it, fsynced, renamed over `path`. The temporary files
+/// of earlier writes that were killed are swept first.
+pub fn write_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = parent(path);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    sweep(dir, &format!(".{name}."), &[PARTIAL]);
+    let mut temp = temp_with_mode(dir, &name, PARTIAL, 0o666)?;
+    temp.write_all(contents)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir);
+    Ok(())
+}
+
 /// Makes a rename durable; failing to sync a directory only weakens durability.
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {

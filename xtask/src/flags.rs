@@ -59,6 +59,24 @@ pub enum Command {
     DbCopy(DbCopy),
     /// Check migrations for CI: names, contiguous versions, down scripts, applied checksums, and an up/down/up round trip on a scratch database.
     DbCheck(DbCheck),
+    /// Benchmark readiness, writes and backups against a naive server and the raw engine, side by side, on release builds.
+    ///
+    /// Builds `server` and `bench` in release mode, runs every scenario (SQLite, and PostgreSQL when BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/postgres, answers), prints the table and writes benchmarks.md (its generated section), bench.json and bench.svg. About 6 minutes; `--quick` about one.
+    Bench(Bench),
+}
+
+/// `bench`.
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// A smoke run of about a minute: 256 connections only, 1/8/32 writers, a 64 MiB backup; written to target/bench unless `--out` is given.
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for benchmarks.md, bench.json and bench.svg [default: docs, or target/bench with --quick].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Size of the database the backup scenario copies, in MiB [default: 1024, or 64 with --quick].
+    #[arg(long, value_name = "MIB")]
+    pub backup_mib: Option<u64>,
 }
 
 /// Flags shared by commands that destroy data.

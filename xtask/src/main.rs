@@ -38,6 +38,7 @@ macro_rules! note_part {
 }
 
 mod backup;
+mod bench;
 mod check;
 mod copy;
 mod downgrade;
@@ -96,6 +97,14 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
+    // The bench builds and runs its own release binaries; it reads no configuration.
+    let flags = match flags {
+        flags::Xtask {
+            command: Command::Bench(cmd),
+            ..
+        } => return finish(cmd.run()),
+        flags => flags,
+    };
     let result = runtime.block_on(async {
         let creates_migrations = matches!(flags.command, Command::DbMigrate(_));
         let project = project::Project::load(flags.migrations_dir, creates_migrations)?;
@@ -114,11 +123,17 @@ fn main() -> ExitCode {
             Command::DbBackups(cmd) => cmd.run(&project),
             Command::DbRestore(cmd) => cmd.run(&project).await,
             Command::DbCheck(cmd) => cmd.run(&project).await,
+            Command::Bench(cmd) => return cmd.run(),
             Command::DbCopy(cmd) => cmd.run(&project).await,
             Command::DbSchema(cmd) => cmd.run(&project).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
+    finish(result)
+}
+
+/// The exit code of a command's result; an error is reported in one line.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
         note!("error: {}", one_line(&e));
         ExitCode::FAILURE

@@ -34,6 +34,11 @@ use crate::url::{DatabaseUrl, DbKind};
 use incidents::Incidents;
 use sqlite::SqliteEngine;
 
+/// SQLite: the size the write-ahead log is truncated back to after a checkpoint
+/// (`PRAGMA journal_size_limit`), so that a burst of writes (or a long backup) does not
+/// leave a log of hundreds of megabytes behind.
+pub const JOURNAL_SIZE_LIMIT: u64 = 64 << 20;
+
 /// Whether opening may create the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpenMode {

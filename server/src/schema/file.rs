@@ -84,15 +84,8 @@ pub fn read_file(dir: &std::path::Path, label: &str) -> Result<Option<String>, S
 /// Writes `text` to `dir/schema.sql` all or nothing: a temporary file beside it, synced,
 /// renamed over it.
 pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::PathBuf> {
-    use std::io::Write as _;
     let path = dir.join(FILE_NAME);
-    // A killed earlier write's temporary file.
-    crate::durable::sweep(dir, &format!(".{FILE_NAME}."), &[crate::durable::PARTIAL]);
-    let mut temp = crate::durable::temp_with_mode(dir, FILE_NAME, crate::durable::PARTIAL, 0o666)?;
-    temp.write_all(text.as_bytes())?;
-    temp.as_file().sync_all()?;
-    temp.persist(&path).map_err(|e| e.error)?;
-    crate::durable::sync_dir(dir);
+    crate::durable::write_file(&path, text.as_bytes())?;
     Ok(path)
 }
 
