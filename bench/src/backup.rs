@@ -37,8 +37,9 @@ struct Phases(Mutex<Vec<(String, Instant)>>);
 
 impl Progress for Phases {
     fn step(&self, message: &str) {
+        // "snapshotting into <dir>" names a path: keep the phase only.
         let phase = message
-            .split([' ', '('])
+            .split(" into ")
             .next()
             .unwrap_or(message)
             .to_string();
@@ -140,8 +141,7 @@ async fn write_until_stopped(pool: DbPool, stop: Arc<AtomicBool>) -> Vec<(Instan
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         let result = async {
-            let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-            let mut tx = conn.begin_write().await.map_err(|e| e.to_string())?;
+            let mut tx = pool.begin_write().await.map_err(|e| e.to_string())?;
             server::db::query("INSERT INTO bench_writes (writer, body) VALUES (0, 'x')")
                 .execute(&mut tx)
                 .await

@@ -297,6 +297,34 @@ fn splice(doc: &str, section: &str) -> String {
             format!("{}{block}{}", &doc[..start], &doc[end + END.len()..])
         }
         _ if doc.is_empty() => format!("# Benchmarks\n\n{block}\n"),
-        _ => format!("{}\n{block}\n", doc.trim_end()),
+        _ => format!("{}\n\n{block}\n", doc.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{END, START, splice};
+
+    #[test]
+    fn the_generated_section_is_replaced_and_the_rest_kept() {
+        let doc = format!("# B\n\nintro\n\n{START}\nold\n{END}\n\n## Other\n\nkept\n");
+        let new = splice(&doc, "new\n");
+        assert_eq!(
+            new,
+            format!("# B\n\nintro\n\n{START}\nnew\n{END}\n\n## Other\n\nkept\n")
+        );
+        assert_eq!(splice(&new, "new\n"), new, "idempotent");
+    }
+
+    #[test]
+    fn a_document_without_the_section_gets_it_appended() {
+        assert_eq!(
+            splice("", "x\n"),
+            format!("# Benchmarks\n\n{START}\nx\n{END}\n")
+        );
+        assert_eq!(
+            splice("# Mine\n\n", "x\n"),
+            format!("# Mine\n\n{START}\nx\n{END}\n")
+        );
     }
 }

@@ -83,8 +83,7 @@ pub async fn through_pool(pool: &DbPool, writers: usize, duration: Duration) -> 
     drive(writers, duration, move |writer| {
         let pool = pool.clone();
         async move {
-            let mut conn = pool.acquire().await.map_err(into_sqlx)?;
-            let mut tx = conn.begin_write().await?;
+            let mut tx = pool.begin_write().await.map_err(into_sqlx)?;
             query(INSERT)
                 .bind(writer)
                 .bind(BODY)

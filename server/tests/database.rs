@@ -144,8 +144,38 @@ async fn sqlite_pragmas_are_in_effect_on_every_pooled_connection() {
         .unwrap();
         let (mode, sync, fk, busy) = pragmas;
         assert_eq!((mode.as_str(), sync, fk, busy), ("wal", 1, 1, 1234));
+        let tuning: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT journal_size_limit FROM pragma_journal_size_limit), \
+                    (SELECT cache_size FROM pragma_cache_size), \
+                    (SELECT temp_store FROM pragma_temp_store)",
+        )
+        .fetch_one(&mut **c)
+        .await
+        .unwrap();
+        let limit = i64::try_from(server::db::JOURNAL_SIZE_LIMIT).unwrap();
+        assert_eq!(
+            tuning,
+            (limit, -8192, 2),
+            "journal_size_limit, cache_size, temp_store=MEMORY"
+        );
         held.push(conn);
     }
+    // The writer connection has the same pragmas.
+    let mut tx = pool.begin_write().await.unwrap();
+    #[derive(sqlx::FromRow)]
+    struct Limit {
+        n: i64,
+    }
+    let on_writer: Limit =
+        server::db::query("SELECT journal_size_limit AS n FROM pragma_journal_size_limit")
+            .fetch_one(&mut tx)
+            .await
+            .unwrap();
+    assert_eq!(
+        on_writer.n,
+        i64::try_from(server::db::JOURNAL_SIZE_LIMIT).unwrap()
+    );
+    tx.rollback().await.unwrap();
     assert_eq!(
         pool.stats().size,
         4,
@@ -523,4 +553,115 @@ async fn every_migration_file_is_valid_on_both_engines_and_reverts_cleanly() {
             target.settings.url.kind()
         );
     }
+}
+
+/// `DbPool::begin_write` on `pool` (table `w (n INTEGER)` created): many concurrent
+/// writers all commit, a dropped or panicked transaction rolls back without holding up
+/// the next writer, and a COMMIT that fails leaves nothing behind.
+async fn check_write_path(pool: DbPool) {
+    let pool = std::sync::Arc::new(pool);
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..20_i64 {
+                    let mut tx = pool.begin_write().await.unwrap();
+                    server::db::query("INSERT INTO w (n) VALUES ($1)")
+                        .bind(w * 100 + i)
+                        .execute(&mut tx)
+                        .await
+                        .unwrap();
+                    tx.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("no writer fails, none is locked out");
+    }
+    let count = |pool: std::sync::Arc<DbPool>| async move {
+        let mut conn = pool.acquire().await.unwrap();
+        scalar_i64(&mut conn, "SELECT count(*) FROM w").await
+    };
+    assert_eq!(count(pool.clone()).await, 640);
+
+    // Dropped after a write: rolled back, and the writer is free again at once.
+    let mut tx = pool.begin_write().await.unwrap();
+    server::db::query("INSERT INTO w (n) VALUES (-1)")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    drop(tx);
+    // A panic while writing: the same.
+    let panicked = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin_write().await.unwrap();
+            server::db::query("INSERT INTO w (n) VALUES (-2)")
+                .execute(&mut tx)
+                .await
+                .unwrap();
+            panic!("while writing, on purpose");
+        })
+    };
+    assert!(panicked.await.is_err());
+    let next = tokio::time::timeout(Duration::from_secs(5), pool.begin_write())
+        .await
+        .expect("the next writer is not held up")
+        .unwrap();
+    next.rollback().await.unwrap();
+    assert_eq!(count(pool.clone()).await, 640);
+
+    // A COMMIT refused by a deferred constraint: nothing stays, the next write works.
+    let mut tx = pool.begin_write().await.unwrap();
+    server::db::query("INSERT INTO child (parent) VALUES (999)")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    assert!(
+        tx.commit().await.is_err(),
+        "the deferred foreign key fails the commit"
+    );
+    let mut tx = pool.begin_write().await.unwrap();
+    server::db::query("INSERT INTO w (n) VALUES (7)")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(pool.clone()).await, 641);
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(scalar_i64(&mut conn, "SELECT count(*) FROM child").await, 0);
+}
+
+const WRITE_PATH_SCHEMA: &str = "CREATE TABLE w (n INTEGER);
+     CREATE TABLE parent (id INTEGER PRIMARY KEY);
+     CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)";
+
+#[tokio::test]
+async fn sqlite_writers_queue_for_one_connection_and_never_see_locked() {
+    // No busy timeout at all: writers that raced for the file's lock would fail with
+    // "database is locked"; queued for the one writer connection, none does.
+    let target = sqlite(&[("DATABASE_BUSY_TIMEOUT_MS", "0")]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute_script(WRITE_PATH_SCHEMA).await.unwrap();
+    drop(conn);
+    check_write_path(pool).await;
+}
+
+#[tokio::test]
+async fn postgres_write_transactions_commit_and_roll_back() {
+    let Some(target) = postgres(&[]) else {
+        eprintln!("SKIPPED: PostgreSQL is not reachable");
+        return;
+    };
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute_script(WRITE_PATH_SCHEMA).await.unwrap();
+    drop(conn);
+    check_write_path(pool).await;
 }

@@ -542,3 +542,42 @@ async fn a_panic_mid_transaction_rolls_back_on_postgres() {
     };
     a_panic_mid_transaction_rolls_back_and_returns_the_connection(&pg.url).await;
 }
+
+#[tokio::test]
+async fn concurrent_readiness_requests_share_checks_but_none_is_answered_from_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(&config(dir.path(), "sqlite://data/app.db", &[])).await;
+    assert_eq!(health(&client).await.0, Status::Ok);
+
+    // 32 requests at once: they share checks (a shared check gives every one of its
+    // requests the same latency_ms), and all pass.
+    let bodies =
+        futures_join_all_bodies((0..32).map(|_| client.get("/health/db").dispatch())).await;
+    let bodies: Vec<serde_json::Value> = bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    assert!(bodies.iter().all(|b| b["status"] == "pass"), "{bodies:?}");
+    let mut latencies: Vec<String> = bodies.iter().map(|b| b["latency_ms"].to_string()).collect();
+    latencies.sort();
+    latencies.dedup();
+    assert!(
+        latencies.len() < bodies.len(),
+        "32 concurrent requests ran 32 checks: {latencies:?}"
+    );
+
+    // While other requests keep arriving, the database goes away: the next request that
+    // arrives is answered by a check that started after it, so it fails.
+    let path = dir.path().join("data/app.db");
+    let busy = futures_join_all((0..16).map(|_| client.get("/health/db").dispatch()));
+    let after_removal = async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        for side in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{side}", path.display()));
+        }
+        health(&client).await
+    };
+    let (_, (status, body, _)) = tokio::join!(busy, after_removal);
+    assert_eq!(status, Status::ServiceUnavailable, "{body}");
+    assert_eq!(body["output"], "database file is missing");
+}

@@ -154,9 +154,8 @@ async fn create_note(
     }
     tags.sort();
     tags.dedup();
-    let mut conn = db.acquire().await?;
     // Dropped without commit (an error, a panic): everything below is rolled back.
-    let mut tx = conn.begin_write().await?;
+    let mut tx = db.begin_write().await?;
     let id = query(
         "UPDATE id_counters SET last_id = last_id + 1 WHERE name = 'notes' RETURNING last_id",
     )

@@ -1,5 +1,7 @@
 //! Health routes: `/health` (liveness) and `/health/db` (readiness).
 
+use std::sync::Arc;
+
 use rocket::fairing::AdHoc;
 use rocket::http::{Header, Status};
 use rocket::serde::json::Json;
@@ -68,8 +70,9 @@ pub async fn database(
     migrations: &State<Migrations>,
     settings: &State<DbSettings>,
     backups: &State<Backups>,
+    shared: &State<Arc<health::Coalesced>>,
 ) -> NoStore<DbHealth> {
-    let report = health::check(db, migrations.0, settings, backups.0.as_deref()).await;
+    let report = health::ready(shared, db, migrations.0, settings, backups.0.as_ref()).await;
     let status = match report.status {
         health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,
@@ -80,6 +83,8 @@ pub async fn database(
 /// Mounts the health routes.
 pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Health routes", |rocket| async {
-        rocket.mount("/", routes![live, database])
+        rocket
+            .manage(Arc::new(health::Coalesced::default()))
+            .mount("/", routes![live, database])
     })
 }

@@ -115,6 +115,7 @@ pub async fn create(
         }
     };
     durable::give(file.as_file(), owner);
+    progress.step("syncing and checksumming (sha256)");
     let (handle, path) = (file.as_file().try_clone(), file.path().to_path_buf());
     off_the_runtime(move || handle?.sync_all())
         .await

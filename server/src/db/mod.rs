@@ -1,7 +1,8 @@
 //! The connection pool: one type for SQLite and PostgreSQL, chosen at run time by the URL.
 //!
 //! SQLite connections run in WAL mode with `synchronous=NORMAL` and foreign keys on;
-//! write transactions start with `BEGIN IMMEDIATE` (see [`DbConn::begin_write`]).
+//! write transactions queue for one writer connection and start with `BEGIN IMMEDIATE`
+//! (see [`DbPool::begin_write`]).
 //! A SQLite pool watches the identity of its file: when the file at the path is
 //! removed, acquiring fails (an outage, never a fresh empty database); when it is
 //! replaced, the pool reopens on the new file once that file is a complete SQLite
@@ -13,6 +14,7 @@ mod error;
 mod incidents;
 mod query;
 mod sqlite;
+mod write;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +30,7 @@ pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Target, query};
 pub use sqlite::check_sqlite_file;
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
+pub use write::WriteTx;
 
 use crate::config::DbSettings;
 use crate::url::{DatabaseUrl, DbKind};
@@ -123,10 +126,34 @@ impl DbPool {
     /// Takes a connection, waiting at most the configured acquire timeout.
     pub async fn acquire(&self) -> Result<DbConn, DbError> {
         let conn = match &*self.engine {
-            Engine::Sqlite(engine) => engine.current().await?.acquire().await.map(DbConn::Sqlite),
+            Engine::Sqlite(engine) => engine
+                .current()
+                .await?
+                .pool
+                .acquire()
+                .await
+                .map(DbConn::Sqlite),
             Engine::Postgres(pool) => pool.acquire().await.map(DbConn::Postgres),
         };
         conn.map_err(|e| {
+            self.note_error(&e);
+            DbError::Driver(e)
+        })
+    }
+
+    /// Starts a write transaction: the way application code writes.
+    ///
+    /// On SQLite, write transactions queue in process, in arrival order, for the pool's
+    /// one writer connection, then take the file's lock with `BEGIN IMMEDIATE` (waiting
+    /// up to `busy_timeout_ms` if another process holds it); readers keep the rest of
+    /// the pool. On PostgreSQL it is a pooled connection's transaction. Run queries on
+    /// `&mut tx`, then `tx.commit()`; dropped without a commit, it rolls back.
+    pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
+        let tx = match &*self.engine {
+            Engine::Sqlite(engine) => engine.current().await?.writer.begin().await,
+            Engine::Postgres(pool) => pool.begin().await.map(WriteTx::postgres),
+        };
+        tx.map_err(|e| {
             self.note_error(&e);
             DbError::Driver(e)
         })
@@ -149,7 +176,7 @@ impl DbPool {
     pub fn stats(&self) -> PoolStats {
         let (size, idle, reopened) = match &*self.engine {
             Engine::Sqlite(engine) => {
-                let pool = engine.snapshot();
+                let pool = engine.snapshot().pool.clone();
                 let reopened = engine.reopened.load(Ordering::Relaxed);
                 (pool.size(), pool.num_idle(), reopened)
             }
@@ -207,7 +234,9 @@ impl DbConn {
         }
     }
 
-    /// Starts a transaction that will write.
+    /// Starts a transaction that will write, on this connection: for maintenance that
+    /// holds one connection throughout (migrations, copies). Application code writes
+    /// with [`DbPool::begin_write`], which queues SQLite writers in process instead.
     ///
     /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken up front, so a busy
     /// database makes the transaction wait for the busy timeout instead of failing with

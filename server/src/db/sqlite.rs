@@ -13,7 +13,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
-use super::{DbError, OpenMode, echo_level, pool_options};
+use super::write::Writer;
+use super::{DbError, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
 use crate::config::DbSettings;
 
 /// Identity of a file: replaced files get a new one, even at the same path.
@@ -76,7 +77,8 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     if meta.len() == 0 {
         return Err(invalid("is empty (0 bytes)".into()));
     }
-    let mut header = [0u8; 100];
+    // The 100-byte database header, and the first byte of page 1's b-tree header.
+    let mut header = [0u8; 101];
     file.read_exact(&mut header).map_err(|_| {
         invalid(format!(
             "is not a SQLite database ({} bytes, too short)",
@@ -94,6 +96,15 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
         return Err(invalid(format!(
             "is not a SQLite database (bad page size {page_size})"
+        )));
+    }
+    // Page 1 is always the root of the schema table: a table b-tree page (leaf 0x0D, or
+    // interior 0x05). Anything else means the page was overwritten in place, which a
+    // connection that cached it would not notice, but every new one would.
+    if !matches!(header[100], 0x05 | 0x0D) {
+        return Err(invalid(format!(
+            "is corrupt (page 1 is not a b-tree page: type byte 0x{:02X})",
+            header[100]
         )));
     }
     let pages = u64::from(be32(28));
@@ -144,9 +155,10 @@ pub(super) struct SqliteEngine {
     pub(super) reopened: AtomicU32,
 }
 
-/// The pool for one file identity.
-struct SqliteGeneration {
-    pool: SqlitePool,
+/// The pool, and the writer connection, for one file identity.
+pub(super) struct SqliteGeneration {
+    pub(super) pool: SqlitePool,
+    pub(super) writer: Writer,
     identity: Option<FileId>,
     /// The file was seen truncated to 0 bytes: reopen once it is valid again.
     truncated: AtomicBool,
@@ -180,9 +192,11 @@ impl SqliteEngine {
                 options = options.filename(path).create_if_missing(false);
                 options = match mode {
                     OpenMode::ReadOnly => options.read_only(true),
-                    _ => options
-                        .journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal),
+                    _ => tuned(
+                        options
+                            .journal_mode(SqliteJournalMode::Wal)
+                            .synchronous(SqliteSynchronous::Normal),
+                    ),
                 };
             }
             None => {
@@ -212,10 +226,10 @@ impl SqliteEngine {
     }
 
     /// The pool to use now: fails if the file is gone, reopens if it was replaced.
-    pub(super) async fn current(&self) -> Result<SqlitePool, DbError> {
+    pub(super) async fn current(&self) -> Result<Arc<SqliteGeneration>, DbError> {
         let generation = self.read();
         let Some(path) = &self.path else {
-            return Ok(generation.pool.clone());
+            return Ok(generation);
         };
         let meta = std::fs::metadata(path).map_err(|_| DbError::FileMissing(path.clone()))?;
         if !meta.is_file() {
@@ -239,18 +253,18 @@ impl SqliteEngine {
             });
         }
         if usable(&generation) {
-            return Ok(generation.pool.clone());
+            return Ok(generation);
         }
         let _guard = self.reopen.lock().await;
         let generation = self.read();
         if usable(&generation) {
-            return Ok(generation.pool.clone());
+            return Ok(generation);
         }
         // No waiting here: a request must not block a worker while a file is copied in.
         check_sqlite_file_once(path)?;
         // Close the old file's connections first: the last one to close checkpoints and
         // deletes `<db>-wal` by path, which must not be the new file's log by then.
-        if tokio::time::timeout(self.connect_timeout, generation.pool.close())
+        if tokio::time::timeout(self.connect_timeout, generation.close())
             .await
             .is_err()
         {
@@ -281,20 +295,42 @@ impl SqliteEngine {
             self.connect_timeout,
         )
         .await?;
-        let pool = fresh.pool.clone();
-        *self.current.write().expect("pool lock poisoned") = Arc::new(fresh);
+        let fresh = Arc::new(fresh);
+        *self.current.write().expect("pool lock poisoned") = Arc::clone(&fresh);
         self.reopened.fetch_add(1, Ordering::Relaxed);
         log::warn!("database file {} was replaced; reopened it", path.display());
-        Ok(pool)
+        Ok(fresh)
     }
 
     fn read(&self) -> Arc<SqliteGeneration> {
         self.current.read().expect("pool lock poisoned").clone()
     }
 
-    pub(super) fn snapshot(&self) -> SqlitePool {
-        self.read().pool.clone()
+    /// The current generation, without looking at the file.
+    pub(super) fn snapshot(&self) -> Arc<SqliteGeneration> {
+        self.read()
     }
+}
+
+impl SqliteGeneration {
+    /// Closes the writer (after its transaction in progress) and the pool.
+    pub(super) async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+}
+
+/// The pragmas of every read-write connection, beyond WAL and `synchronous=NORMAL`:
+/// the log is truncated back to [`JOURNAL_SIZE_LIMIT`] after checkpoints, each connection
+/// caches 8 MiB of pages (SQLite's default is 2 MiB), and temporary tables and sort
+/// spills stay in memory. Memory-mapped I/O (`mmap_size`) stays off: a database file
+/// truncated or replaced under a mapping kills the process with SIGBUS instead of
+/// failing one request, which is the outage this pool is built to survive.
+fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
+        .pragma("cache_size", "-8192")
+        .pragma("temp_store", "memory")
 }
 
 async fn connect_generation(
@@ -337,6 +373,7 @@ async fn connect_generation(
     }
     Ok(SqliteGeneration {
         pool,
+        writer: Writer::new(options.clone()),
         identity,
         truncated: AtomicBool::new(false),
     })

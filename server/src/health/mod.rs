@@ -1,6 +1,9 @@
 //! The database health check, shared by `/health/db` and `cargo xtask db-init`.
 
+mod coalesce;
+
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -11,6 +14,7 @@ use crate::config::DbSettings;
 use crate::db::{DbError, DbPool, PoolStats};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState};
 use crate::url::DbKind;
+pub use coalesce::Coalesced;
 
 /// Outcome vocabulary of the IETF health-check draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -76,6 +80,42 @@ pub struct DiskHealth {
 /// Below this much free space a SQLite database cannot commit: the check fails.
 const DISK_FULL_BYTES: u64 = 1 << 20;
 
+/// Readiness for a request: the result of a [`check`] that started after the request
+/// arrived, shared with every request waiting for the same one (see [`Coalesced`]), and
+/// given within `settings.health_timeout` in any case.
+pub async fn ready(
+    shared: &Arc<Coalesced>,
+    pool: &DbPool,
+    set: &'static MigrationSet,
+    settings: &DbSettings,
+    backups: Option<&Arc<Schedule>>,
+) -> DbHealth {
+    let shared_check = shared.run(|| {
+        let (pool, settings, backups) = (pool.clone(), settings.clone(), backups.cloned());
+        async move { check(&pool, set, &settings, backups.as_deref()).await }
+    });
+    match tokio::time::timeout(settings.health_timeout, shared_check).await {
+        Ok(health) => DbHealth::clone(&health),
+        Err(_) => DbHealth {
+            status: Status::Fail,
+            kind: pool.kind(),
+            latency_ms: settings.health_timeout.as_secs_f64() * 1_000.0,
+            schema: None,
+            pool: pool.stats(),
+            disk: None,
+            backup: None,
+            output: Some(timed_out(settings)),
+        },
+    }
+}
+
+fn timed_out(settings: &DbSettings) -> String {
+    format!(
+        "database did not answer within {} ms",
+        settings.health_timeout.as_millis()
+    )
+}
+
 /// Runs a real round trip (whether the database accepts writes, then the schema version) within
 /// `settings.health_timeout`, and for SQLite checks that the file is still readable and
 /// writable by this process and how much room its file system has left.
@@ -113,13 +153,7 @@ pub async fn check(
     .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
     let (schema, output) = match result {
-        Err(_) => (
-            None,
-            Some(format!(
-                "database did not answer within {} ms",
-                timeout.as_millis()
-            )),
-        ),
+        Err(_) => (None, Some(timed_out(settings))),
         Ok(Err(output)) => (None, Some(output)),
         Ok(Ok(status)) => {
             let output = match status.state {
@@ -204,8 +238,12 @@ fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Statu
     if let Err(DbError::FileInvalid { reason, .. }) = crate::db::check_sqlite_file_once(path)
         && !reason.starts_with("is incomplete")
     {
-        let problem = "database file is not a valid SQLite database".to_string();
-        return (None, Some((Status::Fail, problem)));
+        let problem = if reason.starts_with("is corrupt") {
+            "the database file is corrupt"
+        } else {
+            "database file is not a valid SQLite database"
+        };
+        return (None, Some((Status::Fail, problem.to_string())));
     }
     let Ok(stats) = rustix::fs::statvfs(crate::durable::parent(path)) else {
         return (None, None);
