@@ -203,12 +203,10 @@ fn a_thousand_requests_leak_nothing(url: &str) {
     assert_eq!(health["status"], "pass", "{health}");
     let pool = &health["pool"];
     assert!(pool["size"].as_u64().unwrap() <= 4, "{pool}");
-    // Every connection but the probe's own is back in the pool.
-    assert_eq!(
-        pool["idle"].as_u64().unwrap() + 1,
-        pool["size"].as_u64().unwrap(),
-        "{pool}"
-    );
+    // Every connection is back in the pool, but perhaps the probe's own (sqlx returns
+    // it in the background).
+    let out = pool["size"].as_u64().unwrap() - pool["idle"].as_u64().unwrap();
+    assert!(out <= 1, "{pool}");
     let fds_after = open_fds(server.pid());
     assert!(
         fds_after <= fds_before + 8,

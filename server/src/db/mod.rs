@@ -216,15 +216,12 @@ impl DbConn {
         }
     }
 
-    /// One round trip that also tells whether the database takes writes: PostgreSQL
-    /// answers for its session (`default_transaction_read_only`, a standby); SQLite
-    /// answers `None` (its file's permissions are checked apart).
+    /// Whether the database takes writes: PostgreSQL answers for its session
+    /// (`default_transaction_read_only`, a standby), in one round trip; SQLite answers
+    /// `None` without asking (its file's permissions are checked apart).
     pub async fn accepts_writes(&mut self) -> Result<Option<bool>, sqlx::Error> {
         match self {
-            Self::Sqlite(c) => sqlx::query("SELECT 1")
-                .execute(&mut **c)
-                .await
-                .map(|_| None),
+            Self::Sqlite(_) => Ok(None),
             Self::Postgres(c) => sqlx::query_scalar::<_, bool>(
                 "SELECT current_setting('transaction_read_only') = 'off'",
             )

@@ -174,7 +174,11 @@ impl SqliteEngine {
             .foreign_keys(true)
             .busy_timeout(settings.busy_timeout)
             .log_statements(echo_level(settings.echo));
-        let mut pool_options = pool_options::<Sqlite>(settings);
+        // No ping before handing out a connection: a SQLite connection is a file handle
+        // in this process, not a socket that can go stale, and the file itself is checked
+        // on every acquire (`current`). It saves a round trip through the connection's
+        // worker thread per request.
+        let mut pool_options = pool_options::<Sqlite>(settings).test_before_acquire(false);
         match path {
             Some(path) => {
                 if mode == OpenMode::Create {

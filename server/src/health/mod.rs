@@ -14,7 +14,7 @@ use crate::config::DbSettings;
 use crate::db::{DbError, DbPool, PoolStats};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState};
 use crate::url::DbKind;
-pub use coalesce::Coalesced;
+pub use coalesce::{Coalesced, JOIN_WITHIN};
 
 /// Outcome vocabulary of the IETF health-check draft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -80,9 +80,9 @@ pub struct DiskHealth {
 /// Below this much free space a SQLite database cannot commit: the check fails.
 const DISK_FULL_BYTES: u64 = 1 << 20;
 
-/// Readiness for a request: the result of a [`check`] that started after the request
-/// arrived, shared with every request waiting for the same one (see [`Coalesced`]), and
-/// given within `settings.health_timeout` in any case.
+/// Readiness for a request: the result of a [`check`] that started at most
+/// [`JOIN_WITHIN`] before the request arrived, shared with every request waiting for the
+/// same one (see [`Coalesced`]), and given within `settings.health_timeout` in any case.
 pub async fn ready(
     shared: &Arc<Coalesced>,
     pool: &DbPool,
@@ -116,7 +116,7 @@ fn timed_out(settings: &DbSettings) -> String {
     )
 }
 
-/// Runs a real round trip (whether the database accepts writes, then the schema version) within
+/// Runs a real round trip (the schema version; on PostgreSQL first whether the session accepts writes) within
 /// `settings.health_timeout`, and for SQLite checks that the file is still readable and
 /// writable by this process and how much room its file system has left.
 ///
