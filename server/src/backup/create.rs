@@ -4,9 +4,6 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use sqlx::Connection;
 
@@ -15,6 +12,7 @@ use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
 use super::restore::{sqlite_check, sqlite_read_only};
+use super::snapshot;
 use super::{BackupError, Progress, database_owner, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
@@ -66,7 +64,8 @@ pub async fn create(
         DbConn::Sqlite(mut c) => {
             progress.step(&format!("snapshotting into {}", dir.display()));
             let snapshot = temp("cannot create a backup file in")?;
-            let written = sqlite_snapshot(&mut c, snapshot.path(), progress).await;
+            let source = settings.url.sqlite_path();
+            let written = snapshot::sqlite(&mut c, source, snapshot.path(), progress).await;
             // Back to the pool: everything after reads the snapshot file, not the
             // database (a server with one connection keeps answering meanwhile).
             drop(c);
@@ -231,48 +230,9 @@ async fn sqlite_schema_version(path: &Path, set: &MigrationSet) -> Result<i32, B
     Ok(status?.current_version)
 }
 
-/// `VACUUM INTO` `target` (an empty file), reporting its growth as progress.
-async fn sqlite_snapshot(
-    conn: &mut sqlx::SqliteConnection,
-    target: &Path,
-    progress: &dyn Progress,
-) -> Result<(), BackupError> {
-    let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&mut *conn)
-        .await?;
-    let page_count: i64 = sqlx::query_scalar("PRAGMA page_count")
-        .fetch_one(&mut *conn)
-        .await?;
-    let total = u64::try_from(page_size * page_count).unwrap_or(0);
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let done = done.clone();
-        let target = target.to_path_buf();
-        async move {
-            while !done.load(Ordering::Relaxed) {
-                let size = fs::metadata(&target).map_or(0, |m| m.len());
-                progress.advance(size.min(total), total);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let vacuum = async {
-        let result = sqlx::query("VACUUM INTO ?")
-            .bind(target.to_string_lossy().to_string())
-            .execute(&mut *conn)
-            .await;
-        done.store(true, Ordering::Relaxed);
-        result
-    };
-    let (result, ()) = tokio::join!(vacuum, watcher);
-    result?;
-    progress.advance(total, total);
-    Ok(())
-}
-
 /// Runs blocking file work (hashing, compressing, syncing) on tokio's blocking pool, so
 /// that a backup taken inside the server never holds up a runtime worker.
-async fn off_the_runtime<T: Send + 'static>(
+pub(super) async fn off_the_runtime<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     tokio::task::spawn_blocking(work)

@@ -27,6 +27,7 @@ mod create;
 mod manifest;
 mod restore;
 mod schedule;
+mod snapshot;
 
 use std::io;
 use std::path::{Path, PathBuf};
