@@ -144,7 +144,7 @@ async fn sqlite_writes(options: &Options, dir: &Path) -> Result<Vec<WritePoint>>
         let point = WritePoint {
             writers: n,
             ours: writes::through_pool(&ours, n, duration).await,
-            sqlx_defaults: writes::through_sqlx_sqlite(&naive, n, duration).await,
+            sqlx_defaults: writes::through_sqlx(&naive, n, duration).await,
             raw: Some(writes::raw_sqlite(&dir.join("writes-raw.db"), n, duration)?),
             raw_one: Some(raw_one),
         };
@@ -176,7 +176,7 @@ async fn pg_writes(
         let point = WritePoint {
             writers: n,
             ours: writes::through_pool(&ours, n, duration).await,
-            sqlx_defaults: writes::through_sqlx_pg(&naive, n, duration).await,
+            sqlx_defaults: writes::through_sqlx(&naive, n, duration).await,
             raw: None,
             raw_one: None,
         };

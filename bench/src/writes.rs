@@ -95,34 +95,19 @@ pub async fn through_pool(pool: &DbPool, writers: usize, duration: Duration) -> 
     .await
 }
 
-/// Through a sqlx pool on its defaults: deferred `BEGIN`, the pool's default size.
-pub async fn through_sqlx_sqlite(
-    pool: &sqlx::SqlitePool,
+/// Through a sqlx pool on its defaults (on SQLite: a deferred `BEGIN`), its default size.
+pub async fn through_sqlx<DB>(
+    pool: &sqlx::Pool<DB>,
     writers: usize,
     duration: Duration,
-) -> WriteResult {
-    let pool = pool.clone();
-    drive(writers, duration, move |writer| {
-        let pool = pool.clone();
-        async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query(INSERT)
-                .bind(writer)
-                .bind(BODY)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
-        }
-    })
-    .await
-}
-
-/// Through a sqlx PostgreSQL pool on its defaults.
-pub async fn through_sqlx_pg(
-    pool: &sqlx::PgPool,
-    writers: usize,
-    duration: Duration,
-) -> WriteResult {
+) -> WriteResult
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     let pool = pool.clone();
     drive(writers, duration, move |writer| {
         let pool = pool.clone();

@@ -558,7 +558,11 @@ async fn every_migration_file_is_valid_on_both_engines_and_reverts_cleanly() {
 /// `DbPool::begin_write` on `pool` (table `w (n INTEGER)` created): many concurrent
 /// writers all commit, a dropped or panicked transaction rolls back without holding up
 /// the next writer, and a COMMIT that fails leaves nothing behind.
-async fn check_write_path(pool: DbPool) {
+async fn check_write_path(settings: &DbSettings) {
+    let pool = DbPool::open(settings, OpenMode::Create).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute_script(WRITE_PATH_SCHEMA).await.unwrap();
+    drop(conn);
     let pool = std::sync::Arc::new(pool);
     let writers: Vec<_> = (0..32)
         .map(|w| {
@@ -586,21 +590,13 @@ async fn check_write_path(pool: DbPool) {
     assert_eq!(count(pool.clone()).await, 640);
 
     // Dropped after a write: rolled back, and the writer is free again at once.
-    let mut tx = pool.begin_write().await.unwrap();
-    server::db::query("INSERT INTO w (n) VALUES (-1)")
-        .execute(&mut tx)
-        .await
-        .unwrap();
+    let tx = began_with(&pool, "INSERT INTO w (n) VALUES (-1)").await;
     drop(tx);
     // A panic while writing: the same.
     let panicked = {
         let pool = pool.clone();
         tokio::spawn(async move {
-            let mut tx = pool.begin_write().await.unwrap();
-            server::db::query("INSERT INTO w (n) VALUES (-2)")
-                .execute(&mut tx)
-                .await
-                .unwrap();
+            let _tx = began_with(&pool, "INSERT INTO w (n) VALUES (-2)").await;
             panic!("while writing, on purpose");
         })
     };
@@ -613,20 +609,12 @@ async fn check_write_path(pool: DbPool) {
     assert_eq!(count(pool.clone()).await, 640);
 
     // A COMMIT refused by a deferred constraint: nothing stays, the next write works.
-    let mut tx = pool.begin_write().await.unwrap();
-    server::db::query("INSERT INTO child (parent) VALUES (999)")
-        .execute(&mut tx)
-        .await
-        .unwrap();
+    let tx = began_with(&pool, "INSERT INTO child (parent) VALUES (999)").await;
     assert!(
         tx.commit().await.is_err(),
         "the deferred foreign key fails the commit"
     );
-    let mut tx = pool.begin_write().await.unwrap();
-    server::db::query("INSERT INTO w (n) VALUES (7)")
-        .execute(&mut tx)
-        .await
-        .unwrap();
+    let tx = began_with(&pool, "INSERT INTO w (n) VALUES (7)").await;
     tx.commit().await.unwrap();
     assert_eq!(count(pool.clone()).await, 641);
     let mut conn = pool.acquire().await.unwrap();
@@ -642,13 +630,7 @@ async fn sqlite_writers_queue_for_one_connection_and_never_see_locked() {
     // No busy timeout at all: writers that raced for the file's lock would fail with
     // "database is locked"; queued for the one writer connection, none does.
     let target = sqlite(&[("DATABASE_BUSY_TIMEOUT_MS", "0")]);
-    let pool = DbPool::open(&target.settings, OpenMode::Create)
-        .await
-        .unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    conn.execute_script(WRITE_PATH_SCHEMA).await.unwrap();
-    drop(conn);
-    check_write_path(pool).await;
+    check_write_path(&target.settings).await;
 }
 
 #[tokio::test]
@@ -657,11 +639,12 @@ async fn postgres_write_transactions_commit_and_roll_back() {
         eprintln!("SKIPPED: PostgreSQL is not reachable");
         return;
     };
-    let pool = DbPool::open(&target.settings, OpenMode::Create)
-        .await
-        .unwrap();
-    let mut conn = pool.acquire().await.unwrap();
-    conn.execute_script(WRITE_PATH_SCHEMA).await.unwrap();
-    drop(conn);
-    check_write_path(pool).await;
+    check_write_path(&target.settings).await;
+}
+
+/// A write transaction on `pool` that has run `sql`.
+async fn began_with(pool: &DbPool, sql: &'static str) -> server::db::WriteTx {
+    let mut tx = pool.begin_write().await.unwrap();
+    server::db::query(sql).execute(&mut tx).await.unwrap();
+    tx
 }

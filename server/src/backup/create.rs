@@ -69,7 +69,7 @@ pub async fn create(
             // Back to the pool: everything after reads the snapshot file, not the
             // database (a server with one connection keeps answering meanwhile).
             drop(c);
-            // VACUUM INTO leaves its rollback journal behind when it fails (a full disk).
+            // A snapshot that failed (a full disk) may leave a rollback journal behind.
             let mut journal = snapshot.path().as_os_str().to_owned();
             journal.push("-journal");
             let _ = fs::remove_file(&journal);

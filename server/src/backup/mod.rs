@@ -1,7 +1,8 @@
 //! Backups: consistent online snapshots, verified, with a manifest; listing, retention, restore.
 //!
-//! SQLite: `VACUUM INTO` a temporary file (one read transaction, so writers keep going
-//! in WAL mode), `PRAGMA integrity_check`, sha256, then rename. The backup is a plain
+//! SQLite: a page copy into a temporary file with the online backup API (`snapshot`: one
+//! read transaction, so writers keep going in WAL mode), `PRAGMA integrity_check`,
+//! sha256, then rename. The backup is a plain
 //! SQLite file. PostgreSQL: `pg_dump -Fc` of an exported snapshot (the schema version in
 //! the manifest is read in that same snapshot), verified by reading the whole archive
 //! with `pg_restore`.
