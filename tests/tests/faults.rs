@@ -180,6 +180,54 @@ fn sigkill_during_upgrade_leaves_each_migration_wholly_applied_or_not() {
 }
 
 #[test]
+fn a_backup_that_runs_out_of_room_late_leaves_nothing_behind() {
+    let Some(disk) = Tmpfs::mount("6m") else {
+        return;
+    };
+    let project = Project::sqlite();
+    let url = format!("sqlite://{}/app.db", disk.path().display());
+    let env = [("DATABASE_URL", url.as_str())];
+    let db = disk.path().join("app.db");
+    project.write_events_migration();
+    project.xtask_with(&["db-init"], &env).ok();
+    sqlite(
+        &db,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
+         INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
+    );
+    sqlite(&db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    let size = std::fs::metadata(&db).unwrap().len();
+    let backups = disk.path().join("backups");
+    // Room for the copy's pages and a little more, so a later step (marking the copy,
+    // the integrity check, the manifest) is the one that runs out.
+    for extra in [0, 4096, 16 * 1024, 64 * 1024] {
+        fill_disk(disk.path(), size + extra);
+        let backup = project.xtask_with(&["db-backup"], &env);
+        if backup.code != 0 {
+            let line = backup.error_line();
+            assert_eq!(
+                line.matches("cannot write the backup").count(),
+                1,
+                "one cause, said once: {line}"
+            );
+        }
+        assert_eq!(
+            debris(&backups),
+            Vec::<String>::new(),
+            "room {size} + {extra}"
+        );
+        for entry in std::fs::read_dir(&backups).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() && !path.ends_with(".lock") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        std::fs::remove_file(disk.path().join("filler")).unwrap();
+    }
+    integrity(&db);
+}
+
+#[test]
 fn a_full_disk_fails_backup_and_upgrade_cleanly_and_keeps_the_database() {
     let Some(disk) = Tmpfs::mount("6m") else {
         return;

@@ -69,13 +69,18 @@ pub async fn create(
             // Back to the pool: everything after reads the snapshot file, not the
             // database (a server with one connection keeps answering meanwhile).
             drop(c);
-            // A snapshot that failed (a full disk) may leave a rollback journal behind.
-            let mut journal = snapshot.path().as_os_str().to_owned();
-            journal.push("-journal");
-            let _ = fs::remove_file(&journal);
-            written.map_err(|e| BackupError::Write {
-                dir: dir.to_path_buf(),
-                reason: e.to_string(),
+            // A snapshot that failed (a full disk) may leave a journal behind.
+            for side in ["-journal", "-wal", "-shm"] {
+                let mut path = snapshot.path().as_os_str().to_owned();
+                path.push(side);
+                let _ = fs::remove_file(&path);
+            }
+            written.map_err(|e| match e {
+                BackupError::Write { .. } => e,
+                other => BackupError::Write {
+                    dir: dir.to_path_buf(),
+                    reason: other.to_string(),
+                },
             })?;
             progress.step("verifying (integrity_check)");
             sqlite_check(snapshot.path())

@@ -82,7 +82,7 @@ pub(super) async fn sqlite(
 
 /// Copies `source` into `target` with the online backup API in one step, then makes the
 /// copy a self-contained rollback-journal database (a copy of a WAL database is marked
-/// WAL, and would need `-wal`/`-shm` files beside it to be opened).
+/// WAL, and would create `-wal`/`-shm` files beside it when opened).
 fn online_backup(source: &Path, target: &Path) -> std::io::Result<()> {
     let sqlite = |e: rusqlite::Error| std::io::Error::other(e.to_string());
     let from = rusqlite::Connection::open_with_flags(
@@ -103,9 +103,18 @@ fn online_backup(source: &Path, target: &Path) -> std::io::Result<()> {
         result
     })
     .map_err(sqlite)?;
-    to.pragma_update(None, "journal_mode", "DELETE")
-        .map_err(sqlite)?;
-    to.close().map_err(|(_, e)| sqlite(e))
+    to.close().map_err(|(_, e)| sqlite(e))?;
+    mark_rollback_journal(target)
+}
+
+/// Marks the copy as a rollback-journal database: bytes 18 and 19 of the header (the file
+/// format's write and read versions) say 1 instead of the source's 2 (WAL). This is what
+/// `PRAGMA journal_mode = DELETE` writes, without a detour through a `-wal` and `-shm`
+/// of the copy, which nothing was ever written to.
+fn mark_rollback_journal(target: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let file = fs::OpenOptions::new().write(true).open(target)?;
+    file.write_all_at(&[1, 1], 18)
 }
 
 /// The backup proper: every page, in one step (see the module's documentation).
