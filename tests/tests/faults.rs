@@ -179,23 +179,34 @@ fn sigkill_during_upgrade_leaves_each_migration_wholly_applied_or_not() {
     assert_eq!(count(&db, "big"), 1_500_000);
 }
 
-#[test]
-fn a_backup_that_runs_out_of_room_late_leaves_nothing_behind() {
-    let Some(disk) = Tmpfs::mount("6m") else {
-        return;
-    };
+/// A 6 MiB tmpfs holding `app.db`, initialized, with 8,000 rows of `events` (about
+/// 1 MiB), all of it checkpointed into the file itself, so its bytes only change if
+/// something writes to it; the project, and the database's URL. `None` without root.
+fn events_on_a_small_disk() -> Option<(Tmpfs, Project, String)> {
+    let disk = Tmpfs::mount("6m")?;
     let project = Project::sqlite();
     let url = format!("sqlite://{}/app.db", disk.path().display());
-    let env = [("DATABASE_URL", url.as_str())];
     let db = disk.path().join("app.db");
     project.write_events_migration();
-    project.xtask_with(&["db-init"], &env).ok();
+    project
+        .xtask_with(&["db-init"], &[("DATABASE_URL", url.as_str())])
+        .ok();
     sqlite(
         &db,
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
          INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
     );
     sqlite(&db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    Some((disk, project, url))
+}
+
+#[test]
+fn a_backup_that_runs_out_of_room_late_leaves_nothing_behind() {
+    let Some((disk, project, url)) = events_on_a_small_disk() else {
+        return;
+    };
+    let env = [("DATABASE_URL", url.as_str())];
+    let db = disk.path().join("app.db");
     let size = std::fs::metadata(&db).unwrap().len();
     let backups = disk.path().join("backups");
     // Room for the copy's pages and a little more, so a later step (marking the copy,
@@ -229,22 +240,11 @@ fn a_backup_that_runs_out_of_room_late_leaves_nothing_behind() {
 
 #[test]
 fn a_full_disk_fails_backup_and_upgrade_cleanly_and_keeps_the_database() {
-    let Some(disk) = Tmpfs::mount("6m") else {
+    let Some((disk, project, url)) = events_on_a_small_disk() else {
         return;
     };
-    let project = Project::sqlite();
-    let url = format!("sqlite://{}/app.db", disk.path().display());
     let env = [("DATABASE_URL", url.as_str())];
     let db = disk.path().join("app.db");
-    project.write_events_migration();
-    project.xtask_with(&["db-init"], &env).ok();
-    sqlite(
-        &db,
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000) \
-         INSERT INTO events SELECT i, hex(randomblob(100)) FROM n;",
-    );
-    // Everything in the file itself, so its bytes only change if something writes to it.
-    sqlite(&db, "PRAGMA wal_checkpoint(TRUNCATE)");
     let before = sha256(&db);
     fill_disk(disk.path(), 256 * 1024);
 
