@@ -49,6 +49,13 @@ pub async fn run(port: u16, path: &str, connections: usize, duration: Duration) 
     }
 }
 
+/// One `GET path` on a new connection: the status, or `None` when nothing answered.
+pub async fn get(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    exchange(&mut stream, request.as_bytes(), &mut [0u8; 16 * 1024]).await
+}
+
 /// One connection's loop: the latencies of its successful requests and its failures.
 async fn client(
     mut stream: Option<TcpStream>,

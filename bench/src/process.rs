@@ -38,8 +38,7 @@ impl ServerProcess {
             if let Some(status) = server.child.try_wait()? {
                 bail!("{name} exited with {status} before it answered");
             }
-            let probe = crate::load::run(port, "/health", 1, Duration::from_millis(1)).await;
-            if probe.per_sec > 0.0 {
+            if crate::load::get(port, "/health").await == Some(200) {
                 return Ok(server);
             }
             if Instant::now() > deadline {
