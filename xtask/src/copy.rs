@@ -2,13 +2,13 @@
 
 use anyhow::{Context, anyhow, bail};
 use server::backup::{self, database_identity};
-use server::config::DbSettings;
+use server::config::{COPY_TO_VAR, DbSettings};
 use server::copy::{self, CopyError, CopyReport, StagedSqlite, TargetState};
 use server::db::{DbPool, OpenMode};
 use server::maintenance;
 use server::url::DatabaseUrl;
 
-use crate::flags::DbCopy;
+use crate::flags::{DbCopy, UsageError};
 use crate::progress::Reporter;
 use crate::project::Project;
 
@@ -16,13 +16,23 @@ impl DbCopy {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         project.guard_memory()?;
-        let url = DatabaseUrl::parse(&self.to, &project.cwd).map_err(|e| anyhow!("--to: {e}"))?;
+        let (to, origin) = match (&self.to, &project.config.copy_to) {
+            (Some(to), _) => (to, "--to"),
+            (None, Some(to)) => (to, COPY_TO_VAR),
+            (None, None) => {
+                return Err(UsageError(format!(
+                    "db-copy needs a target: --to <URL>, or {COPY_TO_VAR} in the environment or .env"
+                ))
+                .into());
+            }
+        };
+        let url = DatabaseUrl::parse(to, &project.cwd).map_err(|e| anyhow!("{origin}: {e}"))?;
         if url == DatabaseUrl::SqliteMemory {
-            bail!("--to: an in-memory database would vanish when the command exits");
+            bail!("{origin}: an in-memory database would vanish when the command exits");
         }
         if database_identity(&url) == database_identity(&project.config.database.url) {
             bail!(
-                "--to names the configured database itself ({}); copy into another database",
+                "{origin} names the configured database itself ({}); copy into another database",
                 project.location()
             );
         }

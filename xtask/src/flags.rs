@@ -200,14 +200,9 @@ pub struct DbSchema {
 /// `db-copy`.
 #[derive(Debug, Args)]
 pub struct DbCopy {
-    /// The target: `postgres://user@host/db` or `sqlite://path` (relative to where you run the command); created when missing. Also read from DATABASE_COPY_TO, which keeps a password off the command line.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "DATABASE_COPY_TO",
-        hide_env_values = true
-    )]
-    pub to: String,
+    /// The target: `postgres://user@host/db` or `sqlite://path` (relative to where you run the command); created when missing. Without it, DATABASE_COPY_TO from the environment or `.env`, which keeps a password off the command line.
+    #[arg(long, value_name = "URL")]
+    pub to: Option<String>,
     /// Replace whatever the target holds (rows, another schema); asks first and takes a safety backup of the target.
     #[arg(long)]
     pub force: bool,
@@ -222,3 +217,9 @@ pub struct DbCopy {
 /// `db-check`.
 #[derive(Debug, Args)]
 pub struct DbCheck {}
+
+/// A command line that is incomplete in a way clap cannot see (a value that may also come
+/// from the configuration): reported like clap's own errors, with exit code 64.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

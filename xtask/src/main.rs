@@ -135,6 +135,10 @@ fn main() -> ExitCode {
 /// The exit code of a command's result; an error is reported in one line.
 fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     result.unwrap_or_else(|e| {
+        if e.downcast_ref::<flags::UsageError>().is_some() {
+            note!("error: {}; see `cargo xtask --help`", one_line(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
         note!("error: {}", one_line(&e));
         ExitCode::FAILURE
     })

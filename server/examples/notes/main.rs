@@ -16,11 +16,11 @@ use std::process::ExitCode;
 use std::sync::LazyLock;
 
 use rocket::response::status::Created;
-use rocket::serde::json::{self, Json};
+use rocket::serde::json::Json;
 use rocket::{State, get, post, routes};
 use rocket_db_pools::Connection;
 use serde::{Deserialize, Serialize};
-use server::app::{ApiError, ApiResult, Db, json_body};
+use server::app::{ApiError, ApiResult, Db, JsonBody};
 use server::db::query;
 use server::migrations::MigrationSet;
 use utoipa::{OpenApi, ToSchema};
@@ -121,21 +121,22 @@ async fn get_note(mut db: Connection<Db>, id: i64) -> ApiResult<Json<NoteWithTag
         (status = 400, description = "Not JSON", body = server::app::ErrorBody),
         (status = 409, description = "A note with this title exists", body = server::app::ErrorBody),
         (status = 413, description = "Body above Rocket's `limits.json` (1 MiB)", body = server::app::ErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = server::app::ErrorBody),
         (status = 422, description = "Missing or invalid fields", body = server::app::ErrorBody),
         (status = 503, body = server::app::ErrorBody),
     ))]
 #[post("/notes", data = "<new>")]
 async fn create_note(
     db: &State<Db>,
-    new: Result<Json<NewNote>, json::Error<'_>>,
+    new: Result<JsonBody<NewNote>, ApiError>,
 ) -> ApiResult<Created<Json<NoteWithTags>>> {
     // The body is read and checked before a connection is taken: a slow upload never
     // holds one of the pool's connections (a `Connection<Db>` guard would).
-    let NewNote {
+    let JsonBody(NewNote {
         title,
         body,
         mut tags,
-    } = json_body(new)?;
+    }) = new?;
     let title = title.trim().to_string();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::invalid("title must have 1 to 200 characters"));
@@ -251,8 +252,7 @@ fn main() -> ExitCode {
         doc.merge(NotesDoc::openapi());
         // ANCHOR: mount
         let rocket = server::app::rocket_with(config, &MIGRATIONS)
-            .mount("/", routes![get_note, create_note, list_notes])
-            .register("/", server::app::json_catchers());
+            .mount("/", routes![get_note, create_note, list_notes]);
         // ANCHOR_END: mount
         server::app::mount_docs(rocket, doc)
     })

@@ -11,11 +11,12 @@
 
 use std::io::Cursor;
 
+use rocket::data::{self, Data, FromData};
 use rocket::http::{ContentType, Header, Status};
 use rocket::response::{self, Responder, Response};
 use rocket::serde::json::{self, Json};
 use rocket::{Catcher, Request, catch, catchers};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::error::ErrorKind;
 use utoipa::ToSchema;
 
@@ -65,27 +66,50 @@ impl ApiError {
     }
 }
 
-/// The body of a handler that takes `Result<Json<T>, json::Error>`: 400 when it is not
-/// JSON, 413 above Rocket's `limits.json`, 422 when the fields or types are wrong. Rocket
-/// logs a failed `Json<T>` guard with the whole body; taken as a `Result`, nothing of
-/// the body reaches the log.
-pub fn json_body<T>(body: Result<Json<T>, json::Error<'_>>) -> ApiResult<T> {
-    match body {
-        Ok(body) => Ok(body.into_inner()),
-        Err(json::Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
-            ApiError::new(Status::PayloadTooLarge, "the request body is too large"),
-        ),
-        Err(json::Error::Parse(_, e)) if e.classify() == serde_json::error::Category::Data => {
-            Err(ApiError::invalid(format!(
+/// A JSON request body. Take it as `Result<JsonBody<T>, ApiError>` and use `?`: 415
+/// unless the `Content-Type` is JSON, 400 when the body is not JSON, 413 above Rocket's
+/// `limits.json`, 422 when the fields or types are wrong. Rocket logs a failed data guard
+/// with the whole body; taken as a `Result`, nothing of the body reaches the log.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+#[rocket::async_trait]
+impl<'r, T: Deserialize<'r>> FromData<'r> for JsonBody<T> {
+    type Error = ApiError;
+
+    async fn from_data(request: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
+        if !request.content_type().is_some_and(|ct| ct.is_json()) {
+            let error = ApiError::new(
+                Status::UnsupportedMediaType,
+                "the request body must be JSON (Content-Type: application/json)",
+            );
+            return data::Outcome::Error((error.status, error));
+        }
+        match <Json<T> as FromData<'r>>::from_data(request, data).await {
+            data::Outcome::Success(body) => data::Outcome::Success(Self(body.into_inner())),
+            data::Outcome::Error((_, e)) => {
+                let error = body_error(&e);
+                data::Outcome::Error((error.status, error))
+            }
+            data::Outcome::Forward(forward) => data::Outcome::Forward(forward),
+        }
+    }
+}
+
+/// What is wrong with a JSON body, as a status and a message that never quotes it.
+fn body_error(error: &json::Error<'_>) -> ApiError {
+    match error {
+        json::Error::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            ApiError::new(Status::PayloadTooLarge, "the request body is too large")
+        }
+        json::Error::Parse(_, e) if e.classify() == serde_json::error::Category::Data => {
+            ApiError::invalid(format!(
                 "the request body does not have the expected fields and types ({})",
                 // serde's message names the field and the type, never the input.
                 e.to_string().split(" at line ").next().unwrap_or_default()
-            )))
+            ))
         }
-        Err(_) => Err(ApiError::new(
-            Status::BadRequest,
-            "the request body is not valid JSON",
-        )),
+        _ => ApiError::new(Status::BadRequest, "the request body is not valid JSON"),
     }
 }
 

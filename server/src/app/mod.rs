@@ -19,7 +19,7 @@ use rocket::{Build, Rocket};
 use crate::config::{AppConfig, ConfigError, Environment};
 use crate::migrations::MigrationSet;
 
-pub use api::{ApiError, ApiResult, ErrorBody, json_body, json_catchers};
+pub use api::{ApiError, ApiResult, ErrorBody, JsonBody, json_catchers};
 pub use database::{Backups, Db, Migrations, startup_error};
 pub use docs::{base_openapi, mount_docs};
 
@@ -34,12 +34,13 @@ pub fn rocket(config: &AppConfig) -> Rocket<Build> {
 }
 
 /// Builds the server with another migration set (an app's own, like the `notes` example):
-/// the pool, the migrations on ignite and the health routes. Mount the docs with
-/// [`mount_docs`].
+/// the pool, the migrations on ignite, the health routes and JSON error bodies for
+/// requests no route handles ([`json_catchers`]). Mount the docs with [`mount_docs`].
 pub fn rocket_with(config: &AppConfig, migrations: &'static MigrationSet) -> Rocket<Build> {
     rocket::custom(config.figment.clone())
         .attach(database::stage(config.database.clone(), migrations))
         .attach(routes::stage())
+        .register("/", json_catchers())
 }
 
 /// What a server's `main` does: loads the configuration from `env`, builds the async

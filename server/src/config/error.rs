@@ -30,6 +30,14 @@ pub enum ConfigError {
         /// Comma-separated list of known profiles.
         known: String,
     },
+    /// An environment variable this crate reads holds bytes that are not UTF-8.
+    #[error(
+        "environment variable {var} is not valid UTF-8 (its value is not shown: it may hold a secret)"
+    )]
+    NotUtf8 {
+        /// The variable's name.
+        var: String,
+    },
     /// A file named by the configuration cannot be read.
     #[error("cannot read {what} {path}: {reason}")]
     File {
@@ -56,6 +64,7 @@ pub(super) fn origin(figment: &Figment, key: &str) -> String {
 fn describe_source(metadata: &Metadata, full_key: &str) -> String {
     match &metadata.source {
         Some(figment::Source::File(path)) => format!("from {}", path.display()),
+        _ if metadata.name == super::PROGRAM_DEFAULT => format!("the {}", metadata.name),
         _ => {
             let keys: Vec<&str> = full_key.split('.').collect();
             format!(

@@ -31,6 +31,12 @@ pub const DATABASE_NAME: &str = "main";
 /// Figment path of the database settings.
 pub const DATABASE_KEY: &str = "databases.main";
 
+/// The name of the layer of a program's own defaults ([`Environment::with_default_var`]).
+const PROGRAM_DEFAULT: &str = "default of this program";
+
+/// The variable naming `db-copy`'s target, read from the environment or `.env`.
+pub const COPY_TO_VAR: &str = "DATABASE_COPY_TO";
+
 /// The inputs configuration is read from: a working directory and environment variables.
 ///
 /// Tests build one explicitly; binaries use [`Environment::from_process`].
@@ -38,6 +44,8 @@ pub const DATABASE_KEY: &str = "databases.main";
 pub struct Environment {
     cwd: PathBuf,
     vars: BTreeMap<String, String>,
+    /// The program's own defaults for variables the environment does not set.
+    defaults: BTreeMap<String, String>,
 }
 
 impl Environment {
@@ -48,7 +56,27 @@ impl Environment {
             path: PathBuf::from("."),
             reason: e.to_string(),
         })?;
-        Ok(Self::new(cwd, std::env::vars()))
+        let mut vars = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            // A variable whose name is not UTF-8 is nobody's setting.
+            let Ok(name) = name.into_string() else {
+                continue;
+            };
+            match value.into_string() {
+                Ok(value) => {
+                    vars.insert(name, value);
+                }
+                Err(_) if sources::is_setting(&name) => {
+                    return Err(ConfigError::NotUtf8 { var: name });
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(Self {
+            cwd,
+            vars,
+            defaults: BTreeMap::new(),
+        })
     }
 
     /// An explicit working directory and set of variables.
@@ -56,14 +84,16 @@ impl Environment {
         Self {
             cwd: cwd.into(),
             vars: vars.into_iter().collect(),
+            defaults: BTreeMap::new(),
         }
     }
 
-    /// Sets `key` to `value` unless the environment sets it already.
+    /// Sets `key` to `value` unless the environment sets it already; messages name the
+    /// value as the program's default, not as an environment variable.
     pub fn with_default_var(mut self, key: &str, value: &str) -> Self {
-        self.vars
-            .entry(key.to_string())
-            .or_insert_with(|| value.to_string());
+        if !self.vars.contains_key(key) {
+            self.defaults.insert(key.to_string(), value.to_string());
+        }
         self
     }
 
@@ -87,6 +117,8 @@ pub struct AppConfig {
     pub database: DbSettings,
     /// Rocket's own settings (address, port, workers, ...), validated.
     pub server: rocket::Config,
+    /// `DATABASE_COPY_TO` from the environment, else from `.env`: `db-copy`'s target.
+    pub copy_to: Option<String>,
 }
 
 impl AppConfig {
@@ -108,6 +140,11 @@ impl AppConfig {
             .as_ref()
             .map(|path| Toml::file_exact(path).nested());
         let profile = select_profile(env, &dotenv, toml.as_ref())?;
+        let copy_to = env.var(COPY_TO_VAR).map(str::to_string).or_else(|| {
+            dotenv
+                .as_ref()
+                .and_then(|(_, vars)| vars.get(COPY_TO_VAR).cloned())
+        });
 
         let mut figment = Figment::from(rocket::Config::default());
         if let Some(toml) = toml {
@@ -121,6 +158,11 @@ impl AppConfig {
             });
         }
         let figment = figment
+            .merge(EnvLayer {
+                vars: env.defaults.clone(),
+                name: PROGRAM_DEFAULT.into(),
+                source: None,
+            })
             .merge(EnvLayer {
                 vars: env.vars.clone(),
                 name: "environment variable".into(),
@@ -167,10 +209,31 @@ impl AppConfig {
                 });
             }
         }
+        // A misspelt database name (`[production.databases.mian]`) would otherwise be
+        // ignored and the server run on the default SQLite file.
+        if let Ok(value) = figment.find_value("databases")
+            && let Some(names) = value.as_dict()
+            && let Some(name) = names.keys().find(|name| *name != DATABASE_NAME)
+        {
+            let key = format!("databases.{name}");
+            return Err(ConfigError::Invalid {
+                origin: error::origin_of(&figment, &key),
+                key,
+                reason: format!(
+                    "unknown database `{name}`; the server has one database, `{DATABASE_NAME}` ([{profile}.{DATABASE_KEY}])"
+                ),
+            });
+        }
         let (database, canonical) = DbSettings::validate(&figment.focus(DATABASE_KEY), &root)?;
         // Rocket and rocket_db_pools read the validated values, with the URL resolved,
         // so the pool sees exactly what was checked here.
         let figment = figment.merge(Serialized::global(DATABASE_KEY, canonical));
+        // Rocket gets the selected profile's values alone: it warns about any profile
+        // *defined* whose name starts with `prod`, `dev` or `stag`, selected or not.
+        let values: figment::value::Dict = figment
+            .extract()
+            .map_err(|e| error::figment_error(&figment, e, None))?;
+        let figment = Figment::from(Serialized::globals(values)).select(profile.clone());
         Ok(Self {
             root,
             config_file,
@@ -178,6 +241,7 @@ impl AppConfig {
             figment,
             database,
             server,
+            copy_to,
         })
     }
 

@@ -77,6 +77,9 @@ const MAX_CONNECTIONS: u32 = 10_000;
 /// The longest interval between scheduled backups: a year.
 const MAX_BACKUP_INTERVAL_SECS: u64 = 366 * 24 * 3600;
 
+/// The largest free-space threshold, in MiB: 1 PiB, so the byte count stays exact.
+const MAX_DISK_FREE_MIN_MB: u64 = 1 << 30;
+
 /// The largest duration in milliseconds the drivers accept (`i32::MAX`).
 const MAX_MILLIS: u64 = i32::MAX as u64;
 
@@ -270,6 +273,15 @@ impl DbSettings {
                 "must be below 1000 so /health/db answers within a second".into(),
             ));
         }
+        if raw.disk_free_min_mb > MAX_DISK_FREE_MIN_MB {
+            return Err(invalid(
+                "disk_free_min_mb",
+                format!(
+                    "{} is more than {MAX_DISK_FREE_MIN_MB} (1 PiB)",
+                    raw.disk_free_min_mb
+                ),
+            ));
+        }
         let backup_dir = match &raw.backup_dir {
             Some(dir) if dir.trim().is_empty() => {
                 return Err(invalid(
@@ -336,7 +348,7 @@ impl DbSettings {
             echo: raw.echo,
             migrate_on_start: raw.migrate_on_start,
             backup_dir: backup_dir.clone(),
-            disk_free_min_bytes: raw.disk_free_min_mb.saturating_mul(1 << 20),
+            disk_free_min_bytes: raw.disk_free_min_mb << 20,
             backup_interval: (raw.backup_interval_secs > 0)
                 .then(|| Duration::from_secs(raw.backup_interval_secs)),
             backup_keep: raw.backup_keep,

@@ -12,23 +12,68 @@ use super::{ConfigError, DATABASE_KEY, Environment};
 use crate::url::mask_url;
 
 /// Finds the `Rocket.toml` in use: `ROCKET_CONFIG`, else `Rocket.toml` in the working directory or a parent.
+///
+/// Whatever is found must be a regular file (or a link to one): a directory or a FIFO
+/// named `Rocket.toml` is a mistake to report, not a reason to fall back to defaults.
 pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, ConfigError> {
     if let Some(explicit) = env.var("ROCKET_CONFIG") {
         let path = env.cwd.join(explicit);
-        if !path.is_file() {
-            return Err(ConfigError::File {
-                what: "config file named by ROCKET_CONFIG",
+        let what = "config file named by ROCKET_CONFIG";
+        return match regular_file(&path) {
+            Some(Ok(())) => Ok(Some(path)),
+            Some(Err(reason)) => Err(ConfigError::File { what, path, reason }),
+            None => Err(ConfigError::File {
+                what,
                 path,
                 reason: "no such file".into(),
-            });
-        }
-        return Ok(Some(path));
+            }),
+        };
     }
-    Ok(env
-        .cwd
-        .ancestors()
-        .map(|dir| dir.join("Rocket.toml"))
-        .find(|path| path.is_file()))
+    for path in env.cwd.ancestors().map(|dir| dir.join("Rocket.toml")) {
+        match regular_file(&path) {
+            Some(Ok(())) => return Ok(Some(path)),
+            Some(Err(reason)) => {
+                return Err(ConfigError::File {
+                    what: "config file",
+                    path,
+                    reason,
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(None)
+}
+
+/// Whether something is at `path` (`None`: nothing), and whether it is a regular file.
+fn regular_file(path: &Path) -> Option<Result<(), String>> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return path
+                .symlink_metadata()
+                .is_ok()
+                .then(|| Err("is a symbolic link to nothing".into()));
+        }
+        Err(e) => return Some(Err(e.to_string())),
+    };
+    let kind = meta.file_type();
+    Some(if kind.is_file() {
+        Ok(())
+    } else if kind.is_dir() {
+        Err("is a directory, not a file".into())
+    } else if kind.is_fifo() {
+        Err("is a FIFO (named pipe), not a regular file".into())
+    } else {
+        Err("is not a regular file".into())
+    })
+}
+
+/// Whether the environment variable `var` is one this crate reads: a `ROCKET_*` or
+/// `DATABASE_*` setting.
+pub(super) fn is_setting(var: &str) -> bool {
+    var.starts_with("ROCKET_") || var.starts_with("DATABASE_")
 }
 
 /// A `.env` file: its path and its variables.
