@@ -410,54 +410,15 @@ pub async fn schema_of_file(
     file: &str,
 ) -> Result<Schema, MaintenanceError> {
     on_scratch(settings, async |conn: &mut DbConn| {
-        schema::apply(conn, sql, file)
+        let statements = schema::apply(conn, sql, file)
             .await
             .map_err(MaintenanceError::Check)?;
         let declared = schema::read(conn.target()).await?;
         // SQLite takes any type name; the declared schema is for both engines.
-        if let Some(column) = declared.unshared_columns().first() {
-            let line = line_of(sql, column.column, column.data_type);
-            return Err(MaintenanceError::Check(format!(
-                "{file}, line {line}: {}",
-                column.describe()
-            )));
-        }
-        for table in &declared.tables {
-            let table_line = || line_of_table(sql, &table.name);
-            if !table.undescribed.is_empty() {
-                return Err(MaintenanceError::Check(format!(
-                    "{file}, line {}: table {} has {}, which {file} cannot declare; write it in a migration by hand (`db-schema` lists it in a comment)",
-                    table_line(),
-                    table.name,
-                    table.undescribed.join(", ")
-                )));
-            }
-            if let Some(fk) = table
-                .foreign_keys
-                .iter()
-                .find(|fk| declared.table(&fk.references).is_none())
-            {
-                return Err(MaintenanceError::Check(format!(
-                    "{file}, line {}: table {} references table {}, which {file} does not declare",
-                    table_line(),
-                    table.name,
-                    fk.references
-                )));
-            }
-        }
+        schema::check_declared(&declared, &statements, file).map_err(MaintenanceError::Check)?;
         Ok(declared)
     })
     .await
-}
-
-/// The line of `sql` that creates table `name` (1 if none is found).
-fn line_of_table(sql: &str, name: &str) -> usize {
-    sql.lines()
-        .position(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("create table") && l.contains(&name.to_ascii_lowercase())
-        })
-        .map_or(1, |i| i + 1)
 }
 
 /// The schema of the configured database, read without changing it.
@@ -490,31 +451,6 @@ pub async fn schema_drift(
         &schema::render_bare(&declared),
         &schema::render_bare(&produced),
     )))
-}
-
-/// The first line of `sql` that names `column` followed by its type (1 if none does).
-fn line_of(sql: &str, column: &str, data_type: &str) -> usize {
-    let base = data_type
-        .split('(')
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    sql.lines()
-        .position(|l| {
-            let l = l.to_ascii_lowercase();
-            let words: Vec<&str> = l
-                .split(|c: char| c.is_whitespace() || c == ',' || c == '(')
-                .filter(|w| !w.is_empty())
-                .collect();
-            words.windows(2).any(|w| {
-                w[0].trim_matches('"') == column.to_ascii_lowercase()
-                    && (base.is_empty() || w[1] == base)
-            }) || (base.is_empty()
-                && words
-                    .first()
-                    .is_some_and(|w| w.trim_matches('"') == column.to_ascii_lowercase()))
-        })
-        .map_or(1, |i| i + 1)
 }
 
 /// Runs `work` on a connection to a fresh scratch database, dropped afterwards.

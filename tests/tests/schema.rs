@@ -151,6 +151,126 @@ fn bad_declared_schemas_name_the_file_and_line() {
     }
 }
 
+/// What `schema.sql` cannot declare, and a table declared twice: the error names the line
+/// of the clause (or of the statement), not the file's first statement. The table is
+/// called `t`, a letter of every `CREATE TABLE` line above it.
+#[test]
+fn what_schema_sql_cannot_declare_is_named_at_its_own_line() {
+    let project = rich_project();
+    project.xtask(&["db-schema"]).ok();
+    let path = project.path().join("migrations/schema.sql");
+    let good = schema_file(&project);
+    let table = |body: &str, tail: &str| {
+        format!(
+            "{good}\nCREATE TABLE t (\n    id BIGINT NOT NULL,\n{body}    PRIMARY KEY (id)\n){tail};\n"
+        )
+    };
+    // (file, the text on the line the error names, what it says, on SQLite, on PostgreSQL)
+    let cases = [
+        (
+            table("    age INTEGER\n        CHECK (age >= 0),\n", ""),
+            "CHECK (age",
+            "a CHECK constraint",
+            (true, true),
+        ),
+        (
+            table("", " WITHOUT ROWID"),
+            "WITHOUT ROWID",
+            "STRICT or WITHOUT ROWID",
+            (true, false),
+        ),
+        (
+            table("    name TEXT\n        COLLATE NOCASE,\n", ""),
+            "COLLATE NOCASE",
+            "a COLLATE clause",
+            (true, false),
+        ),
+        (
+            table("    name TEXT\n        COLLATE \"C\",\n", ""),
+            "COLLATE \"C\"",
+            "a COLLATE clause",
+            (false, true),
+        ),
+        (
+            table(
+                "    twice BIGINT\n        GENERATED ALWAYS AS (id * 2) STORED,\n",
+                "",
+            ),
+            "GENERATED ALWAYS",
+            "generated",
+            (true, true),
+        ),
+        (
+            format!("{good}\nCREATE INDEX users_active ON users (name)\n    WHERE active;\n"),
+            "WHERE active",
+            "index users_active",
+            (true, true),
+        ),
+        (
+            format!("{good}\nCREATE INDEX users_lower ON users (lower(name));\n"),
+            "users_lower",
+            "index users_lower",
+            (true, true),
+        ),
+        (
+            format!("{good}\nCREATE TABLE IF NOT EXISTS users (\n    id BIGINT\n);\n"),
+            "IF NOT EXISTS users",
+            "table users is declared again (first at line",
+            (true, true),
+        ),
+        (
+            format!("{good}\nCREATE INDEX IF NOT EXISTS users_name ON users (email);\n"),
+            "IF NOT EXISTS users_name",
+            "index users_name is declared again",
+            (true, true),
+        ),
+        (
+            table("    owner BIGINT\n        REFERENCES nowhere (id),\n", ""),
+            "REFERENCES nowhere",
+            "nowhere",
+            (true, true),
+        ),
+        (
+            table("    at DATETIME,\n", ""),
+            "at DATETIME",
+            "use TIMESTAMP",
+            (true, true),
+        ),
+    ];
+    let pg = PgDatabase::create();
+    for (text, needle, reason, (on_sqlite, on_pg)) in &cases {
+        std::fs::write(&path, text).unwrap();
+        let line = text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+        let expected = format!("migrations/schema.sql, line {line}: ");
+        if *on_sqlite {
+            let error = project
+                .xtask(&["db-schema", "--check"])
+                .code(1)
+                .error_line()
+                .to_string();
+            assert!(
+                error.contains(&expected) && error.contains(reason),
+                "SQLite, expected {expected}… {reason}: {error}"
+            );
+            let autogenerate = project.xtask(&["db-migrate", "x", "--autogenerate"]);
+            assert_eq!(autogenerate.code(1).error_line(), error);
+        }
+        if let Some(pg) = pg.as_ref().filter(|_| *on_pg) {
+            let error = project
+                .xtask_with(&["db-schema", "--check"], &[("DATABASE_URL", &pg.url)])
+                .code(1)
+                .error_line()
+                .to_string();
+            // PostgreSQL itself refuses some of them at the same line.
+            assert!(
+                error.contains(&expected)
+                    && (error.contains(reason) || error.contains("does not exist")),
+                "PostgreSQL, expected {expected}… {reason}: {error}"
+            );
+        }
+    }
+}
+
 #[test]
 fn from_db_describes_a_database_made_by_hand() {
     let project = Project::sqlite();

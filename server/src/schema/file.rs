@@ -2,6 +2,7 @@
 //! on, checked to be `CREATE TABLE` / `CREATE INDEX` only, and applied one by one so an
 //! error names its line.
 
+use super::declared::Declared;
 use crate::db::DbConn;
 
 /// The file's name inside the migrations directory.
@@ -22,11 +23,19 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
     let (mut start, mut line, mut start_line) = (0, 1, 1);
     let mut in_quote: Option<char> = None;
     let mut chars = sql.char_indices().peekable();
-    let mut in_comment = false;
+    let (mut in_comment, mut in_block) = (false, false);
+    let mut previous = ' ';
     while let Some((i, c)) = chars.next() {
+        let before = std::mem::replace(&mut previous, c);
         if c == '\n' {
             line += 1;
             in_comment = false;
+            continue;
+        }
+        if in_block {
+            in_block = !(before == '*' && c == '/');
+            // The closing `/` starts nothing: `*/*` is not a new comment.
+            previous = ' ';
             continue;
         }
         if in_comment {
@@ -37,6 +46,10 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
             (Some(_), _) => {}
             (None, '\'' | '"') => in_quote = Some(c),
             (None, '-') if chars.peek().is_some_and(|(_, n)| *n == '-') => in_comment = true,
+            (None, '/') if chars.peek().is_some_and(|(_, n)| *n == '*') => {
+                chars.next();
+                in_block = true;
+            }
             (None, ';') => {
                 out.push(Statement {
                     line: start_line,
@@ -57,10 +70,7 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
     // Each statement starts at its first line of code, not at the comments before it.
     out.into_iter()
         .filter_map(|s| {
-            let line = (s.line..)
-                .zip(s.sql.lines())
-                .find(|(_, text)| !text.split("--").next().unwrap_or("").trim().is_empty())?
-                .0;
+            let line = super::declared::first_code_line(s.sql, s.text_line)?;
             Some(Statement { line, ..s })
         })
         .collect()
@@ -89,12 +99,14 @@ pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::Pa
     Ok(path)
 }
 
-/// Runs the declared schema on `conn` (a scratch database), statement by statement.
-/// Errors read `<file>, line N: …`.
-pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), String> {
+/// Runs the declared schema on `conn` (a scratch database), statement by statement, and
+/// returns what each statement declared. Errors read `<file>, line N: …`; a table or
+/// index declared twice is one.
+pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<Vec<Declared>, String> {
     // A byte-order mark some editors write is not SQL.
     let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     let all = statements(sql);
+    let mut declared = Vec::new();
     for statement in &all {
         let code: String = statement
             .sql
@@ -103,23 +115,18 @@ pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), Strin
             .collect::<Vec<_>>()
             .join(" ");
         let words: Vec<&str> = code.split_whitespace().take(3).collect();
-        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-        let ddl = matches!(
-            upper
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .as_slice(),
-            ["CREATE", "TABLE", ..] | ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX"]
-        );
-        if !ddl {
-            return Err(format!(
-                "{file}, line {}: only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
-                statement.line,
-                words.join(" ")
-            ));
+        match super::declared::parse(statement.sql, statement.text_line, statement.line) {
+            Some(d) => declared.push(d),
+            None => {
+                return Err(format!(
+                    "{file}, line {}: only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
+                    statement.line,
+                    words.join(" ")
+                ));
+            }
         }
     }
+    super::declared::check_unique(&declared, file)?;
     // Any order: a statement that fails (a table referencing one declared further down)
     // is tried again after the others, until a pass makes no progress.
     let mut pending: Vec<&Statement<'_>> = all.iter().collect();
@@ -133,7 +140,7 @@ pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<(), Strin
             }
         }
         match first_error {
-            None => return Ok(()),
+            None => return Ok(declared),
             Some(error) if failed.len() == pending.len() => return Err(error),
             Some(_) => pending = failed,
         }
@@ -157,7 +164,21 @@ fn describe(e: &sqlx::Error, statement: &Statement<'_>, file: &str) -> String {
                 rest.split_once(')').map_or("", |(_, tail)| tail)
             )
         }
-        None => format!("{file}, line {}: {reason}", statement.line),
+        None => {
+            // No position: the line that names what the message names (`relation
+            // "nowhere" does not exist`, `no such collation sequence: C`), else the
+            // statement's first.
+            let named = reason
+                .split('"')
+                .nth(1)
+                .or_else(|| reason.rsplit(": ").next().filter(|w| !w.contains(' ')));
+            let line = named
+                .and_then(|name| {
+                    super::declared::line_naming(statement.sql, statement.text_line, name)
+                })
+                .unwrap_or(statement.line);
+            format!("{file}, line {line}: {reason}")
+        }
     }
 }
 

@@ -11,8 +11,10 @@
 //! | `normalize` | one spelling for types and defaults |
 //! | `render` | the description as `CREATE TABLE` / `CREATE INDEX` statements |
 //! | `file` | `migrations/schema.sql`: its statements, applied with their line numbers |
+//! | `declared` | what each statement declares, and the line of each clause, for errors |
 //! | `diff` | autogenerate: the migration and down script from one schema to another |
 
+mod declared;
 mod diff;
 mod file;
 mod normalize;
@@ -20,6 +22,7 @@ mod postgres;
 mod render;
 mod sqlite;
 
+pub use declared::{Declared, check as check_declared};
 pub use diff::{FOREIGN_KEYS_OFF, Generated, generate};
 pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::{quoted, unshared};

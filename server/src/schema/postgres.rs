@@ -131,6 +131,17 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         if checks > 0 {
             undescribed.push("a CHECK constraint".into());
         }
+        let collated: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
+               AND a.attcollation <> t.typcollation",
+        )
+        .bind(oid)
+        .fetch_one(&mut *c)
+        .await?;
+        if collated > 0 {
+            undescribed.push("a COLLATE clause".into());
+        }
         let triggers: Vec<String> = sqlx::query_scalar(
             "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::int8::oid AND NOT tgisinternal ORDER BY 1",
         )
