@@ -209,3 +209,38 @@ fn the_production_profile_backs_up_hourly_from_the_start() {
     assert_eq!(health["backup"]["interval_secs"], 3600);
     assert_eq!(backups_in(&project.path().join("backups")).len(), 1);
 }
+
+#[test]
+fn an_in_memory_database_is_backed_up_on_schedule() {
+    let project = Project::sqlite();
+    let server = Server::start(
+        &project,
+        &[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("DATABASE_BACKUP_INTERVAL_SECS", "1"),
+        ],
+    );
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            health = backup_state(&server);
+            health["backup"]["last_success_at"].is_string()
+                || health["backup"]["last_failure"].is_string()
+        }),
+        "{health}"
+    );
+    assert_eq!(health["status"], "pass", "{health}\n{}", server.output());
+    let dir = project.path().join("backups");
+    let file = dir.join(health["backup"]["last_file"].as_str().unwrap());
+    // A real, verified SQLite file holding the schema the server migrated in memory.
+    let tables = tests::sqlite(&file, "SELECT name FROM sqlite_master WHERE type = 'table'");
+    assert!(
+        tables.iter().any(|t| t == "refinery_schema_history"),
+        "{tables:?}"
+    );
+    let listing = project
+        .xtask(&["db-backups", "--dir", dir.to_str().unwrap()])
+        .ok()
+        .to_string();
+    assert!(listing.contains("verified"), "{listing}");
+}

@@ -6,7 +6,8 @@
 //! over after every write). It runs at close to the speed of copying the file, where
 //! `VACUUM INTO` rebuilds every table and index (about 3.5× slower; see
 //! docs/benchmarks.md). An in-memory database, which has no path another connection
-//! could open, is copied with `VACUUM INTO` on the pool's connection.
+//! could open, is copied with `VACUUM INTO` on the pool's connection, into a `file:` URI
+//! (see [`file_uri`]).
 
 use std::fs;
 use std::path::Path;
@@ -65,7 +66,7 @@ pub(super) async fn sqlite(
                     })
             }
             None => sqlx::query("VACUUM INTO ?")
-                .bind(target.to_string_lossy().to_string())
+                .bind(file_uri(target))
                 .execute(&mut *conn)
                 .await
                 .map(drop)
@@ -78,6 +79,27 @@ pub(super) async fn sqlite(
     result?;
     progress.advance(total, total);
     Ok(())
+}
+
+/// `target` as a SQLite URI that opens a file on disk. `VACUUM INTO` attaches its target
+/// with the source connection's open flags: an in-memory database's include
+/// `SQLITE_OPEN_MEMORY`, so a plain path would be "written" into memory and leave the
+/// file empty. `mode=rwc` clears that flag (and `cache=private` the shared cache).
+/// Every byte outside a safe set is percent-encoded: `?`, `#` and `%` in a path, and
+/// paths that are not UTF-8.
+fn file_uri(target: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let absolute = std::path::absolute(target).unwrap_or_else(|_| target.to_path_buf());
+    let mut uri = String::from("file:");
+    for &byte in absolute.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-_.~".contains(&byte) {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?mode=rwc&cache=private");
+    uri
 }
 
 /// Copies `source` into `target` with the online backup API in one step, then makes the
