@@ -8,6 +8,10 @@ use crate::migrations::{self, MigrationError, MigrationSet, SchemaState, SchemaS
 use crate::schema::{self, Schema};
 use crate::url::DatabaseUrl;
 
+mod scratch;
+
+pub use scratch::{Scratch, drop_abandoned_scratch};
+
 /// A maintenance failure.
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
@@ -468,69 +472,4 @@ async fn on_scratch<T>(
     .await;
     scratch.drop().await?;
     result
-}
-
-/// A throwaway database of the same engine: a temp SQLite file, or a new PostgreSQL database.
-struct Scratch {
-    settings: DbSettings,
-    _dir: Option<tempfile::TempDir>,
-    admin: Option<(DbPool, String)>,
-}
-
-impl Scratch {
-    async fn create(settings: &DbSettings) -> Result<Self, MaintenanceError> {
-        let mut scratch = settings.clone();
-        scratch.min_connections = 1;
-        scratch.max_connections = 2;
-        match &settings.url {
-            DatabaseUrl::Sqlite { .. } | DatabaseUrl::SqliteMemory => {
-                let dir = tempfile::tempdir().map_err(|e| {
-                    MaintenanceError::Check(format!("cannot create a scratch directory: {e}"))
-                })?;
-                scratch.url = DatabaseUrl::Sqlite {
-                    path: dir.path().join("scratch.db"),
-                };
-                Ok(Self {
-                    settings: scratch,
-                    _dir: Some(dir),
-                    admin: None,
-                })
-            }
-            DatabaseUrl::Postgres { url } => {
-                let admin = DbPool::open(&scratch, OpenMode::MustExist).await?;
-                let name = format!("db_check_{}_{}", std::process::id(), unique_suffix());
-                admin
-                    .acquire()
-                    .await?
-                    .execute_script(&format!("CREATE DATABASE {name}"))
-                    .await?;
-                let mut url = url.clone();
-                url.set_path(&name);
-                scratch.url = DatabaseUrl::Postgres { url };
-                Ok(Self {
-                    settings: scratch,
-                    _dir: None,
-                    admin: Some((admin, name)),
-                })
-            }
-        }
-    }
-
-    async fn drop(self) -> Result<(), MaintenanceError> {
-        if let Some((admin, name)) = self.admin {
-            admin
-                .acquire()
-                .await?
-                .execute_script(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await?;
-            admin.close().await;
-        }
-        Ok(())
-    }
-}
-
-fn unique_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() % 1_000_000_000)
 }

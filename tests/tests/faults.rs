@@ -704,3 +704,65 @@ fn sigkill_during_reset_leaves_the_database_wholly_before_or_after() {
     assert!(has_keep(), "the database is as it was");
     assert_eq!(count(&db, "big"), 1_500_000);
 }
+
+#[path = "support/scratch_kills.rs"]
+mod scratch_kills;
+
+/// A SQLite project whose second migration takes about half a second, `schema.sql`
+/// written, and an empty temporary directory for its runs.
+fn slow_scratch_project() -> (Project, tempfile::TempDir) {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__slow",
+        "CREATE TABLE slow (x INTEGER PRIMARY KEY, y TEXT);\n\
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500000) \
+         INSERT INTO slow SELECT i, hex(randomblob(16)) FROM n;",
+        Some("DROP TABLE slow;"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmp.path().to_str().unwrap())])
+        .ok();
+    (project, tmp)
+}
+
+#[test]
+fn interrupted_or_killed_scratch_commands_leave_no_scratch_file_on_sqlite() {
+    let (project, tmp) = slow_scratch_project();
+    let files = |_pid: u32| debris(tmp.path());
+    scratch_kills::Experiment {
+        project: &project,
+        tmp: tmp.path(),
+        scratch_of: &files,
+    }
+    .run();
+}
+
+#[test]
+fn a_scratch_file_held_by_a_live_run_is_never_swept() {
+    let (project, tmp) = slow_scratch_project();
+    // What a live run holds: its file, locked, and SQLite's log beside it.
+    let live = tmp.path().join(".xtask-scratch.db.live.partial");
+    let held = std::fs::File::create(&live).unwrap();
+    held.lock().unwrap();
+    std::fs::write(tmp.path().join(".xtask-scratch.db.live.partial-wal"), b"").unwrap();
+    let tmpdir = tmp.path().to_str().unwrap();
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmpdir)])
+        .ok();
+    let mut left = debris(tmp.path());
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            ".xtask-scratch.db.live.partial",
+            ".xtask-scratch.db.live.partial-wal"
+        ]
+    );
+    // Once its owner is gone, the next run sweeps both.
+    drop(held);
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmpdir)])
+        .ok();
+    assert_eq!(debris(tmp.path()), Vec::<String>::new());
+}

@@ -357,3 +357,106 @@ fn readiness_fails_on_a_postgres_database_that_accepts_no_writes() {
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(response.body.contains("read-only"), "{}", response.body);
 }
+
+#[path = "support/scratch_kills.rs"]
+mod scratch_kills;
+
+/// The scratch databases of the `xtask` run with process id `pid` on the test server.
+fn scratch_databases(pid: u32) -> Vec<String> {
+    let names = psql(
+        &postgres_admin_url(),
+        &format!(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'xtask\\_scratch\\_{pid}\\_%' ORDER BY 1"
+        ),
+    )
+    .unwrap();
+    names.lines().map(str::to_string).collect()
+}
+
+/// A project on its own database whose second migration sleeps a second, `schema.sql`
+/// written, and an empty temporary directory for its runs.
+fn slow_scratch_project(pg: &PgDatabase) -> (Project, tempfile::TempDir) {
+    let project = notes_project(&pg.url);
+    project.write_migration(
+        "V3__slow",
+        "CREATE TABLE slow (x INTEGER PRIMARY KEY); SELECT pg_sleep(1);",
+        Some("DROP TABLE slow;"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let tmpdir = tmp.path().to_str().unwrap();
+    project.xtask_with(&["db-init"], &[("TMPDIR", tmpdir)]).ok();
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmpdir)])
+        .ok();
+    (project, tmp)
+}
+
+#[test]
+fn interrupted_or_killed_scratch_commands_leave_no_scratch_database_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let (project, tmp) = slow_scratch_project(&pg);
+    scratch_kills::Experiment {
+        project: &project,
+        tmp: tmp.path(),
+        scratch_of: &scratch_databases,
+    }
+    .run();
+}
+
+#[test]
+fn a_scratch_database_whose_owner_is_alive_is_never_dropped() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let (project, tmp) = slow_scratch_project(&pg);
+    let tmpdir = tmp.path().to_str().unwrap();
+    // What a live run on another machine holds: the database and its marker session.
+    let name = format!("xtask_scratch_{}_{}", u32::MAX, std::process::id());
+    psql(&postgres_admin_url(), &format!("CREATE DATABASE {name}")).unwrap();
+    // An idle session (psql waiting for input), as the owner's marker is.
+    let mut marker = tests::pg_command("psql")
+        .args(["--no-psqlrc", "-d", &postgres_admin_url()])
+        .env("PGAPPNAME", &name)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let session =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE application_name = '{name}'");
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'");
+    let admin = postgres_admin_url();
+    let started = std::time::Instant::now();
+    while psql(&admin, &session).unwrap() != "1" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the marker session never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmpdir)])
+        .ok();
+    assert_eq!(
+        psql(&admin, &exists).unwrap(),
+        "1",
+        "a live run's scratch was dropped"
+    );
+    // Once its owner is gone, the next run drops it.
+    marker.kill().unwrap();
+    marker.wait().unwrap();
+    while psql(&admin, &session).unwrap() != "0" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the marker session never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    project
+        .xtask_with(&["db-schema"], &[("TMPDIR", tmpdir)])
+        .ok();
+    let left = psql(&admin, &exists).unwrap();
+    psql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    assert_eq!(left, "0", "a dead run's scratch was not swept");
+}

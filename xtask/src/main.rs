@@ -44,6 +44,7 @@ mod copy;
 mod downgrade;
 mod flags;
 mod init;
+mod interrupt;
 mod migrate;
 mod progress;
 mod project;
@@ -115,17 +116,17 @@ fn main() -> ExitCode {
         match flags.command {
             Command::DbInit(cmd) => cmd.run(&project).await,
             Command::DbStatus(cmd) => return cmd.run(&project).await,
-            Command::DbMigrate(cmd) => cmd.run(&project).await,
+            Command::DbMigrate(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
             Command::DbUpgrade(cmd) => cmd.run(&project).await,
             Command::DbDowngrade(cmd) => cmd.run(&project).await,
             Command::DbReset(cmd) => cmd.run(&project).await,
             Command::DbBackup(cmd) => cmd.run(&project).await,
             Command::DbBackups(cmd) => cmd.run(&project),
             Command::DbRestore(cmd) => cmd.run(&project).await,
-            Command::DbCheck(cmd) => cmd.run(&project).await,
+            Command::DbCheck(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
             Command::Bench(cmd) => return cmd.run(),
             Command::DbCopy(cmd) => cmd.run(&project).await,
-            Command::DbSchema(cmd) => cmd.run(&project).await,
+            Command::DbSchema(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
         }
         .map(|()| ExitCode::SUCCESS)
     });
