@@ -244,3 +244,112 @@ fn an_in_memory_database_is_backed_up_on_schedule() {
         .to_string();
     assert!(listing.contains("verified"), "{listing}");
 }
+
+#[test]
+fn a_missing_copy_directory_is_never_created_and_warns_until_it_is_back() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    // The mount point of a share that is not mounted.
+    let share = project.path().join("mnt/share");
+    let share_env = share.to_string_lossy().into_owned();
+    let server = Server::start(
+        &project,
+        &[
+            ("DATABASE_BACKUP_INTERVAL_SECS", "1"),
+            ("DATABASE_BACKUP_COPY_TO", &share_env),
+        ],
+    );
+    let mut warned = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            warned = backup_state(&server);
+            warned["status"] == "warn"
+        }),
+        "{warned}"
+    );
+    let output = warned["output"].as_str().unwrap();
+    assert!(
+        output.contains("backup_copy_to") && output.contains("does not exist"),
+        "{output}"
+    );
+    assert!(
+        !output.contains(&*project.path().to_string_lossy()),
+        "no path: {output}"
+    );
+    assert!(
+        !project.path().join("mnt").exists(),
+        "the copy directory is never created"
+    );
+    assert!(
+        server.output().contains(&share_env),
+        "the log names the path: {}",
+        server.output()
+    );
+    assert!(!backups_in(&project.path().join("backups")).is_empty());
+
+    // Mounted: the next interval copies, and the warning clears.
+    std::fs::create_dir_all(&share).unwrap();
+    let mut recovered = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            recovered = backup_state(&server);
+            recovered["status"] == "pass" && !backups_in(&share).is_empty()
+        }),
+        "{recovered}"
+    );
+}
+
+#[test]
+fn a_world_writable_copy_directory_of_another_user_gets_private_copies() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    // `/proc/self` belongs to the effective user.
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        tests::skip("needs root to run the server as another user");
+        return;
+    }
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    // The server runs as `nobody`, owner of the project directory and the database; the
+    // share belongs to root and lets everyone write.
+    for path in [project.path().to_path_buf(), project.db_path()] {
+        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let share = project.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let share_env = share.to_string_lossy().into_owned();
+    let mut command = project.command("server");
+    command.uid(NOBODY).gid(NOBODY);
+    let server = Server::start_with(
+        command,
+        &[
+            ("DATABASE_BACKUP_INTERVAL_SECS", "1"),
+            ("DATABASE_BACKUP_COPY_TO", &share_env),
+        ],
+    );
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            health = backup_state(&server);
+            health["backup"]["last_success_at"].is_string() && !backups_in(&share).is_empty()
+        }),
+        "{health}\n{}",
+        server.output()
+    );
+    assert_eq!(health["status"], "pass", "{health}");
+    let meta = std::fs::metadata(&share).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (0, 0o777),
+        "another user's directory keeps its owner and mode"
+    );
+    for name in backups_in(&share) {
+        for file in [share.join(&name), share.join(format!("{name}.json"))] {
+            let mode = std::fs::metadata(&file).unwrap().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is private", file.display());
+        }
+    }
+}

@@ -1,9 +1,15 @@
 //! Copying a verified backup and its manifest to a second directory (`backup_copy_to`,
 //! e.g. a mounted remote file system): a backup on the database's own disk dies with it.
+//!
+//! The copy directory is never created: a missing one is a share that is not mounted,
+//! and a directory made in its place would sit on the disk the copy is meant to survive.
+//! Nor may it be `backup_dir`, inside it or around it, however a symlink or `..` spells
+//! it: checked when the settings are read, and again at every copy (a link can change).
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
 
 use super::create::create_dir_private;
 use super::manifest::{read_manifest, write_manifest};
@@ -25,6 +31,21 @@ pub fn copy_to(
         path: backup.to_path_buf(),
         reason,
     })?;
+    let unusable = |problem| BackupError::CopyDir {
+        dir: dir.to_path_buf(),
+        problem,
+    };
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(unusable(CopyDirProblem::NotADirectory)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(unusable(CopyDirProblem::Missing));
+        }
+        Err(e) => return Err(io_error("cannot read the copy directory", dir)(e)),
+    }
+    if let Some(alias) = copy_dir_alias(durable::parent(backup), dir) {
+        return Err(unusable(CopyDirProblem::Aliased(alias)));
+    }
     create_dir_private(dir, owner, progress)?;
     let _lock =
         durable::lock_dir(dir, owner).map_err(io_error("cannot lock backup directory", dir))?;
@@ -66,4 +87,97 @@ pub fn copy_to(
     }
     durable::sync_dir(dir);
     Ok(final_path)
+}
+
+/// Why the copy directory cannot take a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CopyDirProblem {
+    /// It does not exist (an unmounted share); it is never created.
+    #[error(
+        "does not exist (is the share mounted?); it is not created, so that no copy lands on the local disk"
+    )]
+    Missing,
+    /// Something else than a directory is there.
+    #[error("is not a directory")]
+    NotADirectory,
+    /// It resolves to the backup directory, inside it or around it.
+    #[error("{0}")]
+    Aliased(CopyDirAlias),
+}
+
+/// How a copy directory overlaps the backup directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CopyDirAlias {
+    /// The same directory (by path once symlinks are resolved, or by inode).
+    #[error("is backup_dir itself; name another file system")]
+    Same,
+    /// A directory inside the backup directory.
+    #[error("is inside backup_dir; name another file system")]
+    Inside,
+    /// A directory holding the backup directory.
+    #[error("holds backup_dir; name another file system")]
+    Contains,
+}
+
+/// How `copy_to` overlaps `backup_dir` once symlinks, `.` and `..` are resolved (as far as
+/// the directories exist), or `None` when they are apart.
+pub fn copy_dir_alias(backup_dir: &Path, copy_to: &Path) -> Option<CopyDirAlias> {
+    let same_inode = match (fs::metadata(backup_dir), fs::metadata(copy_to)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    let (backup_dir, copy_to) = (resolve(backup_dir), resolve(copy_to));
+    if same_inode || backup_dir == copy_to {
+        Some(CopyDirAlias::Same)
+    } else if copy_to.starts_with(&backup_dir) {
+        Some(CopyDirAlias::Inside)
+    } else if backup_dir.starts_with(&copy_to) {
+        Some(CopyDirAlias::Contains)
+    } else {
+        None
+    }
+}
+
+/// `path` made absolute with every symlink of its existing part resolved; what does not
+/// exist (yet) is kept as written, `.` and `..` applied.
+fn resolve(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut resolved = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            Component::CurDir => {}
+            // What comes before is resolved already, so `..` is its real parent.
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            other => {
+                resolved.push(other);
+                if let Ok(real) = fs::canonicalize(&resolved) {
+                    resolved = real;
+                }
+            }
+        }
+    }
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_directory_that_is_backup_dir_under_another_name_is_an_alias() {
+        let root = tempfile::tempdir().unwrap();
+        let backups = root.path().join("backups");
+        fs::create_dir(&backups).unwrap();
+        std::os::unix::fs::symlink(&backups, root.path().join("link")).unwrap();
+        let alias = |copy: &str| copy_dir_alias(&backups, &root.path().join(copy));
+        assert_eq!(alias("link"), Some(CopyDirAlias::Same));
+        assert_eq!(alias("backups/./"), Some(CopyDirAlias::Same));
+        assert_eq!(alias("x/../link"), Some(CopyDirAlias::Same));
+        assert_eq!(alias("link/off"), Some(CopyDirAlias::Inside));
+        assert_eq!(alias("."), Some(CopyDirAlias::Contains));
+        assert_eq!(alias("offsite"), None);
+        assert_eq!(alias("backups-off"), None);
+    }
 }

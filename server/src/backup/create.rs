@@ -2,7 +2,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use sqlx::Connection;
@@ -191,8 +191,9 @@ fn naming(url: &DatabaseUrl) -> (String, &'static str) {
 }
 
 /// Creates `dir` (and parents) private (0700) and owned like the database. An existing
-/// directory is tightened to 0700 only when it holds nothing but backups; a shared one
-/// (the project root, `/tmp`) keeps its mode, and the backups in it are 0600 anyway.
+/// directory is tightened to 0700 only when it holds nothing but backups and belongs to
+/// this process's user; a shared one (the project root, `/tmp`, a share another user
+/// owns) keeps its mode, and the backups in it are 0600 anyway.
 pub(super) fn create_dir_private(
     dir: &Path,
     owner: Option<durable::Owner>,
@@ -207,21 +208,23 @@ pub(super) fn create_dir_private(
         }
         return Ok(());
     }
-    let mode = fs::metadata(dir)
-        .map_err(io_error("cannot read", dir))?
-        .permissions()
-        .mode();
+    let meta = fs::metadata(dir).map_err(io_error("cannot read", dir))?;
+    let mode = meta.permissions().mode();
     if mode & 0o077 == 0 {
         return Ok(());
     }
-    if catalog::holds_only_backups(dir) {
+    // `/proc/self` belongs to this process's effective user: never chmod another's
+    // directory (a world-writable share), which works as it is.
+    let ours = fs::metadata("/proc/self").is_ok_and(|me| me.uid() == meta.uid());
+    if ours && catalog::holds_only_backups(dir) {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
             .map_err(io_error("cannot make private (chmod 700)", dir))?;
     } else {
         progress.step(&format!(
-            "note: {} is shared (mode {:o}), so its mode is left alone; the backup itself is private (0600)",
+            "note: {} is shared (mode {:o}{}), so its mode is left alone; the backup itself is private (0600)",
             dir.display(),
-            mode & 0o7777
+            mode & 0o7777,
+            if ours { "" } else { ", another user's" }
         ));
     }
     Ok(())

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use crate::url::DatabaseUrl;
 
 pub use catalog::{BackupEntry, BackupState, list, prune};
-pub use copy::copy_to;
+pub use copy::{CopyDirAlias, CopyDirProblem, copy_dir_alias, copy_to};
 pub use create::create;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
 pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
@@ -70,6 +70,14 @@ pub enum BackupError {
         path: PathBuf,
         /// Why not.
         reason: String,
+    },
+    /// The copy directory (`backup_copy_to`) cannot take a copy; nothing was copied.
+    #[error("the copy directory {} {problem}", .dir.display())]
+    CopyDir {
+        /// The directory, as configured.
+        dir: PathBuf,
+        /// What is wrong with it.
+        problem: CopyDirProblem,
     },
     /// A PostgreSQL client tool is missing or failed.
     #[error(transparent)]

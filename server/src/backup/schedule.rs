@@ -3,8 +3,10 @@
 //! like `--keep`, and copied to `backup_copy_to` when set. A failure is logged and tried
 //! again at the next interval; it never stops the server. `/health/db` reports the state.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -166,11 +168,28 @@ async fn take(
         if let Some(copy_dir) = copy_to {
             let copy = super::copy_to(&file, &copy_dir, &url, &Quiet)?;
             super::prune(&copy_dir, &url, keep, &copy)?;
+            warn_if_same_disk(&dir, &copy_dir);
         }
         Ok((file, removed))
     })
     .await
     .map_err(|e| BackupError::Refused(format!("the backup task stopped: {e}")))?
+}
+
+/// Logs once when `backup_copy_to` is on the file system of `backup_dir`: often the empty
+/// mount point of a share that is not mounted, where copies die with the disk.
+fn warn_if_same_disk(backup_dir: &Path, copy_dir: &Path) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    let device = |dir: &Path| std::fs::metadata(dir).map(|m| m.dev()).ok();
+    if device(backup_dir).is_some_and(|d| Some(d) == device(copy_dir))
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        log::warn!(
+            "backup_copy_to {} is on the same file system as backup_dir {}: the copies die with that disk (is the share mounted?)",
+            copy_dir.display(),
+            backup_dir.display()
+        );
+    }
 }
 
 /// The error without paths (public on `/health/db`): directories by their setting.

@@ -325,11 +325,12 @@ impl DbSettings {
             Some(dir) => Some(root.join(dir)),
             None => None,
         };
-        if backup_copy_to.as_deref() == Some(backup_dir.as_path()) {
-            return Err(invalid(
-                "backup_copy_to",
-                "is backup_dir itself; name another file system".into(),
-            ));
+        // However it is spelt (a symlink, `..`): never backup_dir, inside it or around it.
+        if let Some(alias) = backup_copy_to
+            .as_deref()
+            .and_then(|copy_to| crate::backup::copy_dir_alias(&backup_dir, copy_to))
+        {
+            return Err(invalid("backup_copy_to", alias.to_string()));
         }
 
         let settings = Self {
