@@ -269,8 +269,9 @@ impl Project {
             .current_dir(self.path())
             .stdin(Stdio::null())
             .env("PATH", path_with_pg_tools());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROCKET_") || key.starts_with("DATABASE_") {
+        for (key, _) in std::env::vars_os() {
+            let name = key.to_string_lossy();
+            if name.starts_with("ROCKET_") || name.starts_with("DATABASE_") {
                 command.env_remove(key);
             }
         }
@@ -388,12 +389,12 @@ pub fn free_port() -> u16 {
 impl Project {
     /// Runs the server with `env` (`RUST_BACKTRACE=1`) and waits at most 20 s for it to
     /// exit; `None` (after killing it) when it kept running.
-    pub fn server_until_exit(&self, env: &[(&str, &str)]) -> Option<Run> {
+    pub fn server_until_exit<V: AsRef<std::ffi::OsStr>>(&self, env: &[(&str, V)]) -> Option<Run> {
         let mut command = self.command("server");
         command
             .env("RUST_BACKTRACE", "1")
             .env("ROCKET_PORT", free_port().to_string())
-            .envs(env.iter().copied());
+            .envs(env.iter().map(|(k, v)| (k, v)));
         run_with_deadline(command, Duration::from_secs(20))
     }
 }

@@ -246,3 +246,54 @@ fn a_database_another_process_holds_exclusively_is_named_as_locked() {
     assert_refused(&run, 1, &["app.db", "locked by another process"]);
     assert!(!run.stderr.contains("pool timed out"), "{}", run.stderr);
 }
+
+/// `caf\xe9`: `café` in Latin-1, which is not UTF-8.
+fn latin1() -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt as _;
+    std::ffi::OsString::from_vec(b"caf\xe9".to_vec())
+}
+
+#[test]
+fn variables_and_directories_that_are_not_utf8_panic_nothing() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    // An unrelated variable and a `PWD` that are not UTF-8: ignored.
+    let mut command = project.command("xtask");
+    command
+        .env("RUST_BACKTRACE", "1")
+        .env("UNRELATED_VAR", latin1())
+        .env("PWD", latin1())
+        .arg("db-status");
+    let run = Run::from(command.output().unwrap());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    // A working directory whose name is not UTF-8, below the project, without `PWD`.
+    let odd = project.path().join(std::ffi::OsStr::from_bytes(b"d\xe9"));
+    std::fs::create_dir(&odd).unwrap();
+    let mut command = project.command("xtask");
+    command
+        .current_dir(&odd)
+        .env_remove("PWD")
+        .env("RUST_BACKTRACE", "1")
+        .arg("db-status");
+    let run = Run::from(command.output().unwrap());
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The server and the notes example start and serve.
+    for binary in ["server", "examples/notes"] {
+        let mut command = project.command(binary);
+        command.env("UNRELATED_VAR", latin1()).env("PWD", latin1());
+        let server = tests::Server::start_with(command, &[]);
+        assert_eq!(server.get("/health").status, 200);
+        let output = server.output();
+        assert!(!output.contains("panicked"), "{output}");
+        if binary == "examples/notes" {
+            // Its built-in default is not an environment variable.
+            assert!(
+                output.contains("(the default of this program)")
+                    && !output.contains("DATABASE_URL environment variable"),
+                "{output}"
+            );
+        }
+    }
+}

@@ -6,6 +6,8 @@
 //! The test also renders `docs/reliability.md` from the cases and fails when the file
 //! differs; `UPDATE_DOCS=1 cargo test -p tests --test catalogue` rewrites it.
 
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStringExt as _;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -117,6 +119,10 @@ const fn file(
 impl Case {
     const fn with_cmd(self, cmd: Cmd) -> Self {
         Self { cmd, ..self }
+    }
+
+    const fn with_env(self, env: &'static [(&'static str, &'static str)]) -> Self {
+        Self { env, ..self }
     }
 }
 
@@ -269,7 +275,43 @@ fn cases() -> Vec<Case> {
         Case { env: &[("DATABASE_URL", "{pg}")], ..case(Postgres, "a PostgreSQL migration with an unknown column", Cmd::Xtask(&["db-upgrade"]), 1, &["V3__typo", "column \"nope\" does not exist", "(at line 3)"]) },
         Case { env: &[("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:5432/catalogue_no_such_db")], ..case(Postgres, "a PostgreSQL database that does not exist", STATUS, 1, &["catalogue_no_such_db", "does not exist"]) },
         Case { env: &[("DATABASE_URL", "{pg}"), ("DATABASE_LOCK_TIMEOUT_MS", "-1")], ..case(Postgres, "`DATABASE_LOCK_TIMEOUT_MS=-1`", STATUS, 1, &["lock_timeout_ms", "DATABASE_LOCK_TIMEOUT_MS"]) },
+        // The environment, `.env` and `Rocket.toml` (issue 17, round three).
+        env(&[("DATABASE_URL", "postgres://u:hunter2{latin1}@127.0.0.1:1/app")], "`DATABASE_URL` with a password that is not UTF-8", &["DATABASE_URL", "not valid UTF-8"]),
+        env(&[("ROCKET_PORT", "80{latin1}")], "`ROCKET_PORT` that is not UTF-8", &["ROCKET_PORT", "not valid UTF-8"]),
+        Case { env: &[("DATABASE_COPY_TO", "sqlite://copy{latin1}.db")], ..case(Env, "`DATABASE_COPY_TO` that is not UTF-8", Cmd::Xtask(&["db-copy"]), 1, &["DATABASE_COPY_TO", "not valid UTF-8"]) },
+        env(&[("ROCKET_DATABASES", "{other={url=\"postgres://u:hunter2@db/app\"}}")], "`ROCKET_DATABASES` naming a database other than `main`", &["databases.other", "ROCKET_DATABASES", "unknown database"]).with_cmd(Cmd::Both(&["db-init"])),
+        env(&[("DATABASE_DISK_FREE_MIN_MB", "99999999999999")], "`DATABASE_DISK_FREE_MIN_MB=99999999999999`", &["disk_free_min_mb", "DATABASE_DISK_FREE_MIN_MB", "more than"]),
+        Case { prepare: Some(|p| std::fs::create_dir(p.path().join("conf")).unwrap()), ..env(&[("ROCKET_CONFIG", "{project}/conf")], "`ROCKET_CONFIG` naming a directory", &["ROCKET_CONFIG", "conf", "is a directory"]) },
+        Case { files: &[(".env", "DATABASE_COPY_TO=sqlite://{project}/notes.txt\n")], ..case(DotEnv, "`.env`: `DATABASE_COPY_TO` naming a file that is not a database", Cmd::Xtask(&["db-copy"]), 1, &["DATABASE_COPY_TO", "notes.txt"]) },
+        file(RocketToml, &[("Rocket.toml", "[default.databases.main]\nurl = \"sqlite://app.db\"\n[production.databases.mian]\nurl = \"postgres://app:hunter2@db/app\"\n")], "a misspelt database name (`[production.databases.mian]`)", Cmd::Xtask(&["db-init"]), 1, &["databases.mian", "Rocket.toml", "unknown database"]).with_env(&[("ROCKET_PROFILE", "production")]),
+        Case { prepare: Some(|p| { std::fs::remove_file(p.path().join("Rocket.toml")).unwrap(); std::fs::create_dir(p.path().join("Rocket.toml")).unwrap() }), ..file(RocketToml, &[], "`Rocket.toml` is a directory", STATUS, 1, &["Rocket.toml", "is a directory"]) },
+        Case { prepare: Some(|p| { std::fs::remove_file(p.path().join("Rocket.toml")).unwrap(); mkfifo(&p.path().join("Rocket.toml")) }), ..file(RocketToml, &[], "`Rocket.toml` is a FIFO", STATUS, 1, &["Rocket.toml", "FIFO"]) },
+        // Declared schema (issue 17): errors name the line of the clause, not the first statement.
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE a (\n    id BIGINT NOT NULL\n);\nCREATE TABLE t (\n    id BIGINT NOT NULL,\n    age INTEGER\n        CHECK (age >= 0)\n);\n")], "`schema.sql`: a `CHECK` on line 7", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 7", "CHECK"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE a (\n    id BIGINT NOT NULL\n);\nCREATE TABLE t (\n    id BIGINT NOT NULL,\n    PRIMARY KEY (id)\n)\nWITHOUT ROWID;\n")], "`schema.sql`: `WITHOUT ROWID` on line 8", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 8", "WITHOUT ROWID"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE a (\n    id BIGINT NOT NULL\n);\nCREATE TABLE t (\n    name TEXT\n        COLLATE NOCASE\n);\n")], "`schema.sql`: `COLLATE` on line 6", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 6", "COLLATE"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE a (\n    id BIGINT NOT NULL\n);\nCREATE TABLE t (\n    id BIGINT,\n    twice BIGINT\n        GENERATED ALWAYS AS (id * 2) STORED\n);\n")], "`schema.sql`: a generated column on line 7", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 7", "generated column"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE a (\n    id BIGINT NOT NULL\n);\nCREATE TABLE t (\n    id BIGINT\n);\nCREATE INDEX t_id ON t (id)\n    WHERE id > 0;\n")], "`schema.sql`: a partial index, `WHERE` on line 8", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 8", "index t_id"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE t (\n    id BIGINT NOT NULL\n);\n\nCREATE TABLE IF NOT EXISTS t (\n    other TEXT\n);\n")], "`schema.sql`: a second `CREATE TABLE IF NOT EXISTS` of a table", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 5", "table t", "first at line 1"]),
+        // Backups (issue 17): `backup_copy_to` is never backup_dir, inside it or around it, however spelt.
+        Case { prepare: Some(|p| std::os::unix::fs::symlink(p.path().join("backups"), p.path().join("offsite")).unwrap()), ..env(&[("DATABASE_BACKUP_COPY_TO", "offsite")], "`DATABASE_BACKUP_COPY_TO` a symlink to the backup directory", &["backup_copy_to", "DATABASE_BACKUP_COPY_TO", "backup_dir itself"]) },
+        env(&[("DATABASE_BACKUP_COPY_TO", "nowhere/../backups")], "`DATABASE_BACKUP_COPY_TO=nowhere/../backups`", &["backup_copy_to", "backup_dir itself"]),
+        env(&[("DATABASE_BACKUP_COPY_TO", "backups/offsite")], "`DATABASE_BACKUP_COPY_TO` inside the backup directory", &["backup_copy_to", "inside backup_dir"]),
+        file(RocketToml, &[("Rocket.toml", "[default.databases.main]\nbackup_copy_to = \".\"\n")], "`backup_copy_to = \".\"` (the directory holding the backup directory)", STATUS, 1, &["backup_copy_to", "Rocket.toml", "holds backup_dir"]),
     ]
+}
+
+/// An environment value with `{latin1}` replaced by the byte 0xE9, which is not UTF-8
+/// (`é` in Latin-1, as a shell with another locale would send it).
+fn not_utf8(value: &str) -> OsString {
+    let mut bytes = Vec::new();
+    for (n, part) in value.split("{latin1}").enumerate() {
+        if n > 0 {
+            bytes.push(0xE9);
+        }
+        bytes.extend_from_slice(part.as_bytes());
+    }
+    OsString::from_vec(bytes)
 }
 
 /// Makes a named pipe at `path`.
@@ -366,12 +408,12 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
     for (name, content) in case.files {
         std::fs::write(project.path().join(name), fill(content)).unwrap();
     }
-    let env: Vec<(String, String)> = case
+    let env: Vec<(String, OsString)> = case
         .env
         .iter()
-        .map(|(k, v)| (k.to_string(), fill(v)))
+        .map(|(k, v)| (k.to_string(), not_utf8(&fill(v))))
         .collect();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())).collect();
     let before = sha256(&project.db_path());
     let pg_tables = |pg: &Option<PgDatabase>| {
         pg.as_ref().map(|pg| pg.execute("SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'")).unwrap_or_default()

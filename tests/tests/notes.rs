@@ -259,6 +259,22 @@ fn careless_clients(url: &str) {
         assert_eq!(response.status, 422, "{body}: {}", response.body);
         assert_clean_error(&response);
     }
+    // A body that is not declared JSON (`text/plain`, a form, no type): 415, nothing stored.
+    for content_type in [
+        "Content-Type: text/plain\r\n",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        "",
+    ] {
+        let body = r#"{"title": "not json", "body": ""}"#;
+        let raw = format!(
+            "POST /notes HTTP/1.1\r\nHost: 127.0.0.1\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let response = tests::request(server.port, raw.as_bytes()).unwrap();
+        assert_eq!(response.status, 415, "{content_type}: {}", response.body);
+        assert_clean_error(&response);
+    }
+    assert_eq!(json(&server.get("/notes"))["items"], serde_json::json!([]));
     // Repeated query parameters are a mistake, not half ignored.
     for path in ["/notes?limit=1&limit=500", "/notes?after=1&after=abc"] {
         assert_eq!(server.get(path).status, 422, "{path}");

@@ -272,3 +272,13 @@ fn url_port(url: &str) -> u16 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(5432)
 }
+
+#[test]
+fn requests_no_route_handles_get_json_errors() {
+    let project = Project::sqlite();
+    let server = Server::start(&project, &[]);
+    let response = server.get("/no/such/route");
+    assert_eq!(response.status, 404);
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    assert_eq!(response.json()["error"], "not found");
+}

@@ -1098,3 +1098,73 @@ fn in_memory_databases_are_refused_with_a_clear_message() {
         run.stderr
     );
 }
+
+/// Polls `sql` in `pg` until it prints `want`, for at most 20 s.
+fn wait_for_pg(pg: &PgDatabase, sql: &str, want: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pg.execute(sql) != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for `{sql}` to give {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_upgrade_whose_history_another_process_rolled_back_says_so() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__slow",
+        "SELECT pg_sleep(1.5); CREATE TABLE notes (id BIGINT PRIMARY KEY);",
+        Some("DROP TABLE notes;"),
+    );
+    project.write_migration(
+        "V3__tags",
+        "CREATE TABLE tags (id BIGINT PRIMARY KEY);",
+        Some("DROP TABLE tags;"),
+    );
+    let upgrade = project
+        .command("xtask")
+        .arg("db-upgrade")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While V2 runs (under the migration lock, "migr"), another process queues for the
+    // lock and, once V2 commits, rolls the history back to 0 before V3 can start.
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()";
+    wait_for_pg(&pg, sleeping, "1");
+    let mut other = tests::pg_command("psql")
+        .args(["--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-d", &pg.url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sql = other.stdin.take().unwrap();
+    writeln!(
+        sql,
+        "BEGIN; SELECT pg_advisory_xact_lock({}); DROP TABLE refinery_schema_history; COMMIT;",
+        0x6d69_6772
+    )
+    .unwrap();
+    drop(sql);
+    assert!(other.wait().unwrap().success());
+    let run = tests::Run::from(upgrade.wait_with_output().unwrap());
+    let line = run.code(1).error_line();
+    assert!(
+        line.contains("another process changed the migration history")
+            && line.contains("V3__tags was not applied"),
+        "{line}"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'tags'"),
+        "0"
+    );
+}

@@ -41,7 +41,7 @@ impl DbCopy {
             Some(path) => project.display(path),
             None => settings.url.to_string(),
         };
-        let cannot_open = || format!("cannot open the target {target_name}");
+        let cannot_open = || format!("cannot open the target {target_name} (from {origin})");
         let source = project.open(OpenMode::ReadOnly).await?;
         // A new SQLite file is built aside and linked into place once verified.
         let staged = match StagedSqlite::new(&settings).await {

@@ -193,6 +193,9 @@ impl SqliteEngine {
                     }
                 }
                 check_sqlite_file(path)?;
+                if mode != OpenMode::ReadOnly {
+                    check_writable(path)?;
+                }
                 options = options.filename(path).create_if_missing(false);
                 options = match mode {
                     OpenMode::ReadOnly => options.read_only(true),
@@ -429,6 +432,58 @@ pub(crate) async fn new_database_file(
     conn.close().await?;
     temp.as_file().sync_all().map_err(location_error)?;
     Ok(temp)
+}
+
+/// A database this process will write: the file and its directory must both be writable
+/// (SQLite writes `-wal` and `-shm` beside the file), else the driver's only word is
+/// "attempt to write a readonly database". The error says whose file it is.
+fn check_writable(path: &Path) -> Result<(), DbError> {
+    use rustix::fs::{Access, AtFlags, CWD, accessat};
+    let dir = crate::durable::parent(path);
+    let checks = [
+        ("file", path, Access::READ_OK | Access::WRITE_OK),
+        ("directory", dir, Access::WRITE_OK | Access::EXEC_OK),
+    ];
+    for (what, target, access) in checks {
+        if let Err(e) = accessat(CWD, target, access, AtFlags::EACCESS) {
+            let owner = std::fs::metadata(target).map_or_else(
+                |_| String::new(),
+                |meta| {
+                    use std::os::unix::fs::MetadataExt as _;
+                    format!(
+                        "; owned by {}, mode {:o}",
+                        user_name(meta.uid()),
+                        meta.mode() & 0o7777
+                    )
+                },
+            );
+            return Err(DbError::Location {
+                path: target.to_path_buf(),
+                reason: format!(
+                    "the {what} is not writable by this process ({}{owner}); the database file and its directory must both be writable: SQLite writes -wal and -shm files beside the file",
+                    std::io::Error::from(e)
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `name (uid N)` from `/etc/passwd`, or `uid N`.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then_some(name)
+        })
+        .next()
+        .map_or_else(
+            || format!("uid {uid}"),
+            |name| format!("{name} (uid {uid})"),
+        )
 }
 
 /// Creates the parent directories of `path` and checks that they are writable.

@@ -61,6 +61,17 @@ pub enum MigrationError {
     /// A rollback cannot run.
     #[error("cannot roll back {0}: it has no down script (migrations/{0}.down.sql)")]
     NoDownScript(String),
+    /// Another process changed the history while this command ran (e.g. rolled it back):
+    /// the migration `step` was not applied, the ones before it stay as they are.
+    #[error(
+        "another process changed the migration history while this command ran (it now ends at version {now}); {step} was not applied; run the command again"
+    )]
+    Raced {
+        /// `V<n>__<name>` of the migration this command was about to apply.
+        step: String,
+        /// The newest version in the history when this command looked.
+        now: i32,
+    },
     /// A requested target version does not exist.
     #[error("{0}")]
     Target(String),

@@ -50,9 +50,11 @@ pub async fn upgrade(
         next: 0,
         outcome: Outcome::default(),
         reset: None,
+        raced: None,
     };
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
+        Err(_) if let Some(raced) = driver.raced.take() => Err(raced),
         Err(error) => {
             let migration = driver.next.checked_sub(1).map(|i| driver.pending[i]);
             let reason = refinery_reason(&error, migration.map(|m| m.up.as_str()));
@@ -101,6 +103,7 @@ pub async fn reset(
             drop_all,
             create_history: None,
         }),
+        raced: None,
     };
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
@@ -203,6 +206,15 @@ pub async fn downgrade(
     Ok(outcome)
 }
 
+/// How one migration went.
+enum Applied {
+    Done,
+    /// Another process applied it meanwhile.
+    Skipped,
+    /// Another process rolled back the history below it: it ends at this version now.
+    Raced(i32),
+}
+
 /// How one rollback went.
 enum Step {
     Done,
@@ -303,6 +315,8 @@ struct RefineryDriver<'c, 's> {
     outcome: Outcome,
     /// A reset: everything in one transaction, after dropping everything.
     reset: Option<Reset<'s>>,
+    /// Set when another process rolled back migrations this run counted on.
+    raced: Option<MigrationError>,
 }
 
 /// What a reset runs before the migrations, in their transaction.
@@ -330,17 +344,39 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
             self.next += 1;
             migration
         };
+        // The version of the migration before this one in the set (0: none).
+        let previous = migration.map_or(0, |m| {
+            self.set
+                .migrations()
+                .iter()
+                .map(|other| other.version)
+                .filter(|&v| v < m.version)
+                .max()
+                .unwrap_or(0)
+        });
         let keys_off = migration.is_some_and(|m| foreign_keys_off(self.conn, &m.up));
         let result = with_foreign_keys_off(self.conn, keys_off, async |conn| {
             let mut tx = lock(conn).await?;
-            if let Some(migration) = migration
-                && history(&mut tx)
-                    .await?
-                    .iter()
-                    .any(|row| row.version == migration.version)
-            {
-                tx.rollback().await?;
-                return Ok(false);
+            if let Some(migration) = migration {
+                let rows = history(&mut tx).await?;
+                if rows.iter().any(|row| row.version == migration.version) {
+                    tx.rollback().await?;
+                    return Ok(Applied::Skipped);
+                }
+                // The migration before this one must still be applied: another process
+                // may have rolled the history back since refinery read it.
+                let newest = rows.last().map_or(0, |row| row.version);
+                if newest < previous {
+                    tx.rollback().await?;
+                    return Ok(Applied::Raced(newest));
+                }
+                // Rolled back to 0 by another process, the history table is gone.
+                if rows.is_empty()
+                    && let Err(e) = tx.execute_script(&create_history_sql()).await
+                {
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
             }
             for query in &queries {
                 if let Err(e) = tx.execute_script(query).await {
@@ -355,11 +391,22 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                 return Err(e);
             }
             tx.commit().await?;
-            Ok(true)
+            Ok(Applied::Done)
         })
         .await?;
-        if !result {
-            return Ok(0);
+        match (result, migration) {
+            (Applied::Done, _) => {}
+            (Applied::Skipped, _) => return Ok(0),
+            (Applied::Raced(now), Some(migration)) => {
+                self.raced = Some(MigrationError::Raced {
+                    step: migration.id(),
+                    now,
+                });
+                return Err(sqlx::Error::Protocol(
+                    "the migration history changed".into(),
+                ));
+            }
+            (Applied::Raced(_), None) => return Ok(0),
         }
         if let Some(migration) = migration {
             self.outcome.changed.push(migration.id());

@@ -228,7 +228,13 @@ pub(super) async fn read_history_pg(
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
     read_history::<sqlx::Postgres>(
         c,
-        "SELECT to_regclass('refinery_schema_history') IS NOT NULL",
+        // A scan of the catalog with this statement's snapshot, not `to_regclass`, whose
+        // cache may not yet know of a drop committed while this transaction waited
+        // for the migration lock.
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'refinery_schema_history' AND c.relkind IN ('r', 'p') \
+         AND n.nspname = ANY (pg_catalog.current_schemas(false)))",
     )
     .await
 }
