@@ -1,5 +1,7 @@
 //! SQLite restores keep what a user would expect of the live file: its owner and mode,
 //! every committed transaction until the swap, and a staging area beside the database.
+//! Retention picks what to restore from: the newest backups by the order they were
+//! written, whatever a clock or an edited manifest says.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
@@ -189,4 +191,110 @@ fn a_restore_through_a_symlinked_database_path_replaces_the_real_file() {
         ["backed up"],
         "the file the link points to was restored"
     );
+}
+
+/// `db-backup` with `args`; the backup it reports.
+fn take_backup(project: &Project, args: &[&str]) -> PathBuf {
+    let mut all = vec!["db-backup"];
+    all.extend_from_slice(args);
+    let run = project.xtask(&all);
+    let out = run.ok();
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("backup ")?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no backup reported: {out}"));
+    project.path().join(name)
+}
+
+/// Rewrites `key` of a backup's manifest (`None` removes it), as a hand edit would.
+fn edit_manifest(backup: &std::path::Path, key: &str, value: Option<&str>) {
+    let path = format!("{}.json", backup.display());
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let object = manifest.as_object_mut().unwrap();
+    match value {
+        Some(value) => object.insert(key.into(), value.into()),
+        None => object.remove(key),
+    };
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+/// A string value of a backup's manifest.
+fn manifest_value(backup: &std::path::Path, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("{}.json", backup.display())).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    manifest[key].as_str().unwrap().to_string()
+}
+
+/// Names of the `.db` backups still in the project's backup directory.
+fn names_left(project: &Project) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(project.path().join("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    names.sort();
+    names
+}
+
+fn name(path: &std::path::Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn retention_keeps_the_newest_backups_whatever_the_clock_or_a_manifest_says() {
+    let project = notes_project();
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(take_backup(&project, &[]));
+    }
+    // The first taken while the clock was two years ahead, the second's manifest edited.
+    let created = manifest_value(&taken[0], "created_at");
+    let year: u32 = created[..4].parse().unwrap();
+    let two_years_ahead = format!("{}{}", year + 2, &created[4..]);
+    edit_manifest(&taken[0], "created_at", Some(&two_years_ahead));
+    edit_manifest(&taken[1], "created_at", Some("9999-12-31T00:00:00Z"));
+
+    // Listed in the order they were written, the future dates flagged.
+    let listing = project.xtask(&["db-backups"]).ok().to_string();
+    let rows: Vec<&str> = listing.lines().filter(|l| l.contains(".db ")).collect();
+    assert_eq!(rows.len(), 3, "{listing}");
+    for (row, backup) in rows.iter().zip(&taken) {
+        assert!(row.starts_with(&name(backup)), "{listing}");
+    }
+    assert!(
+        rows[0].contains("DATED IN THE FUTURE")
+            && rows[1].contains("DATED IN THE FUTURE")
+            && !rows[2].contains("FUTURE"),
+        "{listing}"
+    );
+
+    // --keep 3: the two written last and the one just taken stay.
+    taken.push(take_backup(&project, &["--keep", "3"]));
+    assert_eq!(
+        names_left(&project),
+        taken[1..].iter().map(|p| name(p)).collect::<Vec<_>>()
+    );
+    taken.push(take_backup(&project, &["--keep", "2"]));
+    assert_eq!(
+        names_left(&project),
+        taken[3..].iter().map(|p| name(p)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn retention_of_backups_without_a_sequence_never_takes_a_future_date_for_the_newest() {
+    let project = notes_project();
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(take_backup(&project, &[]));
+    }
+    // Backups of an older version, without a sequence; the oldest edited to 9999.
+    for backup in &taken {
+        edit_manifest(backup, "sequence", None);
+    }
+    edit_manifest(&taken[0], "created_at", Some("9999-12-31T00:00:00Z"));
+    let new = take_backup(&project, &["--keep", "2"]);
+    assert_eq!(names_left(&project), [name(&taken[2]), name(&new)]);
 }

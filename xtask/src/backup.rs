@@ -92,11 +92,16 @@ impl DbBackups {
                 ),
                 None => ("?".into(), "?".into(), "?".into()),
             };
-            let state = match entry.state {
+            let mut state = match entry.state {
                 BackupState::Verified => "verified".to_string(),
                 BackupState::Corrupt(reason) => format!("CORRUPT: {reason}"),
                 BackupState::NoManifest => "no manifest".to_string(),
             };
+            if entry.manifest.as_ref().is_some_and(|m| m.dated_in_future()) {
+                state.push_str(
+                    "; DATED IN THE FUTURE (a wrong clock or an edited manifest; listed by when it was written)",
+                );
+            }
             say!("{name:<48} {created:<25} {size:>12} {schema:>6}  {state}");
         }
         Ok(())

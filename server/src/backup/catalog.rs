@@ -33,8 +33,12 @@ pub enum BackupState {
     NoManifest,
 }
 
-/// Lists the backups in `dir`, oldest first (by the manifest's time, then by name),
-/// checking each file against its manifest. Hidden files are never listed.
+/// Lists the backups in `dir`, oldest first, checking each file against its manifest.
+/// Hidden files are never listed.
+///
+/// The order is the manifests' `sequence`, which no clock can fake. Backups without one
+/// (taken before it existed) come first, by time then name, those dated in the future
+/// first of all: a wrong clock or an edited manifest never makes old data the newest.
 pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -59,11 +63,30 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
             }
         })
         .collect();
-    entries.sort_by(|a, b| {
-        let time = |e: &BackupEntry| e.manifest.as_ref().and_then(Manifest::taken_at);
-        time(a).cmp(&time(b)).then_with(|| a.path.cmp(&b.path))
+    entries.sort_by_cached_key(|e| {
+        let manifest = e.manifest.as_ref();
+        (
+            manifest.and_then(|m| m.sequence),
+            !manifest.is_some_and(Manifest::dated_in_future),
+            manifest.and_then(Manifest::taken_at),
+            e.path.clone(),
+        )
     });
     Ok(entries)
+}
+
+/// The `sequence` of the next backup written into `dir`: one more than the highest of
+/// its manifests (1 in a directory without any). The caller holds the directory lock.
+pub(super) fn next_sequence(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 1;
+    };
+    entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_backup_name(p))
+        .filter_map(|p| read_manifest(&p).ok()?.sequence)
+        .max()
+        .map_or(1, |highest| highest.saturating_add(1))
 }
 
 /// Whether `dir` holds nothing but backups, their manifests and this crate's hidden files.

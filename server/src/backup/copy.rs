@@ -27,7 +27,7 @@ pub fn copy_to(
     progress: &dyn Progress,
 ) -> Result<PathBuf, BackupError> {
     let owner = database_owner(url);
-    let manifest = read_manifest(backup).map_err(|reason| BackupError::Invalid {
+    let mut manifest = read_manifest(backup).map_err(|reason| BackupError::Invalid {
         path: backup.to_path_buf(),
         reason,
     })?;
@@ -51,6 +51,8 @@ pub fn copy_to(
         durable::lock_dir(dir, owner).map_err(io_error("cannot lock backup directory", dir))?;
     // Debris of a copy that was killed.
     super::catalog::sweep(dir);
+    // Its place in this directory, under its lock.
+    manifest.sequence = Some(super::catalog::next_sequence(dir));
     let final_path = dir.join(&manifest.file);
     let write_error = |e: io::Error| BackupError::Write {
         dir: dir.to_path_buf(),

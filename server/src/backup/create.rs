@@ -141,6 +141,8 @@ pub async fn create(
         created_at: stamp
             .format(&time::format_description::well_known::Rfc3339)
             .expect("formatting a UTC timestamp"),
+        // Under the directory's lock, held since the start: no other backup writes here.
+        sequence: Some(catalog::next_sequence(dir)),
         verified: true,
         compression,
     };

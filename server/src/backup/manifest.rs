@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::durable;
 use crate::url::{DatabaseUrl, DbKind};
 
-/// Manifest format version: 2 added `database`.
-pub const MANIFEST_FORMAT: u32 = 2;
+/// Manifest format version: 2 added `database`, 3 `sequence`.
+pub const MANIFEST_FORMAT: u32 = 3;
+
+/// How far ahead of this machine's clock a backup's time may be before it is called
+/// dated in the future (another machine's clock may be a little off).
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
 
 /// What is known about a backup, stored as `<backup>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,8 +33,13 @@ pub struct Manifest {
     pub size: u64,
     /// Highest migration version applied in the backup.
     pub schema_version: i32,
-    /// When the backup was taken (RFC 3339, UTC).
+    /// When the backup was taken (RFC 3339, UTC), by the clock of the machine that took it.
     pub created_at: String,
+    /// Its place among the backups of its directory: one more than the highest there when
+    /// it was written (a copy gets the next one of the directory it is copied to). Unlike
+    /// `created_at`, no clock can make it lie; absent before format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<u64>,
     /// Whether the backup passed verification when it was taken.
     pub verified: bool,
     /// How the file is compressed; absent for a plain SQLite file or a pg_dump archive.
@@ -46,6 +55,13 @@ impl Manifest {
             &time::format_description::well_known::Rfc3339,
         )
         .ok()
+    }
+
+    /// Whether `created_at` is ahead of this machine's clock (by more than a few minutes):
+    /// taken while a clock was wrong, or edited.
+    pub fn dated_in_future(&self) -> bool {
+        self.taken_at()
+            .is_some_and(|at| at > time::OffsetDateTime::now_utc() + CLOCK_SKEW)
     }
 }
 
