@@ -297,3 +297,40 @@ fn variables_and_directories_that_are_not_utf8_panic_nothing() {
         }
     }
 }
+
+#[test]
+fn a_database_this_user_cannot_write_is_named_with_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    // `/proc/self` belongs to the effective user.
+    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
+        tests::skip("needs root to run commands as another user");
+        return;
+    }
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let db = project.db_path();
+    std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = sha256(&db);
+    // The file is root's: `nobody` may read it, not write it (nor its directory).
+    let as_nobody = |args: &[&str]| {
+        let mut command = project.command("xtask");
+        command
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .env("RUST_BACKTRACE", "1")
+            .args(args);
+        Run::from(command.output().unwrap())
+    };
+    for args in [&["db-status"][..], &["db-upgrade"]] {
+        let run = as_nobody(args);
+        assert_refused(&run, 1, &["app.db", "not writable", "root (uid 0)", "-wal"]);
+    }
+    // A file that is writable in a directory that is not.
+    std::os::unix::fs::chown(&db, Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = as_nobody(&["db-status"]);
+    assert_refused(&run, 1, &["directory is not writable", "root (uid 0)"]);
+    assert_eq!(sha256(&db), before);
+}
