@@ -79,16 +79,11 @@ pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), Mai
         Err(DbError::Driver(sqlx::Error::Database(e)))
             if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
         {
-            let created = create_pg_database(settings, true).await?;
+            let created = create_pg_database(settings).await?;
             Ok((DbPool::open(settings, OpenMode::Create).await?, created))
         }
         other => Ok((other?, created)),
     }
-}
-
-/// Drops a PostgreSQL database [`open_or_create`] created (its pool closed).
-pub async fn drop_created_pg(settings: &DbSettings) -> Result<(), MaintenanceError> {
-    create_pg_database(settings, false).await.map(drop)
 }
 
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.
@@ -97,11 +92,11 @@ const PG_NO_SUCH_DATABASE: &str = "3D000";
 /// Key of the advisory lock (in the `postgres` database) that serializes creating databases.
 const PG_CREATE_LOCK_KEY: i64 = 0x6462_696e_6974; // "dbinit"
 
-/// Creates (or with `create` false, drops) the PostgreSQL database named in the URL
-/// (decoded), connecting to the server's `postgres` database. Race-safe: starters
-/// serialize on an advisory lock and create the database only when it still does not exist.
-/// Returns whether this call created (or dropped) it.
-async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool, MaintenanceError> {
+/// Creates the PostgreSQL database named in the URL (decoded), connecting to the
+/// server's `postgres` database. Race-safe: starters serialize on an advisory lock and
+/// create the database only when it still does not exist. Returns whether this call
+/// created it.
+async fn create_pg_database(settings: &DbSettings) -> Result<bool, MaintenanceError> {
     use sqlx::{ConnectOptions, Connection};
     let DatabaseUrl::Postgres { url } = &settings.url else {
         return Ok(false);
@@ -109,12 +104,8 @@ async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool,
     let options = crate::pg::connect_options(url).map_err(DbError::from)?;
     let name = crate::pg::database_name(url).map_err(DbError::from)?;
     let cannot = |what: &str, e: &dyn std::fmt::Display| {
-        let problem = match create {
-            true => "does not exist and cannot be created",
-            false => "cannot be dropped",
-        };
         MaintenanceError::Check(crate::url::mask_url(&format!(
-            "database `{name}` {problem} ({what}: {e})"
+            "database `{name}` does not exist and cannot be created ({what}: {e})"
         )))
     };
     let options = options.database("postgres").disable_statement_logging();
@@ -137,16 +128,10 @@ async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool,
                 .bind(&name)
                 .fetch_one(&mut admin)
                 .await?;
-        let quoted = schema::quoted(&name);
-        let sql = match (create, exists) {
-            (true, false) => format!("CREATE DATABASE {quoted}"),
-            // Never WITH (FORCE): a session someone else opened meanwhile keeps it.
-            (false, true) => format!("DROP DATABASE {quoted}"),
-            _ => String::new(),
-        };
-        if sql.is_empty() {
+        if exists {
             return Ok(false);
         }
+        let sql = format!("CREATE DATABASE {}", schema::quoted(&name));
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut admin)
             .await?;
@@ -157,11 +142,7 @@ async fn create_pg_database(settings: &DbSettings, create: bool) -> Result<bool,
     admin.close().await.ok();
     result.map_err(|e| {
         cannot(
-            if create {
-                "CREATE DATABASE failed"
-            } else {
-                "DROP DATABASE failed"
-            },
+            "CREATE DATABASE failed",
             &crate::db::describe_driver_error(&e, None),
         )
     })

@@ -62,7 +62,9 @@ impl DatabaseUrl {
                     "the PostgreSQL URL names no database (postgres://user@host/dbname)".into(),
                 );
             }
-            return Ok(Self::Postgres { url });
+            return Ok(Self::Postgres {
+                url: with_dotted_ipv4(url),
+            });
         }
         match raw.split_once(':') {
             Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => Err(format!(
@@ -264,6 +266,73 @@ pub(crate) fn percent_decode_lossy(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The URL with an IPv4 address written in a short form that libpq accepts (`127.1`,
+/// `0x7f.0.0.1`, `2130706433`, as `inet_aton` reads them) spelt as a dotted quad, in the
+/// host and in `?host=`: sqlx takes such a host for a DNS name, which its TLS handshake
+/// (`sslmode=prefer`, the default) then refuses as invalid.
+fn with_dotted_ipv4(mut url: url::Url) -> url::Url {
+    if let Some(ip) = url.host_str().and_then(ipv4_shorthand) {
+        // A host that is a valid dotted quad can always replace another host.
+        let _ = url.set_host(Some(&ip.to_string()));
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs
+        .iter()
+        .any(|(k, v)| k == "host" && ipv4_shorthand(v).is_some())
+    {
+        let mut query = url.query_pairs_mut();
+        query.clear();
+        for (key, value) in pairs {
+            let value = match ipv4_shorthand(&value) {
+                Some(ip) if key == "host" => ip.to_string(),
+                _ => value,
+            };
+            query.append_pair(&key, &value);
+        }
+    }
+    url
+}
+
+/// The address `host` names when it is an IPv4 address in a form other than the dotted
+/// quad: one to four numbers (decimal, `0x` hexadecimal or `0` octal), the last filling
+/// the remaining bytes, as `inet_aton` reads them. `None` for anything else.
+fn ipv4_shorthand(host: &str) -> Option<std::net::Ipv4Addr> {
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    let parts: Vec<u64> = host
+        .split('.')
+        .map(|part| {
+            let (digits, radix) = match part.strip_prefix("0x").or(part.strip_prefix("0X")) {
+                Some(hex) => (hex, 16),
+                None if part.len() > 1 && part.starts_with('0') => (&part[1..], 8),
+                None => (part, 10),
+            };
+            match digits.chars().all(|c| c.is_digit(radix)) && !digits.is_empty() {
+                true => u64::from_str_radix(digits, radix).ok(),
+                false => None,
+            }
+        })
+        .collect::<Option<_>>()?;
+    let (last, leading) = parts.split_last()?;
+    if parts.len() > 4 || leading.iter().any(|&p| p > 255) {
+        return None;
+    }
+    let last_bits = 8 * (4 - leading.len() as u32);
+    if *last >= 1u64 << last_bits {
+        return None;
+    }
+    let value = leading
+        .iter()
+        .fold(0u64, |acc, &p| (acc << 8) | p)
+        .checked_shl(last_bits)?
+        | last;
+    Some(std::net::Ipv4Addr::from(u32::try_from(value).ok()?))
+}
+
 /// Removes `.` and `..` components without touching the file system.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -381,6 +450,38 @@ mod tests {
             DatabaseUrl::parse("sqlite::memory:", root).unwrap(),
             DatabaseUrl::SqliteMemory
         );
+    }
+
+    #[test]
+    fn ipv4_shorthand_hosts_become_dotted_quads() {
+        let root = Path::new("/");
+        for (raw, expected) in [
+            ("postgres://u:pw@127.1/db", "postgres://u:pw@127.0.0.1/db"),
+            (
+                "postgres://u@127.1:5433/db",
+                "postgres://u@127.0.0.1:5433/db",
+            ),
+            ("postgres://u@0x7f.0.0.1/db", "postgres://u@127.0.0.1/db"),
+            ("postgres://u@2130706433/db", "postgres://u@127.0.0.1/db"),
+            ("postgres://u@10.1.2/db", "postgres://u@10.1.0.2/db"),
+            ("postgres://u@0177.1/db", "postgres://u@127.0.0.1/db"),
+            (
+                "postgres:///db?host=127.1&sslmode=disable",
+                "postgres:///db?host=127.0.0.1&sslmode=disable",
+            ),
+            ("postgres://u@127.0.0.1/db", "postgres://u@127.0.0.1/db"),
+            ("postgres://u@db1.example/db", "postgres://u@db1.example/db"),
+            ("postgres://u@256.1/db", "postgres://u@256.1/db"),
+            ("postgres://u@1.2.3.4.5/db", "postgres://u@1.2.3.4.5/db"),
+            ("postgres://u@08.1/db", "postgres://u@08.1/db"),
+            ("postgres://u@1.2.65536/db", "postgres://u@1.2.65536/db"),
+        ] {
+            assert_eq!(
+                DatabaseUrl::parse(raw, root).unwrap().to_url_string(),
+                expected,
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -447,6 +447,10 @@ fn a_copy_into_a_new_sqlite_file_killed_midway_leaves_no_file() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!dir.join("back.db").exists(), "nothing at the path");
+    let killed_left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
 
     // The next copy sweeps the killed one's file and links a verified database in.
     let run = tests::Run::from(
@@ -456,6 +460,12 @@ fn a_copy_into_a_new_sqlite_file_killed_midway_leaves_no_file() {
             .unwrap(),
     );
     run.ok();
+    assert!(
+        !killed_left
+            .iter()
+            .any(|n| n.ends_with("-wal") || n.ends_with("-shm")),
+        "the staged file had a log beside it: {killed_left:?}"
+    );
     let left: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -592,4 +602,119 @@ fn a_migrated_target_with_an_extra_table_is_not_empty() {
         .ok();
     assert_eq!(pg.execute("SELECT to_regclass('scratch') IS NULL"), "t");
     assert_eq!(pg.execute("SELECT count(*) FROM events"), "1000");
+}
+
+/// Names of the databases on the test server that match the `LIKE` pattern.
+fn databases_like(pattern: &str) -> Vec<String> {
+    let names = tests::psql(
+        &tests::postgres_admin_url(),
+        &format!("SELECT datname FROM pg_database WHERE datname LIKE '{pattern}' ORDER BY 1"),
+    )
+    .unwrap();
+    names.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_copy_into_a_missing_postgres_database_interrupted_or_killed_leaves_no_database() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = project_with_data();
+    // A database name on the same server that does not exist yet.
+    let name = format!("{}_new", pg.name());
+    let url = pg.url.replace(pg.name(), &name);
+    let mut killed = Vec::new();
+    for (round, signal) in ["KILL", "INT", "KILL", "TERM", "KILL"].iter().enumerate() {
+        let mut child = project.spawn_xtask(&["db-copy", "--to", &url]);
+        let pid = child.id();
+        let staging = format!("xtask\\_scratch\\_{pid}\\_%");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while databases_like(&staging).is_empty() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "round {round}: finished early"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no staging database"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let delay = tests::random_below(1_500);
+        println!("round {round}: SIG{signal} {delay} ms after the staging database appeared");
+        std::thread::sleep(Duration::from_millis(delay));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: finished before SIG{signal}"
+        );
+        std::process::Command::new("kill")
+            .args(["-s", signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            databases_like(&name),
+            Vec::<String>::new(),
+            "round {round}: no target"
+        );
+        match *signal {
+            "KILL" => killed.push(staging),
+            _ => assert_eq!(
+                databases_like(&staging),
+                Vec::<String>::new(),
+                "round {round}"
+            ),
+        }
+    }
+    // The next copy drops what the killed ones left and creates the target whole.
+    project.xtask(&["db-copy", "--to", &url]).ok();
+    let left: Vec<Vec<String>> = killed.iter().map(|p| databases_like(p)).collect();
+    let rows = tests::psql(&url, "SELECT count(*) FROM events");
+    tests::psql(
+        &tests::postgres_admin_url(),
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+    .unwrap();
+    assert!(left.iter().all(Vec::is_empty), "left behind: {left:?}");
+    assert_eq!(rows, Ok(EVENTS.to_string()));
+}
+
+#[test]
+fn a_refused_copy_leaves_an_existing_sqlite_target_byte_for_byte() {
+    let project = small_project();
+    let target = project.path().join("other.db");
+    std::fs::write(&target, b"").unwrap();
+    sqlite(
+        &target,
+        "PRAGMA journal_mode = DELETE; CREATE TABLE x (a INTEGER); INSERT INTO x VALUES (1);",
+    );
+    let before = sha256(&target);
+    let run = project.xtask(&["db-copy", "--to", "sqlite://other.db"]);
+    run.code(1);
+    assert!(run.error_line().contains("is not empty"), "{}", run.stderr);
+    assert_eq!(sha256(&target), before, "the refused target was changed");
+    assert_eq!(sqlite(&target, "PRAGMA journal_mode"), ["delete"]);
+    let files: Vec<String> = std::fs::read_dir(project.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("other.db"))
+        .collect();
+    assert_eq!(files, ["other.db"], "nothing beside the refused target");
+}
+
+#[test]
+fn an_ipv4_shorthand_host_reaches_the_server_without_tls() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    if !pg.url.contains("@127.0.0.1") {
+        tests::skip("the test server is not on 127.0.0.1");
+        return;
+    }
+    let url = pg.url.replace("@127.0.0.1", "@127.1");
+    let project = small_project();
+    project.xtask(&["db-copy", "--to", &url]).ok();
+    // The configured database's URL is read the same way.
+    let status = project.xtask_with(&["db-status"], &[("DATABASE_URL", &url)]);
+    assert!(status.ok().contains("up to date"), "{}", status.stdout);
 }

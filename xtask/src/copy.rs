@@ -3,12 +3,12 @@
 use anyhow::{Context, anyhow, bail};
 use server::backup::{self, database_identity};
 use server::config::{COPY_TO_VAR, DbSettings};
-use server::copy::{self, CopyError, CopyReport, StagedSqlite, TargetState};
+use server::copy::{self, CopyError, CopyReport, CopyTarget, TargetState};
 use server::db::{DbPool, OpenMode};
-use server::maintenance;
 use server::url::DatabaseUrl;
 
 use crate::flags::{DbCopy, UsageError};
+use crate::interrupt::interrupted;
 use crate::progress::Reporter;
 use crate::project::Project;
 
@@ -43,17 +43,10 @@ impl DbCopy {
         };
         let cannot_open = || format!("cannot open the target {target_name} (from {origin})");
         let source = project.open(OpenMode::ReadOnly).await?;
-        // A new SQLite file is built aside and linked into place once verified.
-        let staged = match StagedSqlite::new(&settings).await {
-            Ok(staged) => staged,
-            Err(e) => {
-                source.close().await;
-                return Err(e).with_context(cannot_open);
-            }
-        };
-        let open_settings = staged.as_ref().map_or(&settings, |(_, s)| s);
-        let (target, created) = match maintenance::open_or_create(open_settings).await {
-            Ok(opened) => opened,
+        // Read-only until the copy may begin; a new database is built aside and put in
+        // place once verified.
+        let mut target = match CopyTarget::open(&settings).await {
+            Ok(target) => target,
             Err(e) => {
                 source.close().await;
                 return Err(e).with_context(cannot_open);
@@ -61,47 +54,42 @@ impl DbCopy {
         };
         // Interrupted, the copy is dropped: its transaction rolls back as the pools close.
         let copied = tokio::select! {
-            copied = self.copy(project, &source, &target, &settings, &target_name) => copied,
+            copied = self.copy(project, &source, &mut target, &settings, &target_name) => copied,
             signal = interrupted() => Err(anyhow!(
                 "interrupted by {signal}; the copy was rolled back, the target is unchanged"
             )),
         };
         close_within(&source).await;
-        close_within(&target).await;
-        let copied = match (copied, staged) {
-            (Ok(report), Some((stage, _))) => stage.publish().map(|()| report).map_err(Into::into),
-            (copied, _) => copied,
-        };
-        match copied {
-            Ok(report) => {
-                let rows = report.rows();
-                let seconds = report.elapsed.as_secs_f64();
-                say!(
-                    "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
-                    report.tables.len(),
-                    report.version,
-                    rows as f64 / seconds.max(1e-9)
-                );
-                Ok(())
-            }
+        close_within(&target.pool).await;
+        let copied = match copied {
+            Ok(report) => match tokio::time::timeout(CLOSE_LIMIT, target.publish()).await {
+                Ok(published) => published.map(|()| report).map_err(Into::into),
+                Err(_) => Err(anyhow!(
+                    "the target's server did not answer while the copy was put in place"
+                )),
+            },
             Err(e) => {
-                if created && settings.url.sqlite_path().is_none() {
-                    let dropped =
-                        tokio::time::timeout(CLOSE_LIMIT, maintenance::drop_created_pg(&settings))
-                            .await;
-                    match dropped {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => note!(
-                            "warning: the target was created for this copy and could not be dropped: {e}"
-                        ),
-                        Err(_) => note!(
-                            "warning: the target was created for this copy and could not be dropped: its server did not answer"
-                        ),
-                    }
+                if tokio::time::timeout(CLOSE_LIMIT, target.discard())
+                    .await
+                    .is_err()
+                {
+                    note!(
+                        "warning: the database built for this copy could not be dropped (its server did not answer); the next run drops it"
+                    );
                 }
                 Err(e)
             }
-        }
+        };
+        let report = copied?;
+        let rows = report.rows();
+        let seconds = report.elapsed.as_secs_f64();
+        say!(
+            "copied {rows} rows in {} tables into {target_name} at schema version {} in {seconds:.1} s ({:.0} rows/s); every table verified",
+            report.tables.len(),
+            report.version,
+            rows as f64 / seconds.max(1e-9)
+        );
+        Ok(())
     }
 
     /// Asks when the target holds something, copies, prints the verification table.
@@ -109,23 +97,31 @@ impl DbCopy {
         &self,
         project: &Project,
         source: &DbPool,
-        target: &DbPool,
+        target: &mut CopyTarget,
         settings: &DbSettings,
         target_name: &str,
     ) -> anyhow::Result<CopyReport> {
         let set = &project.migrations;
-        copy::ensure_distinct(&project.config.database.url, source, &settings.url, target).await?;
-        let replace = match copy::inspect(source, target, set).await? {
+        copy::ensure_distinct(
+            &project.config.database.url,
+            source,
+            &settings.url,
+            &target.pool,
+        )
+        .await?;
+        // Nothing is written to the target before the copy may go ahead.
+        let replace = match copy::inspect(source, &target.pool, set).await? {
             TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
             TargetState::Occupied(why) => {
                 note!("the target {target_name} {why}; --force replaces everything in it");
                 project.confirm("replace the target's contents?", self.yes)?;
+                target.for_writing(settings).await?;
                 if self.no_backup {
                     note!("skipping the safety backup of the target (--no-backup)");
                 } else {
                     let entry = backup::create(
                         settings,
-                        target,
+                        &target.pool,
                         set,
                         &project.settings().backup_dir,
                         false,
@@ -140,8 +136,12 @@ impl DbCopy {
                 }
                 true
             }
-            TargetState::Empty | TargetState::Ready(_) => false,
+            TargetState::Empty | TargetState::Ready(_) => {
+                target.for_writing(settings).await?;
+                false
+            }
         };
+        let target = &target.pool;
         note!("copying {} into {target_name}", project.location());
         // The bar is gone before the table or the problems are printed.
         let copied = copy::copy(source, target, set, replace, &Reporter::rows()).await;
@@ -174,21 +174,6 @@ const CLOSE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// not close in time is not published (its log is not checkpointed).
 async fn close_within(pool: &DbPool) {
     let _ = tokio::time::timeout(CLOSE_LIMIT, pool.close()).await;
-}
-
-/// Waits for SIGINT (Ctrl-C) or SIGTERM and names it.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
 }
 
 /// The verification table on stdout.

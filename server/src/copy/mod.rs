@@ -18,7 +18,7 @@
 //! | `target` | what the target holds: empty, ready, or occupied |
 //! | `plan` | pairing source and target tables and columns, in the order the target needs |
 //! | `transfer` | inside the two transactions: migrate, copy, verify |
-//! | `stage` | a new SQLite target, built beside its path and linked in when verified |
+//! | `stage` | opening the target: read-only until the copy may begin; a new one built aside and put in place when verified |
 
 mod digest;
 mod plan;
@@ -39,7 +39,7 @@ use crate::db::{DbConn, DbError, DbPool, DbTx, describe_driver_error};
 use crate::migrations::{self, MigrationSet};
 use crate::url::DbKind;
 
-pub use stage::StagedSqlite;
+pub use stage::CopyTarget;
 pub use target::{TargetState, ensure_distinct, inspect};
 
 /// Which database an error came from.
