@@ -247,7 +247,7 @@ pub async fn check(
 
     let scratch = Scratch::create(settings).await?;
     let result = round_trip(&scratch.settings, set).await;
-    scratch.drop().await?;
+    scratch.remove().await?;
     problems.extend(result?);
     Ok(problems)
 }
@@ -451,6 +451,6 @@ async fn on_scratch<T>(
         result
     }
     .await;
-    scratch.drop().await?;
+    scratch.remove().await?;
     result
 }

@@ -37,7 +37,7 @@ enum Stage {
     },
     Sqlite(StagedSqlite),
     Postgres {
-        scratch: Scratch,
+        scratch: Box<Scratch>,
         name: String,
     },
 }
@@ -105,10 +105,13 @@ impl CopyTarget {
         match DbPool::open(&scratch.settings, OpenMode::MustExist).await {
             Ok(pool) => Ok(Self {
                 pool,
-                stage: Stage::Postgres { scratch, name },
+                stage: Stage::Postgres {
+                    scratch: Box::new(scratch),
+                    name,
+                },
             }),
             Err(e) => {
-                scratch.drop().await.ok();
+                scratch.remove().await.ok();
                 Err(fail(e))
             }
         }
@@ -150,7 +153,7 @@ impl CopyTarget {
             Stage::Existing { .. } => {}
             Stage::Sqlite(stage) => drop(stage),
             Stage::Postgres { scratch, .. } => {
-                scratch.drop().await.ok();
+                scratch.remove().await.ok();
             }
         }
     }

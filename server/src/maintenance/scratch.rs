@@ -41,7 +41,7 @@ const SQLITE_NAME: &str = "xtask-scratch.db";
 const DROP_LIMIT: Duration = Duration::from_secs(10);
 
 /// A throwaway database of the same engine as the settings it was made from; see the
-/// module docs. Call [`Scratch::drop`] when done: a scratch dropped without it (an
+/// module docs. Call [`Scratch::remove`] when done: a scratch dropped without it (an
 /// interrupted command) removes its SQLite file at once and leaves its PostgreSQL
 /// database to [`drop_abandoned_scratch`].
 pub struct Scratch {
@@ -58,7 +58,7 @@ struct PgScratch {
     name: String,
 }
 
-/// PostgreSQL scratch databases dropped without [`Scratch::drop`], to drop by name.
+/// PostgreSQL scratch databases dropped without [`Scratch::remove`], to drop by name.
 static ABANDONED: Mutex<Vec<(PgConnectOptions, String)>> = Mutex::new(Vec::new());
 
 impl Scratch {
@@ -116,7 +116,7 @@ impl Scratch {
     }
 
     /// Removes the scratch database (its pools closed first).
-    pub async fn drop(mut self) -> Result<(), MaintenanceError> {
+    pub async fn remove(mut self) -> Result<(), MaintenanceError> {
         let Some(mut pg) = self.pg.take() else {
             return Ok(());
         };
@@ -164,7 +164,7 @@ impl Scratch {
             }
             Err(e) => {
                 let reason = crate::db::describe_driver_error(&e, None);
-                self.drop().await.ok();
+                self.remove().await.ok();
                 Err(MaintenanceError::Check(format!(
                     "cannot rename the finished copy to `{name}` ({reason}); it was dropped"
                 )))
