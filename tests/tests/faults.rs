@@ -766,3 +766,72 @@ fn a_scratch_file_held_by_a_live_run_is_never_swept() {
         .ok();
     assert_eq!(debris(tmp.path()), Vec::<String>::new());
 }
+
+/// Every migration file in `dir` is whole (not empty) and the set loads.
+fn assert_migrations_whole(project: &Project, dir: &Path, context: &str) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('V') {
+            assert!(
+                entry.metadata().unwrap().len() > 0,
+                "{context}: {name} is empty"
+            );
+        }
+    }
+    let dir = dir.to_str().unwrap();
+    project.xtask(&["--migrations-dir", dir, "db-status"]).ok();
+}
+
+#[test]
+fn db_migrate_name_never_leaves_a_partial_script_killed_or_on_a_full_disk() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let Some(disk) = Tmpfs::mount("1m") else {
+        return;
+    };
+    let dir = disk.path().join("migrations");
+    std::fs::create_dir(&dir).unwrap();
+    for file in ["V1__initial.sql", "V1__initial.down.sql"] {
+        std::fs::copy(project.path().join("migrations").join(file), dir.join(file)).unwrap();
+    }
+    let dir_arg = dir.to_str().unwrap().to_string();
+    // Killed at random moments of its short life.
+    for round in 0..24 {
+        let delay = random_below(12);
+        println!("round {round}: SIGKILL after {delay} ms");
+        let mut child = project.spawn_xtask(&[
+            "--migrations-dir",
+            &dir_arg,
+            "db-migrate",
+            &format!("step_{round}"),
+        ]);
+        std::thread::sleep(Duration::from_millis(delay));
+        child.kill().ok();
+        child.wait().unwrap();
+        // A template is not a migration yet: remove what a finished run created.
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if name.starts_with("V2__") {
+                std::fs::remove_file(dir.join(&name)).unwrap();
+            }
+        }
+        assert_migrations_whole(&project, &dir, &format!("round {round}"));
+    }
+    // The disk fills up: nothing is created, nothing is left.
+    fill_disk(disk.path(), 0);
+    let run = project.xtask(&["--migrations-dir", &dir_arg, "db-migrate", "full"]);
+    run.code(1);
+    assert!(run.error_line().contains("cannot create"), "{}", run.stderr);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["V1__initial.down.sql", "V1__initial.sql"],
+        "nothing left"
+    );
+    assert_migrations_whole(&project, &dir, "full disk");
+}

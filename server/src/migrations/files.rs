@@ -206,14 +206,6 @@ pub fn scaffold(
     let id = format!("V{version}__{name}");
     let up = dir.join(format!("{id}.sql"));
     let down = dir.join(format!("{id}.down.sql"));
-    let write = |path: &Path, text: String| {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-            .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", path.display())))
-    };
     let (up_text, down_text) = match body {
         Some((up_sql, down_sql)) => (
             format!("-- {id}: {up_sql}"),
@@ -230,13 +222,32 @@ pub fn scaffold(
             ),
         ),
     };
-    write(&up, up_text)?;
-    // Both files or neither: a half-created pair would break the set.
-    let undo_up = |e| {
-        let _ = std::fs::remove_file(&up);
-        e
+    // Each file is written whole in a hidden temporary file, synced, then linked into
+    // place (never over an existing file): a kill or a full disk never leaves a partial
+    // script, and the temporary files of a killed run are swept here.
+    crate::durable::sweep(dir, ".V", &[crate::durable::PARTIAL]);
+    let cannot = |path: &Path, e: std::io::Error| {
+        MigrationError::Files(format!("cannot create {}: {e}", path.display()))
     };
-    write(&down, down_text).map_err(undo_up)?;
+    let whole = |path: &Path, text: &str| {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut temp = crate::durable::temp_with_mode(dir, &name, crate::durable::PARTIAL, 0o666)
+            .map_err(|e| cannot(path, e))?;
+        std::io::Write::write_all(&mut temp, text.as_bytes())
+            .and_then(|()| temp.as_file().sync_all())
+            .map_err(|e| cannot(path, e))?;
+        Ok::<_, MigrationError>(temp)
+    };
+    let up_temp = whole(&up, &up_text)?;
+    let down_temp = whole(&down, &down_text)?;
+    // The up script first: killed between the two links, a whole migration without its
+    // down script is left (a warning), never a down script without its migration.
+    std::fs::hard_link(up_temp.path(), &up).map_err(|e| cannot(&up, e))?;
+    if let Err(e) = std::fs::hard_link(down_temp.path(), &down) {
+        let _ = std::fs::remove_file(&up);
+        return Err(cannot(&down, e));
+    }
+    crate::durable::sync_dir(dir);
     Ok((up, down))
 }
 
