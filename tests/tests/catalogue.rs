@@ -298,6 +298,9 @@ fn cases() -> Vec<Case> {
         env(&[("DATABASE_BACKUP_COPY_TO", "nowhere/../backups")], "`DATABASE_BACKUP_COPY_TO=nowhere/../backups`", &["backup_copy_to", "backup_dir itself"]),
         env(&[("DATABASE_BACKUP_COPY_TO", "backups/offsite")], "`DATABASE_BACKUP_COPY_TO` inside the backup directory", &["backup_copy_to", "inside backup_dir"]),
         file(RocketToml, &[("Rocket.toml", "[default.databases.main]\nbackup_copy_to = \".\"\n")], "`backup_copy_to = \".\"` (the directory holding the backup directory)", STATUS, 1, &["backup_copy_to", "Rocket.toml", "holds backup_dir"]),
+        // Scratch databases and db-copy targets (issue 17).
+        env(&[("TMPDIR", "{project}/notes.txt")], "`TMPDIR` naming a file (where `db-check` puts its scratch database)", &["scratch database", "notes.txt", "not a directory"]).with_cmd(Cmd::Xtask(&["db-check"])),
+        Case { prepare: Some(|p| { std::fs::write(p.path().join("other.db"), b"").unwrap(); tests::sqlite(&p.path().join("other.db"), "PRAGMA journal_mode = DELETE; CREATE TABLE x (a INTEGER); INSERT INTO x VALUES (1);"); }), ..cli(&["db-copy", "--to", "sqlite://other.db"], "`db-copy --to` a SQLite file holding rows (inspected read-only, left byte for byte)", 1, &["other", "not empty", "table x has rows", "--force"]) },
     ]
 }
 
@@ -630,7 +633,7 @@ fn render(outcomes: &[(&Case, Outcome)], http: &[(&str, u16)]) -> String {
     doc
 }
 
-/// The crash and fault experiments, from `tests/tests/{faults,postgres_faults,restore,scheduled_backups}.rs`.
+/// The crash and fault experiments, from `tests/tests/{copy,faults,postgres_faults,restore,scheduled_backups}.rs`.
 const FAULT_SUITE: &str = include_str!("catalogue/fault_suite.md");
 
 fn check_document(rendered: &str) {
@@ -651,6 +654,7 @@ fn check_document(rendered: &str) {
 #[test]
 fn the_fault_suite_section_names_tests_that_exist() {
     let sources: String = [
+        "copy.rs",
         "faults.rs",
         "postgres_faults.rs",
         "restore.rs",

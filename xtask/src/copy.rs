@@ -111,7 +111,10 @@ impl DbCopy {
         .await?;
         // Nothing is written to the target before the copy may go ahead.
         let replace = match copy::inspect(source, &target.pool, set).await? {
-            TargetState::Occupied(why) if !self.force => bail!(CopyError::Occupied(why)),
+            TargetState::Occupied(why) if !self.force => {
+                return Err(anyhow::Error::from(CopyError::Occupied(why))
+                    .context(format!("cannot copy into {target_name}")));
+            }
             TargetState::Occupied(why) => {
                 note!("the target {target_name} {why}; --force replaces everything in it");
                 project.confirm("replace the target's contents?", self.yes)?;
