@@ -504,6 +504,130 @@ fn autogenerate_every_operation_on_postgresql() {
     every_operation(&[("DATABASE_URL", &pg.url)]);
 }
 
+/// Renames and rebuilds on tables that have rows (some NULL): a renamed `NOT NULL` column
+/// without a default is refused with the rename to write, whether or not destructive steps
+/// are allowed; with a default, the generated rebuild (SQLite) or ALTER (PostgreSQL) runs
+/// on the rows and keeps them.
+fn changes_on_tables_with_rows(env: &[(&str, &str)]) {
+    let project = rich_project();
+    project.xtask_with(&["db-schema"], env).ok();
+    project.xtask_with(&["db-init"], env).ok();
+    value(
+        &project,
+        env,
+        "INSERT INTO users (id, email, name, score) VALUES (1, 'a@x', 'Ann', 5), (2, 'b@x', 'Bob', NULL), (3, 'c@x', 'Cy', NULL)",
+    );
+    value(
+        &project,
+        env,
+        "INSERT INTO memberships (user_id, team) VALUES (1, 'red'), (2, 'red'), (3, 'blue')",
+    );
+    let path = project.path().join("migrations/schema.sql");
+    let declared = schema_file(&project);
+    let migrations = || {
+        std::fs::read_dir(project.path().join("migrations"))
+            .unwrap()
+            .count()
+    };
+    let before = migrations();
+    // A NOT NULL column renamed: refused, with the rename to write, with or without
+    // --allow-destructive; nothing written.
+    let renamed = declared
+        .replace("    team TEXT NOT NULL,", "    squad TEXT NOT NULL,")
+        .replace(
+            "PRIMARY KEY (user_id, team)",
+            "PRIMARY KEY (user_id, squad)",
+        );
+    assert_ne!(renamed, declared);
+    std::fs::write(&path, &renamed).unwrap();
+    for extra in [&[][..], &["--allow-destructive"][..]] {
+        let mut args = vec!["db-migrate", "rename_team", "--autogenerate"];
+        args.extend_from_slice(extra);
+        let run = project.xtask_with(&args, env);
+        let error = run.code(1).error_line();
+        assert!(
+            error.contains("memberships.squad is NOT NULL without a default")
+                && error.contains("ALTER TABLE memberships RENAME COLUMN team TO squad;"),
+            "{extra:?}: {error}"
+        );
+        assert_eq!(migrations(), before, "nothing was written");
+    }
+    // With a default, the hint comes without --allow-destructive too.
+    let renamed = renamed.replace(
+        "    squad TEXT NOT NULL,",
+        "    squad TEXT NOT NULL DEFAULT 'none',",
+    );
+    std::fs::write(&path, &renamed).unwrap();
+    let run = project.xtask_with(&["db-migrate", "rename_team", "--autogenerate"], env);
+    run.code(1);
+    assert!(
+        run.stderr.contains("RENAME COLUMN") && run.stderr.contains("team"),
+        "the rename hint: {}",
+        run.stderr
+    );
+    std::fs::write(&path, &declared).unwrap();
+    // The generated steps, on the rows.
+    autogenerate_round_trip(
+        &project,
+        env,
+        "squad_instead_of_team",
+        |_| renamed.clone(),
+        &["--allow-destructive"],
+    );
+    assert_eq!(
+        value(
+            &project,
+            env,
+            "SELECT count(*) FROM memberships WHERE squad = 'none'"
+        ),
+        "3",
+        "every row kept, the new column at its default"
+    );
+    let up = autogenerate_round_trip(
+        &project,
+        env,
+        "score_required",
+        |s| {
+            s.replace(
+                "    score INTEGER DEFAULT -1,",
+                "    score BIGINT NOT NULL DEFAULT 0,",
+            )
+            .replace(
+                "    email VARCHAR(200) NOT NULL,",
+                "    email TEXT NOT NULL,",
+            )
+        },
+        &[],
+    );
+    assert!(!up.contains("DESTRUCTIVE"), "{up}");
+    assert_eq!(
+        value(&project, env, "SELECT count(*) FROM users WHERE score = 0"),
+        "2",
+        "NULLs took the default"
+    );
+    assert_eq!(
+        value(&project, env, "SELECT score FROM users WHERE id = 1"),
+        "5"
+    );
+    assert_eq!(
+        value(&project, env, "SELECT count(*) FROM memberships"),
+        "3"
+    );
+}
+
+#[test]
+fn changes_on_tables_with_rows_on_sqlite() {
+    changes_on_tables_with_rows(&[]);
+}
+
+#[test]
+fn changes_on_tables_with_rows_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    changes_on_tables_with_rows(&[("DATABASE_URL", &pg.url)]);
+}
+
 #[test]
 fn what_the_declared_schema_cannot_describe_is_never_rebuilt_away() {
     let project = Project::sqlite();

@@ -36,11 +36,15 @@ impl DbMigrate {
         let produced = maintenance::schema_of_migrations(&settings, &project.migrations).await?;
         let declared = maintenance::schema_of_file(&settings, &sql, &file).await?;
         let Some(generated) =
-            schema::generate(&produced, &declared, engine, self.allow_destructive)
+            schema::generate(&produced, &declared, engine, self.allow_destructive)?
         else {
             say!("nothing to generate: {file} and the migrations agree");
             return Ok(());
         };
+        // Possible renames and lost data: worth reading whether or not anything is written.
+        for n in &generated.notes {
+            note!("note: {n}");
+        }
         if !generated.has_statements() {
             for what in &generated.destructive {
                 note!("destructive: {what}");
@@ -75,9 +79,6 @@ impl DbMigrate {
             note!(
                 "left commented out (destructive): {what}; pass --allow-destructive to generate it"
             );
-        }
-        for n in &generated.notes {
-            note!("note: {n}");
         }
         note!("review both scripts, then run `cargo xtask db-check` and `cargo xtask db-upgrade`");
         Ok(())

@@ -34,6 +34,21 @@ pub struct Generated {
     pub notes: Vec<String>,
 }
 
+/// A change autogenerate cannot write so that it runs on a table that has rows: a new
+/// `NOT NULL` column without a default has no value to give them.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "column {table}.{column} is NOT NULL without a default: the rows {table} already has would have no value for it, and the migration would fail on them; give it a DEFAULT in the declared schema{instead}"
+)]
+pub struct NoValue {
+    /// The table.
+    pub table: String,
+    /// The new column.
+    pub column: String,
+    /// What else to do (a rename written by hand, or a data migration).
+    instead: String,
+}
+
 /// One step: its SQL, whether it destroys data, and whether both engines run it.
 struct Step {
     sql: String,
@@ -61,15 +76,16 @@ impl Step {
 }
 
 /// The migration from `from` (what the migrations produce) to `to` (the declared schema)
-/// for `engine`; `None` when they are the same.
+/// for `engine`; `None` when they are the same. Every step runs on tables that have rows;
+/// one that cannot (a new `NOT NULL` column without a default) is refused.
 pub fn generate(
     from: &Schema,
     to: &Schema,
     engine: DbKind,
     allow_destructive: bool,
-) -> Option<Generated> {
+) -> Result<Option<Generated>, NoValue> {
     if from == to {
-        return None;
+        return Ok(None);
     }
     let mut pairs: Vec<(Step, Step)> = Vec::new();
     let mut notes = Vec::new();
@@ -105,7 +121,7 @@ pub fn generate(
         if old == new {
             continue;
         }
-        change_table(old, new, engine, &mut pairs, &mut notes);
+        change_table(old, new, engine, &mut pairs, &mut notes)?;
     }
     // Children before the parents they reference.
     for table in super::render::dependency_order(dropped.clone())
@@ -130,13 +146,13 @@ pub fn generate(
         .any(|(u, d)| !u.portable || !d.portable)
         .then_some(engine);
     let (up, down, destructive) = write(&pairs, allow_destructive);
-    Some(Generated {
+    Ok(Some(Generated {
         up,
         down,
         engine: engine_only,
         destructive,
         notes,
-    })
+    }))
 }
 
 fn names(tables: &[&TableDef]) -> String {
@@ -198,7 +214,7 @@ fn change_table(
     engine: DbKind,
     pairs: &mut Vec<(Step, Step)>,
     notes: &mut Vec<String>,
-) {
+) -> Result<(), NoValue> {
     let t = ident(&new.name);
     let added: Vec<&ColumnDef> = new
         .columns
@@ -218,11 +234,42 @@ fn change_table(
             added.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
+    // A rebuild copies the rows and an ADD COLUMN keeps them: a NOT NULL column needs a
+    // value for each (a serial column on PostgreSQL makes its own).
+    if let Some(column) = added
+        .iter()
+        .find(|c| c.not_null && c.default.is_none() && !(engine == DbKind::Postgres && serial(c)))
+    {
+        let instead = match removed.as_slice() {
+            [old_column] => format!(
+                ", or, if it renames {}.{}, write `ALTER TABLE {t} RENAME COLUMN {} TO {};` in a migration by hand (`cargo xtask db-migrate NAME`)",
+                new.name,
+                old_column.name,
+                ident(&old_column.name),
+                ident(&column.name)
+            ),
+            _ => ", or write the migration by hand (add the column without NOT NULL, fill it, then add NOT NULL)".to_string(),
+        };
+        return Err(NoValue {
+            table: new.name.clone(),
+            column: column.name.clone(),
+            instead,
+        });
+    }
     let changed: Vec<(&ColumnDef, &ColumnDef)> = new
         .columns
         .iter()
         .filter_map(|c| old.column(&c.name).filter(|o| *o != c).map(|o| (o, c)))
         .collect();
+    for (_, n) in changed
+        .iter()
+        .filter(|(o, n)| n.not_null && !o.not_null && n.default.is_none())
+    {
+        notes.push(format!(
+            "column {}.{} becomes NOT NULL without a default: the migration fails if a row holds NULL there; fill those rows first (an UPDATE at the top of the migration) or give it a DEFAULT",
+            new.name, n.name
+        ));
+    }
     let keys_changed = old.primary_key != new.primary_key
         || old.uniques != new.uniques
         || old.foreign_keys != new.foreign_keys;
@@ -230,7 +277,9 @@ fn change_table(
     let simple = !keys_changed
         && changed.is_empty()
         && added.iter().all(|c| can_add_column(c))
-        && removed.iter().all(|c| can_drop_column(old, c));
+        && removed
+            .iter()
+            .all(|c| can_drop_column(old, c) && !(c.not_null && c.default.is_none()));
     // A SQLite rebuild drops the old indexes with the table and creates the new ones.
     let indexes_apart = simple || engine == DbKind::Postgres;
     if indexes_apart {
@@ -316,6 +365,7 @@ fn change_table(
             ));
         }
     }
+    Ok(())
 }
 
 /// A column definition for `ADD COLUMN`.
@@ -328,6 +378,11 @@ fn column_sql(c: &ColumnDef) -> String {
         sql.push_str(&format!(" DEFAULT {}", super::render::default_sql(d)));
     }
     sql
+}
+
+/// `SERIAL`, `BIGSERIAL` or `SMALLSERIAL`: PostgreSQL fills it from a sequence.
+fn serial(c: &ColumnDef) -> bool {
+    c.data_type.ends_with("SERIAL")
 }
 
 /// SQLite adds a column only without `NOT NULL` unless it has a constant default.
@@ -386,20 +441,37 @@ fn rebuild(old: &TableDef, new: &TableDef) -> String {
         .iter()
         .filter(|c| old.column(&c.name).is_some())
         .collect();
-    let into: Vec<String> = common.iter().map(|c| ident(&c.name)).collect();
+    // A new column takes its default, but one that is NOT NULL without a default (a
+    // dropped column a down script brings back: its values are gone) needs a value.
+    let refilled: Vec<&ColumnDef> = new
+        .columns
+        .iter()
+        .filter(|c| old.column(&c.name).is_none() && c.not_null && c.default.is_none())
+        .collect();
+    let mut into: Vec<String> = common.iter().map(|c| ident(&c.name)).collect();
     // A column that becomes NOT NULL takes its default where it was NULL.
-    let from: Vec<String> = common
+    let mut from: Vec<String> = common
         .iter()
         .map(|c| match (&c.default, c.not_null) {
             (Some(d), true) => format!("coalesce({}, {d})", ident(&c.name)),
             _ => ident(&c.name),
         })
         .collect();
+    into.extend(refilled.iter().map(|c| ident(&c.name)));
+    from.extend(refilled.iter().map(|c| filler(&c.data_type).to_string()));
     let mut sql = format!(
-        "{FOREIGN_KEYS_OFF}\n-- For SQLite only: it cannot alter a column or a key, so {} is rebuilt (copy, drop, rename).\n{}",
-        new.name,
-        create_table(&staged)
+        "{FOREIGN_KEYS_OFF}\n-- For SQLite only: it cannot alter a column or a key, so {} is rebuilt (copy, drop, rename).\n",
+        new.name
     );
+    for c in &refilled {
+        sql.push_str(&format!(
+            "-- The values of {}.{} cannot come back: each row gets {}.\n",
+            new.name,
+            c.name,
+            filler(&c.data_type)
+        ));
+    }
+    sql.push_str(&create_table(&staged));
     sql.push_str(&format!(
         "INSERT INTO {temp} ({}) SELECT {} FROM {t};\nDROP TABLE {t};\nALTER TABLE {temp} RENAME TO {t};",
         into.join(", "),
@@ -438,7 +510,7 @@ fn alter_pg(
     }
     for c in removed {
         forward.push(format!("ALTER TABLE {t} DROP COLUMN {};", ident(&c.name)));
-        backward.push(format!("ALTER TABLE {t} ADD COLUMN {};", column_sql(c)));
+        backward.extend(add_back(&t, &new.name, c));
     }
     for (o, n) in changed {
         forward.extend(alter_column(&t, o, n));
@@ -447,6 +519,43 @@ fn alter_pg(
     forward.extend(add_constraints(old, new));
     backward.extend(add_constraints(new, old));
     (forward.join("\n"), backward.join("\n"))
+}
+
+/// `ADD COLUMN` for a dropped column a down script brings back; its values are gone, and
+/// when it is NOT NULL without a default the rows get a filler value, so it runs on a
+/// table that has rows.
+fn add_back(t: &str, table: &str, c: &ColumnDef) -> Vec<String> {
+    let add = format!("ALTER TABLE {t} ADD COLUMN {}", column_sql(c));
+    if !(c.not_null && c.default.is_none()) {
+        return vec![format!("{add};")];
+    }
+    let filler = filler(&c.data_type);
+    vec![
+        format!(
+            "-- The values of {table}.{} cannot come back: each row gets {filler}.",
+            c.name
+        ),
+        format!("{add} DEFAULT {filler};"),
+        format!(
+            "ALTER TABLE {t} ALTER COLUMN {} DROP DEFAULT;",
+            ident(&c.name)
+        ),
+    ]
+}
+
+/// A value of `data_type` for rows that have none (a NOT NULL column brought back).
+fn filler(data_type: &str) -> &'static str {
+    match (family(data_type), data_type) {
+        ("text", _) => "''",
+        ("integer" | "number", _) => "0",
+        (_, "BOOLEAN") => "FALSE",
+        (_, "DATE") => "CURRENT_DATE",
+        (_, "TIME" | "TIMETZ") => "CURRENT_TIME",
+        (_, "TIMESTAMP" | "TIMESTAMPTZ") => "CURRENT_TIMESTAMP",
+        (_, "UUID") => "'00000000-0000-0000-0000-000000000000'",
+        (_, "JSON" | "JSONB") => "'null'",
+        _ => "''",
+    }
 }
 
 fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
