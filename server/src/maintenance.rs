@@ -387,6 +387,31 @@ pub async fn schema_of_migrations(
     .await
 }
 
+/// The schema after each migration in turn (the last: all of them), read from one scratch
+/// database of the configured engine: what a declared schema written from the migrations
+/// has ever been.
+pub async fn schemas_of_versions(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Vec<Schema>, MaintenanceError> {
+    on_scratch(settings, async |conn: &mut DbConn| {
+        let mut schemas = vec![schema::read(conn.target()).await?];
+        for migration in set.migrations() {
+            migrations::upgrade(conn, set, Some(migration.version))
+                .await
+                .map_err(|e| {
+                    MaintenanceError::Check(format!(
+                        "the migrations do not apply on a scratch {} database (the configured database is untouched): {e}",
+                        settings.url.kind()
+                    ))
+                })?;
+            schemas.push(schema::read(conn.target()).await?);
+        }
+        Ok(schemas)
+    })
+    .await
+}
+
 /// The schema the declared schema file (`sql`, named `file` in errors) produces on a
 /// scratch database of the configured engine.
 pub async fn schema_of_file(

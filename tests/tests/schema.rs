@@ -94,8 +94,45 @@ fn drift_fails_the_check_and_db_check() {
         "{}",
         check.stdout
     );
-    // Written again from the migrations, it agrees.
+    // Written again from the migrations, the edit would be lost: refused, the file as it
+    // was, until --force.
+    let run = project.xtask(&["db-schema"]);
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("declares what no migration produces")
+            && error.contains("db-migrate NAME --autogenerate")
+            && error.contains("--force"),
+        "{error}"
+    );
+    assert!(
+        run.stdout
+            .contains("-     role TEXT NOT NULL DEFAULT 'member',"),
+        "{}",
+        run.stdout
+    );
+    assert!(schema_file(&project).contains("role TEXT"), "unchanged");
+    // A file that does not load is not overwritten either.
+    let edited = schema_file(&project);
+    std::fs::write(&path, format!("{edited}\nCREATE TABLE broken (;\n")).unwrap();
+    let error = project
+        .xtask(&["db-schema"])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(
+        error.contains("does not load") && error.contains("--force"),
+        "{error}"
+    );
+    project.xtask(&["db-schema", "--force"]).ok();
+    project.xtask(&["db-check"]).ok();
+    // A file the migrations once produced (before a new migration) is rewritten freely.
+    project.write_migration(
+        "V3__extra",
+        "CREATE TABLE extra (id BIGINT PRIMARY KEY);",
+        Some("DROP TABLE extra;"),
+    );
     project.xtask(&["db-schema"]).ok();
+    assert!(schema_file(&project).contains("CREATE TABLE extra"));
     project.xtask(&["db-check"]).ok();
 }
 

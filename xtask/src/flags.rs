@@ -195,6 +195,9 @@ pub struct DbSchema {
     /// Write the file from the configured database instead of the migrations (for a project that starts from a database made by hand).
     #[arg(long)]
     pub from_db: bool,
+    /// Overwrite `migrations/schema.sql` even when it holds declarations no migration produces (edits by hand, which are lost); without it the command refuses and points to `db-migrate NAME --autogenerate`.
+    #[arg(long, conflicts_with = "check")]
+    pub force: bool,
 }
 
 /// `db-copy`.

@@ -57,6 +57,9 @@ impl DbSchema {
                 ),
             )
         };
+        if !self.force {
+            self.refuse_hand_edits(project, &schema).await?;
+        }
         let text = schema::render(&schema, HEADER);
         std::fs::create_dir_all(&project.migrations_dir).with_context(|| {
             format!("cannot create {}", project.display(&project.migrations_dir))
@@ -69,5 +72,45 @@ impl DbSchema {
             note!("note: {} (in {file})", column.describe());
         }
         Ok(())
+    }
+
+    /// Refuses to overwrite a file that holds declarations no migration produces (nor
+    /// what is about to be written): edits by hand that `--autogenerate` turns into a
+    /// migration, and that rewriting would silently lose.
+    async fn refuse_hand_edits(
+        &self,
+        project: &Project,
+        new: &server::schema::Schema,
+    ) -> anyhow::Result<()> {
+        let file = project.display(&project.migrations_dir.join(schema::FILE_NAME));
+        let Some(sql) =
+            schema::read_file(&project.migrations_dir, &file).map_err(anyhow::Error::msg)?
+        else {
+            return Ok(());
+        };
+        let settings = project.settings();
+        let declared = match maintenance::schema_of_file(&settings, &sql, &file).await {
+            Ok(declared) => schema::render_bare(&declared),
+            Err(e) => bail!(
+                "{e}; {file} does not load, and overwriting it would lose whatever was written by hand: fix it, or pass --force to overwrite it"
+            ),
+        };
+        let new = schema::render_bare(new);
+        if declared == new {
+            return Ok(());
+        }
+        let versions = maintenance::schemas_of_versions(&settings, &project.migrations).await?;
+        if versions.iter().any(|v| schema::render_bare(v) == declared) {
+            return Ok(());
+        }
+        say!("--- {file}\n+++ what would be written");
+        let diff = schema::line_diff(&declared, &new);
+        for line in &diff {
+            say!("{line}");
+        }
+        bail!(
+            "{file} declares what no migration produces ({} line(s) above, edits by hand?); nothing was written: turn them into a migration with `cargo xtask db-migrate NAME --autogenerate`, or pass --force to overwrite them",
+            diff.len()
+        )
     }
 }
