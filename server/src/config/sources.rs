@@ -96,6 +96,17 @@ pub(super) fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
         }
         Err(_) => return Ok(None),
     }
+    // dotenvy's own error for bytes that are not UTF-8 names no line.
+    let bytes = std::fs::read(&path).map_err(|e| file_error(e.to_string()))?;
+    if let Some(number) = bytes
+        .split(|&b| b == b'\n')
+        .position(|line| std::str::from_utf8(line).is_err())
+    {
+        return Err(file_error(format!(
+            "line {}: not valid UTF-8; the line is not shown, it may hold a secret",
+            number + 1
+        )));
+    }
     let iter = dotenvy::from_path_iter(&path).map_err(|e| file_error(e.to_string()))?;
     let vars = iter
         .collect::<Result<BTreeMap<_, _>, _>>()
