@@ -331,6 +331,86 @@ fn from_db_describes_a_database_made_by_hand() {
     );
 }
 
+/// `--from-db` on a database with what the description cannot hold: each is named in a
+/// note in the written file, and the file loads back (`--check` compares it, autogenerate
+/// writes a migration from it).
+fn from_db_notes_and_loads(env: &[(&str, &str)], objects: &str, notes: &[&str]) {
+    let project = Project::sqlite();
+    project.xtask_with(&["db-init"], env).ok();
+    match env.first() {
+        Some((_, url)) => {
+            tests::psql(url, objects).unwrap();
+        }
+        None => {
+            sqlite(&project.db_path(), objects);
+        }
+    }
+    std::fs::remove_file(project.path().join("migrations/schema.sql")).ok();
+    project.xtask_with(&["db-schema", "--from-db"], env).ok();
+    let text = schema_file(&project);
+    for note in notes {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("-- Not described here") && l.contains(note)),
+            "no note of {note}:\n{text}"
+        );
+    }
+    let check = project.xtask_with(&["db-schema", "--check"], env);
+    let error = check.code(1).error_line();
+    assert!(
+        error.contains("differs from the schema the migrations produce"),
+        "the file does not load: {error}\n{text}"
+    );
+    project
+        .xtask_with(&["db-migrate", "from_db", "--autogenerate"], env)
+        .ok();
+}
+
+#[test]
+fn from_db_notes_what_it_cannot_describe_on_sqlite() {
+    from_db_notes_and_loads(
+        &[],
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, price INTEGER NOT NULL, \
+             twice INTEGER GENERATED ALWAYS AS (price * 2) VIRTUAL);\
+         CREATE INDEX items_twice ON items (twice);\
+         CREATE UNIQUE INDEX items_twice_id ON items (twice, id);\
+         CREATE VIEW cheap AS SELECT id FROM items WHERE price < 10;\
+         CREATE VIRTUAL TABLE items_fts USING fts5(body);",
+        &[
+            "view cheap",
+            "virtual table items_fts (USING fts5)",
+            "index items_twice (on twice",
+            "index items_twice_id (on twice",
+            "a generated column",
+        ],
+    );
+}
+
+#[test]
+fn from_db_notes_what_it_cannot_describe_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    from_db_notes_and_loads(
+        &[("DATABASE_URL", &pg.url)],
+        "CREATE TABLE items (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price INTEGER NOT NULL, \
+             twice INTEGER GENERATED ALWAYS AS (price * 2) STORED);\
+         CREATE INDEX items_twice ON items (twice);\
+         CREATE VIEW cheap AS SELECT id FROM items WHERE price < 10;\
+         CREATE MATERIALIZED VIEW totals AS SELECT sum(price) AS total FROM items;\
+         CREATE TABLE events (at DATE NOT NULL, what TEXT) PARTITION BY RANGE (at);\
+         CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+        &[
+            "view cheap",
+            "materialized view totals",
+            "index items_twice (on twice",
+            "the primary key (on id",
+            "generated or identity column twice",
+            "PARTITION BY RANGE (at) (partitions: events_2025)",
+        ],
+    );
+}
+
 /// Edits `schema.sql` with `edit`, autogenerates `name`, applies it, and checks: the
 /// database's schema equals the declared one, the rows survived, the down script brings
 /// back the previous schema. Returns the generated up script.

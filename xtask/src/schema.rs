@@ -67,6 +67,23 @@ impl DbSchema {
         schema::write(&project.migrations_dir, &text)
             .with_context(|| format!("cannot write {file}"))?;
         say!("wrote {file}: {} table(s) from {from}", schema.tables.len());
+        // What the file only names in a comment: write it in a migration by hand.
+        let undescribed: Vec<String> = schema
+            .undescribed
+            .iter()
+            .cloned()
+            .chain(schema.tables.iter().flat_map(|t| {
+                t.undescribed
+                    .iter()
+                    .map(move |what| format!("{what} (table {})", t.name))
+            }))
+            .collect();
+        if !undescribed.is_empty() {
+            note!(
+                "note: not described, only named in a comment of {file}: {}",
+                undescribed.join(", ")
+            );
+        }
         // A database made by hand may use types only SQLite takes: say which.
         for column in schema.unshared_columns() {
             note!("note: {} (in {file})", column.describe());

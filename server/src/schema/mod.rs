@@ -33,12 +33,24 @@ pub use render::{
 
 use crate::db::Target;
 
-/// The tables of a database (the migration history excluded), by name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The tables of a database (the migration history excluded), by name. Two schemas are
+/// equal when their tables are: what the description cannot hold is reported, not compared.
+#[derive(Debug, Clone, Default)]
 pub struct Schema {
     /// Tables, sorted by name.
     pub tables: Vec<TableDef>,
+    /// What the database has outside its tables that this description does not hold (a
+    /// view, a virtual or foreign table), sorted.
+    pub undescribed: Vec<String>,
 }
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.tables == other.tables
+    }
+}
+
+impl Eq for Schema {}
 
 /// One table. Two tables are equal when their described parts are: what the
 /// description cannot hold (`undescribed`) is reported, not compared.
@@ -194,13 +206,49 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
                 column.not_null = true;
             }
         }
+        keep_what_loads(table);
         table.uniques.sort();
         table.foreign_keys.sort();
         table.indexes.sort();
         table.undescribed.sort();
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
+    schema.undescribed.sort();
     Ok(schema)
+}
+
+/// Moves a key, index or foreign key on a column the description does not hold (a
+/// generated column) to `undescribed`: written, it would name a column that is not there.
+fn keep_what_loads(table: &mut TableDef) {
+    let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+    let missing = |columns: &[String]| columns.iter().find(|c| !names.contains(c)).cloned();
+    let mut moved = Vec::new();
+    if let Some(c) = missing(&table.primary_key) {
+        moved.push(format!("the primary key (on {c}, not described)"));
+        table.primary_key.clear();
+    }
+    table.uniques.retain(|u| match missing(u) {
+        Some(c) => {
+            moved.push(format!("a UNIQUE constraint (on {c}, not described)"));
+            false
+        }
+        None => true,
+    });
+    table.indexes.retain(|i| match missing(&i.columns) {
+        Some(c) => {
+            moved.push(format!("index {} (on {c}, not described)", i.name));
+            false
+        }
+        None => true,
+    });
+    table.foreign_keys.retain(|f| match missing(&f.columns) {
+        Some(c) => {
+            moved.push(format!("a foreign key (on {c}, not described)"));
+            false
+        }
+        None => true,
+    });
+    table.undescribed.extend(moved);
 }
 
 /// Every name in lower case (SQLite's names are ASCII case-insensitive).

@@ -161,6 +161,27 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                 .into_iter()
                 .map(|c| format!("generated or identity column {c}")),
         );
+        let partitioning: Option<String> =
+            sqlx::query_scalar("SELECT pg_get_partkeydef($1::int8::oid)")
+                .bind(oid)
+                .fetch_one(&mut *c)
+                .await?;
+        if let Some(key) = partitioning {
+            let partitions: Vec<String> = sqlx::query_scalar(
+                "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = $1::int8::oid ORDER BY 1",
+            )
+            .bind(oid)
+            .fetch_all(&mut *c)
+            .await?;
+            undescribed.push(format!(
+                "PARTITION BY {key} (partitions: {})",
+                match partitions.is_empty() {
+                    true => "none".to_string(),
+                    false => partitions.join(", "),
+                }
+            ));
+        }
         tables.push(TableDef {
             name,
             columns,
@@ -171,7 +192,22 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
             undescribed,
         });
     }
-    Ok(Schema { tables })
+    // Views, materialized views, foreign tables: not described, but named.
+    let others: Vec<(String, String)> = sqlx::query_as(
+        "SELECT CASE relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
+                ELSE 'foreign table' END, relname::text FROM pg_class \
+         WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('v', 'm', 'f') \
+         ORDER BY relname",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    Ok(Schema {
+        tables,
+        undescribed: others
+            .into_iter()
+            .map(|(kind, name)| format!("{kind} {name}"))
+            .collect(),
+    })
 }
 
 /// `pg_constraint`'s one-letter referential action, spelled out.

@@ -33,6 +33,12 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
     for line in header.lines() {
         out.push_str(&format!("-- {line}\n").replace("-- \n", "--\n"));
     }
+    if notes && !schema.undescribed.is_empty() {
+        out.push_str(&format!(
+            "\n-- Not described here (write it in a migration by hand): {}.\n",
+            schema.undescribed.join(", ")
+        ));
+    }
     for table in in_dependency_order(schema) {
         out.push('\n');
         out.push_str(&create_table(table));

@@ -166,5 +166,31 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
             undescribed,
         });
     }
-    Ok(Schema { tables })
+    // Views and virtual tables (FTS): not described, but named.
+    let others: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT l.type, l.name, coalesce(s.sql, '') FROM pragma_table_list l \
+         LEFT JOIN sqlite_schema s ON s.name = l.name \
+         WHERE l.schema = 'main' AND l.type IN ('view', 'virtual') \
+           AND lower(substr(l.name, 1, 7)) <> 'sqlite_' ORDER BY l.name",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    let undescribed = others
+        .into_iter()
+        .map(|(kind, name, sql)| match kind.as_str() {
+            "view" => format!("view {name}"),
+            _ => {
+                let upper = sql.to_ascii_uppercase();
+                let module = upper
+                    .find(" USING ")
+                    .and_then(|at| sql[at + 7..].split(['(', ' ']).next())
+                    .unwrap_or("");
+                format!("virtual table {name} (USING {module})")
+            }
+        })
+        .collect();
+    Ok(Schema {
+        tables,
+        undescribed,
+    })
 }
