@@ -5,9 +5,11 @@
 //! sockets, `?dbname=`, `?sslmode=`, IPv6 hosts); the tools get the decoded values
 //! through libpq's environment variables, the password included: never through argv.
 
-use std::io::{self, Read};
-use std::process::{Command, Output, Stdio};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -111,22 +113,37 @@ fn ssl_mode(mode: PgSslMode) -> &'static str {
 #[error("{0}")]
 pub struct ToolError(pub String);
 
+/// Where a tool's standard output goes. Either way this process reads it: a tool whose
+/// caller died (even by SIGKILL) gets SIGPIPE at its next write instead of running on.
+#[derive(Debug)]
+pub enum ToolOutput {
+    /// Read and thrown away (`pg_restore` verifying an archive, `psql`).
+    Discard,
+    /// Written into this file (`pg_dump`'s archive, a restore script).
+    Into(File),
+}
+
 /// Checks that `tool` is on `PATH` and runs, before anything is changed.
 pub fn require_tool(tool: &str) -> Result<(), ToolError> {
     let mut command = Command::new(tool);
     command.arg("--version");
-    run(tool, command, None).map(drop)
+    let child = spawn(tool, command, false)?;
+    let shared = Mutex::new(Some(child));
+    collect(tool, &shared, ToolOutput::Discard, None)
 }
 
 /// Runs a PostgreSQL client tool against `url` with `args`, off the async runtime's
-/// workers; connection settings travel in the environment. Returns its output once it
-/// succeeded.
+/// workers; connection settings travel in the environment. Its standard output goes to
+/// `output`; it must end successfully.
+///
+/// Dropping the returned future (a server shutting down) kills the tool.
 pub async fn run_tool(
     tool: &'static str,
     url: &url::Url,
     args: &[&std::ffi::OsStr],
-) -> Result<Output, ToolError> {
-    run_tool_with_input(tool, url, args, None).await
+    output: ToolOutput,
+) -> Result<(), ToolError> {
+    run_tool_with_input(tool, url, args, output, None).await
 }
 
 /// Like [`run_tool`], feeding `input` to the tool's stdin. The input is streamed by this
@@ -136,8 +153,9 @@ pub async fn run_tool_with_input(
     tool: &'static str,
     url: &url::Url,
     args: &[&std::ffi::OsStr],
+    output: ToolOutput,
     input: Option<Box<dyn Read + Send>>,
-) -> Result<Output, ToolError> {
+) -> Result<(), ToolError> {
     let env = tool_env(url).map_err(|e| ToolError(mask_url(&e.to_string())))?;
     let mut command = Command::new(tool);
     command.arg("--no-password").args(args);
@@ -149,25 +167,37 @@ pub async fn run_tool_with_input(
         }
     }
     command.envs(env);
-    tokio::task::spawn_blocking(move || run(tool, command, input))
+    let child = spawn(tool, command, input.is_some())?;
+    let shared = Arc::new(Mutex::new(Some(child)));
+    let _kill_on_drop = KillOnDrop(Arc::clone(&shared));
+    tokio::task::spawn_blocking(move || collect(tool, &shared, output, input))
         .await
         .map_err(|e| ToolError(format!("{tool}: {e}")))?
 }
 
-fn run(
-    tool: &str,
-    mut command: Command,
-    input: Option<Box<dyn Read + Send>>,
-) -> Result<Output, ToolError> {
+/// Kills the tool, unless it has been reaped already, when the caller's future is
+/// dropped. The child is reaped only under the same lock, so the signal never reaches
+/// another process that was given its pid.
+struct KillOnDrop(Arc<Mutex<Option<Child>>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            let _ = child.kill();
+        }
+    }
+}
+
+fn spawn(tool: &str, mut command: Command, piped_input: bool) -> Result<Child, ToolError> {
     command
-        .stdin(if input.is_some() {
+        .stdin(if piped_input {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().map_err(|e| {
+    command.spawn().map_err(|e| {
         ToolError(if e.kind() == io::ErrorKind::NotFound {
             format!(
                 "{tool} not found on PATH; install the PostgreSQL client tools (e.g. `apt install postgresql-client`)"
@@ -175,8 +205,26 @@ fn run(
         } else {
             format!("cannot run {tool}: {e}")
         })
-    })?;
-    let feeder = match (input, child.stdin.take()) {
+    })
+}
+
+/// How much of a tool's stderr is kept for its error message.
+const STDERR_KEPT: u64 = 64 * 1024;
+
+/// Feeds the tool, copies its output until it closes it, then reaps it. Blocking.
+fn collect(
+    tool: &str,
+    shared: &Mutex<Option<Child>>,
+    output: ToolOutput,
+    input: Option<Box<dyn Read + Send>>,
+) -> Result<(), ToolError> {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let (stdin, stdout, stderr) = {
+        let mut guard = lock();
+        let child = guard.as_mut().expect("the child is reaped only here");
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    };
+    let feeder = match (input, stdin) {
         (Some(mut input), Some(mut stdin)) => Some(std::thread::spawn(move || {
             // A tool that stops reading (it failed) ends the copy; its exit status tells.
             let result = io::copy(&mut input, &mut stdin);
@@ -185,28 +233,64 @@ fn run(
         })),
         _ => None,
     };
-    let output = child
-        .wait_with_output()
-        .map_err(|e| ToolError(format!("cannot run {tool}: {e}")))?;
+    let errors = stderr.map(|stderr| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut stderr = stderr;
+            let _ = stderr.by_ref().take(STDERR_KEPT).read_to_end(&mut kept);
+            // Drain the rest, so the tool never blocks on a full pipe.
+            let _ = io::copy(&mut stderr, &mut io::sink());
+            kept
+        })
+    });
+    let copied = match (stdout, output) {
+        (Some(mut stdout), ToolOutput::Into(mut file)) => {
+            io::copy(&mut stdout, &mut file).and_then(|_| file.flush())
+        }
+        (Some(mut stdout), ToolOutput::Discard) => io::copy(&mut stdout, &mut io::sink()).map(drop),
+        (None, _) => Ok(()),
+    };
+    if copied.is_err() {
+        // Nowhere to put the output (a full disk): stop the tool rather than wait for it.
+        if let Some(child) = lock().as_mut() {
+            let _ = child.kill();
+        }
+    }
+    let stderr = errors
+        .and_then(|reader| reader.join().ok())
+        .unwrap_or_default();
+    let status = {
+        let mut guard = lock();
+        let status = guard.as_mut().map(Child::wait);
+        *guard = None;
+        status
+    };
+    let status = match status {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => return Err(ToolError(format!("cannot run {tool}: {e}"))),
+        None => return Err(ToolError(format!("{tool} was stopped"))),
+    };
+    if let Err(e) = copied {
+        return Err(ToolError(format!("cannot write the output of {tool}: {e}")));
+    }
     if let Some(feeder) = feeder
         && let Ok(Err(e)) = feeder.join()
-        && output.status.success()
+        && status.success()
     {
         return Err(ToolError(format!("cannot feed {tool}: {e}")));
     }
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&stderr);
         let first = stderr
             .lines()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("no output");
         return Err(ToolError(format!(
-            "{tool} failed ({}): {}",
-            output.status,
+            "{tool} failed ({status}): {}",
             mask_url(first.trim())
         )));
     }
-    Ok(output)
+    Ok(())
 }
 
 #[cfg(test)]

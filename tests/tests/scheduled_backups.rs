@@ -353,3 +353,80 @@ fn a_world_writable_copy_directory_of_another_user_gets_private_copies() {
         }
     }
 }
+
+/// The first child of `parent` whose command name is `name`, from `/proc`.
+fn child_named(parent: u32, name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let ppid = stat[close + 1..].split_whitespace().nth(1);
+            &stat[open + 1..close] == name && ppid == Some(&parent.to_string())
+        })
+}
+
+/// Whether process `pid` still runs (a zombie is dead: it only waits to be reaped).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|close| stat[close + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+#[test]
+fn stopping_or_killing_the_server_mid_backup_stops_its_postgres_tools() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    // Enough rows for pg_dump to run several seconds, and pg_restore after it.
+    pg.execute(
+        "CREATE TABLE big AS SELECT i, md5(i::text) AS v, md5((i * 7)::text) AS w \
+         FROM generate_series(1, 3000000) AS i",
+    );
+    for (signal, tool) in [
+        ("TERM", "pg_dump"),
+        ("KILL", "pg_dump"),
+        ("KILL", "pg_restore"),
+    ] {
+        let server = Server::start(&project, &[("DATABASE_BACKUP_INTERVAL_SECS", "3600")]);
+        let mut child = None;
+        assert!(
+            wait_until(60, || {
+                child = child_named(server.pid(), tool);
+                child.is_some()
+            }),
+            "{tool} never ran:\n{}",
+            server.output()
+        );
+        let child = child.unwrap();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            wait_until(3, || !running(child)),
+            "SIG{signal} to the server left its {tool} running"
+        );
+        drop(server);
+    }
+    // What the killed backups left is swept by the next one, which succeeds.
+    let server = Server::start(&project, &[("DATABASE_BACKUP_INTERVAL_SECS", "3600")]);
+    let mut health = serde_json::Value::Null;
+    assert!(
+        wait_until(60, || {
+            health = backup_state(&server);
+            health["backup"]["last_success_at"].is_string()
+        }),
+        "{health}"
+    );
+    let dir = project.path().join("backups");
+    assert_eq!(tests::debris(&dir), Vec::<String>::new());
+}

@@ -94,7 +94,8 @@ async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
         schedule.interval_secs(),
         settings.backup_dir.display()
     );
-    tokio::spawn(async move { schedule.run(pool, settings, set).await });
+    let stop = rocket.shutdown();
+    tokio::spawn(async move { schedule.run(pool, settings, set, stop).await });
 }
 
 async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {

@@ -111,7 +111,11 @@ pub async fn create(
             };
             progress.step(&format!("running pg_dump into {}", dir.display()));
             let dump = temp("cannot create a backup file in")?;
-            let version = pg_dump_snapshot(&mut c, url, dump.path(), set).await?;
+            let target = dump
+                .as_file()
+                .try_clone()
+                .map_err(io_error("cannot create a backup file in", dir))?;
+            let version = pg_dump_snapshot(&mut c, url, target, set).await?;
             drop(c);
             progress.step("verifying (pg_restore reads the whole archive)");
             pg_verify(url, dump.path()).await?;
@@ -259,12 +263,12 @@ fn gzip(source: &Path, output: &File) -> io::Result<()> {
     encoder.finish()?.sync_all()
 }
 
-/// `pg_dump` of one exported snapshot into `target`; the schema version is read in the
-/// same snapshot, so the manifest describes exactly what was dumped.
+/// `pg_dump` of one exported snapshot into `target` (an empty file); the schema version
+/// is read in the same snapshot, so the manifest describes exactly what was dumped.
 async fn pg_dump_snapshot(
     conn: &mut sqlx::PgConnection,
     url: &url::Url,
-    target: &Path,
+    target: File,
     set: &MigrationSet,
 ) -> Result<i32, BackupError> {
     // The session idles in its transaction while pg_dump works: the pool's idle-in-transaction
@@ -281,6 +285,7 @@ async fn pg_dump_snapshot(
             .await?;
         let version = migrations::status_of_pg(conn, set).await?.current_version;
         let snapshot = format!("--snapshot={snapshot}");
+        // The archive comes through this process (see `ToolOutput`).
         crate::pg::run_tool(
             "pg_dump",
             url,
@@ -288,9 +293,8 @@ async fn pg_dump_snapshot(
                 "--format=custom".as_ref(),
                 "--no-owner".as_ref(),
                 snapshot.as_ref(),
-                "--file".as_ref(),
-                target.as_os_str(),
             ],
+            crate::pg::ToolOutput::Into(target),
         )
         .await?;
         Ok::<_, BackupError>(version)
@@ -309,7 +313,8 @@ async fn pg_verify(url: &url::Url, archive: &Path) -> Result<(), BackupError> {
     crate::pg::run_tool(
         "pg_restore",
         url,
-        &["--file=/dev/null".as_ref(), archive.as_os_str()],
+        &["--file=-".as_ref(), archive.as_os_str()],
+        crate::pg::ToolOutput::Discard,
     )
     .await?;
     Ok(())

@@ -84,10 +84,15 @@ pub async fn verify(
                 &[
                     "--no-owner".as_ref(),
                     "--single-transaction".as_ref(),
-                    "--file".as_ref(),
-                    staged.path().as_os_str(),
+                    "--file=-".as_ref(),
                     backup.as_os_str(),
                 ],
+                crate::pg::ToolOutput::Into(
+                    staged
+                        .as_file()
+                        .try_clone()
+                        .map_err(io_error("cannot stage the backup in", staging_dir))?,
+                ),
             )
             .await
             .map_err(|e| invalid(e.to_string()))?;
@@ -292,6 +297,7 @@ pub async fn restore_postgres(
             "--quiet".as_ref(),
             "--set=ON_ERROR_STOP=1".as_ref(),
         ],
+        crate::pg::ToolOutput::Discard,
         Some(Box::new(input)),
     )
     .await?;

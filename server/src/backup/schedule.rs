@@ -112,8 +112,24 @@ impl Schedule {
         (health, problem)
     }
 
-    /// Takes a backup now and every interval after, for as long as the server runs.
-    pub async fn run(&self, pool: DbPool, settings: DbSettings, set: &'static MigrationSet) {
+    /// Takes a backup now and every interval after, until `stop` resolves (the server
+    /// shuts down): a backup under way is then dropped, its temporary file removed and its
+    /// `pg_dump` or `pg_restore` killed, and its connection goes back to the pool, which
+    /// closes without waiting for it.
+    pub async fn run(
+        &self,
+        pool: DbPool,
+        settings: DbSettings,
+        set: &'static MigrationSet,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::select! {
+            () = stop => log::info!("scheduled backups stopped"),
+            () = self.every_interval(pool, settings, set) => {}
+        }
+    }
+
+    async fn every_interval(&self, pool: DbPool, settings: DbSettings, set: &'static MigrationSet) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
