@@ -418,7 +418,10 @@ fn run_case(case: &Case) -> Result<Outcome, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), not_utf8(&fill(v))))
         .collect();
-    let env: Vec<(&str, &OsStr)> = env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())).collect();
+    let env: Vec<(&str, &OsStr)> = env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_os_str()))
+        .collect();
     let before = sha256(&project.db_path());
     let pg_tables = |pg: &Option<PgDatabase>| {
         pg.as_ref().map(|pg| pg.execute("SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public'")).unwrap_or_default()
