@@ -447,11 +447,19 @@ impl Server {
     pub fn start_with(mut command: Command, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let log = tempfile::NamedTempFile::new().expect("log file");
+        // Both streams append to one file: two plain handles would each write from
+        // offset 0 over the other's lines.
+        let append = || {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(log.path())
+                .expect("log file")
+        };
         let child = command
             .env("ROCKET_PORT", port.to_string())
             .envs(env.iter().copied())
-            .stdout(log.reopen().expect("log file"))
-            .stderr(log.reopen().expect("log file"))
+            .stdout(append())
+            .stderr(append())
             .spawn()
             .expect("spawn server");
         let mut server = Self { child, port, log };

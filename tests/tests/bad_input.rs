@@ -334,3 +334,44 @@ fn a_database_this_user_cannot_write_is_named_with_its_owner() {
     assert_refused(&run, 1, &["directory is not writable", "root (uid 0)"]);
     assert_eq!(sha256(&db), before);
 }
+
+#[test]
+fn a_database_variable_that_sets_nothing_is_named_with_the_closest_one() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    std::fs::write(project.path().join(".env"), "DATABASE_BACKUP_KEPP=3\n").unwrap();
+    let run = xtask(
+        &project,
+        &["db-status"],
+        &[("DATABASE_MAX_CONECTIONS", "5")],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (var, origin, closest) in [
+        (
+            "DATABASE_MAX_CONECTIONS",
+            "(environment variable)",
+            "DATABASE_MAX_CONNECTIONS",
+        ),
+        ("DATABASE_BACKUP_KEPP", ".env)", "DATABASE_BACKUP_KEEP"),
+    ] {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("warning: {var}")))
+            .unwrap_or_else(|| panic!("no warning for {var}: {}", run.stderr));
+        assert!(
+            line.contains(origin) && line.contains(&format!("did you mean {closest}?")),
+            "{line}"
+        );
+    }
+    let mut command = project.command("server");
+    command.env("DATABASE_MAX_CONECTIONS", "5");
+    let server = tests::Server::start_with(command, &[]);
+    assert!(
+        server
+            .output()
+            .contains("warning: DATABASE_MAX_CONECTIONS (environment variable)"),
+        "{}",
+        server.output()
+    );
+}

@@ -35,6 +35,9 @@ impl Project {
         let sh = Shell::new().context("cannot start a shell")?;
         let cwd = sh.current_dir();
         let config = AppConfig::load()?;
+        for warning in &config.warnings {
+            note!("warning: {warning}");
+        }
         sh.change_dir(&config.root);
         let migrations_dir = migrations_dir
             .map(|d| cwd.join(d))

@@ -58,6 +58,9 @@ pub fn run(
             return ExitCode::FAILURE;
         }
     };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     // Rocket binds only after ignite, which migrates: a port already taken must stop the
     // start before the database is created or changed. (Port 0 picks a free one.)
     let (address, port) = (config.server.address, config.server.port);

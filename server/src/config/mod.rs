@@ -119,6 +119,9 @@ pub struct AppConfig {
     pub server: rocket::Config,
     /// `DATABASE_COPY_TO` from the environment, else from `.env`: `db-copy`'s target.
     pub copy_to: Option<String>,
+    /// Mistakes that do not stop anything, for a `warning:` line each (a `DATABASE_*`
+    /// variable that sets nothing).
+    pub warnings: Vec<String>,
 }
 
 impl AppConfig {
@@ -140,6 +143,13 @@ impl AppConfig {
             .as_ref()
             .map(|path| Toml::file_exact(path).nested());
         let profile = select_profile(env, &dotenv, toml.as_ref())?;
+        let mut warnings = sources::unused_database_vars(env.vars.keys(), "environment variable");
+        if let Some((path, vars)) = &dotenv {
+            warnings.extend(sources::unused_database_vars(
+                vars.keys(),
+                &format!("in {}", path.display()),
+            ));
+        }
         let copy_to = env.var(COPY_TO_VAR).map(str::to_string).or_else(|| {
             dotenv
                 .as_ref()
@@ -242,6 +252,7 @@ impl AppConfig {
             database,
             server,
             copy_to,
+            warnings,
         })
     }
 

@@ -76,6 +76,52 @@ pub(super) fn is_setting(var: &str) -> bool {
     var.starts_with("ROCKET_") || var.starts_with("DATABASE_")
 }
 
+/// Warnings for `DATABASE_*` variables in `vars` that set nothing (a typo such as
+/// `DATABASE_MAX_CONECTIONS`), naming where they came from and the closest real one.
+pub(super) fn unused_database_vars<'a>(
+    vars: impl IntoIterator<Item = &'a String>,
+    origin: &str,
+) -> Vec<String> {
+    vars.into_iter()
+        .filter(|var| {
+            var.starts_with("DATABASE_")
+                && *var != super::COPY_TO_VAR
+                && EnvLayer::key_for(var).is_none()
+        })
+        .map(|var| {
+            let known = std::iter::once("DATABASE_URL".to_string())
+                .chain(std::iter::once(super::COPY_TO_VAR.to_string()))
+                .chain(
+                    DATABASE_ENV_KEYS
+                        .iter()
+                        .map(|key| format!("DATABASE_{}", key.to_ascii_uppercase())),
+                );
+            let closest = known
+                .map(|name| (edit_distance(var, &name), name))
+                .min()
+                .filter(|(distance, _)| *distance <= 3)
+                .map_or_else(String::new, |(_, name)| format!(" (did you mean {name}?)"));
+            format!("{var} ({origin}) is not a setting of this server and is ignored{closest}")
+        })
+        .collect()
+}
+
+/// Levenshtein distance between two ASCII-ish names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// A `.env` file: its path and its variables.
 pub(super) type DotEnv = (PathBuf, BTreeMap<String, String>);
 
