@@ -196,6 +196,21 @@ fn newest_mtime(path: &Path, server_main: &Path, binary: &str) -> Option<std::ti
         .max()
 }
 
+/// The uid (and gid) of `nobody`, for processes run as another user.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this test runs as root and so may run processes as [`NOBODY`]; when not, says
+/// the test is skipped (`what` needs root), which fails it under CI.
+pub fn as_root_or_skip(what: &str) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    // `/proc/self` belongs to the effective user.
+    let root = std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
+    if !root {
+        skip(&format!("needs root to {what}"));
+    }
+    root
+}
+
 /// A temporary project: `Rocket.toml`, a copy of `migrations/`, and nothing else.
 pub struct Project {
     dir: tempfile::TempDir,

@@ -302,10 +302,7 @@ fn variables_and_directories_that_are_not_utf8_panic_nothing() {
 fn a_database_this_user_cannot_write_is_named_with_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = 65534;
-    // `/proc/self` belongs to the effective user.
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        tests::skip("needs root to run commands as another user");
+    if !tests::as_root_or_skip("run commands as another user") {
         return;
     }
     let project = Project::sqlite();
@@ -318,8 +315,8 @@ fn a_database_this_user_cannot_write_is_named_with_its_owner() {
     let as_nobody = |args: &[&str]| {
         let mut command = project.command("xtask");
         command
-            .uid(NOBODY)
-            .gid(NOBODY)
+            .uid(tests::NOBODY)
+            .gid(tests::NOBODY)
             .env("RUST_BACKTRACE", "1")
             .args(args);
         Run::from(command.output().unwrap())
@@ -329,7 +326,7 @@ fn a_database_this_user_cannot_write_is_named_with_its_owner() {
         assert_refused(&run, 1, &["app.db", "not writable", "root (uid 0)", "-wal"]);
     }
     // A file that is writable in a directory that is not.
-    std::os::unix::fs::chown(&db, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::os::unix::fs::chown(&db, Some(tests::NOBODY), Some(tests::NOBODY)).unwrap();
     let run = as_nobody(&["db-status"]);
     assert_refused(&run, 1, &["directory is not writable", "root (uid 0)"]);
     assert_eq!(sha256(&db), before);

@@ -601,10 +601,7 @@ fn readiness_fails_when_requests_hit_pages_corrupted_in_place() {
 fn readiness_fails_when_the_server_loses_access_to_its_file() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = 65534;
-    // `/proc/self` belongs to the effective user.
-    if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) != 0 {
-        tests::skip("needs root to run the server as another user");
+    if !tests::as_root_or_skip("run the server as another user") {
         return;
     }
     let project = Project::sqlite();
@@ -612,11 +609,11 @@ fn readiness_fails_when_the_server_loses_access_to_its_file() {
     let db = project.db_path();
     // The server runs as `nobody`, owner of the project directory and the database.
     for path in [project.path().to_path_buf(), db.clone()] {
-        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::chown(&path, Some(tests::NOBODY), Some(tests::NOBODY)).unwrap();
     }
     std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut command = project.command("server");
-    command.uid(NOBODY).gid(NOBODY);
+    command.uid(tests::NOBODY).gid(tests::NOBODY);
     let server = Server::start_with(command, &[]);
     let response = server.get("/health/db");
     assert_eq!(response.status, 200, "{}", response.body);

@@ -36,6 +36,19 @@ fn backup_state(server: &Server) -> serde_json::Value {
     server.get("/health/db").json()
 }
 
+/// Waits (at most 10 s) for `/health/db` to warn, and returns its body.
+fn wait_for_warning(server: &Server) -> serde_json::Value {
+    let mut warned = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            warned = backup_state(server);
+            warned["status"] == "warn"
+        }),
+        "{warned}"
+    );
+    warned
+}
+
 #[test]
 fn the_server_backs_itself_up_at_the_interval_prunes_and_copies_off() {
     let project = Project::sqlite();
@@ -117,14 +130,7 @@ fn a_failing_scheduled_backup_warns_keeps_the_server_up_and_recovers() {
     // The backup directory becomes unusable: a regular file where it was.
     std::fs::rename(&dir, project.path().join("bk.old")).unwrap();
     std::fs::write(&dir, "not a directory").unwrap();
-    let mut warned = serde_json::Value::Null;
-    assert!(
-        wait_until(10, || {
-            warned = backup_state(&server);
-            warned["status"] == "warn"
-        }),
-        "{warned}"
-    );
+    let warned = wait_for_warning(&server);
     let output = warned["output"].as_str().unwrap();
     assert!(
         output.contains("the last scheduled backup failed"),
@@ -259,14 +265,7 @@ fn a_missing_copy_directory_is_never_created_and_warns_until_it_is_back() {
             ("DATABASE_BACKUP_COPY_TO", &share_env),
         ],
     );
-    let mut warned = serde_json::Value::Null;
-    assert!(
-        wait_until(10, || {
-            warned = backup_state(&server);
-            warned["status"] == "warn"
-        }),
-        "{warned}"
-    );
+    let warned = wait_for_warning(&server);
     let output = warned["output"].as_str().unwrap();
     assert!(
         output.contains("backup_copy_to") && output.contains("does not exist"),
@@ -303,10 +302,7 @@ fn a_missing_copy_directory_is_never_created_and_warns_until_it_is_back() {
 fn a_world_writable_copy_directory_of_another_user_gets_private_copies() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     use std::os::unix::process::CommandExt;
-    const NOBODY: u32 = 65534;
-    // `/proc/self` belongs to the effective user.
-    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
-        tests::skip("needs root to run the server as another user");
+    if !tests::as_root_or_skip("run the server as another user") {
         return;
     }
     let project = Project::sqlite();
@@ -314,7 +310,7 @@ fn a_world_writable_copy_directory_of_another_user_gets_private_copies() {
     // The server runs as `nobody`, owner of the project directory and the database; the
     // share belongs to root and lets everyone write.
     for path in [project.path().to_path_buf(), project.db_path()] {
-        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::os::unix::fs::chown(&path, Some(tests::NOBODY), Some(tests::NOBODY)).unwrap();
     }
     std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let share = project.path().join("share");
@@ -322,7 +318,7 @@ fn a_world_writable_copy_directory_of_another_user_gets_private_copies() {
     std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o777)).unwrap();
     let share_env = share.to_string_lossy().into_owned();
     let mut command = project.command("server");
-    command.uid(NOBODY).gid(NOBODY);
+    command.uid(tests::NOBODY).gid(tests::NOBODY);
     let server = Server::start_with(
         command,
         &[
