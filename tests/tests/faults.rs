@@ -616,7 +616,20 @@ fn readiness_fails_when_the_server_loses_access_to_its_file() {
     command.uid(tests::NOBODY).gid(tests::NOBODY);
     let server = Server::start_with(command, &[]);
     let response = server.get("/health/db");
-    assert_eq!(response.status, 200, "{}", response.body);
+    // On failure: who owns what (a root-owned `-wal`/`-shm` would explain a 503).
+    let listing = std::process::Command::new("ls")
+        .arg("-la")
+        .arg(project.path())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    assert_eq!(
+        response.status,
+        200,
+        "{}\n{listing}\n{}",
+        response.body,
+        server.output()
+    );
 
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o000)).unwrap();
     let response = server.get("/health/db");
