@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use server::backup::Progress;
 use server::db::DbPool;
 use server::migrations::MigrationSet;
+use server::progress::Progress;
 
 /// What the backup run measured.
 #[derive(Debug, Clone, serde::Serialize)]

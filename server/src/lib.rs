@@ -6,11 +6,19 @@ pub mod backup;
 pub mod config;
 pub mod copy;
 pub mod db;
+pub mod declared;
+pub mod doctor;
 pub mod durable;
 pub mod health;
 pub mod in_use;
-pub mod maintenance;
+pub mod lifecycle;
 pub mod migrations;
+pub mod paths;
 pub mod pg;
+pub mod progress;
 pub mod schema;
+pub mod scratch;
 pub mod url;
+
+#[cfg(test)]
+mod tidy;

@@ -544,7 +544,7 @@ async fn concurrent_upgrades_apply_each_migration_exactly_once() {
 #[tokio::test]
 async fn every_migration_file_is_valid_on_both_engines_and_reverts_cleanly() {
     for target in targets(&[]) {
-        let problems = server::maintenance::check(&target.settings, MigrationSet::embedded())
+        let problems = server::doctor::check(&target.settings, MigrationSet::embedded())
             .await
             .unwrap();
         assert!(

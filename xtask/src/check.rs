@@ -1,7 +1,7 @@
 //! `db-check`: the migration doctor for CI.
 
 use anyhow::bail;
-use server::maintenance;
+use server::{declared, doctor};
 
 use crate::flags::DbCheck;
 use crate::project::Project;
@@ -10,9 +10,9 @@ impl DbCheck {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         let settings = project.settings();
-        let mut problems = maintenance::check(&settings, &project.migrations).await?;
+        let mut problems = doctor::check(&settings, &project.migrations).await?;
         let file = project.display(&project.migrations_dir.join(server::schema::FILE_NAME));
-        let drift = maintenance::schema_drift(
+        let drift = declared::schema_drift(
             &settings,
             &project.migrations,
             &project.migrations_dir,

@@ -1,6 +1,6 @@
 //! `db-init`: create if missing, migrate, verify.
 
-use server::maintenance;
+use server::lifecycle;
 
 use crate::flags::DbInit;
 use crate::project::Project;
@@ -9,7 +9,7 @@ impl DbInit {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         project.guard_memory()?;
-        let report = maintenance::init(&project.settings(), &project.migrations).await?;
+        let report = lifecycle::init(&project.settings(), &project.migrations).await?;
         let location = project.location();
         if report.created {
             say!("created database {location}");

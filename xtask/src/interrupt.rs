@@ -1,7 +1,7 @@
 //! SIGINT (Ctrl-C) and SIGTERM for commands that must clean up before they exit.
 
 use anyhow::bail;
-use server::maintenance;
+use server::scratch;
 
 /// Waits for SIGINT or SIGTERM and names it.
 pub async fn interrupted() -> &'static str {
@@ -29,7 +29,7 @@ pub async fn removing_scratch(
         signal = interrupted() => signal,
     };
     // The work is dropped by now: a SQLite scratch file went with it.
-    let left = maintenance::drop_abandoned_scratch().await;
+    let left = scratch::drop_abandoned_scratch().await;
     if !left.is_empty() {
         note!(
             "warning: scratch database(s) {} could not be dropped; the next run of db-check, db-schema or db-migrate drops them",

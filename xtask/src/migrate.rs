@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 use server::url::DbKind;
-use server::{maintenance, migrations, schema};
+use server::{declared, migrations, schema};
 
 use crate::flags::DbMigrate;
 use crate::project::Project;
@@ -33,8 +33,8 @@ impl DbMigrate {
         };
         let settings = project.settings();
         let engine = settings.url.kind();
-        let produced = maintenance::schema_of_migrations(&settings, &project.migrations).await?;
-        let declared = maintenance::schema_of_file(&settings, &sql, &file).await?;
+        let produced = declared::schema_of_migrations(&settings, &project.migrations).await?;
+        let declared = declared::schema_of_file(&settings, &sql, &file).await?;
         let Some(generated) =
             schema::generate(&produced, &declared, engine, self.allow_destructive)?
         else {

@@ -39,7 +39,7 @@ impl Drop for Reporter {
     }
 }
 
-impl server::backup::Progress for Reporter {
+impl server::progress::Progress for Reporter {
     fn step(&self, message: &str) {
         match &self.bar {
             Some(bar) => bar.println(message),

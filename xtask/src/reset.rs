@@ -1,7 +1,7 @@
 //! `db-reset`: drop everything, recreate at the latest version.
 
 use server::db::OpenMode;
-use server::maintenance;
+use server::lifecycle;
 
 use crate::flags::DbReset;
 use crate::project::Project;
@@ -29,7 +29,7 @@ impl DbReset {
                 .safety_backup(&pool, self.destructive.no_backup)
                 .await?;
         }
-        let applied = maintenance::reset(&pool, &project.migrations).await?;
+        let applied = lifecycle::reset(&pool, &project.migrations).await?;
         for id in &applied {
             say!("applied {id}");
         }

@@ -1,7 +1,7 @@
 //! `db-schema`: the declared schema, `migrations/schema.sql`, written or checked.
 
 use anyhow::{Context, bail};
-use server::{maintenance, schema};
+use server::{declared, schema};
 
 use crate::flags::DbSchema;
 use crate::project::Project;
@@ -17,7 +17,7 @@ impl DbSchema {
         let settings = project.settings();
         let file = project.display(&project.migrations_dir.join(schema::FILE_NAME));
         if self.check {
-            let Some(diff) = maintenance::schema_drift(
+            let Some(diff) = declared::schema_drift(
                 &settings,
                 &project.migrations,
                 &project.migrations_dir,
@@ -42,12 +42,12 @@ impl DbSchema {
         }
         let (schema, from) = if self.from_db {
             project.guard_memory()?;
-            let schema = maintenance::schema_of_database(&settings)
+            let schema = declared::schema_of_database(&settings)
                 .await
                 .with_context(|| format!("cannot read the schema of {}", project.location()))?;
             (schema, format!("the database {}", project.location()))
         } else {
-            let schema = maintenance::schema_of_migrations(&settings, &project.migrations).await?;
+            let schema = declared::schema_of_migrations(&settings, &project.migrations).await?;
             (
                 schema,
                 format!(
@@ -106,7 +106,7 @@ impl DbSchema {
             return Ok(());
         };
         let settings = project.settings();
-        let declared = match maintenance::schema_of_file(&settings, &sql, &file).await {
+        let declared = match declared::schema_of_file(&settings, &sql, &file).await {
             Ok(declared) => schema::render_bare(&declared),
             Err(e) => bail!(
                 "{e}; {file} does not load, and overwriting it would lose whatever was written by hand: fix it, or pass --force to overwrite it"
@@ -116,7 +116,7 @@ impl DbSchema {
         if declared == new {
             return Ok(());
         }
-        let versions = maintenance::schemas_of_versions(&settings, &project.migrations).await?;
+        let versions = declared::schemas_of_versions(&settings, &project.migrations).await?;
         if versions.iter().any(|v| schema::render_bare(v) == declared) {
             return Ok(());
         }

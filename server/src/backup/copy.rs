@@ -8,13 +8,14 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use super::create::create_dir_private;
 use super::manifest::{read_manifest, write_manifest};
-use super::{BackupError, Progress, database_owner, io_error};
+use super::{BackupError, database_owner, io_error};
 use crate::durable;
+use crate::paths::Overlap;
+use crate::progress::Progress;
 use crate::url::DatabaseUrl;
 
 /// Copies `backup` (with its manifest) into `dir`, all or nothing: the copy is written to
@@ -43,7 +44,7 @@ pub fn copy_to(
         }
         Err(e) => return Err(io_error("cannot read the copy directory", dir)(e)),
     }
-    if let Some(alias) = copy_dir_alias(durable::parent(backup), dir) {
+    if let Some(alias) = crate::paths::overlap(durable::parent(backup), dir) {
         return Err(unusable(CopyDirProblem::Aliased(alias)));
     }
     create_dir_private(dir, owner, progress)?;
@@ -103,83 +104,6 @@ pub enum CopyDirProblem {
     #[error("is not a directory")]
     NotADirectory,
     /// It resolves to the backup directory, inside it or around it.
-    #[error("{0}")]
-    Aliased(CopyDirAlias),
-}
-
-/// How a copy directory overlaps the backup directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum CopyDirAlias {
-    /// The same directory (by path once symlinks are resolved, or by inode).
-    #[error("is backup_dir itself; name another file system")]
-    Same,
-    /// A directory inside the backup directory.
-    #[error("is inside backup_dir; name another file system")]
-    Inside,
-    /// A directory holding the backup directory.
-    #[error("holds backup_dir; name another file system")]
-    Contains,
-}
-
-/// How `copy_to` overlaps `backup_dir` once symlinks, `.` and `..` are resolved (as far as
-/// the directories exist), or `None` when they are apart.
-pub fn copy_dir_alias(backup_dir: &Path, copy_to: &Path) -> Option<CopyDirAlias> {
-    let same_inode = match (fs::metadata(backup_dir), fs::metadata(copy_to)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    };
-    let (backup_dir, copy_to) = (resolve(backup_dir), resolve(copy_to));
-    if same_inode || backup_dir == copy_to {
-        Some(CopyDirAlias::Same)
-    } else if copy_to.starts_with(&backup_dir) {
-        Some(CopyDirAlias::Inside)
-    } else if backup_dir.starts_with(&copy_to) {
-        Some(CopyDirAlias::Contains)
-    } else {
-        None
-    }
-}
-
-/// `path` made absolute with every symlink of its existing part resolved; what does not
-/// exist (yet) is kept as written, `.` and `..` applied.
-fn resolve(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut resolved = PathBuf::new();
-    for component in absolute.components() {
-        match component {
-            Component::CurDir => {}
-            // What comes before is resolved already, so `..` is its real parent.
-            Component::ParentDir => {
-                resolved.pop();
-            }
-            other => {
-                resolved.push(other);
-                if let Ok(real) = fs::canonicalize(&resolved) {
-                    resolved = real;
-                }
-            }
-        }
-    }
-    resolved
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_copy_directory_that_is_backup_dir_under_another_name_is_an_alias() {
-        let root = tempfile::tempdir().unwrap();
-        let backups = root.path().join("backups");
-        fs::create_dir(&backups).unwrap();
-        std::os::unix::fs::symlink(&backups, root.path().join("link")).unwrap();
-        let alias = |copy: &str| copy_dir_alias(&backups, &root.path().join(copy));
-        assert_eq!(alias("link"), Some(CopyDirAlias::Same));
-        assert_eq!(alias("backups/./"), Some(CopyDirAlias::Same));
-        assert_eq!(alias("x/../link"), Some(CopyDirAlias::Same));
-        assert_eq!(alias("link/off"), Some(CopyDirAlias::Inside));
-        assert_eq!(alias("."), Some(CopyDirAlias::Contains));
-        assert_eq!(alias("offsite"), None);
-        assert_eq!(alias("backups-off"), None);
-    }
+    #[error("{}; name another file system", .0.describe("backup_dir"))]
+    Aliased(Overlap),
 }

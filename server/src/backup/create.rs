@@ -8,16 +8,18 @@ use std::path::Path;
 use sqlx::Connection;
 
 use super::catalog::{self, BackupEntry, BackupState};
+use super::integrity::{sqlite_check, sqlite_read_only};
 use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
-use super::restore::{sqlite_check, sqlite_read_only};
+use super::off_the_runtime;
 use super::snapshot;
-use super::{BackupError, Progress, database_owner, io_error};
+use super::{BackupError, database_owner, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
 use crate::durable;
 use crate::migrations::{self, MigrationSet};
+use crate::progress::Progress;
 use crate::url::{DatabaseUrl, DbKind};
 
 /// Takes a verified backup of the database into `dir` (created, or tightened, to mode 0700).
@@ -242,17 +244,6 @@ async fn sqlite_schema_version(path: &Path, set: &MigrationSet) -> Result<i32, B
     let status = migrations::status_of_sqlite(&mut conn, set).await;
     conn.close().await.ok();
     Ok(status?.current_version)
-}
-
-/// Runs blocking file work (hashing, compressing, syncing) on tokio's blocking pool, so
-/// that a backup taken inside the server never holds up a runtime worker.
-pub(super) async fn off_the_runtime<T: Send + 'static>(
-    work: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(io::Error::other)
-        .and_then(|result| result)
 }
 
 /// Writes the gzip of `source` into `output` and syncs it.

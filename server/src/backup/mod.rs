@@ -25,6 +25,7 @@
 mod catalog;
 mod copy;
 mod create;
+mod integrity;
 mod manifest;
 mod restore;
 mod schedule;
@@ -36,7 +37,7 @@ use std::path::{Path, PathBuf};
 use crate::url::DatabaseUrl;
 
 pub use catalog::{BackupEntry, BackupState, list, prune};
-pub use copy::{CopyDirAlias, CopyDirProblem, copy_dir_alias, copy_to};
+pub use copy::{CopyDirProblem, copy_to};
 pub use create::create;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
 pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
@@ -127,10 +128,13 @@ pub(super) fn database_owner(url: &DatabaseUrl) -> Option<crate::durable::Owner>
     crate::durable::owner_of(url.sqlite_path()?)
 }
 
-/// Receives progress of long operations.
-pub trait Progress: Send + Sync {
-    /// A step starts.
-    fn step(&self, message: &str);
-    /// Work done so far (bytes, rows), out of an estimated total.
-    fn advance(&self, done: u64, total: u64);
+/// Runs blocking file work (hashing, compressing, syncing) on tokio's blocking pool, so
+/// that a backup taken inside the server never holds up a runtime worker.
+async fn off_the_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|result| result)
 }

@@ -16,6 +16,7 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tempfile::NamedTempFile;
 
+use super::integrity::{sqlite_check, sqlite_read_only};
 use super::manifest::{Compression, Manifest, check_checksum, read_manifest};
 use super::{BackupError, io_error};
 use crate::config::DbSettings;
@@ -280,7 +281,7 @@ pub async fn restore_postgres(
     let prologue = format!(
         "SET client_min_messages = warning;\nSET lock_timeout = {};\nBEGIN;\n{}\n",
         settings.lock_timeout.as_millis(),
-        crate::maintenance::PG_DROP_ALL
+        crate::db::PG_DROP_ALL
     );
     let script = File::open(verified.staged.path()).map_err(io_error(
         "cannot read the restore script",
@@ -314,35 +315,4 @@ pub async fn other_pg_sessions(pool: &DbPool) -> Result<i64, BackupError> {
         .await?),
         DbConn::Sqlite(_) => Ok(0),
     }
-}
-
-/// Opens a SQLite file read-only and immutable: nothing is written, no `-wal` is created.
-pub(super) async fn sqlite_read_only(path: &Path) -> Result<sqlx::SqliteConnection, sqlx::Error> {
-    SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .immutable(true)
-        .disable_statement_logging()
-        .connect()
-        .await
-}
-
-/// `PRAGMA integrity_check` on a SQLite file, read-only; the reason when it fails.
-pub(super) async fn sqlite_check(path: &Path) -> Result<(), String> {
-    crate::db::check_sqlite_file(path).map_err(|e| match e {
-        crate::db::DbError::FileInvalid { reason, .. } => format!("the file {reason}"),
-        other => other.to_string(),
-    })?;
-    let mut conn = sqlite_read_only(path)
-        .await
-        .map_err(|e| format!("cannot open it as SQLite: {e}"))?;
-    let rows: Result<Vec<String>, _> = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_all(&mut conn)
-        .await;
-    conn.close().await.ok();
-    let rows = rows.map_err(|e| format!("integrity check failed: {e}"))?;
-    if rows != ["ok"] {
-        return Err(format!("integrity check failed: {}", rows.join("; ")));
-    }
-    Ok(())
 }

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{BackupError, Progress};
+use super::BackupError;
 use crate::config::DbSettings;
 use crate::db::DbPool;
 use crate::migrations::MigrationSet;
+use crate::progress::Progress;
 
 /// The state of scheduled backups, as `/health/db` shows it.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rusqlite::backup::{Backup, StepResult};
 
 use super::BackupError;
-use super::create::off_the_runtime;
+use super::off_the_runtime;
 
 /// How often the copy's pages are written out while it runs.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
@@ -33,7 +33,7 @@ pub(super) async fn sqlite(
     conn: &mut sqlx::SqliteConnection,
     source: Option<&Path>,
     target: &Path,
-    progress: &dyn super::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<(), BackupError> {
     let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
         .fetch_one(&mut *conn)

@@ -326,11 +326,17 @@ impl DbSettings {
             None => None,
         };
         // However it is spelt (a symlink, `..`): never backup_dir, inside it or around it.
-        if let Some(alias) = backup_copy_to
+        if let Some(overlap) = backup_copy_to
             .as_deref()
-            .and_then(|copy_to| crate::backup::copy_dir_alias(&backup_dir, copy_to))
+            .and_then(|copy_to| crate::paths::overlap(&backup_dir, copy_to))
         {
-            return Err(invalid("backup_copy_to", alias.to_string()));
+            return Err(invalid(
+                "backup_copy_to",
+                format!(
+                    "{}; name another file system",
+                    overlap.describe("backup_dir")
+                ),
+            ));
         }
 
         let settings = Self {

@@ -21,6 +21,7 @@
 //! | `stage` | opening the target: read-only until the copy may begin; a new one built aside and put in place when verified |
 
 mod digest;
+mod kind;
 mod plan;
 mod rows;
 mod schema;
@@ -33,10 +34,10 @@ mod value;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::backup::Progress;
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbError, DbPool, DbTx, describe_driver_error};
 use crate::migrations::{self, MigrationSet};
+use crate::progress::Progress;
 use crate::url::DbKind;
 
 pub use stage::CopyTarget;
@@ -268,4 +269,11 @@ pub fn target_settings(settings: &DbSettings, url: crate::url::DatabaseUrl) -> D
     target.url = url;
     target.acquire_timeout = target.acquire_timeout.max(target.connect_timeout);
     target
+}
+
+/// A text value quoted for a message, cut at 40 characters.
+fn quote(s: &str) -> String {
+    let short: String = s.chars().take(40).collect();
+    let ellipsis = if short.len() < s.len() { "…" } else { "" };
+    format!("{:?}", format!("{short}{ellipsis}"))
 }

@@ -8,7 +8,7 @@
 //!   rollback journal in memory, so no `-wal`/`-shm` appears beside it (a killed
 //!   copy's hidden file is swept by the next one);
 //! - a PostgreSQL database that does not exist is built under a scratch name (see
-//!   [`crate::maintenance::Scratch`]) and renamed into place once verified; a failed
+//!   [`crate::scratch::Scratch`]) and renamed into place once verified; a failed
 //!   copy drops it, a killed one's is dropped by the next run. A database the copy did
 //!   not create is never dropped.
 
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use super::{CopyError, Side};
 use crate::config::DbSettings;
 use crate::db::{DbError, DbPool, OpenMode};
-use crate::maintenance::Scratch;
+use crate::scratch::Scratch;
 use crate::url::DatabaseUrl;
 
 /// SQLSTATE `invalid_catalog_name`: the database does not exist.

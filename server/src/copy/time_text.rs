@@ -5,7 +5,8 @@
 
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
-use super::value::{Kind, quote};
+use super::kind::Kind;
+use super::quote;
 
 /// The canonical spelling of `s` for a column of `kind` (a date or time kind).
 pub fn canonical(kind: &Kind, s: &str) -> Result<String, String> {

@@ -8,9 +8,9 @@ use super::schema::{self, ident};
 use super::target::{TargetState, target_state};
 use super::value::{Value, fit};
 use super::{CopyError, CopyReport, Side, TableCheck};
-use crate::backup::Progress;
 use crate::db::{DbTx, Executor, describe_driver_error};
 use crate::migrations::{self, HISTORY_TABLE, MigrationSet};
+use crate::progress::Progress;
 use crate::url::DbKind;
 use std::time::Duration;
 
@@ -45,9 +45,7 @@ pub async fn copy_in(
         TargetState::Occupied(why) if !replace => return Err(CopyError::Occupied(why)),
         TargetState::Occupied(_) => {
             progress.step("emptying the target");
-            let drop_all = crate::maintenance::drop_all_script(tx)
-                .await
-                .map_err(&target_err)?;
+            let drop_all = crate::db::drop_all_script(tx).await.map_err(&target_err)?;
             tx.execute_script(&drop_all).await.map_err(&target_err)?;
             0
         }

@@ -10,6 +10,7 @@
 //! file half copied in): a new database is only created whole, at startup or by
 //! `db-init`, by linking a finished file into place.
 
+mod drop_all;
 mod error;
 mod incidents;
 mod query;
@@ -25,6 +26,7 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::sqlite::Sqlite;
 use sqlx::{ConnectOptions, Connection, Transaction};
 
+pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, describe_driver_error};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Target, query};
@@ -332,4 +334,9 @@ fn pool_options<DB: sqlx::Database>(settings: &DbSettings) -> PoolOptions<DB> {
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(settings.idle_timeout)
+}
+
+/// `"name"` with inner quotes doubled: an identifier on both engines, always quoted.
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

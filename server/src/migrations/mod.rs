@@ -23,7 +23,7 @@ mod run;
 mod status;
 
 pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
-pub use naming::is_snake_case;
+pub use naming::{FOREIGN_KEYS_OFF, is_snake_case};
 pub use run::{Outcome, downgrade, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock};
 pub use status::{

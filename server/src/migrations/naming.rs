@@ -3,6 +3,10 @@
 
 use std::collections::BTreeMap;
 
+/// A line in a SQLite migration that makes the runner turn foreign keys off around it and
+/// run `PRAGMA foreign_key_check` before commit (SQLite's table-rebuild procedure).
+pub const FOREIGN_KEYS_OFF: &str = "-- db: foreign-keys-off";
+
 /// One valid migration: its version, name, up script and down script.
 #[derive(Debug, Clone)]
 pub struct Checked {

@@ -228,9 +228,7 @@ enum Step {
 /// `db-migrate --autogenerate` writes).
 fn foreign_keys_off(conn: &DbConn, script: &str) -> bool {
     conn.kind() == crate::url::DbKind::Sqlite
-        && script
-            .lines()
-            .any(|l| l.trim() == crate::schema::FOREIGN_KEYS_OFF)
+        && script.lines().any(|l| l.trim() == super::FOREIGN_KEYS_OFF)
 }
 
 /// Runs `work` with SQLite's foreign keys off when `off` (the pragma only works outside

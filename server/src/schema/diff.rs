@@ -10,11 +10,8 @@
 use super::normalize::ident;
 use super::render::{column_list, create_index, create_table, foreign_key};
 use super::{ColumnDef, Schema, TableDef};
+use crate::migrations::FOREIGN_KEYS_OFF;
 use crate::url::DbKind;
-
-/// A line in a SQLite migration that makes the runner turn foreign keys off around it and
-/// run `PRAGMA foreign_key_check` before commit (SQLite's table-rebuild procedure).
-pub const FOREIGN_KEYS_OFF: &str = "-- db: foreign-keys-off";
 
 /// Marks a destructive statement written as a comment.
 const DESTRUCTIVE: &str = "-- DESTRUCTIVE (generate with --allow-destructive): ";

@@ -23,7 +23,7 @@ mod render;
 mod sqlite;
 
 pub use declared::{Declared, check as check_declared};
-pub use diff::{FOREIGN_KEYS_OFF, Generated, NoValue, generate};
+pub use diff::{Generated, NoValue, generate};
 pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::{quoted, unshared};
 pub use render::{

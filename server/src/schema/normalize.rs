@@ -186,10 +186,7 @@ pub fn ident(name: &str) -> String {
     }
 }
 
-/// `"name"` with inner quotes doubled: an identifier on both engines, always quoted.
-pub fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::db::quoted;
 
 /// Words that cannot name a table or column without quotes on one of the engines.
 const RESERVED: &[&str] = &[

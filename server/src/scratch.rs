@@ -24,10 +24,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::MaintenanceError;
 use crate::config::DbSettings;
 use crate::db::DbError;
-use crate::schema::quoted;
+use crate::db::quoted;
 use crate::url::DatabaseUrl;
 
 /// The name every PostgreSQL scratch database starts with.
@@ -39,6 +38,41 @@ const SQLITE_NAME: &str = "xtask-scratch.db";
 /// How long dropping an abandoned scratch database may take: a server that stopped
 /// answering must not keep an interrupted command alive.
 const DROP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Why a scratch database could not be made, removed or renamed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Staging is for PostgreSQL databases only.
+    #[error("only a PostgreSQL database is staged on its server")]
+    NotPostgres,
+    /// Creating it failed at `step`.
+    #[error("cannot create a scratch database ({step}: {reason})")]
+    Create {
+        /// What was being done.
+        step: &'static str,
+        /// The error, passwords masked.
+        reason: String,
+    },
+    /// Dropping it failed; the next run sweeps it.
+    #[error("cannot drop the scratch database {name}: {reason}")]
+    Drop {
+        /// The scratch database.
+        name: String,
+        /// The server's message.
+        reason: String,
+    },
+    /// Renaming a staged database into place failed; it was dropped.
+    #[error("cannot rename the finished copy to `{name}` ({reason}); it was dropped")]
+    Rename {
+        /// The target name.
+        name: String,
+        /// The server's message.
+        reason: String,
+    },
+}
 
 /// A throwaway database of the same engine as the settings it was made from; see the
 /// module docs. Call [`Scratch::remove`] when done: a scratch dropped without it (an
@@ -64,7 +98,7 @@ static ABANDONED: Mutex<Vec<(PgConnectOptions, String)>> = Mutex::new(Vec::new()
 impl Scratch {
     /// A fresh scratch database for `settings` (an empty SQLite file, or a new
     /// PostgreSQL database on the same server), after sweeping what killed runs left.
-    pub async fn create(settings: &DbSettings) -> Result<Self, MaintenanceError> {
+    pub async fn create(settings: &DbSettings) -> Result<Self, ScratchError> {
         let mut scratch = settings.clone();
         scratch.min_connections = 1;
         scratch.max_connections = 2;
@@ -96,11 +130,9 @@ impl Scratch {
     /// A new, empty PostgreSQL database on the server of `target` (a URL naming a
     /// database that does not exist), to be renamed into place by [`Scratch::rename_into_place`].
     /// Made and swept from the server's `postgres` database.
-    pub async fn staging(target: &DbSettings) -> Result<Self, MaintenanceError> {
+    pub async fn staging(target: &DbSettings) -> Result<Self, ScratchError> {
         let DatabaseUrl::Postgres { url } = &target.url else {
-            return Err(MaintenanceError::Check(
-                "only a PostgreSQL database is staged on its server".into(),
-            ));
+            return Err(ScratchError::NotPostgres);
         };
         let admin = crate::pg::connect_options(url)
             .map_err(DbError::from)?
@@ -116,7 +148,7 @@ impl Scratch {
     }
 
     /// Removes the scratch database (its pools closed first).
-    pub async fn remove(mut self) -> Result<(), MaintenanceError> {
+    pub async fn remove(mut self) -> Result<(), ScratchError> {
         let Some(mut pg) = self.pg.take() else {
             return Ok(());
         };
@@ -132,19 +164,16 @@ impl Scratch {
                 .push((pg.admin.clone(), pg.name.clone()));
         }
         pg.marker.close().await.ok();
-        dropped.map(drop).map_err(|e| {
-            MaintenanceError::Check(format!(
-                "cannot drop the scratch database {}: {}",
-                pg.name,
-                crate::db::describe_driver_error(&e, None)
-            ))
+        dropped.map(drop).map_err(|e| ScratchError::Drop {
+            name: pg.name.clone(),
+            reason: crate::db::describe_driver_error(&e, None),
         })
     }
 
     /// Renames a [`Scratch::staging`] database (its pools closed) to the name its
     /// target settings gave; fails, dropping it, when a database of that name appeared
     /// meanwhile. Never touches a database it did not create.
-    pub async fn rename_into_place(mut self, name: &str) -> Result<(), MaintenanceError> {
+    pub async fn rename_into_place(mut self, name: &str) -> Result<(), ScratchError> {
         let Some(pg) = self.pg.as_mut() else {
             return Ok(());
         };
@@ -165,9 +194,10 @@ impl Scratch {
             Err(e) => {
                 let reason = crate::db::describe_driver_error(&e, None);
                 self.remove().await.ok();
-                Err(MaintenanceError::Check(format!(
-                    "cannot rename the finished copy to `{name}` ({reason}); it was dropped"
-                )))
+                Err(ScratchError::Rename {
+                    name: name.to_string(),
+                    reason,
+                })
             }
         }
     }
@@ -219,13 +249,12 @@ impl PgScratch {
         admin: PgConnectOptions,
         url: &url::Url,
         timeout: Duration,
-    ) -> Result<(Self, url::Url), MaintenanceError> {
+    ) -> Result<(Self, url::Url), ScratchError> {
         let name = format!("{PG_PREFIX}{}_{:016x}", std::process::id(), random());
         let admin = admin.disable_statement_logging();
-        let cannot = |what: &str, e: &dyn std::fmt::Display| {
-            MaintenanceError::Check(crate::url::mask_url(&format!(
-                "cannot create a scratch database ({what}: {e})"
-            )))
+        let cannot = |what: &'static str, e: &dyn std::fmt::Display| ScratchError::Create {
+            step: what,
+            reason: crate::url::mask_url(&e.to_string()),
         };
         let mut marker =
             tokio::time::timeout(timeout, admin.clone().application_name(&name).connect())
@@ -299,11 +328,14 @@ async fn sweep_pg(conn: &mut PgConnection) {
 }
 
 /// A new, empty, locked SQLite scratch file in the temporary directory (sweeping dead ones).
-async fn sqlite_file(settings: &DbSettings) -> Result<tempfile::NamedTempFile, MaintenanceError> {
+async fn sqlite_file(settings: &DbSettings) -> Result<tempfile::NamedTempFile, ScratchError> {
     let path = std::env::temp_dir().join(SQLITE_NAME);
     crate::db::new_database_file(&path, settings)
         .await
-        .map_err(|e| MaintenanceError::Check(format!("cannot create a scratch database: {e}")))
+        .map_err(|e| ScratchError::Create {
+            step: "a file in the temporary directory",
+            reason: e.to_string(),
+        })
 }
 
 /// Removes the SQLite scratch files of dead runs from the temporary directory.

@@ -1,0 +1,181 @@
+//! `db-check`, the migration doctor: the files, the applied checksums, and a round trip
+//! (up, down, up) of every migration on a scratch database.
+
+use std::collections::BTreeSet;
+
+use crate::config::DbSettings;
+use crate::db::{DbConn, DbError, DbPool, OpenMode};
+use crate::migrations::{self, MigrationError, MigrationSet};
+use crate::schema;
+use crate::scratch::{Scratch, ScratchError};
+use crate::url::DatabaseUrl;
+
+/// Why `db-check` could not finish (its findings are not errors: they are its result).
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Reading the migration history failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// The scratch database could not be made or removed.
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+}
+
+impl From<sqlx::Error> for DoctorError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Db(e.into())
+    }
+}
+
+/// Everything `db-check` finds wrong, one line each; empty when all is well.
+///
+/// Checks the files (names, contiguous versions, down scripts), the applied checksums
+/// of the configured database when it exists, and a round trip on a scratch database:
+/// for each migration, up, down and up again must give back the same schema.
+pub async fn check(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<String>, DoctorError> {
+    let mut problems: Vec<String> = set.problems().to_vec();
+
+    let exists = settings.url.sqlite_path().is_none_or(|p| p.exists());
+    if exists && settings.url != DatabaseUrl::SqliteMemory {
+        let pool = DbPool::open(settings, OpenMode::MustExist).await?;
+        let mut conn = pool.acquire().await?;
+        let status = migrations::status(&mut conn, set).await?;
+        drop(conn);
+        pool.close().await;
+        for applied in &status.applied {
+            let id = format!("V{}__{}", applied.version, applied.name);
+            match applied.state {
+                migrations::AppliedState::Ok => {}
+                migrations::AppliedState::Divergent => problems.push(format!(
+                    "{id}: edited after it was applied (checksum in the database differs from the file)"
+                )),
+                migrations::AppliedState::Unknown => problems.push(format!(
+                    "{id}: applied to the database but missing from migrations/"
+                )),
+            }
+        }
+    }
+
+    let scratch = Scratch::create(settings).await?;
+    let result = round_trip(&scratch.settings, set).await;
+    scratch.remove().await?;
+    problems.extend(result?);
+    Ok(problems)
+}
+
+/// Up, down, up for each migration in turn, comparing schemas.
+async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<String>, DoctorError> {
+    let pool = DbPool::open(settings, OpenMode::Create).await?;
+    let mut conn = pool.acquire().await?;
+    let mut problems = Vec::new();
+    let mut before = schema_snapshot(&mut conn).await?;
+    for migration in set.migrations() {
+        let id = migration.id();
+        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+            problems.push(format!("{id}: does not apply on an empty database: {e}"));
+            break;
+        }
+        let after = schema_snapshot(&mut conn).await?;
+        if migration.down.is_none() {
+            before = after;
+            continue;
+        }
+        if let Err(e) = migrations::downgrade(&mut conn, set, migration.version - 1).await {
+            problems.push(format!("{id}.down.sql: fails: {e}"));
+            break;
+        }
+        let reverted = schema_snapshot(&mut conn).await?;
+        if reverted != before {
+            let left: Vec<_> = reverted.difference(&before).cloned().collect();
+            let lost: Vec<_> = before.difference(&reverted).cloned().collect();
+            let mut detail = Vec::new();
+            if !left.is_empty() {
+                detail.push(format!("leaves behind {}", left.join(", ")));
+            }
+            if !lost.is_empty() {
+                detail.push(format!("removes {}", lost.join(", ")));
+            }
+            problems.push(format!(
+                "{id}.down.sql does not fully revert {id}: {}",
+                detail.join("; ")
+            ));
+            break;
+        }
+        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+            problems.push(format!(
+                "{id}: does not apply again after its down script: {e}"
+            ));
+            break;
+        }
+        if schema_snapshot(&mut conn).await? != after {
+            problems.push(format!(
+                "{id}: applying it again after its down script gives a different schema"
+            ));
+            break;
+        }
+        before = after;
+    }
+    drop(conn);
+    pool.close().await;
+    Ok(problems)
+}
+
+/// The application's schema as comparable lines (the history table excluded).
+pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx::Error> {
+    let rows: Vec<String> = match conn {
+        DbConn::Sqlite(c) => {
+            // Tables and indexes as the schema module spells them: a table rebuilt by a
+            // migration is the same table, whatever text created it.
+            let described = schema::read(crate::db::Target::Sqlite(c)).await?;
+            let mut rows: Vec<String> = sqlx::query_scalar(
+                "SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master \
+                 WHERE type IN ('view', 'trigger') AND lower(substr(name, 1, 7)) <> 'sqlite_'",
+            )
+            .fetch_all(&mut **c)
+            .await?;
+            for table in &described.tables {
+                rows.push(format!(
+                    "table {}: {}",
+                    table.name,
+                    schema::create_table(&schema::columns_by_name(table))
+                ));
+                for index in &table.indexes {
+                    rows.push(format!(
+                        "index {}: {}",
+                        index.name,
+                        schema::create_index(&table.name, index)
+                    ));
+                }
+            }
+            rows
+        }
+        DbConn::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' \
+                        || is_nullable || ' ' || coalesce(column_default, '') \
+                   FROM information_schema.columns \
+                  WHERE table_schema = current_schema() AND table_name <> 'refinery_schema_history' \
+                 UNION ALL \
+                 SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
+                  WHERE schemaname = current_schema() AND tablename <> 'refinery_schema_history' \
+                 UNION ALL \
+                 SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
+                  WHERE connamespace = current_schema()::regnamespace \
+                    AND conrelid <> coalesce(to_regclass('refinery_schema_history'), 0)::oid \
+                 UNION ALL \
+                 SELECT 'sequence ' || sequencename FROM pg_sequences WHERE schemaname = current_schema() \
+                 UNION ALL \
+                 SELECT 'type ' || typname FROM pg_type \
+                  WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') \
+                 UNION ALL \
+                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema()",
+            )
+            .fetch_all(&mut **c)
+            .await?
+        }
+    };
+    Ok(rows.into_iter().collect())
+}
