@@ -25,9 +25,9 @@ fn documented_command_lines(markdown: &str) -> Vec<String> {
 }
 
 /// The argument lists the end-to-end tests pass to xtask: every `&["db-...", ...]`
-/// literal in `tests/tests/*.rs`, as lists of words.
+/// literal in `tests/tests/it/*.rs`, as lists of words.
 fn tested_invocations() -> Vec<Vec<String>> {
-    let dir = workspace_root().join("tests/tests");
+    let dir = workspace_root().join("tests/tests/it");
     let mut invocations = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use tests::{Project, Server, Tmpfs, debris, fill_disk, random_below, sha256, sqlite};
 
+use crate::support::scratch_kills;
+
 /// A project with an `events` table holding `rows` rows of ~200 bytes.
 fn events_project(rows: u32) -> Project {
     let project = Project::sqlite();
@@ -714,9 +716,6 @@ fn sigkill_during_reset_leaves_the_database_wholly_before_or_after() {
     assert!(has_keep(), "the database is as it was");
     assert_eq!(count(&db, "big"), 1_500_000);
 }
-
-#[path = "support/scratch_kills.rs"]
-mod scratch_kills;
 
 /// A SQLite project whose second migration takes about half a second, `schema.sql`
 /// written, and an empty temporary directory for its runs.

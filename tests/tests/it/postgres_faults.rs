@@ -10,6 +10,8 @@ use tests::{
     psql, sha256,
 };
 
+use crate::support::scratch_kills;
+
 fn notes_project(url: &str) -> Project {
     let project = Project::with_url(url);
     project.write_migration(
@@ -357,9 +359,6 @@ fn readiness_fails_on_a_postgres_database_that_accepts_no_writes() {
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(response.body.contains("read-only"), "{}", response.body);
 }
-
-#[path = "support/scratch_kills.rs"]
-mod scratch_kills;
 
 /// The scratch databases of the `xtask` run with process id `pid` on the test server.
 fn scratch_databases(pid: u32) -> Vec<String> {
