@@ -39,58 +39,158 @@ pub enum DatabaseUrl {
     },
 }
 
+/// Why a database URL is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Nothing but spaces.
+    #[error("the URL is empty")]
+    Empty,
+    /// A scheme this crate does not serve.
+    #[error("unknown scheme `{0}:`; expected `sqlite:` or `postgres://`")]
+    UnknownScheme(String),
+    /// No scheme at all (`app.db`).
+    #[error("no scheme; expected `sqlite://<path>` or `postgres://...`")]
+    NoScheme,
+    /// A PostgreSQL URL the URL parser rejects.
+    #[error("malformed PostgreSQL URL ({0})")]
+    Malformed(String),
+    /// A PostgreSQL URL without a host (or `?host=` socket directory).
+    #[error("the PostgreSQL URL has no host")]
+    NoHost,
+    /// A PostgreSQL URL without a database name.
+    #[error("the PostgreSQL URL names no database (postgres://user@host/dbname)")]
+    NoDatabase,
+    /// A query parameter the driver would silently ignore.
+    #[error(
+        "unknown parameter `{name}` in the PostgreSQL URL; supported: {}",
+        PG_PARAMETERS.join(", ")
+    )]
+    UnknownParameter {
+        /// The parameter.
+        name: String,
+    },
+    /// A query parameter given twice: the driver would silently take the last one.
+    #[error("parameter `{0}` is given more than once in the PostgreSQL URL")]
+    RepeatedParameter(String),
+    /// A query string on a SQLite URL.
+    #[error("query parameters are not supported in SQLite URLs; use the databases.main keys")]
+    SqliteQuery,
+    /// `sqlite://` and nothing else.
+    #[error("the SQLite URL names no file (sqlite://app.db)")]
+    NoFile,
+    /// `sqlite://data/`.
+    #[error("the SQLite URL names a directory, not a file")]
+    Directory,
+    /// A symbolic link that does not resolve.
+    #[error("{} is a symbolic link that cannot be followed ({reason})", path.display())]
+    BrokenLink {
+        /// The link.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// A path that is not UTF-8, which SQLite's driver cannot open.
+    #[error(
+        "the database path {} is not valid UTF-8, which the SQLite driver requires; rename the directory or set DATABASE_URL to another path",
+        path.display()
+    )]
+    NotUtf8 {
+        /// The resolved path.
+        path: PathBuf,
+    },
+}
+
+/// The query parameters of a PostgreSQL URL that the driver reads (libpq's names and
+/// sqlx's spellings of them).
+const PG_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The canonical name of a PostgreSQL URL parameter (`ssl-mode` is `sslmode`).
+fn canonical_parameter(name: &str) -> &str {
+    match name {
+        "ssl-mode" => "sslmode",
+        "ssl-root-cert" | "ssl-ca" => "sslrootcert",
+        "ssl-cert" => "sslcert",
+        "ssl-key" => "sslkey",
+        other => other,
+    }
+}
+
 impl DatabaseUrl {
     /// Parses `raw`; a relative SQLite path is resolved against `root`.
-    pub fn parse(raw: &str, root: &Path) -> Result<Self, String> {
+    pub fn parse(raw: &str, root: &Path) -> Result<Self, UrlError> {
         let raw = raw.trim();
         if raw.is_empty() {
-            return Err("the URL is empty".into());
+            return Err(UrlError::Empty);
         }
         if let Some(rest) = raw.strip_prefix("sqlite:") {
             return Self::parse_sqlite(rest, root);
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            let url =
-                url::Url::parse(raw).map_err(|e| format!("malformed PostgreSQL URL ({e})"))?;
+            let url = url::Url::parse(raw).map_err(|e| UrlError::Malformed(e.to_string()))?;
+            let mut seen = std::collections::BTreeSet::new();
+            for (name, _) in url.query_pairs() {
+                if !PG_PARAMETERS.contains(&&*name) {
+                    return Err(UrlError::UnknownParameter {
+                        name: name.into_owned(),
+                    });
+                }
+                if !seen.insert(canonical_parameter(&name).to_string()) {
+                    return Err(UrlError::RepeatedParameter(name.into_owned()));
+                }
+            }
             // libpq's `postgres://user@/db?host=/run/postgresql` names a socket directory.
             let host_in_query = url.query_pairs().any(|(k, v)| k == "host" && !v.is_empty());
             if url.host_str().is_none_or(str::is_empty) && !host_in_query {
-                return Err("the PostgreSQL URL has no host".into());
+                return Err(UrlError::NoHost);
             }
             if url.path().trim_start_matches('/').is_empty() {
-                return Err(
-                    "the PostgreSQL URL names no database (postgres://user@host/dbname)".into(),
-                );
+                return Err(UrlError::NoDatabase);
             }
             return Ok(Self::Postgres {
                 url: with_dotted_ipv4(url),
             });
         }
         match raw.split_once(':') {
-            Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => Err(format!(
-                "unknown scheme `{scheme}:`; expected `sqlite:` or `postgres://`"
-            )),
-            _ => Err("no scheme; expected `sqlite://<path>` or `postgres://...`".into()),
+            Some((scheme, _)) if !scheme.is_empty() && !scheme.contains('/') => {
+                Err(UrlError::UnknownScheme(scheme.to_string()))
+            }
+            _ => Err(UrlError::NoScheme),
         }
     }
 
-    fn parse_sqlite(rest: &str, root: &Path) -> Result<Self, String> {
+    fn parse_sqlite(rest: &str, root: &Path) -> Result<Self, UrlError> {
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         if rest == ":memory:" || rest == "memory:" {
             return Ok(Self::SqliteMemory);
         }
         if rest.contains('?') {
-            return Err(
-                "query parameters are not supported in SQLite URLs; use the databases.main keys"
-                    .into(),
-            );
+            return Err(UrlError::SqliteQuery);
         }
         if rest.is_empty() {
-            return Err("the SQLite URL names no file (sqlite://app.db)".into());
+            return Err(UrlError::NoFile);
         }
         let path = Path::new(rest);
         if path.file_name().is_none() || rest.ends_with('/') {
-            return Err("the SQLite URL names a directory, not a file".into());
+            return Err(UrlError::Directory);
         }
         let path = if path.is_absolute() {
             path.to_path_buf()
@@ -102,15 +202,16 @@ impl DatabaseUrl {
         // target, and a restore must replace the target, not the link.
         let path = match std::fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                std::fs::canonicalize(&path).map_err(|e| {
-                    format!(
-                        "{} is a symbolic link that cannot be followed ({e})",
-                        path.display()
-                    )
+                std::fs::canonicalize(&path).map_err(|e| UrlError::BrokenLink {
+                    path: path.clone(),
+                    reason: e.to_string(),
                 })?
             }
             _ => path,
         };
+        if path.to_str().is_none() {
+            return Err(UrlError::NotUtf8 { path });
+        }
         Ok(Self::Sqlite { path })
     }
 
@@ -485,21 +586,43 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_urls_with_a_reason() {
+    fn rejects_bad_urls_by_kind() {
         let root = Path::new("/");
         for (raw, expected) in [
-            ("mysql://root@localhost/db", "unknown scheme `mysql:`"),
-            ("app.db", "no scheme"),
-            ("", "empty"),
-            ("sqlite://", "names no file"),
-            ("sqlite://data/", "directory"),
-            ("postgres://", "no host"),
-            ("postgres://u:pw@[::1/db", "malformed"),
-            ("postgres://u:pw@host", "names no database"),
+            (
+                "mysql://root@localhost/db",
+                UrlError::UnknownScheme("mysql".into()),
+            ),
+            ("app.db", UrlError::NoScheme),
+            ("", UrlError::Empty),
+            ("sqlite://", UrlError::NoFile),
+            ("sqlite://data/", UrlError::Directory),
+            ("postgres://", UrlError::NoHost),
+            ("postgres://u:pw@host", UrlError::NoDatabase),
+            (
+                "postgres://u:pw@host/db?bogus=1",
+                UrlError::UnknownParameter {
+                    name: "bogus".into(),
+                },
+            ),
+            (
+                "postgres://u:pw@host/db?sslmode=require&ssl-mode=disable",
+                UrlError::RepeatedParameter("ssl-mode".into()),
+            ),
         ] {
             let err = DatabaseUrl::parse(raw, root).unwrap_err();
-            assert!(err.contains(expected), "{raw}: {err}");
-            assert!(!err.contains("pw"), "{raw}: {err}");
+            assert_eq!(err, expected, "{raw}");
+            assert!(!err.to_string().contains("pw"), "{raw}: {err}");
         }
+        let err = DatabaseUrl::parse("postgres://u:pw@[::1/db", root).unwrap_err();
+        assert!(matches!(err, UrlError::Malformed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_sqlite_path_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let root = Path::new(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9"));
+        let err = DatabaseUrl::parse("sqlite://app.db", root).unwrap_err();
+        assert!(matches!(err, UrlError::NotUtf8 { .. }), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 use std::process::ExitCode;
 use std::sync::LazyLock;
 
+use rocket::http::uri::Origin;
 use rocket::response::status::Created;
 use rocket::serde::json::Json;
 use rocket::{State, get, post, routes};
@@ -132,17 +133,18 @@ async fn create_note(
 ) -> ApiResult<Created<Json<NoteWithTags>>> {
     // The body is read and checked before a connection is taken: a slow upload never
     // holds one of the pool's connections (a `Connection<Db>` guard would).
-    let JsonBody(NewNote {
-        title,
-        body,
-        mut tags,
-    }) = new?;
+    let JsonBody(NewNote { title, body, tags }) = new?;
     let title = title.trim().to_string();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::invalid("title must have 1 to 200 characters"));
     }
     if tags.len() > 10 {
         return Err(ApiError::invalid("at most 10 tags"));
+    }
+    // Tags are trimmed like titles; the database's CHECK keeps their length.
+    let mut tags: Vec<String> = tags.iter().map(|t| t.trim().to_string()).collect();
+    if tags.iter().any(|t| t.is_empty() || t.chars().count() > 30) {
+        return Err(ApiError::invalid("each tag must have 1 to 30 characters"));
     }
     // The engines disagree on NUL characters: PostgreSQL refuses them, SQLite stores
     // them (and its length() stops at them). Refuse them on both.
@@ -199,9 +201,22 @@ async fn create_note(
 #[get("/notes?<after>&<limit>")]
 async fn list_notes(
     mut db: Connection<Db>,
+    uri: &Origin<'_>,
     after: Vec<&str>,
     limit: Vec<&str>,
 ) -> ApiResult<Json<NotePage>> {
+    // A misspelt parameter (`limt=5`) is a mistake, not silently the default.
+    if let Some(unknown) = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.segments())
+        .map(|(name, _)| name)
+        .find(|name| !["after", "limit"].contains(name))
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter `{unknown}`; expected after and limit"
+        )));
+    }
     // Taken as text, every occurrence: Rocket's `Option<u32>` would quietly read
     // `limit=abc` as absent, and a repeated parameter would be half ignored.
     let after = match once(&after, "after")?.map(str::parse::<i64>).transpose() {

@@ -78,7 +78,14 @@ impl<'r, T: Deserialize<'r>> FromData<'r> for JsonBody<T> {
     type Error = ApiError;
 
     async fn from_data(request: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
-        if !request.content_type().is_some_and(|ct| ct.is_json()) {
+        // JSON is UTF-8 (RFC 8259): a declared charset of anything else is not JSON.
+        let json = request.content_type().is_some_and(|ct| {
+            ct.is_json()
+                && ct
+                    .param("charset")
+                    .is_none_or(|charset| charset.eq_ignore_ascii_case("utf-8"))
+        });
+        if !json {
             let error = ApiError::new(
                 Status::UnsupportedMediaType,
                 "the request body must be JSON (Content-Type: application/json)",

@@ -150,6 +150,12 @@ impl AppConfig {
                 &format!("in {}", path.display()),
             ));
         }
+        if let (Some(toml), Some(path)) = (&toml, &config_file)
+            && let Ok(data) = figment::Provider::data(toml)
+        {
+            let profiles = data.keys().map(|p| p.to_string());
+            warnings.extend(sources::check_profiles(profiles, &profile, path)?);
+        }
         let copy_to = env.var(COPY_TO_VAR).map(str::to_string).or_else(|| {
             dotenv
                 .as_ref()
@@ -243,6 +249,9 @@ impl AppConfig {
         let values: figment::value::Dict = figment
             .extract()
             .map_err(|e| error::figment_error(&figment, e, None))?;
+        warnings.extend(sources::misspelt_keys(values.keys(), |key| {
+            error::origin_of(&figment, key)
+        }));
         let figment = Figment::from(Serialized::globals(values)).select(profile.clone());
         Ok(Self {
             root,

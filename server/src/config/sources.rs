@@ -73,7 +73,95 @@ fn regular_file(path: &Path) -> Option<Result<(), String>> {
 /// Whether the environment variable `var` is one this crate reads: a `ROCKET_*` or
 /// `DATABASE_*` setting.
 pub(super) fn is_setting(var: &str) -> bool {
-    var.starts_with("ROCKET_") || var.starts_with("DATABASE_")
+    // Rocket's default `temp_dir` is read from `TMPDIR`.
+    var.starts_with("ROCKET_") || var.starts_with("DATABASE_") || var == "TMPDIR"
+}
+
+/// Rocket's own top-level keys, and `databases`.
+const KNOWN_KEYS: &[&str] = &[
+    "address",
+    "port",
+    "workers",
+    "max_blocking",
+    "keep_alive",
+    "ident",
+    "ip_header",
+    "limits",
+    "tls",
+    "secret_key",
+    "temp_dir",
+    "log_level",
+    "shutdown",
+    "cli_colors",
+    "databases",
+];
+
+/// Profiles Rocket and this project know by name.
+const KNOWN_PROFILES: &[&str] = &["default", "global", "debug", "release", "production"];
+
+/// The closest of `known` to `name` within 2 edits, if `name` is not one of them.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    if known.contains(&name) {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Profiles of `Rocket.toml` (at `path`) that are mistakes: a top-level table named like
+/// a key (`[databases.main]` without a profile) is an error; a profile one or two letters
+/// away from a known one (`[relase]`), not selected, is a warning.
+pub(super) fn check_profiles(
+    profiles: impl IntoIterator<Item = String>,
+    selected: &Profile,
+    path: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for profile in profiles {
+        let lower = profile.to_ascii_lowercase();
+        if KNOWN_KEYS.contains(&lower.as_str()) {
+            return Err(ConfigError::File {
+                what: "config file",
+                path: path.to_path_buf(),
+                reason: format!(
+                    "[{profile}] is read as a profile named `{profile}`, not as a setting; write it under a profile, e.g. [default.{profile}]"
+                ),
+            });
+        }
+        if *selected != profile.as_str()
+            && let Some(known) = closest(&lower, KNOWN_PROFILES)
+        {
+            warnings.push(format!(
+                "profile [{profile}] in {} is not selected (ROCKET_PROFILE) and is ignored; did you mean [{known}]?",
+                path.display()
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Top-level keys of the selected configuration that look like a misspelt setting
+/// (`prot`, `databses`, `database_url`), with where each came from. Other unknown keys
+/// pass silently: an application may read keys of its own.
+pub(super) fn misspelt_keys<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+    origin: impl Fn(&str) -> String,
+) -> Vec<String> {
+    keys.into_iter()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+        .filter_map(|key| {
+            let guess = closest(key, KNOWN_KEYS)
+                .or_else(|| key.starts_with("database").then_some("databases"))?;
+            Some(format!(
+                "`{key}` ({}) is not a setting and is ignored; did you mean `{guess}`?",
+                origin(key)
+            ))
+        })
+        .collect()
 }
 
 /// Warnings for `DATABASE_*` variables in `vars` that set nothing (a typo such as
@@ -153,11 +241,42 @@ pub(super) fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
             number + 1
         )));
     }
-    let iter = dotenvy::from_path_iter(&path).map_err(|e| file_error(e.to_string()))?;
+    if let Some((number, var)) = not_utf8_reference(&bytes) {
+        return Err(file_error(format!(
+            "line {number}: ${{{var}}} refers to environment variable {var}, whose value is not valid UTF-8 (not shown)"
+        )));
+    }
+    // A byte-order mark (Windows editors) is not part of the first variable's name.
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let iter = dotenvy::from_read_iter(text);
     let vars = iter
         .collect::<Result<BTreeMap<_, _>, _>>()
         .map_err(|e| file_error(describe_dotenv_error(&path, e)))?;
     Ok(Some((path, vars)))
+}
+
+/// The first `${VAR}` or `$VAR` in `.env` text whose variable is set to bytes that are
+/// not UTF-8 (dotenvy would substitute nothing, silently), with its line number.
+fn not_utf8_reference(bytes: &[u8]) -> Option<(usize, String)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    for (number, line) in text.lines().enumerate() {
+        let mut rest = line;
+        while let Some(at) = rest.find('$') {
+            rest = &rest[at + 1..];
+            let braced = rest.strip_prefix('{');
+            let name: String = braced
+                .unwrap_or(rest)
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty()
+                && std::env::var_os(&name).is_some_and(|value| value.to_str().is_none())
+            {
+                return Some((number + 1, name));
+            }
+        }
+    }
+    None
 }
 
 /// A `.env` error without the offending line's text, which may hold a secret: the line

@@ -280,14 +280,14 @@ fn variables_and_directories_that_are_not_utf8_panic_nothing() {
     let run = Run::from(command.output().unwrap());
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     // The server and the notes example start and serve.
-    for binary in ["server", "examples/notes"] {
+    for binary in ["server", "notes"] {
         let mut command = project.command(binary);
         command.env("UNRELATED_VAR", latin1()).env("PWD", latin1());
         let server = tests::Server::start_with(command, &[]);
         assert_eq!(server.get("/health").status, 200);
         let output = server.output();
         assert!(!output.contains("panicked"), "{output}");
-        if binary == "examples/notes" {
+        if binary == "notes" {
             // Its built-in default is not an environment variable.
             assert!(
                 output.contains("(the default of this program)")
@@ -371,4 +371,33 @@ fn a_database_variable_that_sets_nothing_is_named_with_the_closest_one() {
         "{}",
         server.output()
     );
+}
+
+#[test]
+fn misspelt_keys_and_profiles_are_named_with_the_closest_setting() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let toml = project.path().join("Rocket.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[relase.databases.main]\nurl = \"sqlite://other.db\"\n\n[default.databses.main]\nurl = \"sqlite://other.db\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let run = xtask(&project, &["db-status"], &[("ROCKET_PROT", "9000")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for expected in [
+        "profile [relase]",
+        "did you mean [release]?",
+        "`databses` (from",
+        "did you mean `databases`?",
+        "`prot` (from ROCKET_PROT environment variable)",
+        "did you mean `port`?",
+    ] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|l| l.starts_with("warning:") && l.contains(expected)),
+            "`{expected}` missing from:\n{}",
+            run.stderr
+        );
+    }
+    assert!(!run.stderr.contains("other.db"), "{}", run.stderr);
 }

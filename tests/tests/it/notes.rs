@@ -8,7 +8,7 @@ fn start(url: &str, extra: &[(&str, &str)]) -> (Project, Server) {
     let project = Project::sqlite();
     let mut env = vec![("DATABASE_URL", url)];
     env.extend_from_slice(extra);
-    let server = Server::start_with(project.command("examples/notes"), &env);
+    let server = Server::start_with(project.command("notes"), &env);
     (project, server)
 }
 
@@ -275,6 +275,23 @@ fn careless_clients(url: &str) {
         assert_clean_error(&response);
     }
     assert_eq!(json(&server.get("/notes"))["items"], serde_json::json!([]));
+    // A misspelt query parameter, a blank tag, a charset that is not UTF-8: refused.
+    for path in ["/notes?limt=1", "/notes?LIMIT=1", "/notes?offset=3"] {
+        let response = server.get(path);
+        assert_eq!(response.status, 422, "{path}: {}", response.body);
+    }
+    let blank = post(&server, r#"{"title": "t", "body": "", "tags": ["  "]}"#);
+    assert_eq!(blank.status, 422, "{}", blank.body);
+    assert!(blank.body.contains("tag"), "{}", blank.body);
+    let body = r#"{"title": "latin", "body": ""}"#;
+    let raw = format!(
+        "POST /notes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json; charset=latin1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(
+        tests::request(server.port, raw.as_bytes()).unwrap().status,
+        415
+    );
     // Repeated query parameters are a mistake, not half ignored.
     for path in ["/notes?limit=1&limit=500", "/notes?after=1&after=abc"] {
         assert_eq!(server.get(path).status, 422, "{path}");
