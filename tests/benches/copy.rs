@@ -7,7 +7,7 @@
 //! - the raw engine: PostgreSQL's own `COPY … FROM STDIN` of the rows already spelled
 //!   out in memory (the most a loader can get from the server).
 //!
-//! Run on release builds: `cargo build --release -p xtask && cargo bench -p tests --bench copy`.
+//! Run on release builds: `cargo bench -p tests --bench copy` (it builds xtask in release).
 
 use std::time::{Duration, Instant};
 

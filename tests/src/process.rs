@@ -1,70 +1,20 @@
 //! Running processes: the workspace binaries, a command's outcome, and a deadline.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::workspace_root;
-
-/// A binary of this workspace, built by `cargo test --workspace` (the `server` and
-/// `xtask` packages have integration tests, so cargo builds their binaries first).
+/// A program of this workspace built for this test run: `server`, `xtask` or `notes`
+/// (the example). They are the `tests` package's binaries `it-server`, `it-xtask` and
+/// `it-notes`, which cargo builds from the current sources before the tests and benches
+/// that run them, and whose paths it passes to them in `CARGO_BIN_EXE_it-<name>`.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = dir.join(name);
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} is missing: run `cargo test --workspace`, which builds it",
-                path.display()
-            )
-        });
-    // What each binary is built from: its own sources, the shared library and the
-    // embedded migrations (the server's `main.rs` is not part of xtask).
-    let root = workspace_root();
-    let sources: &[&str] = match name {
-        "xtask" => &["xtask/src", "server/src", "server/build.rs", "migrations"],
-        name if name.starts_with("examples/") => &[
-            "server/src",
-            "server/build.rs",
-            "migrations",
-            "server/examples",
-        ],
-        _ => &["server/src", "server/build.rs", "migrations"],
-    };
-    let newest_source = sources
-        .iter()
-        .filter_map(|source| {
-            newest_mtime(&root.join(source), &root.join("server/src/main.rs"), name)
+    let var = format!("CARGO_BIN_EXE_it-{name}");
+    std::env::var_os(&var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("{var} is not set: run tests with `cargo test -p tests`, which builds {name}")
         })
-        .max();
-    assert!(
-        newest_source.is_none_or(|source| source <= built),
-        "{} is older than its sources: run `cargo test --workspace`, which rebuilds it",
-        path.display()
-    );
-    path
-}
-
-/// The newest modification time of `path` (a file, or any file below a directory),
-/// skipping the server's `main.rs` unless `binary` is the server.
-fn newest_mtime(path: &Path, server_main: &Path, binary: &str) -> Option<std::time::SystemTime> {
-    if path == server_main && binary != "server" {
-        return None;
-    }
-    let meta = std::fs::metadata(path).ok()?;
-    if !meta.is_dir() {
-        return meta.modified().ok();
-    }
-    std::fs::read_dir(path)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| newest_mtime(&e.path(), server_main, binary))
-        .max()
 }
 
 /// The outcome of running a command.

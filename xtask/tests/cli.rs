@@ -1,7 +1,4 @@
 //! `--help` text: every command and flag is documented.
-//!
-//! Having an integration test here also makes `cargo test --workspace` build the
-//! `xtask` binary that the end-to-end tests in `tests/` run.
 
 use std::process::Command;
 
