@@ -1,5 +1,7 @@
 //! `db-backup` and `db-backups`.
 
+use std::time::Duration;
+
 use server::backup::{self, BackupState};
 use server::db::OpenMode;
 
@@ -18,12 +20,14 @@ impl DbBackup {
             note!("note: --compress applies to SQLite; PostgreSQL dumps are compressed already");
         }
         let pool = project.open(OpenMode::MustExist).await?;
-        let entry = backup::create(
+        let wait = Duration::from_secs(self.wait);
+        let entry = backup::create_within(
             &settings,
             &pool,
             &project.migrations,
             &dir,
             self.compress,
+            wait,
             &Reporter::new(),
         )
         .await;
@@ -41,7 +45,14 @@ impl DbBackup {
             manifest.sha256
         );
         if let Some(keep) = self.keep {
-            for removed in backup::prune(&dir, &settings.url, keep as usize, &entry.path)? {
+            for removed in backup::prune(
+                &dir,
+                &settings.url,
+                keep as usize,
+                &entry.path,
+                wait,
+                &Reporter::new(),
+            )? {
                 say!("removed old backup {}", project.display(&removed));
             }
         }

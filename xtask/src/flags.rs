@@ -162,6 +162,10 @@ pub struct DbBackup {
     /// Afterwards keep only the newest N backups of this database in the directory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
+    /// Seconds to wait for another backup, prune or copy holding the directory's lock, then fail.
+    #[arg(long, value_name = "SECS", default_value_t = server::backup::LOCK_WAIT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub wait: u64,
 }
 
 /// `db-backups`.

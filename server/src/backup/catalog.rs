@@ -2,10 +2,13 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use super::lock::lock_dir;
 use super::manifest::{Manifest, check_checksum, database_identity, manifest_path, read_manifest};
 use super::{BackupError, io_error};
 use crate::durable;
+use crate::progress::Progress;
 use crate::url::DatabaseUrl;
 
 /// File name endings of backups: SQLite, gzipped SQLite, PostgreSQL custom format.
@@ -112,15 +115,17 @@ fn is_backup_name(path: &Path) -> bool {
 /// Keeps the newest `keep` verified backups of the database at `url` in `dir` and deletes
 /// its older ones. A backup belongs to the database whose identity its manifest records;
 /// other databases' backups, backups without a manifest, corrupt ones (evidence) and
-/// `just_taken` are never deleted. Returns what was deleted.
+/// `just_taken` are never deleted. Waits at most `wait` for another process's lock on
+/// `dir`. Returns what was deleted.
 pub fn prune(
     dir: &Path,
     url: &DatabaseUrl,
     keep: usize,
     just_taken: &Path,
+    wait: Duration,
+    progress: &dyn Progress,
 ) -> Result<Vec<PathBuf>, BackupError> {
-    let _lock = durable::lock_dir(dir, super::database_owner(url))
-        .map_err(io_error("cannot lock backup directory", dir))?;
+    let _lock = lock_dir(dir, super::database_owner(url), wait, progress)?;
     let identity = database_identity(url);
     let mut ours: Vec<BackupEntry> = list(dir)?
         .into_iter()

@@ -6,12 +6,14 @@
 //! Nor may it be `backup_dir`, inside it or around it, however a symlink or `..` spells
 //! it: checked when the settings are read, and again at every copy (a link can change).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::create::create_dir_private;
-use super::manifest::{read_manifest, write_manifest};
+use super::lock::lock_dir;
+use super::manifest::{open_regular, read_manifest, write_manifest};
 use super::{BackupError, database_owner, io_error};
 use crate::durable;
 use crate::paths::Overlap;
@@ -20,11 +22,13 @@ use crate::url::DatabaseUrl;
 
 /// Copies `backup` (with its manifest) into `dir`, all or nothing: the copy is written to
 /// a hidden temporary file, synced, checked against the manifest's sha256, then the
-/// manifest and only then the final name appear. Blocking: run it off the async runtime.
+/// manifest and only then the final name appear. Waits at most `wait` for another
+/// process's lock on `dir`. Blocking: run it off the async runtime.
 pub fn copy_to(
     backup: &Path,
     dir: &Path,
     url: &DatabaseUrl,
+    wait: Duration,
     progress: &dyn Progress,
 ) -> Result<PathBuf, BackupError> {
     let owner = database_owner(url);
@@ -48,8 +52,7 @@ pub fn copy_to(
         return Err(unusable(CopyDirProblem::Aliased(alias)));
     }
     create_dir_private(dir, owner, progress)?;
-    let _lock =
-        durable::lock_dir(dir, owner).map_err(io_error("cannot lock backup directory", dir))?;
+    let _lock = lock_dir(dir, owner, wait, progress)?;
     // Debris of a copy that was killed.
     super::catalog::sweep(dir);
     // Its place in this directory, under its lock.
@@ -62,7 +65,7 @@ pub fn copy_to(
     let mut copy = durable::temp_in(dir, &manifest.file, durable::PARTIAL).map_err(write_error)?;
     durable::give(copy.as_file(), owner);
     io::copy(
-        &mut File::open(backup).map_err(io_error("cannot read", backup))?,
+        &mut open_regular(backup).map_err(io_error("cannot read", backup))?,
         copy.as_file_mut(),
     )
     .map_err(write_error)?;

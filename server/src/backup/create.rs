@@ -9,6 +9,7 @@ use sqlx::Connection;
 
 use super::catalog::{self, BackupEntry, BackupState};
 use super::integrity::{sqlite_check, sqlite_read_only};
+use super::lock::{LOCK_WAIT, lock_dir_async};
 use super::manifest::{
     Compression, MANIFEST_FORMAT, Manifest, database_identity, manifest_path, write_manifest,
 };
@@ -35,12 +36,23 @@ pub async fn create(
     compress: bool,
     progress: &dyn Progress,
 ) -> Result<BackupEntry, BackupError> {
+    create_within(settings, pool, set, dir, compress, LOCK_WAIT, progress).await
+}
+
+/// [`create`], waiting at most `wait` for another process's lock on `dir` (saying so
+/// through `progress`); [`BackupError::Locked`] after that, nothing written.
+pub async fn create_within(
+    settings: &DbSettings,
+    pool: &DbPool,
+    set: &MigrationSet,
+    dir: &Path,
+    compress: bool,
+    wait: std::time::Duration,
+    progress: &dyn Progress,
+) -> Result<BackupEntry, BackupError> {
     let owner = database_owner(&settings.url);
     create_dir_private(dir, owner, progress)?;
-    let lock_path = dir.to_path_buf();
-    let _lock = off_the_runtime(move || durable::lock_dir(&lock_path, owner))
-        .await
-        .map_err(io_error("cannot lock backup directory", dir))?;
+    let _lock = lock_dir_async(dir, owner, wait, progress).await?;
     catalog::sweep(dir);
 
     let stamp = time::OffsetDateTime::now_utc();
@@ -87,9 +99,9 @@ pub async fn create(
             progress.step("verifying (integrity_check)");
             sqlite_check(snapshot.path())
                 .await
-                .map_err(|reason| BackupError::Invalid {
+                .map_err(|e| BackupError::Invalid {
                     path: snapshot.path().to_path_buf(),
-                    reason,
+                    reason: e.to_string(),
                 })?;
             let version = sqlite_schema_version(snapshot.path(), set).await?;
             let file = match compression {

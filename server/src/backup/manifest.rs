@@ -1,6 +1,8 @@
 //! The manifest beside every backup, and the identity of the database it came from.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -98,11 +100,42 @@ pub fn manifest_path(backup: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Opens `path` for reading when it is a regular file (a symlink is followed), without
+/// ever blocking: a FIFO or a device named like a backup is refused as "not a regular
+/// file" instead of hanging its reader (and whoever waits for it: a lock, a shutdown).
+pub(super) fn open_regular(path: &Path) -> io::Result<File> {
+    let nonblocking = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nonblocking)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
+}
+
 /// Reads the manifest of `backup`.
 pub fn read_manifest(backup: &Path) -> Result<Manifest, String> {
     let path = manifest_path(backup);
-    let text = fs::read_to_string(&path)
-        .map_err(|_| format!("no manifest {} (was it made by db-backup?)", path.display()))?;
+    let mut text = String::new();
+    match open_regular(&path) {
+        Ok(mut file) => file
+            .read_to_string(&mut text)
+            .map_err(|e| format!("unreadable manifest {}: {e}", path.display()))?,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            return Err(format!("unreadable manifest {}: {e}", path.display()));
+        }
+        Err(_) => {
+            return Err(format!(
+                "no manifest {} (was it made by db-backup?)",
+                path.display()
+            ));
+        }
+    };
     serde_json::from_str(&text).map_err(|e| format!("unreadable manifest {}: {e}", path.display()))
 }
 
@@ -125,7 +158,8 @@ static CHECKED: std::sync::Mutex<Vec<(PathBuf, u64, std::time::SystemTime, Strin
 
 /// Checks size and sha256 of `backup` against its manifest.
 pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> {
-    let stamp = std::fs::metadata(backup)
+    let stamp = open_regular(backup)
+        .and_then(|f| f.metadata())
         .and_then(|m| Ok((m.len(), m.modified()?)))
         .map_err(|e| e.to_string())?;
     let checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());

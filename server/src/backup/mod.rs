@@ -20,12 +20,14 @@
 //! | `catalog` | listing and pruning (`--keep`) |
 //! | `restore` | verifying a backup and swapping it in, all or nothing |
 //! | `copy` | copying a backup and its manifest to a second directory |
+//! | `lock` | the directory's lock, waited for within a bound |
 //! | `schedule` | the backups the server takes itself, and their state for `/health/db` |
 
 mod catalog;
 mod copy;
 mod create;
 mod integrity;
+mod lock;
 mod manifest;
 mod restore;
 mod schedule;
@@ -38,7 +40,8 @@ use crate::url::DatabaseUrl;
 
 pub use catalog::{BackupEntry, BackupState, list, prune};
 pub use copy::{CopyDirProblem, copy_to};
-pub use create::create;
+pub use create::{create, create_within};
+pub use lock::LOCK_WAIT;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
 pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
 pub use schedule::{BackupHealth, Schedule};
@@ -79,6 +82,17 @@ pub enum BackupError {
         dir: PathBuf,
         /// What is wrong with it.
         problem: CopyDirProblem,
+    },
+    /// Another process held the backup directory's lock for longer than the wait.
+    #[error(
+        "the backup directory {} is locked by another backup, prune or copy (its .lock), still after {waited_secs} s; nothing was changed",
+        .dir.display()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// How long this process waited.
+        waited_secs: u64,
     },
     /// A PostgreSQL client tool is missing or failed.
     #[error(transparent)]

@@ -17,7 +17,7 @@ use sqlx::{ConnectOptions, Connection};
 use tempfile::NamedTempFile;
 
 use super::integrity::{sqlite_check, sqlite_read_only};
-use super::manifest::{Compression, Manifest, check_checksum, read_manifest};
+use super::manifest::{Compression, Manifest, check_checksum, open_regular, read_manifest};
 use super::{BackupError, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
@@ -49,7 +49,10 @@ pub async fn verify(
         path: backup.to_path_buf(),
         reason,
     };
-    let meta = fs::metadata(backup).map_err(io_error("cannot read", backup))?;
+    let meta = match open_regular(backup).and_then(|file| file.metadata()) {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => return Err(invalid(e.to_string())),
+        other => other.map_err(io_error("cannot read", backup))?,
+    };
     if meta.len() == 0 {
         return Err(invalid("the file is empty".into()));
     }
@@ -106,7 +109,9 @@ pub async fn verify(
                 }),
                 Staging::Write(e) => io_error("cannot stage the backup in", staging_dir)(e),
             })?;
-            sqlite_check(staged.path()).await.map_err(invalid)?;
+            sqlite_check(staged.path())
+                .await
+                .map_err(|e| invalid(e.to_string()))?;
             let mut conn = sqlite_read_only(staged.path())
                 .await
                 .map_err(|e| invalid(e.to_string()))?;
@@ -152,7 +157,7 @@ fn stage_sqlite(
     compression: Option<Compression>,
     staged: &File,
 ) -> Result<(), Staging> {
-    let input = File::open(backup).map_err(Staging::Read)?;
+    let input = open_regular(backup).map_err(Staging::Read)?;
     let mut reader: Box<dyn Read> = match compression {
         Some(Compression::Gzip) => Box::new(flate2::read::GzDecoder::new(input)),
         None => Box::new(input),

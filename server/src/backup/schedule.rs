@@ -166,6 +166,11 @@ impl Schedule {
     }
 }
 
+/// How long the server's prune and copy, which block a thread the shutdown waits for,
+/// wait for another process's lock on their directory; they are tried again at the next
+/// interval.
+const BLOCKING_LOCK_WAIT: Duration = Duration::from_secs(5);
+
 /// One scheduled backup: create, prune, copy (and prune the copies).
 async fn take(
     pool: &DbPool,
@@ -181,10 +186,10 @@ async fn take(
     );
     let copy_to = settings.backup_copy_to.clone();
     tokio::task::spawn_blocking(move || {
-        let removed = super::prune(&dir, &url, keep, &file)?.len();
+        let removed = super::prune(&dir, &url, keep, &file, BLOCKING_LOCK_WAIT, &Quiet)?.len();
         if let Some(copy_dir) = copy_to {
-            let copy = super::copy_to(&file, &copy_dir, &url, &Quiet)?;
-            super::prune(&copy_dir, &url, keep, &copy)?;
+            let copy = super::copy_to(&file, &copy_dir, &url, BLOCKING_LOCK_WAIT, &Quiet)?;
+            super::prune(&copy_dir, &url, keep, &copy, BLOCKING_LOCK_WAIT, &Quiet)?;
             warn_if_same_disk(&dir, &copy_dir);
         }
         Ok((file, removed))

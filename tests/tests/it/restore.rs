@@ -298,3 +298,101 @@ fn retention_of_backups_without_a_sequence_never_takes_a_future_date_for_the_new
     let new = take_backup(&project, &["--keep", "2"]);
     assert_eq!(names_left(&project), [name(&taken[2]), name(&new)]);
 }
+
+/// `xtask args` in `project`, killed and failed when it runs longer than 20 s.
+fn xtask_bounded(project: &Project, args: &[&str]) -> tests::Run {
+    let mut command = project.command("xtask");
+    command.args(args);
+    tests::run_with_deadline(command, std::time::Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("xtask {args:?} still ran after 20 s"))
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_fifo_named_like_a_backup_never_hangs_listing_pruning_or_restoring() {
+    let project = notes_project();
+    let real = take_backup(&project, &[]);
+    let dir = project.path().join("backups");
+    let fifo = dir.join("zz.db");
+    mkfifo(&fifo);
+    std::fs::copy(format!("{}.json", real.display()), dir.join("zz.db.json")).unwrap();
+    // And a backup whose manifest is a FIFO.
+    let other = dir.join("yy.db");
+    std::fs::copy(&real, &other).unwrap();
+    mkfifo(&dir.join("yy.db.json"));
+
+    let listing = xtask_bounded(&project, &["db-backups"]);
+    let out = listing.ok();
+    let row = out.lines().find(|l| l.starts_with("zz.db ")).unwrap();
+    assert!(row.contains("not a regular file"), "{out}");
+
+    let pruned = xtask_bounded(&project, &["db-backup", "--keep", "5"]);
+    pruned.ok();
+    assert!(fifo.exists() && real.exists());
+
+    let restore = xtask_bounded(&project, &["db-restore", "backups/zz.db", "--yes"]);
+    assert!(
+        restore.code(1).error_line().contains("not a regular file"),
+        "{}",
+        restore.stderr
+    );
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM notes"),
+        ["backed up"]
+    );
+}
+
+#[test]
+fn a_backup_waits_for_a_held_directory_lock_says_so_and_gives_up() {
+    let project = notes_project();
+    take_backup(&project, &[]);
+    let before = names_left(&project);
+    let lock = project.path().join("backups/.lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the holder has the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::process::Command::new("flock")
+        .args(["--nonblock"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = xtask_bounded(&project, &["db-backup", "--wait", "1"]);
+    holder.kill().ok();
+    holder.wait().ok();
+    assert!(
+        run.stderr.contains("waiting (at most 1 s) for the lock"),
+        "{}",
+        run.stderr
+    );
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("is locked by another backup") && error.contains("nothing was changed"),
+        "{error}"
+    );
+    assert_eq!(names_left(&project), before);
+    assert_eq!(
+        tests::debris(&project.path().join("backups")),
+        Vec::<String>::new()
+    );
+}

@@ -426,3 +426,38 @@ fn stopping_or_killing_the_server_mid_backup_stops_its_postgres_tools() {
     let dir = project.path().join("backups");
     assert_eq!(tests::debris(&dir), Vec::<String>::new());
 }
+
+#[test]
+fn a_fifo_named_like_a_backup_never_stops_scheduled_backups_or_shutdown() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.xtask(&["db-backup"]).ok();
+    let dir = project.path().join("backups");
+    let real = tests::newest_backup(&dir, ".db");
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.join("zz.db"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(format!("{}.json", real.display()), dir.join("zz.db.json")).unwrap();
+
+    let server = Server::start(&project, &[("DATABASE_BACKUP_INTERVAL_SECS", "1")]);
+    // Backups go on (each prunes, so each lists the FIFO)...
+    assert!(
+        wait_until(20, || backups_in(&dir).len() >= 4),
+        "{:?}\n{}",
+        backups_in(&dir),
+        server.output()
+    );
+    // ...and SIGTERM ends the server.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until(15, || !running(server.pid())),
+        "SIGTERM did not end the server:\n{}",
+        server.output()
+    );
+}
