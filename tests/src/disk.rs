@@ -100,14 +100,20 @@ pub fn sha256(path: &Path) -> String {
         .collect()
 }
 
-/// Hidden files in `dir` other than the directory lock: debris of killed commands.
+/// Hidden files in `dir` other than the directory lock and the backup counter: debris of
+/// killed commands.
 pub fn debris(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with('.') && n != ".lock" && !n.ends_with(".in-use"))
+                .filter(|n| {
+                    n.starts_with('.')
+                        && n != ".lock"
+                        && n != ".sequence"
+                        && !n.ends_with(".in-use")
+                })
                 .collect()
         })
         .unwrap_or_default()

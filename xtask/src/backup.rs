@@ -108,6 +108,11 @@ impl DbBackups {
                 BackupState::Corrupt(reason) => format!("CORRUPT: {reason}"),
                 BackupState::NoManifest => "no manifest".to_string(),
             };
+            if entry.untrusted_sequence {
+                state.push_str(
+                    "; SEQUENCE NEVER HANDED OUT HERE (an edited manifest; listed and pruned as oldest)",
+                );
+            }
             if entry.manifest.as_ref().is_some_and(|m| m.dated_in_future()) {
                 state.push_str(
                     "; DATED IN THE FUTURE (a wrong clock or an edited manifest; listed by when it was written)",

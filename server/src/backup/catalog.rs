@@ -1,11 +1,14 @@
 //! Listing the backups in a directory, and retention (`db-backup --keep N`).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::lock::lock_dir;
-use super::manifest::{Manifest, check_checksum, database_identity, manifest_path, read_manifest};
+use super::manifest::{
+    Manifest, check_checksum, database_identity, manifest_path, open_regular, read_manifest,
+};
 use super::{BackupError, io_error};
 use crate::durable;
 use crate::progress::Progress;
@@ -23,6 +26,9 @@ pub struct BackupEntry {
     pub manifest: Option<Manifest>,
     /// Whether it checks out now.
     pub state: BackupState,
+    /// Its manifest claims a `sequence` higher than the directory ever handed out (an
+    /// edited manifest): it is listed, and pruned, as if it had none.
+    pub untrusted_sequence: bool,
 }
 
 /// Verification state of a listed backup.
@@ -39,13 +45,15 @@ pub enum BackupState {
 /// Lists the backups in `dir`, oldest first, checking each file against its manifest.
 /// Hidden files are never listed.
 ///
-/// The order is the manifests' `sequence`, which no clock can fake. Backups without one
-/// (taken before it existed) come first, by time then name, those dated in the future
+/// The order is the manifests' `sequence`, which no clock can fake, checked against the
+/// directory's counter. Backups without one (taken before it existed) or with one the
+/// directory never handed out come first, by time then name, those dated in the future
 /// first of all: a wrong clock or an edited manifest never makes old data the newest.
 pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
     if !dir.is_dir() {
         return Ok(Vec::new());
     }
+    let issued = issued(dir);
     let mut entries: Vec<BackupEntry> = fs::read_dir(dir)
         .map_err(io_error("cannot read backup directory", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -59,17 +67,25 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
                     Err(reason) => BackupState::Corrupt(reason),
                 },
             };
+            let untrusted_sequence = manifest
+                .as_ref()
+                .and_then(|m| m.sequence)
+                .zip(issued)
+                .is_some_and(|(claimed, issued)| claimed > issued);
             BackupEntry {
                 path,
                 manifest,
                 state,
+                untrusted_sequence,
             }
         })
         .collect();
     entries.sort_by_cached_key(|e| {
         let manifest = e.manifest.as_ref();
         (
-            manifest.and_then(|m| m.sequence),
+            manifest
+                .and_then(|m| m.sequence)
+                .filter(|_| !e.untrusted_sequence),
             !manifest.is_some_and(Manifest::dated_in_future),
             manifest.and_then(Manifest::taken_at),
             e.path.clone(),
@@ -78,18 +94,45 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
     Ok(entries)
 }
 
-/// The `sequence` of the next backup written into `dir`: one more than the highest of
-/// its manifests (1 in a directory without any). The caller holds the directory lock.
-pub(super) fn next_sequence(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 1;
-    };
-    entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_backup_name(p))
-        .filter_map(|p| read_manifest(&p).ok()?.sequence)
-        .max()
-        .map_or(1, |highest| highest.saturating_add(1))
+/// The file in a backup directory holding the highest `sequence` handed out there,
+/// written under the directory's lock: a manifest claiming more was edited (or written
+/// by another program), and its claim is not trusted.
+const SEQUENCE_FILE: &str = ".sequence";
+
+/// The highest `sequence` handed out in `dir`, when its counter file says so (a
+/// directory written only by older versions has none).
+fn issued(dir: &Path) -> Option<u64> {
+    let mut text = String::new();
+    open_regular(&dir.join(SEQUENCE_FILE))
+        .ok()?
+        .read_to_string(&mut text)
+        .ok()?;
+    text.trim().parse().ok()
+}
+
+/// Hands out the `sequence` of the next backup written into `dir`: one more than the
+/// directory's counter, which is advanced (durably) first. A directory without a counter
+/// starts from the highest sequence of its manifests. The caller holds the directory lock.
+pub(super) fn next_sequence(dir: &Path, owner: Option<durable::Owner>) -> Result<u64, BackupError> {
+    let highest = issued(dir).unwrap_or_else(|| {
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_backup_name(p))
+            .filter_map(|p| read_manifest(&p).ok()?.sequence)
+            .max()
+            .unwrap_or(0)
+    });
+    let next = highest.saturating_add(1);
+    let counter = dir.join(SEQUENCE_FILE);
+    durable::write_private(&counter, format!("{next}\n").as_bytes(), owner).map_err(|e| {
+        BackupError::Write {
+            dir: dir.to_path_buf(),
+            reason: format!("its counter {SEQUENCE_FILE}: {e}"),
+        }
+    })?;
+    Ok(next)
 }
 
 /// Whether `dir` holds nothing but backups, their manifests and this crate's hidden files.

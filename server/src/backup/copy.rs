@@ -56,7 +56,7 @@ pub fn copy_to(
     // Debris of a copy that was killed.
     super::catalog::sweep(dir);
     // Its place in this directory, under its lock.
-    manifest.sequence = Some(super::catalog::next_sequence(dir));
+    manifest.sequence = Some(super::catalog::next_sequence(dir, owner)?);
     let final_path = dir.join(&manifest.file);
     let write_error = |e: io::Error| BackupError::Write {
         dir: dir.to_path_buf(),

@@ -160,7 +160,7 @@ pub async fn create_within(
             .format(&time::format_description::well_known::Rfc3339)
             .expect("formatting a UTC timestamp"),
         // Under the directory's lock, held since the start: no other backup writes here.
-        sequence: Some(catalog::next_sequence(dir)),
+        sequence: Some(catalog::next_sequence(dir, owner)?),
         verified: true,
         compression,
     };
@@ -176,6 +176,7 @@ pub async fn create_within(
         path: final_path,
         manifest: Some(manifest),
         state: BackupState::Verified,
+        untrusted_sequence: false,
     })
 }
 

@@ -396,3 +396,45 @@ fn a_backup_waits_for_a_held_directory_lock_says_so_and_gives_up() {
         Vec::<String>::new()
     );
 }
+
+/// Sets `key` of a backup's manifest to a JSON `value`, as a hand edit would.
+fn edit_manifest_json(backup: &std::path::Path, key: &str, value: serde_json::Value) {
+    let path = format!("{}.json", backup.display());
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest[key] = value;
+    std::fs::write(&path, serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn retention_never_trusts_a_sequence_the_directory_never_handed_out() {
+    let project = notes_project();
+    let mut taken = Vec::new();
+    for _ in 0..3 {
+        taken.push(take_backup(&project, &[]));
+    }
+    // The oldest backup's manifest edited to claim the highest place.
+    edit_manifest_json(&taken[0], "sequence", 99999.into());
+
+    let listing = project.xtask(&["db-backups"]).ok().to_string();
+    let rows: Vec<&str> = listing.lines().filter(|l| l.contains(".db ")).collect();
+    assert_eq!(rows.len(), 3, "{listing}");
+    assert!(rows[0].starts_with(&name(&taken[0])), "{listing}");
+    assert!(
+        rows[0].contains("SEQUENCE NEVER HANDED OUT HERE"),
+        "{listing}"
+    );
+    assert!(!rows[2].contains("SEQUENCE"), "{listing}");
+
+    let new = take_backup(&project, &["--keep", "2"]);
+    assert_eq!(names_left(&project), [name(&taken[2]), name(&new)]);
+    let sequence = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(format!("{}.json", new.display())).unwrap(),
+    )
+    .unwrap()["sequence"]
+        .clone();
+    assert_eq!(
+        sequence, 4,
+        "numbered after the real backups, not the edited claim"
+    );
+}

@@ -637,7 +637,7 @@ fn keep_prunes_only_this_databases_backups_newest_by_manifest_time() {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n.starts_with('.') && n != ".lock")
+        .filter(|n| n.starts_with('.') && n != ".lock" && n != ".sequence")
         .collect();
     assert!(hidden.is_empty(), "{hidden:?}");
     // --keep 1 never removes the backup just taken.
