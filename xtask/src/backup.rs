@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use server::backup::{self, BackupState};
 use server::db::OpenMode;
 
@@ -44,16 +45,24 @@ impl DbBackup {
             manifest.schema_version,
             manifest.sha256
         );
-        if let Some(keep) = self.keep {
-            for removed in backup::prune(
-                &dir,
-                &settings.url,
-                keep as usize,
-                &entry.path,
-                wait,
-                &Reporter::new(),
-            )? {
-                say!("removed old backup {}", project.display(&removed));
+        // Retention and the off-disk copy as the server's schedule applies them:
+        // `--keep` wins over `backup_keep`.
+        let keep = self.keep.unwrap_or(settings.backup_keep) as usize;
+        let progress = Reporter::new();
+        for removed in backup::prune(&dir, &settings.url, keep, &entry.path, wait, &progress)? {
+            say!("removed old backup {}", project.display(&removed));
+        }
+        if let Some(copy_dir) = &settings.backup_copy_to {
+            let copy = backup::copy_to(&entry.path, copy_dir, &settings.url, wait, &progress)
+                .with_context(|| {
+                    format!(
+                        "backup_copy_to: the backup {} is kept, but it has no off-disk copy",
+                        project.display(&entry.path)
+                    )
+                })?;
+            say!("copied to {}", project.display(&copy));
+            for removed in backup::prune(copy_dir, &settings.url, keep, &copy, wait, &progress)? {
+                say!("removed old copy {}", project.display(&removed));
             }
         }
         Ok(())
@@ -105,6 +114,9 @@ impl DbBackups {
             };
             let mut state = match entry.state {
                 BackupState::Verified => "verified".to_string(),
+                BackupState::Unverified => {
+                    "NOT VERIFIED (its manifest says so; db-restore refuses it)".to_string()
+                }
                 BackupState::Corrupt(reason) => format!("CORRUPT: {reason}"),
                 BackupState::NoManifest => "no manifest".to_string(),
             };
@@ -120,6 +132,9 @@ impl DbBackups {
             }
             say!("{name:<48} {created:<25} {size:>12} {schema:>6}  {state}");
         }
+        say!(
+            "checked now: each file's size and sha256 against its manifest; created and schema are the manifest's word (db-restore checks the schema version in the file)"
+        );
         Ok(())
     }
 }

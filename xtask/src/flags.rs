@@ -159,7 +159,7 @@ pub struct DbBackup {
     /// Gzip a SQLite backup (`.db.gz`). By default it stays a plain SQLite file that `sqlite3` opens directly.
     #[arg(long)]
     pub compress: bool,
-    /// Afterwards keep only the newest N backups of this database in the directory.
+    /// Afterwards keep only the newest N backups of this database in the directory (and in `backup_copy_to`); default: `backup_keep`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
     /// Seconds to wait for another backup, prune or copy holding the directory's lock, then fail.

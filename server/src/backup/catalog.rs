@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::lock::lock_dir;
 use super::manifest::{
-    Manifest, check_checksum, database_identity, manifest_path, open_regular, read_manifest,
+    Manifest, check_checksum, check_names, database_identity, manifest_path, open_regular,
+    read_manifest,
 };
 use super::{BackupError, io_error};
 use crate::durable;
@@ -34,9 +35,12 @@ pub struct BackupEntry {
 /// Verification state of a listed backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupState {
-    /// Verified when taken, and the file still matches its checksum.
+    /// Verified when taken (its manifest says), and the file still matches its checksum.
     Verified,
-    /// The file no longer matches its manifest.
+    /// The file matches its checksum, but its manifest says it was not verified when taken:
+    /// never restored, never pruned.
+    Unverified,
+    /// The file no longer matches its manifest, or the manifest is another file's.
     Corrupt(String),
     /// No readable manifest.
     NoManifest,
@@ -62,7 +66,8 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
             let manifest = read_manifest(&path).ok();
             let state = match &manifest {
                 None => BackupState::NoManifest,
-                Some(m) => match check_checksum(&path, m) {
+                Some(m) => match check_checksum(&path, m).and_then(|()| check_names(&path, m)) {
+                    Ok(()) if !m.verified => BackupState::Unverified,
                     Ok(()) => BackupState::Verified,
                     Err(reason) => BackupState::Corrupt(reason),
                 },

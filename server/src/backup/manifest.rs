@@ -150,6 +150,20 @@ pub fn write_manifest(
     durable::write_private(&manifest_path(backup), json.as_bytes(), owner)
 }
 
+/// Whether `manifest` is the manifest of `backup`: it names that file. A manifest copied
+/// or edited to sit beside another file describes something else.
+pub(super) fn check_names(backup: &Path, manifest: &Manifest) -> Result<(), String> {
+    let name = backup.file_name().unwrap_or_default().to_string_lossy();
+    if manifest.file == name {
+        Ok(())
+    } else {
+        Err(format!(
+            "its manifest describes another file ({})",
+            manifest.file
+        ))
+    }
+}
+
 /// Files this process has checked already, by path, with the size, modification time
 /// and checksum they had: unchanged, they are not read again (a server pruning hourly
 /// would otherwise re-read every kept backup each time).

@@ -17,7 +17,9 @@ use sqlx::{ConnectOptions, Connection};
 use tempfile::NamedTempFile;
 
 use super::integrity::{sqlite_check, sqlite_read_only};
-use super::manifest::{Compression, Manifest, check_checksum, open_regular, read_manifest};
+use super::manifest::{
+    Compression, Manifest, check_checksum, check_names, open_regular, read_manifest,
+};
 use super::{BackupError, io_error};
 use crate::config::DbSettings;
 use crate::db::{DbConn, DbPool};
@@ -57,6 +59,12 @@ pub async fn verify(
         return Err(invalid("the file is empty".into()));
     }
     let manifest = read_manifest(backup).map_err(invalid)?;
+    check_names(backup, &manifest).map_err(invalid)?;
+    if !manifest.verified {
+        return Err(invalid(
+            "its manifest says it was not verified when it was taken (\"verified\": false)".into(),
+        ));
+    }
     if manifest.kind != kind {
         return Err(invalid(format!(
             "it is a {} backup and the configured database is {kind}",

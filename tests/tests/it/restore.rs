@@ -324,6 +324,7 @@ fn a_fifo_named_like_a_backup_never_hangs_listing_pruning_or_restoring() {
     let fifo = dir.join("zz.db");
     mkfifo(&fifo);
     std::fs::copy(format!("{}.json", real.display()), dir.join("zz.db.json")).unwrap();
+    edit_manifest_json(&fifo, "file", "zz.db".into());
     // And a backup whose manifest is a FIFO.
     let other = dir.join("yy.db");
     std::fs::copy(&real, &other).unwrap();
@@ -436,5 +437,59 @@ fn retention_never_trusts_a_sequence_the_directory_never_handed_out() {
     assert_eq!(
         sequence, 4,
         "numbered after the real backups, not the edited claim"
+    );
+}
+
+#[test]
+fn db_backups_says_what_it_checked_and_restore_refuses_what_a_manifest_only_claims() {
+    let project = notes_project();
+    let real = take_backup(&project, &[]);
+    let dir = project.path().join("backups");
+    let manifest = std::fs::read_to_string(format!("{}.json", real.display())).unwrap();
+    // A copy beside it whose manifest still names the original, and claims v7.
+    let copy = dir.join("copy.db");
+    std::fs::copy(&real, &copy).unwrap();
+    std::fs::write(dir.join("copy.db.json"), &manifest).unwrap();
+    edit_manifest_json(&copy, "schema_version", 7.into());
+    // Another copy, named by its manifest, but not verified when taken.
+    let unverified = dir.join("unverified.db");
+    std::fs::copy(&real, &unverified).unwrap();
+    std::fs::write(dir.join("unverified.db.json"), &manifest).unwrap();
+    edit_manifest_json(&unverified, "file", "unverified.db".into());
+    edit_manifest_json(&unverified, "verified", false.into());
+
+    let listing = project.xtask(&["db-backups"]).ok().to_string();
+    let row = |file: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{file} ")))
+            .unwrap_or_else(|| panic!("{listing}"))
+            .to_string()
+    };
+    assert!(
+        row("copy.db").contains("CORRUPT: its manifest describes another file"),
+        "{listing}"
+    );
+    assert!(row("unverified.db").contains("NOT VERIFIED"), "{listing}");
+    assert!(row(&name(&real)).ends_with("verified"), "{listing}");
+    assert!(
+        listing.contains("created and schema are the manifest's word"),
+        "{listing}"
+    );
+
+    for (file, why) in [
+        ("backups/copy.db", "describes another file"),
+        ("backups/unverified.db", "not verified when it was taken"),
+    ] {
+        let run = project.xtask(&["db-restore", file, "--yes"]);
+        let error = run.code(1).error_line();
+        assert!(error.contains(why), "{file}: {error}");
+    }
+    // Kept (evidence), whatever --keep says.
+    take_backup(&project, &["--keep", "1"]);
+    assert!(copy.exists() && unverified.exists());
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT body FROM notes"),
+        ["backed up"]
     );
 }

@@ -1168,3 +1168,50 @@ fn an_upgrade_whose_history_another_process_rolled_back_says_so() {
         "0"
     );
 }
+
+#[test]
+fn db_backup_applies_backup_keep_and_backup_copy_to_like_the_schedule() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    let dir = project.path().join("backups");
+    // A missing copy directory is an error, and is not created; the backup stays.
+    let missing = project.path().join("unmounted");
+    let run = project.xtask_with(
+        &["db-backup"],
+        &[("DATABASE_BACKUP_COPY_TO", missing.to_str().unwrap())],
+    );
+    let error = run.code(1).error_line();
+    assert!(
+        error.contains("backup_copy_to") && error.contains("does not exist"),
+        "{error}"
+    );
+    assert!(!missing.exists(), "the copy directory was created");
+    assert_eq!(backups(&project).len(), 1);
+
+    // backup_keep prunes both directories; the copy is the backup just taken.
+    let offsite = project.path().join("offsite");
+    std::fs::create_dir(&offsite).unwrap();
+    let env = [
+        ("DATABASE_BACKUP_COPY_TO", offsite.to_str().unwrap()),
+        ("DATABASE_BACKUP_KEEP", "1"),
+    ];
+    for _ in 0..2 {
+        let out = project.xtask_with(&["db-backup"], &env).ok().to_string();
+        assert!(out.contains("copied to"), "{out}");
+    }
+    let kept = backups(&project);
+    assert_eq!(kept.len(), 1);
+    let copies = files_ending(&offsite, ".db");
+    assert_eq!(
+        copies
+            .iter()
+            .map(|p| p.file_name().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        [kept[0].file_name().unwrap().to_owned()]
+    );
+    // --keep wins over backup_keep.
+    project.xtask_with(&["db-backup", "--keep", "3"], &env).ok();
+    assert_eq!(backups(&project).len(), 2);
+    assert_eq!(files_ending(&offsite, ".db").len(), 2);
+    assert_eq!(tests::debris(&dir), Vec::<String>::new());
+}
