@@ -310,7 +310,30 @@ fn cases() -> Vec<Case> {
         // Scratch databases and db-copy targets (issue 17).
         env(&[("TMPDIR", "{project}/notes.txt")], "`TMPDIR` naming a file (where `db-check` puts its scratch database)", &["scratch database", "notes.txt", "not a directory"]).with_cmd(Cmd::Xtask(&["db-check"])),
         Case { prepare: Some(|p| { std::fs::write(p.path().join("other.db"), b"").unwrap(); tests::sqlite(&p.path().join("other.db"), "PRAGMA journal_mode = DELETE; CREATE TABLE x (a INTEGER); INSERT INTO x VALUES (1);"); }), ..cli(&["db-copy", "--to", "sqlite://other.db"], "`db-copy --to` a SQLite file holding rows (inspected read-only, left byte for byte)", 1, &["other", "not empty", "table x has rows", "--force"]) },
+        // Backups that are not what their manifest says, and db-backup's settings (issue 17, backup probe).
+        backup(|p| { truncate_backup(p, false); std::fs::remove_file(p.path().join("backups/bad.db")).unwrap(); mkfifo(&p.path().join("backups/bad.db")) }, "a FIFO named like a backup, with a manifest", &["bad.db", "not a regular file"]),
+        backup(|p| copied_backup(p, |m| m.replace("\"verified\": true", "\"verified\": false")), "a manifest saying `\"verified\": false`", &["bad.db", "not verified"]),
+        backup(|p| copied_backup(p, |m| m.replace("\"file\": \"bad.db\"", "\"file\": \"other.db\"")), "a manifest naming another file", &["bad.db", "describes another file", "other.db"]),
+        cli(&["db-backup", "--wait", "soon"], "`db-backup --wait soon`", 64, &["--wait"]),
+        cli(&["db-backup", "--wait", "99999999999"], "`db-backup --wait 99999999999`", 64, &["--wait"]),
+        Case { env: &[("DATABASE_BACKUP_COPY_TO", "{project}/unmounted")], ..case(Env, "`DATABASE_BACKUP_COPY_TO` missing (an unmounted share) for `db-backup`", Cmd::Xtask(&["db-backup"]), 1, &["backup_copy_to", "unmounted", "does not exist"]) },
     ]
+}
+
+/// A copy of a real backup at `backups/bad.db`, its manifest naming it and then changed
+/// by `edit`.
+fn copied_backup(project: &Project, edit: fn(&str) -> String) {
+    project.xtask(&["db-backup"]).ok();
+    let backups = project.path().join("backups");
+    let real = tests::newest_backup(&backups, ".db");
+    std::fs::copy(&real, backups.join("bad.db")).unwrap();
+    let manifest = std::fs::read_to_string(format!("{}.json", real.display())).unwrap();
+    let name = real.file_name().unwrap().to_string_lossy().to_string();
+    std::fs::write(
+        backups.join("bad.db.json"),
+        edit(&manifest.replace(&name, "bad.db")),
+    )
+    .unwrap();
 }
 
 /// An environment value with `{latin1}` replaced by the byte 0xE9, which is not UTF-8
