@@ -1,8 +1,9 @@
 //! Helpers shared by every test in the workspace, one module per job: the PostgreSQL
 //! server (`pg`), a temporary project (`project`), processes and their outcome
 //! (`process`), a running server and an HTTP client (`http`), files and disks (`disk`),
-//! SQLite files (`sqlite_file`), when a test may skip (`skip`) and random choices
-//! (`random`). Everything is re-exported here: tests write `tests::Project`.
+//! SQLite files (`sqlite_file`), when a test may skip (`skip`), random choices
+//! (`random`) and bounded waits (`wait`). Everything is re-exported here: tests write
+//! `tests::Project`.
 //!
 //! Nothing here mocks a database: tests talk to real SQLite files and the real PostgreSQL
 //! server (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -15,6 +16,7 @@ mod project;
 mod random;
 mod skip;
 mod sqlite_file;
+mod wait;
 
 pub use disk::{Tmpfs, debris, fill_disk, free_bytes, sha256};
 pub use http::{Response, Server, free_port, get, request};
@@ -27,3 +29,4 @@ pub use project::{Project, newest_backup, workspace_root};
 pub use random::random_below;
 pub use skip::{NOBODY, as_root_or_skip, in_ci, skip};
 pub use sqlite_file::{SnapshotHolder, sqlite};
+pub use wait::{holds_for, poll_until};

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::{free_port, skip};
+use crate::{free_port, poll_until, skip};
 
 /// Default server used when `TEST_POSTGRES_URL` is not set.
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -240,9 +240,10 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Another session holding a lock on `table` of the PostgreSQL database at `url` for
-/// `seconds`, started and given half a second to take the lock; wait on it to end.
+/// `seconds`, returned once PostgreSQL shows the lock granted (at most 10 s); wait on it
+/// to end.
 pub fn hold_pg_lock(url: &str, table: &str, seconds: u32) -> Child {
-    let child = pg_command("psql")
+    let mut child = pg_command("psql")
         .args(["--no-psqlrc", "-d", url, "-c"])
         .arg(format!(
             "BEGIN; LOCK TABLE {table} IN ACCESS SHARE MODE; SELECT pg_sleep({seconds}); COMMIT;"
@@ -251,6 +252,18 @@ pub fn hold_pg_lock(url: &str, table: &str, seconds: u32) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn psql");
-    std::thread::sleep(Duration::from_millis(500));
+    let granted = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = '{table}' AND l.mode = 'AccessShareLock' AND l.granted \
+         AND l.pid <> pg_backend_pid()"
+    );
+    let taken = poll_until(Duration::from_secs(10), || {
+        assert!(
+            child.try_wait().expect("poll psql").is_none(),
+            "psql ended before it took the lock on {table}"
+        );
+        psql(url, &granted).is_ok_and(|n| n != "0")
+    });
+    assert!(taken, "psql did not take the lock on {table} within 10 s");
     child
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tests::{Project, Server, Tmpfs, debris, fill_disk, random_below, sha256, sqlite};
+use tests::{Project, Server, Tmpfs, debris, fill_disk, holds_for, random_below, sha256, sqlite};
 
 use crate::support::scratch_kills;
 
@@ -351,7 +351,9 @@ fn the_server_never_recreates_or_writes_a_file_that_is_not_a_complete_database()
     // Removed: an outage, and the pool's reaper never recreates the file.
     remove_with_sidecars(&db);
     assert_eq!(wait_for_health(&server, 503).status, 503);
-    std::thread::sleep(Duration::from_millis(2_500));
+    // Nothing announces the pool reaper's rounds (idle timeout 1 s), so the checks below
+    // watch for a set time; they stop early when what they check fails.
+    holds_for(Duration::from_millis(2_500), || !db.exists());
     assert!(!db.exists(), "the server recreated the deleted database");
 
     // A 0-byte file appears (touch): not a database, never written to.
@@ -362,12 +364,9 @@ fn the_server_never_recreates_or_writes_a_file_that_is_not_a_complete_database()
         "{}",
         response.body
     );
-    std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(
-        std::fs::metadata(&db).unwrap().len(),
-        0,
-        "the server wrote to an empty file"
-    );
+    let size = || std::fs::metadata(&db).unwrap().len();
+    holds_for(Duration::from_millis(1_500), || size() == 0);
+    assert_eq!(size(), 0, "the server wrote to an empty file");
 
     // Copied in slowly: never picked up half-way, picked up once complete.
     std::fs::remove_file(&db).unwrap();
@@ -397,12 +396,8 @@ fn the_server_never_recreates_or_writes_a_file_that_is_not_a_complete_database()
     // Truncated in place (same inode): an outage; the server does not write into it.
     std::fs::File::create(&db).unwrap();
     assert_eq!(wait_for_health(&server, 503).status, 503);
-    std::thread::sleep(Duration::from_millis(1_500));
-    assert_eq!(
-        std::fs::metadata(&db).unwrap().len(),
-        0,
-        "the server wrote to a truncated file"
-    );
+    holds_for(Duration::from_millis(1_500), || size() == 0);
+    assert_eq!(size(), 0, "the server wrote to a truncated file");
     drop(server);
 }
 
@@ -488,8 +483,9 @@ fn a_file_replaced_under_a_running_server_is_not_opened_with_the_old_files_wal()
     // SQLite leaves the old file's log behind even when its last user is gone: the
     // server keeps refusing until the operator removes it, as the runbook says.
     holder.close();
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(server.get("/health/db").status, 503);
+    let status = || server.get("/health/db").status;
+    holds_for(Duration::from_millis(500), || status() == 503);
+    assert_eq!(status(), 503);
     for suffix in ["-wal", "-shm"] {
         std::fs::remove_file(format!("{}{suffix}", db.display())).unwrap();
     }

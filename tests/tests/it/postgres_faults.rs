@@ -313,8 +313,18 @@ fn a_killed_postgres_restore_changes_nothing() {
     }
     restore.kill().unwrap();
     restore.wait().unwrap();
-    // Whatever the restore had started must not complete after it was killed.
-    std::thread::sleep(Duration::from_secs(3));
+    // Whatever the restore had started must not complete after it was killed: wait (at
+    // most 3 s) until no psql session is left in the database, so none can still commit.
+    let no_psql_session = || {
+        psql(
+            &postgres_admin_url(),
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' AND application_name = 'psql'"
+            ),
+        )
+        .is_ok_and(|n| n == "0")
+    };
+    tests::poll_until(Duration::from_secs(3), no_psql_session);
     assert!(
         !psql_running(),
         "psql kept running after the restore was killed"
