@@ -29,8 +29,8 @@ pub enum DeclaredError {
         source: MigrationError,
     },
     /// The declared schema file does not load or declares what it cannot.
-    #[error("{0}")]
-    File(String),
+    #[error(transparent)]
+    File(#[from] schema::SchemaFileError),
 }
 
 impl From<sqlx::Error> for DeclaredError {

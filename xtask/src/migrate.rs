@@ -24,9 +24,7 @@ impl DbMigrate {
         project.migrations.ensure_valid()?;
         let path = project.migrations_dir.join(schema::FILE_NAME);
         let file = project.display(&path);
-        let Some(sql) =
-            schema::read_file(&project.migrations_dir, &file).map_err(anyhow::Error::msg)?
-        else {
+        let Some(sql) = schema::read_file(&project.migrations_dir, &file)? else {
             bail!(
                 "{file} does not exist; write it with `cargo xtask db-schema`, edit it, then autogenerate"
             );

@@ -39,9 +39,6 @@ impl Project {
             note!("warning: {warning}");
         }
         sh.change_dir(&config.root);
-        // Only the default directory is created: a `--migrations-dir` that does not exist
-        // is a typo, not the start of a second set.
-        let may_create = may_create && migrations_dir.is_none();
         let migrations_dir = migrations_dir
             .map(|d| cwd.join(d))
             .unwrap_or_else(|| migrations::dir_in(&config.root));

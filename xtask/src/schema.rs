@@ -100,9 +100,7 @@ impl DbSchema {
         new: &server::schema::Schema,
     ) -> anyhow::Result<()> {
         let file = project.display(&project.migrations_dir.join(schema::FILE_NAME));
-        let Some(sql) =
-            schema::read_file(&project.migrations_dir, &file).map_err(anyhow::Error::msg)?
-        else {
+        let Some(sql) = schema::read_file(&project.migrations_dir, &file)? else {
             return Ok(());
         };
         let settings = project.settings();

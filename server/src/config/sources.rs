@@ -21,7 +21,11 @@ pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, Con
         let what = "config file named by ROCKET_CONFIG";
         return match regular_file(&path) {
             Some(Ok(())) => Ok(Some(path)),
-            Some(Err(reason)) => Err(ConfigError::File { what, path, reason }),
+            Some(Err(reason)) => Err(ConfigError::File {
+                what,
+                path,
+                reason: reason.to_string(),
+            }),
             None => Err(ConfigError::File {
                 what,
                 path,
@@ -36,7 +40,7 @@ pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, Con
                 return Err(ConfigError::File {
                     what: "config file",
                     path,
-                    reason,
+                    reason: reason.to_string(),
                 });
             }
             None => {}
@@ -45,8 +49,23 @@ pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, Con
     Ok(None)
 }
 
+/// Why a configuration file's path holds no readable regular file.
+#[derive(Debug, thiserror::Error)]
+enum NotAFile {
+    #[error("is a symbolic link to nothing")]
+    DanglingLink,
+    #[error("is a directory, not a file")]
+    Directory,
+    #[error("is a FIFO (named pipe), not a regular file")]
+    Fifo,
+    #[error("is not a regular file")]
+    Other,
+    #[error("{0}")]
+    Unreadable(std::io::Error),
+}
+
 /// Whether something is at `path` (`None`: nothing), and whether it is a regular file.
-fn regular_file(path: &Path) -> Option<Result<(), String>> {
+fn regular_file(path: &Path) -> Option<Result<(), NotAFile>> {
     use std::os::unix::fs::FileTypeExt as _;
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
@@ -54,19 +73,19 @@ fn regular_file(path: &Path) -> Option<Result<(), String>> {
             return path
                 .symlink_metadata()
                 .is_ok()
-                .then(|| Err("is a symbolic link to nothing".into()));
+                .then_some(Err(NotAFile::DanglingLink));
         }
-        Err(e) => return Some(Err(e.to_string())),
+        Err(e) => return Some(Err(NotAFile::Unreadable(e))),
     };
     let kind = meta.file_type();
     Some(if kind.is_file() {
         Ok(())
     } else if kind.is_dir() {
-        Err("is a directory, not a file".into())
+        Err(NotAFile::Directory)
     } else if kind.is_fifo() {
-        Err("is a FIFO (named pipe), not a regular file".into())
+        Err(NotAFile::Fifo)
     } else {
-        Err("is not a regular file".into())
+        Err(NotAFile::Other)
     })
 }
 

@@ -6,40 +6,74 @@
 use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
 
 use super::kind::Kind;
-use super::quote;
+
+/// What is wrong with a date or time written as text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadTime {
+    /// Not `YYYY-MM-DD`.
+    #[error("expected YYYY-MM-DD")]
+    Date,
+    /// Not `YYYY-MM-DD HH:MM:SS`.
+    #[error("expected YYYY-MM-DD HH:MM:SS")]
+    Timestamp,
+    /// Not `HH:MM:SS`.
+    #[error("expected HH:MM:SS")]
+    Time,
+    /// One digit of seconds, or none.
+    #[error("expected two digits of seconds")]
+    Seconds,
+    /// A fraction of 0 or more than 9 digits.
+    #[error("a fraction of a second of 1 to 9 digits expected")]
+    Fraction,
+    /// Nanoseconds that PostgreSQL would round away.
+    #[error("finer than microseconds, which PostgreSQL does not keep")]
+    Nanoseconds,
+    /// An hour, minute or second out of range.
+    #[error("{0}")]
+    Range(String),
+    /// Text after the time that is no offset.
+    #[error("unexpected text after the time")]
+    Trailing,
+    /// A malformed offset.
+    #[error("a time zone offset like +02:00 expected")]
+    Offset,
+    /// An offset in a column without time zone.
+    #[error("a time zone offset in a column without time zone; declare it TIMESTAMPTZ")]
+    OffsetWithoutZone,
+    /// A moment outside what both engines store.
+    #[error("outside the years 1 to 9999 in UTC")]
+    Years,
+}
 
 /// The canonical spelling of `s` for a column of `kind` (a date or time kind).
-pub fn canonical(kind: &Kind, s: &str) -> Result<String, String> {
-    let bad = |why: &str| format!("text {} is not a {} ({why})", quote(s), kind.family());
+pub fn canonical(kind: &Kind, s: &str) -> Result<String, BadTime> {
     let t = s.trim();
     match kind {
         Kind::Date => {
-            let date = parse_date(t).ok_or_else(|| bad("expected YYYY-MM-DD"))?;
+            let date = parse_date(t).ok_or(BadTime::Date)?;
             Ok(date.to_string())
         }
         Kind::Time => {
-            let (time, rest) = parse_time(t).map_err(|e| bad(&e))?;
+            let (time, rest) = parse_time(t)?;
             if !rest.is_empty() {
-                return Err(bad("unexpected text after the time"));
+                return Err(BadTime::Trailing);
             }
             Ok(format_time(time))
         }
         _ => {
             let (date, rest) = match t.get(..10).and_then(parse_date) {
                 Some(date) => (date, &t[10..]),
-                None => return Err(bad("expected YYYY-MM-DD HH:MM:SS")),
+                None => return Err(BadTime::Timestamp),
             };
             let (time, rest) = match rest.strip_prefix([' ', 'T', 't']) {
-                Some(rest) => parse_time(rest).map_err(|e| bad(&e))?,
+                Some(rest) => parse_time(rest)?,
                 None => (Time::MIDNIGHT, rest),
             };
-            let offset = parse_offset(rest.trim_start()).map_err(|e| bad(&e))?;
+            let offset = parse_offset(rest.trim_start())?;
             let at = PrimitiveDateTime::new(date, time);
             if *kind == Kind::Timestamp {
                 if offset.is_some_and(|o| !o.is_utc()) {
-                    return Err(bad(
-                        "a time zone offset in a column without time zone; declare it TIMESTAMPTZ",
-                    ));
+                    return Err(BadTime::OffsetWithoutZone);
                 }
                 return Ok(format!("{} {}", at.date(), format_time(at.time())));
             }
@@ -47,7 +81,7 @@ pub fn canonical(kind: &Kind, s: &str) -> Result<String, String> {
                 .assume_offset(offset.unwrap_or(UtcOffset::UTC))
                 .checked_to_offset(UtcOffset::UTC)
                 .filter(|utc| (1..=9999).contains(&utc.year()))
-                .ok_or_else(|| bad("outside the years 1 to 9999 in UTC"))?;
+                .ok_or(BadTime::Years)?;
             Ok(format!("{} {}+00:00", utc.date(), format_time(utc.time())))
         }
     }
@@ -65,7 +99,7 @@ fn parse_date(s: &str) -> Option<Date> {
 }
 
 /// `HH:MM[:SS[.fraction]]`, and the text after it.
-fn parse_time(s: &str) -> Result<(Time, &str), String> {
+fn parse_time(s: &str) -> Result<(Time, &str), BadTime> {
     let two = |at: usize| -> Option<u8> {
         s.get(at..at + 2)
             .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?
@@ -73,37 +107,38 @@ fn parse_time(s: &str) -> Result<(Time, &str), String> {
             .ok()
     };
     let (Some(hour), Some(minute)) = (two(0), two(3)) else {
-        return Err("expected HH:MM:SS".into());
+        return Err(BadTime::Time);
     };
     if s.as_bytes().get(2) != Some(&b':') {
-        return Err("expected HH:MM:SS".into());
+        return Err(BadTime::Time);
     }
     let mut rest = &s[5..];
     let mut second = 0;
     let mut micro = 0;
     if let Some(after) = rest.strip_prefix(':') {
-        second = two(6).ok_or("expected two digits of seconds")?;
+        second = two(6).ok_or(BadTime::Seconds)?;
         rest = &after[2..];
         if let Some(after) = rest.strip_prefix('.') {
             let digits = after.bytes().take_while(u8::is_ascii_digit).count();
             let fraction = &after[..digits];
             if fraction.is_empty() || fraction.len() > 9 {
-                return Err("a fraction of a second of 1 to 9 digits expected".into());
+                return Err(BadTime::Fraction);
             }
             if fraction.len() > 6 && fraction[6..].bytes().any(|b| b != b'0') {
-                return Err("finer than microseconds, which PostgreSQL does not keep".into());
+                return Err(BadTime::Nanoseconds);
             }
             let padded = format!("{:0<6}", &fraction[..fraction.len().min(6)]);
-            micro = padded.parse().map_err(|_| "a bad fraction of a second")?;
+            micro = padded.parse().map_err(|_| BadTime::Fraction)?;
             rest = &after[digits..];
         }
     }
-    let time = Time::from_hms_micro(hour, minute, second, micro).map_err(|e| e.to_string())?;
+    let time = Time::from_hms_micro(hour, minute, second, micro)
+        .map_err(|e| BadTime::Range(e.to_string()))?;
     Ok((time, rest))
 }
 
 /// `Z`, `+HH`, `+HH:MM`, `+HHMM` (or nothing).
-fn parse_offset(s: &str) -> Result<Option<UtcOffset>, String> {
+fn parse_offset(s: &str) -> Result<Option<UtcOffset>, BadTime> {
     if s.is_empty() {
         return Ok(None);
     }
@@ -113,21 +148,21 @@ fn parse_offset(s: &str) -> Result<Option<UtcOffset>, String> {
     let sign: i8 = match s.as_bytes()[0] {
         b'+' => 1,
         b'-' => -1,
-        _ => return Err("unexpected text after the time".into()),
+        _ => return Err(BadTime::Trailing),
     };
     let digits: String = s[1..].chars().filter(|c| *c != ':').collect();
     if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("a time zone offset like +02:00 expected".into());
+        return Err(BadTime::Offset);
     }
-    let hours: i8 = digits[..2].parse().map_err(|_| "a bad offset")?;
+    let hours: i8 = digits[..2].parse().map_err(|_| BadTime::Offset)?;
     let minutes: i8 = digits
         .get(2..)
         .filter(|m| !m.is_empty())
         .map_or(Ok(0), str::parse)
-        .map_err(|_| "a bad offset")?;
+        .map_err(|_| BadTime::Offset)?;
     UtcOffset::from_hms(sign * hours, sign * minutes, 0)
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(|e| BadTime::Range(e.to_string()))
 }
 
 /// `HH:MM:SS`, with `.ffffff` (trailing zeros cut) when there is a fraction.

@@ -117,7 +117,7 @@ pub async fn copy_in(
                 let mut bad = Vec::new();
                 for (i, value) in row.iter().enumerate() {
                     let fits = match (value, plan.not_null[i]) {
-                        (Value::Null, true) => Err("NULL in a NOT NULL column".to_string()),
+                        (Value::Null, true) => Err(super::value::Misfit::Null),
                         _ => fit(&plan.kinds[i], value.clone(), target_kind),
                     };
                     match fits {

@@ -24,31 +24,130 @@ pub enum Value {
     InvalidText(Vec<u8>),
 }
 
+/// Why a value does not fit a target column (quoted values already cut for a message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Misfit {
+    /// A NULL in a NOT NULL column.
+    #[error("NULL in a NOT NULL column")]
+    Null,
+    /// SQLite text that is not UTF-8.
+    #[error("text that is not valid UTF-8")]
+    NotUtf8,
+    /// An integer too large for the column.
+    #[error("{value} is out of range for a {bits}-bit integer column")]
+    OutOfRange {
+        /// The value.
+        value: i64,
+        /// The column's width.
+        bits: u8,
+    },
+    /// NaN in a SQLite REAL column.
+    #[error("NaN, which SQLite stores as NULL")]
+    NanReal,
+    /// A double that a 4-byte `real` would round.
+    #[error(
+        "{0} loses precision in PostgreSQL's `real` (4 bytes); declare the column DOUBLE PRECISION"
+    )]
+    LosesPrecision(f64),
+    /// Text in a numeric column that is no number.
+    #[error("text {0} is not a number")]
+    NotANumber(String),
+    /// NaN in a SQLite NUMERIC column.
+    #[error("NaN, which SQLite cannot store in a NUMERIC column")]
+    NanNumeric,
+    /// A decimal SQLite would round.
+    #[error(
+        "{0} has more digits than SQLite keeps (it stores numerics as 64-bit integers or doubles)"
+    )]
+    TooManyDigits(String),
+    /// More decimal places than the column's scale.
+    #[error(
+        "{n} has more than {scale} decimal places, which NUMERIC({precision},{scale}) would round"
+    )]
+    TooManyPlaces {
+        /// The number.
+        n: String,
+        /// The column's precision.
+        precision: u32,
+        /// The column's scale.
+        scale: u32,
+    },
+    /// More digits than the column's precision.
+    #[error("{n} does not fit NUMERIC({precision},{scale})")]
+    TooLarge {
+        /// The number.
+        n: String,
+        /// The column's precision.
+        precision: u32,
+        /// The column's scale.
+        scale: u32,
+    },
+    /// A NUL character for PostgreSQL.
+    #[error("text containing a NUL character, which PostgreSQL cannot store")]
+    Nul,
+    /// Text longer than `varchar(n)`.
+    #[error("text {text} is longer than the column's {max} characters")]
+    TooLong {
+        /// The text, quoted.
+        text: String,
+        /// The limit.
+        max: u32,
+    },
+    /// Text in a JSON column that does not parse.
+    #[error("text {text} is not JSON ({reason})")]
+    NotJson {
+        /// The text, quoted.
+        text: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// Text in a UUID column that is no UUID.
+    #[error("text {0} is not a UUID")]
+    NotUuid(String),
+    /// Text in a date or time column that is not one.
+    #[error("text {text} is not a {family} ({why})")]
+    NotATime {
+        /// The text, quoted.
+        text: String,
+        /// The column's family.
+        family: &'static str,
+        /// What is wrong with it.
+        why: super::time_text::BadTime,
+    },
+    /// A value of another family (a blob in an integer column).
+    #[error("{value} in {} {family} column", if family.starts_with(['a', 'i', 'u']) { "an" } else { "a" })]
+    WrongFamily {
+        /// The value, described.
+        value: String,
+        /// The column's family.
+        family: &'static str,
+    },
+}
+
 /// The value `value` becomes in a column of `kind` on `target`, or why it does not fit.
-pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
+pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, Misfit> {
     let pg = target == DbKind::Postgres;
     match (kind, value) {
         (_, Value::Null) => Ok(Value::Null),
-        (_, Value::InvalidText(_)) => Err("text that is not valid UTF-8".into()),
+        (_, Value::InvalidText(_)) => Err(Misfit::NotUtf8),
         (Kind::Any, value) => Ok(value),
         (Kind::Integer(bits), Value::Int(i)) => {
             let limit = 1i128 << (bits - 1);
             if (i as i128) < -limit || (i as i128) >= limit {
-                return Err(format!(
-                    "{i} is out of range for a {bits}-bit integer column"
-                ));
+                return Err(Misfit::OutOfRange {
+                    value: i,
+                    bits: *bits,
+                });
             }
             Ok(Value::Int(i))
         }
         (Kind::Real(bits), Value::Int(i)) => fit(&Kind::Real(*bits), Value::Real(i as f64), target),
         (Kind::Real(bits), Value::Real(f)) => {
             if !pg && f.is_nan() {
-                return Err("NaN, which SQLite stores as NULL".into());
+                return Err(Misfit::NanReal);
             }
             if pg && *bits == 32 && !f.is_nan() && f64::from(f as f32) != f {
-                return Err(format!(
-                    "{f} loses precision in PostgreSQL's `real` (4 bytes); declare the column DOUBLE PRECISION"
-                ));
+                return Err(Misfit::LosesPrecision(f));
             }
             Ok(Value::Real(f))
         }
@@ -59,23 +158,20 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
             pg,
         ),
         (Kind::Numeric(size), Value::Text(s)) => {
-            let n = normalize_decimal(&s)
-                .ok_or_else(|| format!("text {} is not a number", quote(&s)))?;
+            let n = normalize_decimal(&s).ok_or_else(|| Misfit::NotANumber(quote(&s)))?;
             fit_decimal(n, *size, pg)
         }
         (Kind::Text(max) | Kind::Char(max), Value::Text(s)) => {
             if pg && s.contains('\0') {
-                return Err(
-                    "text containing a NUL character, which PostgreSQL cannot store".into(),
-                );
+                return Err(Misfit::Nul);
             }
             if let Some(max) = max
                 && s.chars().count() > *max as usize
             {
-                return Err(format!(
-                    "text {} is longer than the column's {max} characters",
-                    quote(&s)
-                ));
+                return Err(Misfit::TooLong {
+                    text: quote(&s),
+                    max: *max,
+                });
             }
             Ok(Value::Text(s))
         }
@@ -85,39 +181,40 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, String> {
         (Kind::Json, Value::Real(f)) if f.is_finite() => Ok(Value::Text(format!("{f}"))),
         (Kind::Json, Value::Text(s)) => match serde_json::from_str::<serde_json::Value>(&s) {
             Ok(_) => Ok(Value::Text(s)),
-            Err(e) => Err(format!("text {} is not JSON ({e})", quote(&s))),
+            Err(e) => Err(Misfit::NotJson {
+                text: quote(&s),
+                reason: e.to_string(),
+            }),
         },
         (Kind::Uuid, Value::Text(s)) => canonical_uuid(&s)
             .map(Value::Text)
-            .ok_or_else(|| format!("text {} is not a UUID", quote(&s))),
+            .ok_or_else(|| Misfit::NotUuid(quote(&s))),
         (Kind::Blob, Value::Blob(b)) => Ok(Value::Blob(b)),
         (Kind::Boolean, Value::Bool(b)) => Ok(Value::Bool(b)),
         (Kind::Boolean, Value::Int(i @ (0 | 1))) => Ok(Value::Bool(i == 1)),
         (Kind::Timestamp | Kind::TimestampTz | Kind::Date | Kind::Time, Value::Text(s)) => {
-            super::time_text::canonical(kind, &s).map(Value::Text)
+            super::time_text::canonical(kind, &s)
+                .map(Value::Text)
+                .map_err(|why| Misfit::NotATime {
+                    text: quote(&s),
+                    family: kind.family(),
+                    why,
+                })
         }
-        (kind, value) => {
-            let family = kind.family();
-            let article = if family.starts_with(['a', 'i', 'u']) {
-                "an"
-            } else {
-                "a"
-            };
-            Err(format!("{} in {article} {family} column", describe(&value)))
-        }
+        (kind, value) => Err(Misfit::WrongFamily {
+            value: describe(&value),
+            family: kind.family(),
+        }),
     }
 }
 
 /// A normalised decimal in a `numeric(precision, scale)` column, or in SQLite.
-fn fit_decimal(n: String, size: Option<(u32, u32)>, pg: bool) -> Result<Value, String> {
+fn fit_decimal(n: String, size: Option<(u32, u32)>, pg: bool) -> Result<Value, Misfit> {
     if !pg && n == "NaN" {
-        return Err("NaN, which SQLite cannot store in a NUMERIC column".into());
+        return Err(Misfit::NanNumeric);
     }
     if !pg && !fits_sqlite_number(&n) {
-        return Err(format!(
-            "{} has more digits than SQLite keeps (it stores numerics as 64-bit integers or doubles)",
-            cut(&n)
-        ));
+        return Err(Misfit::TooManyDigits(cut(&n)));
     }
     if let (true, Some((precision, scale))) = (pg, size)
         && n != "NaN"
@@ -128,16 +225,18 @@ fn fit_decimal(n: String, size: Option<(u32, u32)>, pg: bool) -> Result<Value, S
             .unwrap_or((&n, ""));
         let int = int.trim_start_matches('-').trim_start_matches('0');
         if frac.len() > scale as usize {
-            return Err(format!(
-                "{} has more than {scale} decimal places, which NUMERIC({precision},{scale}) would round",
-                cut(&n)
-            ));
+            return Err(Misfit::TooManyPlaces {
+                n: cut(&n),
+                precision,
+                scale,
+            });
         }
         if int.len() + scale as usize > precision as usize {
-            return Err(format!(
-                "{} does not fit NUMERIC({precision},{scale})",
-                cut(&n)
-            ));
+            return Err(Misfit::TooLarge {
+                n: cut(&n),
+                precision,
+                scale,
+            });
         }
     }
     Ok(Value::Text(n))
@@ -275,7 +374,7 @@ mod tests {
             DbKind::Postgres,
         )
         .unwrap_err();
-        assert_eq!(e, "text \"abc\" in an integer column");
+        assert_eq!(e.to_string(), "text \"abc\" in an integer column");
         assert!(fit(&Kind::Integer(32), Value::Int(1 << 40), DbKind::Postgres).is_err());
         assert_eq!(
             fit(&Kind::Boolean, Value::Int(1), DbKind::Postgres),

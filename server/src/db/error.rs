@@ -12,12 +12,12 @@ pub enum DbError {
     #[error("database file {0} is missing; restore it or run `cargo xtask db-init`")]
     FileMissing(PathBuf),
     /// The file at the database path is not (yet) a complete SQLite database.
-    #[error("database file {path} {reason}; nothing was written to it")]
+    #[error("database file {} {problem}; nothing was written to it", path.display())]
     FileInvalid {
         /// The database file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        problem: FileProblem,
     },
     /// The directory of the SQLite file cannot be created or written.
     #[error("cannot use database location {path}: {reason}")]
@@ -46,6 +46,54 @@ pub enum DbError {
     Driver(sqlx::Error),
 }
 
+/// What is wrong with the file at a SQLite database's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileProblem {
+    /// A directory, a FIFO, a socket or a device.
+    #[error("is a {0}, not a database file")]
+    NotAFile(&'static str),
+    /// It cannot be opened or read.
+    #[error("cannot be read ({0})")]
+    Unreadable(String),
+    /// 0 bytes.
+    #[error("is empty (0 bytes)")]
+    Empty,
+    /// Shorter than a SQLite header.
+    #[error("is not a SQLite database ({0} bytes, too short)")]
+    TooShort(u64),
+    /// Not SQLite's magic string.
+    #[error("is not a SQLite database (bad header)")]
+    BadHeader,
+    /// A page size SQLite never writes.
+    #[error("is not a SQLite database (bad page size {0})")]
+    BadPageSize(u64),
+    /// Page 1 overwritten in place.
+    #[error("is corrupt (page 1 is not a b-tree page: type byte 0x{0:02X})")]
+    Corrupt(u8),
+    /// Shorter than its header says, with nothing in the log: still being copied in.
+    #[error("is incomplete ({have} of {want} bytes; still being copied?)")]
+    Incomplete {
+        /// Bytes on disk.
+        have: u64,
+        /// Bytes the header describes.
+        want: u64,
+    },
+    /// Another process holds its lock past the pool's wait.
+    #[error("is locked by another process (no connection within acquire_timeout_ms, {0} ms)")]
+    Locked(u128),
+    /// Replaced while requests still used the old file.
+    #[error("was replaced while requests still use the old file; retrying once they finish")]
+    ReplacedInUse,
+    /// Replaced while it was being opened.
+    #[error("was replaced while it was being opened; retrying")]
+    ReplacedWhileOpening,
+    /// Replaced, with the old file's write-ahead log still beside it.
+    #[error(
+        "was replaced, and the old file's write-ahead log is still beside it (SQLite would replay it into the new file); remove its -wal and -shm files, or restore with `cargo xtask db-restore`"
+    )]
+    StaleLog,
+}
+
 // Not `#[from]`: that would also make the driver error the `source`, and error chains
 // printed cause by cause would repeat it in sqlx's words ("… at line 948", a line of the
 // PostgreSQL server's C source) after the description above.
@@ -53,6 +101,26 @@ impl From<sqlx::Error> for DbError {
     fn from(error: sqlx::Error) -> Self {
         Self::Driver(error)
     }
+}
+
+/// The line of `script` (1 for its first) that a PostgreSQL error points at, when the
+/// server reports a position.
+pub fn error_line(error: &sqlx::Error, script: &str) -> Option<usize> {
+    let sqlx::Error::Database(db) = error else {
+        return None;
+    };
+    let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?;
+    let sqlx::postgres::PgErrorPosition::Original(position) = pg.position()? else {
+        return None;
+    };
+    Some(
+        script
+            .chars()
+            .take(position.saturating_sub(1))
+            .filter(|c| *c == '\n')
+            .count()
+            + 1,
+    )
 }
 
 /// A driver error as a user reads it, passwords masked: for PostgreSQL the server's
@@ -68,15 +136,7 @@ pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> Strin
         return mask_url(db.message());
     };
     let mut text = pg.message().to_string();
-    if let (Some(script), Some(sqlx::postgres::PgErrorPosition::Original(position))) =
-        (script, pg.position())
-    {
-        let line = script
-            .chars()
-            .take(position.saturating_sub(1))
-            .filter(|c| *c == '\n')
-            .count()
-            + 1;
+    if let Some(line) = script.and_then(|script| error_line(error, script)) {
         text.push_str(&format!(" (at line {line})"));
     }
     if let Some(hint) = pg.hint() {

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 
 use super::write::Writer;
-use super::{DbError, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
+use super::{DbError, FileProblem, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
 use crate::config::DbSettings;
 
 /// Identity of a file: replaced files get a new one, even at the same path.
@@ -42,9 +42,10 @@ pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
     let mut attempts = 0;
     loop {
         match check_sqlite_file_once(path) {
-            Err(DbError::FileInvalid { reason, .. })
-                if reason.starts_with("is incomplete") && attempts < 3 =>
-            {
+            Err(DbError::FileInvalid {
+                problem: FileProblem::Incomplete { .. },
+                ..
+            }) if attempts < 3 => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -55,38 +56,34 @@ pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
 
 pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     use std::io::Read;
-    let invalid = |reason: String| DbError::FileInvalid {
+    let invalid = |problem: FileProblem| DbError::FileInvalid {
         path: path.to_path_buf(),
-        reason,
+        problem,
     };
     // Never open what is not a regular file: opening a FIFO blocks until a writer comes.
     match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(DbError::FileMissing(path.to_path_buf()));
         }
-        Ok(meta) if !meta.is_file() => return Err(invalid(not_a_file(&meta).into())),
+        Ok(meta) if !meta.is_file() => return Err(invalid(not_a_file(&meta))),
         _ => {}
     }
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DbError::FileMissing(path.to_path_buf()),
-        _ => invalid(format!("cannot be read ({e})")),
+        _ => invalid(FileProblem::Unreadable(e.to_string())),
     })?;
     let meta = file
         .metadata()
-        .map_err(|e| invalid(format!("cannot be read ({e})")))?;
+        .map_err(|e| invalid(FileProblem::Unreadable(e.to_string())))?;
     if meta.len() == 0 {
-        return Err(invalid("is empty (0 bytes)".into()));
+        return Err(invalid(FileProblem::Empty));
     }
     // The 100-byte database header, and the first byte of page 1's b-tree header.
     let mut header = [0u8; 101];
-    file.read_exact(&mut header).map_err(|_| {
-        invalid(format!(
-            "is not a SQLite database ({} bytes, too short)",
-            meta.len()
-        ))
-    })?;
+    file.read_exact(&mut header)
+        .map_err(|_| invalid(FileProblem::TooShort(meta.len())))?;
     if &header[..16] != b"SQLite format 3\0" {
-        return Err(invalid("is not a SQLite database (bad header)".into()));
+        return Err(invalid(FileProblem::BadHeader));
     }
     let be32 = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let page_size = match u16::from_be_bytes([header[16], header[17]]) {
@@ -94,18 +91,13 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
         n => u64::from(n),
     };
     if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
-        return Err(invalid(format!(
-            "is not a SQLite database (bad page size {page_size})"
-        )));
+        return Err(invalid(FileProblem::BadPageSize(page_size)));
     }
     // Page 1 is always the root of the schema table: a table b-tree page (leaf 0x0D, or
     // interior 0x05). Anything else means the page was overwritten in place, which a
     // connection that cached it would not notice, but every new one would.
     if !matches!(header[100], 0x05 | 0x0D) {
-        return Err(invalid(format!(
-            "is corrupt (page 1 is not a b-tree page: type byte 0x{:02X})",
-            header[100]
-        )));
+        return Err(invalid(FileProblem::Corrupt(header[100])));
     }
     let pages = u64::from(be32(28));
     // The page count in the header is valid when written by the same change as the
@@ -121,27 +113,27 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     wal.push("-wal");
     let in_wal = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     if meta.len() < expected && !in_wal() {
-        return Err(invalid(format!(
-            "is incomplete ({} of {expected} bytes; still being copied?)",
-            meta.len()
-        )));
+        return Err(invalid(FileProblem::Incomplete {
+            have: meta.len(),
+            want: expected,
+        }));
     }
     Ok(())
 }
 
 /// Why a path that exists is not a database file: a directory, a FIFO, a device, ...
-pub(crate) fn not_a_file(meta: &std::fs::Metadata) -> &'static str {
+pub(crate) fn not_a_file(meta: &std::fs::Metadata) -> FileProblem {
     use std::os::unix::fs::FileTypeExt;
     let kind = meta.file_type();
-    if kind.is_dir() {
-        "is a directory, not a database file"
+    FileProblem::NotAFile(if kind.is_dir() {
+        "directory"
     } else if kind.is_fifo() {
-        "is a FIFO (named pipe), not a database file"
+        "FIFO (named pipe)"
     } else if kind.is_socket() {
-        "is a socket, not a database file"
+        "socket"
     } else {
-        "is a device, not a database file"
-    }
+        "device"
+    })
 }
 
 /// A SQLite pool bound to the file it opened.
@@ -242,7 +234,7 @@ impl SqliteEngine {
         if !meta.is_file() {
             return Err(DbError::FileInvalid {
                 path: path.clone(),
-                reason: not_a_file(&meta).into(),
+                problem: not_a_file(&meta),
             });
         }
         let on_disk = FileId::of(&meta);
@@ -256,7 +248,7 @@ impl SqliteEngine {
             }
             return Err(DbError::FileInvalid {
                 path: path.clone(),
-                reason: "is empty (0 bytes)".into(),
+                problem: FileProblem::Empty,
             });
         }
         if usable(&generation) {
@@ -277,9 +269,7 @@ impl SqliteEngine {
         {
             return Err(DbError::FileInvalid {
                 path: path.clone(),
-                reason:
-                    "was replaced while requests still use the old file; retrying once they finish"
-                        .into(),
+                problem: FileProblem::ReplacedInUse,
             });
         }
         // A log still there belongs to the file that was replaced (another process keeps
@@ -289,10 +279,7 @@ impl SqliteEngine {
         if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
             return Err(DbError::FileInvalid {
                 path: path.clone(),
-                reason: format!(
-                    "was replaced, and the old file's write-ahead log is still beside it (SQLite would replay it into the new file); remove {0}-wal and {0}-shm, or restore with `cargo xtask db-restore`",
-                    path.display()
-                ),
+                problem: FileProblem::StaleLog,
             });
         }
         let fresh = connect_generation(
@@ -360,10 +347,7 @@ async fn connect_generation(
             // the pool waits for it (acquire_timeout_ms): another process holds the file.
             (sqlx::Error::PoolTimedOut, Some(path)) => DbError::FileInvalid {
                 path: path.to_path_buf(),
-                reason: format!(
-                    "is locked by another process (no connection within acquire_timeout_ms, {} ms)",
-                    pool_options.get_acquire_timeout().as_millis()
-                ),
+                problem: FileProblem::Locked(pool_options.get_acquire_timeout().as_millis()),
             },
             (e, _) => DbError::Driver(e),
         })?;
@@ -375,7 +359,7 @@ async fn connect_generation(
         pool.close().await;
         return Err(DbError::FileInvalid {
             path: path.to_path_buf(),
-            reason: "was replaced while it was being opened; retrying".into(),
+            problem: FileProblem::ReplacedWhileOpening,
         });
     }
     Ok(SqliteGeneration {
@@ -505,7 +489,7 @@ fn prepare_location(path: &Path) -> Result<(), DbError> {
     {
         return Err(DbError::FileInvalid {
             path: path.to_path_buf(),
-            reason: not_a_file(&meta).into(),
+            problem: not_a_file(&meta),
         });
     }
     if path.exists() {

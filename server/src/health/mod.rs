@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::backup::{BackupHealth, Schedule};
 use crate::config::DbSettings;
-use crate::db::{DbError, DbPool, PoolStats};
+use crate::db::{DbError, DbPool, FileProblem, PoolStats};
 use crate::migrations::{self, MigrationError, MigrationSet, SchemaState};
 use crate::url::DbKind;
 pub use coalesce::{Coalesced, JOIN_WITHIN};
@@ -235,13 +235,12 @@ fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Statu
     }
     // Overwritten in place: new connections would fail (a file that grows during a
     // checkpoint may look incomplete for a moment, which is not a fault).
-    if let Err(DbError::FileInvalid { reason, .. }) = crate::db::check_sqlite_file_once(path)
-        && !reason.starts_with("is incomplete")
+    if let Err(DbError::FileInvalid { problem, .. }) = crate::db::check_sqlite_file_once(path)
+        && !matches!(problem, FileProblem::Incomplete { .. })
     {
-        let problem = if reason.starts_with("is corrupt") {
-            "the database file is corrupt"
-        } else {
-            "database file is not a valid SQLite database"
+        let problem = match problem {
+            FileProblem::Corrupt(_) => "the database file is corrupt",
+            _ => "database file is not a valid SQLite database",
         };
         return (None, Some((Status::Fail, problem.to_string())));
     }

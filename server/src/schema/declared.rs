@@ -2,7 +2,7 @@
 //! and the line of each of its words, so that an error about a declared object names the
 //! line of the statement, or of the clause, that causes it.
 
-use super::Schema;
+use super::{Schema, SchemaFileError, Undescribed};
 
 /// A table or an index, as one statement of the file declares it.
 #[derive(Debug, Clone)]
@@ -231,24 +231,19 @@ impl Declared {
 }
 
 /// The clause words that show where a thing the description cannot hold is written,
-/// most telling first (matching the wording of the readers' `undescribed` entries).
-fn clause_words(what: &str) -> &'static [&'static str] {
-    if what.starts_with("index ") {
-        &["WHERE", "DESC"]
-    } else if what.contains("CHECK") {
-        &["CHECK", "EXCLUDE"]
-    } else if what.contains("identity") {
-        &["GENERATED", "IDENTITY"]
-    } else if what.contains("generated") {
-        &["GENERATED", "AS"]
-    } else if what.contains("COLLATE") {
-        &["COLLATE"]
-    } else if what.contains("AUTOINCREMENT") {
-        &["AUTOINCREMENT"]
-    } else if what.contains("WITHOUT ROWID") {
-        &["WITHOUT", "STRICT"]
-    } else {
-        &[]
+/// most telling first.
+fn clause_words(what: &Undescribed) -> &'static [&'static str] {
+    match what {
+        Undescribed::PartialIndex(_) => &["WHERE", "DESC"],
+        Undescribed::Check => &["CHECK", "EXCLUDE"],
+        Undescribed::GeneratedOrIdentity(_) => &["GENERATED", "IDENTITY"],
+        Undescribed::Generated => &["GENERATED", "AS"],
+        Undescribed::Collate => &["COLLATE"],
+        Undescribed::Autoincrement => &["AUTOINCREMENT"],
+        Undescribed::StrictOrWithoutRowid => &["WITHOUT", "STRICT"],
+        Undescribed::Trigger(_)
+        | Undescribed::Partitioned { .. }
+        | Undescribed::OnUndescribedColumn { .. } => &[],
     }
 }
 
@@ -256,7 +251,7 @@ fn clause_words(what: &str) -> &'static [&'static str] {
 /// statements that made it) for what the declared schema cannot hold: a type only SQLite
 /// takes, what the description cannot hold, a foreign key to an undeclared table. The
 /// first problem in the file, as `<file>, line N: …`.
-pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), String> {
+pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), SchemaFileError> {
     let first_line = declared.iter().map(|d| d.line).min().unwrap_or(1);
     let statement = |table: &str| {
         declared
@@ -273,14 +268,12 @@ pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), S
     }
     for table in &schema.tables {
         for what in &table.undescribed {
-            let index = what
-                .strip_prefix("index ")
-                .and_then(|rest| rest.split(' ').next())
-                .and_then(|name| {
-                    declared
-                        .iter()
-                        .find(|d| d.index && d.name.eq_ignore_ascii_case(name))
-                });
+            let index = match what {
+                Undescribed::PartialIndex(name) => declared
+                    .iter()
+                    .find(|d| d.index && d.name.eq_ignore_ascii_case(name)),
+                _ => None,
+            };
             let within = index.or_else(|| statement(&table.name));
             let line = within.map_or(first_line, |d| {
                 clause_words(what)
@@ -313,23 +306,30 @@ pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), S
         }
     }
     match problems.into_iter().min_by_key(|(line, _)| *line) {
-        Some((line, message)) => Err(format!("{file}, line {line}: {message}")),
+        Some((line, message)) => Err(SchemaFileError::At {
+            file: file.to_string(),
+            line,
+            message,
+        }),
         None => Ok(()),
     }
 }
 
 /// A table or index declared twice (`CREATE TABLE IF NOT EXISTS` would let the second
 /// pass unnoticed): `<file>, line N: …` naming both lines.
-pub fn check_unique(declared: &[Declared], file: &str) -> Result<(), String> {
+pub fn check_unique(declared: &[Declared], file: &str) -> Result<(), SchemaFileError> {
     for (n, later) in declared.iter().enumerate() {
         if let Some(first) = declared[..n].iter().find(|d| d.name == later.name) {
-            return Err(format!(
-                "{file}, line {}: {} is declared again (first at line {}, as {}); one statement per table or index",
-                later.line,
-                later.describe(),
-                first.line,
-                first.describe()
-            ));
+            return Err(SchemaFileError::At {
+                file: file.to_string(),
+                line: later.line,
+                message: format!(
+                    "{} is declared again (first at line {}, as {}); one statement per table or index",
+                    later.describe(),
+                    first.line,
+                    first.describe()
+                ),
+            });
         }
     }
     Ok(())

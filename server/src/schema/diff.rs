@@ -334,7 +334,7 @@ fn change_table(
             destructive = Some(format!(
                 "rebuild table {}, which would drop what the declared schema cannot describe: {}",
                 new.name,
-                old.undescribed.join(", ")
+                super::render::join(&old.undescribed)
             ));
         }
         let (forward, backward) = match engine {

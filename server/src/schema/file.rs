@@ -2,6 +2,7 @@
 //! on, checked to be `CREATE TABLE` / `CREATE INDEX` only, and applied one by one so an
 //! error names its line.
 
+use super::SchemaFileError;
 use super::declared::Declared;
 use crate::db::DbConn;
 
@@ -78,17 +79,23 @@ fn statements(sql: &str) -> Vec<Statement<'_>> {
 
 /// The text of `dir/schema.sql` (named `label` in errors); `None` when there is none.
 /// Anything but a readable regular file (a FIFO would block the reader) is an error.
-pub fn read_file(dir: &std::path::Path, label: &str) -> Result<Option<String>, String> {
+pub fn read_file(dir: &std::path::Path, label: &str) -> Result<Option<String>, SchemaFileError> {
     let path = dir.join(FILE_NAME);
+    let read = |source| SchemaFileError::Read {
+        label: label.to_string(),
+        source,
+    };
     match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {label}: {e}")),
-        Ok(meta) if !meta.is_file() => return Err(format!("{label} is not a regular file")),
+        Err(e) => return Err(read(e)),
+        Ok(meta) if !meta.is_file() => {
+            return Err(SchemaFileError::NotAFile {
+                label: label.to_string(),
+            });
+        }
         Ok(_) => {}
     }
-    std::fs::read_to_string(&path)
-        .map(Some)
-        .map_err(|e| format!("cannot read {label}: {e}"))
+    std::fs::read_to_string(&path).map(Some).map_err(read)
 }
 
 /// Writes `text` to `dir/schema.sql` all or nothing: a temporary file beside it, synced,
@@ -102,7 +109,11 @@ pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::Pa
 /// Runs the declared schema on `conn` (a scratch database), statement by statement, and
 /// returns what each statement declared. Errors read `<file>, line N: …`; a table or
 /// index declared twice is one.
-pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<Vec<Declared>, String> {
+pub async fn apply(
+    conn: &mut DbConn,
+    sql: &str,
+    file: &str,
+) -> Result<Vec<Declared>, SchemaFileError> {
     // A byte-order mark some editors write is not SQL.
     let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     let all = statements(sql);
@@ -118,11 +129,14 @@ pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<Vec<Decla
         match super::declared::parse(statement.sql, statement.text_line, statement.line) {
             Some(d) => declared.push(d),
             None => {
-                return Err(format!(
-                    "{file}, line {}: only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
-                    statement.line,
-                    words.join(" ")
-                ));
+                return Err(SchemaFileError::At {
+                    file: file.to_string(),
+                    line: statement.line,
+                    message: format!(
+                        "only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
+                        words.join(" ")
+                    ),
+                });
             }
         }
     }
@@ -147,38 +161,24 @@ pub async fn apply(conn: &mut DbConn, sql: &str, file: &str) -> Result<Vec<Decla
     }
 }
 
-/// A statement's error as `<file>, line N: …`; PostgreSQL's "(at line k)" counts from
-/// the statement's first line.
-fn describe(e: &sqlx::Error, statement: &Statement<'_>, file: &str) -> String {
-    let reason = crate::db::describe_driver_error(e, Some(statement.sql));
-    match reason.split_once(" (at line ") {
-        Some((message, rest)) => {
-            let k: usize = rest
-                .split(')')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
-            format!(
-                "{file}, line {}: {message}{}",
-                statement.text_line + k - 1,
-                rest.split_once(')').map_or("", |(_, tail)| tail)
-            )
-        }
-        None => {
-            // No position: the line that names what the message names (`relation
-            // "nowhere" does not exist`, `no such collation sequence: C`), else the
-            // statement's first.
-            let named = reason
-                .split('"')
-                .nth(1)
-                .or_else(|| reason.rsplit(": ").next().filter(|w| !w.contains(' ')));
-            let line = named
-                .and_then(|name| {
-                    super::declared::line_naming(statement.sql, statement.text_line, name)
-                })
-                .unwrap_or(statement.line);
-            format!("{file}, line {line}: {reason}")
-        }
+/// A statement's error at its line: where PostgreSQL points (counted from the statement's
+/// first line), else the line that names what the message names (`relation "nowhere"
+/// does not exist`, `no such collation sequence: C`), else the statement's first.
+fn describe(e: &sqlx::Error, statement: &Statement<'_>, file: &str) -> SchemaFileError {
+    let message = crate::db::describe_driver_error(e, None);
+    let line = match crate::db::error_line(e, statement.sql) {
+        Some(k) => statement.text_line + k - 1,
+        None => message
+            .split('"')
+            .nth(1)
+            .or_else(|| message.rsplit(": ").next().filter(|w| !w.contains(' ')))
+            .and_then(|name| super::declared::line_naming(statement.sql, statement.text_line, name))
+            .unwrap_or(statement.line),
+    };
+    SchemaFileError::At {
+        file: file.to_string(),
+        line,
+        message,
     }
 }
 

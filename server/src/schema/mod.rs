@@ -33,6 +33,80 @@ pub use render::{
 
 use crate::db::Target;
 
+/// What is wrong with the declared schema file.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaFileError {
+    /// It cannot be read.
+    #[error("cannot read {label}: {source}")]
+    Read {
+        /// The file as the user named it.
+        label: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// A directory, a FIFO, a device.
+    #[error("{label} is not a regular file")]
+    NotAFile {
+        /// The file as the user named it.
+        label: String,
+    },
+    /// A statement at a line: it fails, or declares what cannot be declared.
+    #[error("{file}, line {line}: {message}")]
+    At {
+        /// The file as the user named it.
+        file: String,
+        /// The line of the statement or clause.
+        line: usize,
+        /// What is wrong there.
+        message: String,
+    },
+}
+
+/// Something of a table that the description does not hold, named in notes and messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Undescribed {
+    /// An index that is partial, descending or on an expression.
+    #[error("index {0} (partial, descending or on an expression)")]
+    PartialIndex(String),
+    /// A `CHECK` (or PostgreSQL `EXCLUDE`) constraint.
+    #[error("a CHECK constraint")]
+    Check,
+    /// A column collated otherwise than its type.
+    #[error("a COLLATE clause")]
+    Collate,
+    /// SQLite's `AUTOINCREMENT`.
+    #[error("AUTOINCREMENT")]
+    Autoincrement,
+    /// A SQLite `STRICT` or `WITHOUT ROWID` table.
+    #[error("STRICT or WITHOUT ROWID")]
+    StrictOrWithoutRowid,
+    /// A SQLite generated column.
+    #[error("a generated column")]
+    Generated,
+    /// A PostgreSQL generated or identity column.
+    #[error("generated or identity column {0}")]
+    GeneratedOrIdentity(String),
+    /// A trigger.
+    #[error("trigger {0}")]
+    Trigger(String),
+    /// A partitioned table's key and its partitions.
+    #[error("PARTITION BY {key} (partitions: {})", if partitions.is_empty() { "none".to_string() } else { partitions.join(", ") })]
+    Partitioned {
+        /// The partition key, as PostgreSQL prints it.
+        key: String,
+        /// The partitions.
+        partitions: Vec<String>,
+    },
+    /// A key, unique constraint, index or foreign key on a column not described.
+    #[error("{what} (on {column}, not described)")]
+    OnUndescribedColumn {
+        /// `the primary key`, `a UNIQUE constraint`, `index x`, `a foreign key`.
+        what: String,
+        /// The column.
+        column: String,
+    },
+}
+
 /// The tables of a database (the migration history excluded), by name. Two schemas are
 /// equal when their tables are: what the description cannot hold is reported, not compared.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +144,7 @@ pub struct TableDef {
     pub indexes: Vec<IndexDef>,
     /// What the table has that this description does not hold (a `CHECK`, a trigger, a
     /// generated column, a partial or expression index, …): a SQLite rebuild would lose it.
-    pub undescribed: Vec<String>,
+    pub undescribed: Vec<Undescribed>,
 }
 
 impl PartialEq for TableDef {
@@ -210,7 +284,7 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
         table.uniques.sort();
         table.foreign_keys.sort();
         table.indexes.sort();
-        table.undescribed.sort();
+        table.undescribed.sort_by_key(ToString::to_string);
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
     schema.undescribed.sort();
@@ -224,26 +298,38 @@ fn keep_what_loads(table: &mut TableDef) {
     let missing = |columns: &[String]| columns.iter().find(|c| !names.contains(c)).cloned();
     let mut moved = Vec::new();
     if let Some(c) = missing(&table.primary_key) {
-        moved.push(format!("the primary key (on {c}, not described)"));
+        moved.push(Undescribed::OnUndescribedColumn {
+            what: "the primary key".into(),
+            column: c,
+        });
         table.primary_key.clear();
     }
     table.uniques.retain(|u| match missing(u) {
         Some(c) => {
-            moved.push(format!("a UNIQUE constraint (on {c}, not described)"));
+            moved.push(Undescribed::OnUndescribedColumn {
+                what: "a UNIQUE constraint".into(),
+                column: c,
+            });
             false
         }
         None => true,
     });
     table.indexes.retain(|i| match missing(&i.columns) {
         Some(c) => {
-            moved.push(format!("index {} (on {c}, not described)", i.name));
+            moved.push(Undescribed::OnUndescribedColumn {
+                what: format!("index {}", i.name),
+                column: c,
+            });
             false
         }
         None => true,
     });
     table.foreign_keys.retain(|f| match missing(&f.columns) {
         Some(c) => {
-            moved.push(format!("a foreign key (on {c}, not described)"));
+            moved.push(Undescribed::OnUndescribedColumn {
+                what: "a foreign key".into(),
+                column: c,
+            });
             false
         }
         None => true,

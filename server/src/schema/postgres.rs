@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::normalize;
-use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef};
+use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef, Undescribed};
 use crate::migrations::HISTORY_TABLE;
 
 pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
@@ -111,9 +111,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         {
             let name: String = row.try_get(0)?;
             if row.try_get::<bool, _>(3)? {
-                undescribed.push(format!(
-                    "index {name} (partial, descending or on an expression)"
-                ));
+                undescribed.push(Undescribed::PartialIndex(name));
                 continue;
             }
             indexes.push(IndexDef {
@@ -129,7 +127,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .fetch_one(&mut *c)
         .await?;
         if checks > 0 {
-            undescribed.push("a CHECK constraint".into());
+            undescribed.push(Undescribed::Check);
         }
         let collated: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
@@ -140,7 +138,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .fetch_one(&mut *c)
         .await?;
         if collated > 0 {
-            undescribed.push("a COLLATE clause".into());
+            undescribed.push(Undescribed::Collate);
         }
         let triggers: Vec<String> = sqlx::query_scalar(
             "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::int8::oid AND NOT tgisinternal ORDER BY 1",
@@ -148,7 +146,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .bind(oid)
         .fetch_all(&mut *c)
         .await?;
-        undescribed.extend(triggers.into_iter().map(|t| format!("trigger {t}")));
+        undescribed.extend(triggers.into_iter().map(Undescribed::Trigger));
         let special: Vec<String> = sqlx::query_scalar(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 \
                AND NOT attisdropped AND (attgenerated <> '' OR attidentity <> '') ORDER BY attnum",
@@ -156,11 +154,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .bind(oid)
         .fetch_all(&mut *c)
         .await?;
-        undescribed.extend(
-            special
-                .into_iter()
-                .map(|c| format!("generated or identity column {c}")),
-        );
+        undescribed.extend(special.into_iter().map(Undescribed::GeneratedOrIdentity));
         let partitioning: Option<String> =
             sqlx::query_scalar("SELECT pg_get_partkeydef($1::int8::oid)")
                 .bind(oid)
@@ -174,13 +168,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
             .bind(oid)
             .fetch_all(&mut *c)
             .await?;
-            undescribed.push(format!(
-                "PARTITION BY {key} (partitions: {})",
-                match partitions.is_empty() {
-                    true => "none".to_string(),
-                    false => partitions.join(", "),
-                }
-            ));
+            undescribed.push(Undescribed::Partitioned { key, partitions });
         }
         tables.push(TableDef {
             name,

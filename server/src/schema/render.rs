@@ -45,7 +45,7 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
         if notes && !table.undescribed.is_empty() {
             out.push_str(&format!(
                 "-- Not described here (write it in a migration by hand): {}.\n",
-                table.undescribed.join(", ")
+                join(&table.undescribed)
             ));
         }
         for index in &table.indexes {
@@ -192,4 +192,13 @@ pub fn line_diff(old: &str, new: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Things the description does not hold, as a list for a comment or a message.
+pub(super) fn join(things: &[super::Undescribed]) -> String {
+    things
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -4,7 +4,7 @@
 use sqlx::{Row, SqliteConnection};
 
 use super::normalize;
-use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef};
+use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef, Undescribed};
 use crate::migrations::HISTORY_TABLE;
 
 pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
@@ -66,9 +66,7 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
             .fetch_one(&mut *c)
             .await?;
             if partial != 0 || descending > 0 || columns.iter().any(Option::is_none) {
-                undescribed.push(format!(
-                    "index {index} (partial, descending or on an expression)"
-                ));
+                undescribed.push(Undescribed::PartialIndex(index));
                 continue;
             }
             let columns: Vec<String> = columns.into_iter().flatten().collect();
@@ -90,13 +88,13 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
         .await?;
         let upper = create.to_ascii_uppercase();
         for (word, what) in [
-            ("CHECK", "a CHECK constraint"),
-            ("GENERATED", "a generated column"),
-            ("AUTOINCREMENT", "AUTOINCREMENT"),
-            ("COLLATE", "a COLLATE clause"),
+            ("CHECK", Undescribed::Check),
+            ("GENERATED", Undescribed::Generated),
+            ("AUTOINCREMENT", Undescribed::Autoincrement),
+            ("COLLATE", Undescribed::Collate),
         ] {
             if upper.contains(word) {
-                undescribed.push(what.to_string());
+                undescribed.push(what);
             }
         }
         let hidden: i64 =
@@ -106,10 +104,10 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                 .await?;
         let tail = upper.trim_end().trim_end_matches(';');
         if tail.ends_with("STRICT") || tail.contains("WITHOUT ROWID") {
-            undescribed.push("STRICT or WITHOUT ROWID".into());
+            undescribed.push(Undescribed::StrictOrWithoutRowid);
         }
-        if hidden > 0 && !undescribed.iter().any(|u| u == "a generated column") {
-            undescribed.push("a generated column".into());
+        if hidden > 0 && !undescribed.contains(&Undescribed::Generated) {
+            undescribed.push(Undescribed::Generated);
         }
         let triggers: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = $1 ORDER BY name",
@@ -117,7 +115,7 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
         .bind(&name)
         .fetch_all(&mut *c)
         .await?;
-        undescribed.extend(triggers.into_iter().map(|t| format!("trigger {t}")));
+        undescribed.extend(triggers.into_iter().map(Undescribed::Trigger));
 
         let mut foreign_keys: Vec<ForeignKey> = Vec::new();
         let rows: Vec<(i64, String, String, Option<String>, String, String)> = sqlx::query_as(

@@ -799,10 +799,17 @@ fn restore_refuses_bad_backups_and_changes_nothing() {
 
     let dir = project.path().join("bad");
     std::fs::create_dir(&dir).unwrap();
+    // Each bad file gets the good backup's manifest, naming the bad file.
+    let good_name = good.file_name().unwrap().to_string_lossy().to_string();
     let with_manifest = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
-        std::fs::copy(&manifest, format!("{}.json", path.display())).unwrap();
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        std::fs::write(
+            format!("{}.json", path.display()),
+            text.replace(&good_name, name),
+        )
+        .unwrap();
         path
     };
     let original = std::fs::read(&good).unwrap();
