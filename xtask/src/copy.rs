@@ -5,6 +5,7 @@ use server::backup::{self, database_identity};
 use server::config::{COPY_TO_VAR, DbSettings};
 use server::copy::{self, CopyError, CopyReport, CopyTarget, TargetState};
 use server::db::{DbPool, OpenMode};
+use server::scratch;
 use server::url::DatabaseUrl;
 
 use crate::flags::{DbCopy, UsageError};
@@ -43,19 +44,31 @@ impl DbCopy {
         };
         let cannot_open = || format!("cannot open the target {target_name} (from {origin})");
         let source = project.open(OpenMode::ReadOnly).await?;
+        // One listener for SIGINT/SIGTERM from here on: opening the target may already
+        // create a database, which an interruption must drop.
+        let interrupt = interrupted();
+        tokio::pin!(interrupt);
         // Read-only until the copy may begin; a new database is built aside and put in
         // place once verified.
-        let mut target = match CopyTarget::open(&settings).await {
-            Ok(target) => target,
-            Err(e) => {
+        let mut target = tokio::select! {
+            opened = CopyTarget::open(&settings) => match opened {
+                Ok(target) => target,
+                Err(e) => {
+                    source.close().await;
+                    return Err(e).with_context(cannot_open);
+                }
+            },
+            signal = &mut interrupt => {
+                // The open was dropped: a staging database it made is left to drop.
                 source.close().await;
-                return Err(e).with_context(cannot_open);
+                let _ = tokio::time::timeout(CLOSE_LIMIT, scratch::drop_abandoned_scratch()).await;
+                bail!("interrupted by {signal}; the target is unchanged");
             }
         };
         // Interrupted, the copy is dropped: its transaction rolls back as the pools close.
         let copied = tokio::select! {
             copied = self.copy(project, &source, &mut target, &settings, &target_name) => copied,
-            signal = interrupted() => Err(anyhow!(
+            signal = &mut interrupt => Err(anyhow!(
                 "interrupted by {signal}; the copy was rolled back, the target is unchanged"
             )),
         };

@@ -27,9 +27,8 @@ impl rocket_db_pools::Pool for DbPool {
         // AppConfig already resolved the URL to an absolute path; nothing relative is left.
         let settings = DbSettings::from_focused(figment, std::path::Path::new("."))
             .map_err(|e| DbError::Config(e.to_string()))?;
-        DbPool::open(&settings, OpenMode::Create)
-            .await
-            .inspect_err(|e| record_startup_error(e.to_string()))
+        // On failure the migrations stage opens it once more to say why (`migrate`).
+        DbPool::open(&settings, OpenMode::Create).await
     }
 
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
@@ -104,14 +103,16 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
     else {
         return Err(rocket);
     };
+    let failed = |reason: String| {
+        if let Some(slot) = rocket.state::<LaunchFailure>() {
+            slot.set(reason);
+        }
+    };
     let Some(db) = rocket.state::<Db>() else {
-        // The pool fairing failed and recorded why; say where the URL came from.
-        let mut error = STARTUP_ERROR.lock().expect("startup error lock");
-        if let Some(reason) = error.take() {
-            *error = Some(format!(
-                "{reason} (databases.main.url {})",
-                settings.url_origin
-            ));
+        // The pool fairing failed (rocket_db_pools keeps its error): open the pool once
+        // more to say why, and where the URL came from.
+        if let Err(e) = DbPool::open(settings, OpenMode::Create).await {
+            failed(format!("{e} (databases.main.url {})", settings.url_origin));
         }
         return Err(rocket);
     };
@@ -121,22 +122,26 @@ async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
         Ok(None) => Ok(rocket),
         Err(e) => {
             rocket::error!("database: {e}");
-            record_startup_error(e.to_string());
+            failed(e.to_string());
             Err(rocket)
         }
     }
 }
 
-/// Why the database stage stopped the launch, for `main` to report on stderr.
-static STARTUP_ERROR: Mutex<Option<String>> = Mutex::new(None);
+/// Why the database stage stopped this rocket's launch, for its `main` to report on
+/// stderr: managed from the start (`rocket_with`), so `main` holds it before ignite.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchFailure(Arc<Mutex<Option<String>>>);
 
-fn record_startup_error(message: String) {
-    *STARTUP_ERROR.lock().expect("startup error lock") = Some(message);
-}
+impl LaunchFailure {
+    fn set(&self, reason: String) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
 
-/// The reason the database stage refused to start the server, if it did.
-pub fn startup_error() -> Option<String> {
-    STARTUP_ERROR.lock().expect("startup error lock").clone()
+    /// The reason, if the database stage stopped the launch.
+    pub fn reason(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Claims a SQLite file for this server, then migrates (or only checks) the schema.

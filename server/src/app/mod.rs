@@ -20,7 +20,7 @@ use crate::config::{AppConfig, ConfigError, Environment};
 use crate::migrations::MigrationSet;
 
 pub use api::{ApiError, ApiResult, ErrorBody, JsonBody, json_catchers};
-pub use database::{Backups, Db, Migrations, startup_error};
+pub use database::{Backups, Db, Migrations, LaunchFailure};
 pub use docs::{base_openapi, mount_docs};
 
 /// Builds the server from a loaded configuration, with the migrations embedded from
@@ -38,6 +38,7 @@ pub fn rocket(config: &AppConfig) -> Rocket<Build> {
 /// requests no route handles ([`json_catchers`]). Mount the docs with [`mount_docs`].
 pub fn rocket_with(config: &AppConfig, migrations: &'static MigrationSet) -> Rocket<Build> {
     rocket::custom(config.figment.clone())
+        .manage(LaunchFailure::default())
         .attach(database::stage(config.database.clone(), migrations))
         .attach(routes::stage())
         .register("/", json_catchers())
@@ -85,13 +86,15 @@ pub fn run(
             return ExitCode::FAILURE;
         }
     };
+    let rocket = build(&config);
+    let startup = rocket.state::<LaunchFailure>().cloned().unwrap_or_default();
     runtime.block_on(async {
-        match build(&config).launch().await {
+        match rocket.launch().await {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 // Inspecting the kind marks the error handled; unhandled, Rocket panics on drop.
                 let kind = e.kind().to_string();
-                let reason = startup_error().unwrap_or(kind);
+                let reason = startup.reason().unwrap_or(kind);
                 eprintln!("error: the server did not start: {reason}");
                 ExitCode::FAILURE
             }

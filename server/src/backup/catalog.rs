@@ -69,7 +69,7 @@ pub fn list(dir: &Path) -> Result<Vec<BackupEntry>, BackupError> {
                 Some(m) => match check_checksum(&path, m).and_then(|()| check_names(&path, m)) {
                     Ok(()) if !m.verified => BackupState::Unverified,
                     Ok(()) => BackupState::Verified,
-                    Err(reason) => BackupState::Corrupt(reason),
+                    Err(reason) => BackupState::Corrupt(reason.to_string()),
                 },
             };
             let untrusted_sequence = manifest

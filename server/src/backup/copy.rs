@@ -32,9 +32,9 @@ pub fn copy_to(
     progress: &dyn Progress,
 ) -> Result<PathBuf, BackupError> {
     let owner = database_owner(url);
-    let mut manifest = read_manifest(backup).map_err(|reason| BackupError::Invalid {
+    let mut manifest = read_manifest(backup).map_err(|e| BackupError::Invalid {
         path: backup.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })?;
     let unusable = |problem| BackupError::CopyDir {
         dir: dir.to_path_buf(),

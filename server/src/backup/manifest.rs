@@ -118,25 +118,57 @@ pub(super) fn open_regular(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Why a backup's manifest cannot be used, or does not match its backup.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No `<backup>.json` beside it.
+    #[error("no manifest {} (was it made by db-backup?)", .0.display())]
+    Missing(PathBuf),
+    /// The manifest cannot be read or parsed.
+    #[error("unreadable manifest {}: {reason}", path.display())]
+    Unreadable {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The manifest names another file.
+    #[error("its manifest describes another file ({0})")]
+    OtherFile(String),
+    /// The backup itself cannot be read.
+    #[error("{0}")]
+    BackupUnreadable(io::Error),
+    /// The backup's size is not the manifest's.
+    #[error("size is {size} bytes, the manifest says {expected}")]
+    Size {
+        /// On disk.
+        size: u64,
+        /// In the manifest.
+        expected: u64,
+    },
+    /// The backup's sha256 is not the manifest's.
+    #[error("checksum does not match the manifest")]
+    Checksum,
+}
+
 /// Reads the manifest of `backup`.
-pub fn read_manifest(backup: &Path) -> Result<Manifest, String> {
+pub fn read_manifest(backup: &Path) -> Result<Manifest, ManifestError> {
     let path = manifest_path(backup);
+    let unreadable = |reason: String| ManifestError::Unreadable {
+        path: path.clone(),
+        reason,
+    };
     let mut text = String::new();
     match open_regular(&path) {
         Ok(mut file) => file
             .read_to_string(&mut text)
-            .map_err(|e| format!("unreadable manifest {}: {e}", path.display()))?,
+            .map_err(|e| unreadable(e.to_string()))?,
         Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-            return Err(format!("unreadable manifest {}: {e}", path.display()));
+            return Err(unreadable(e.to_string()));
         }
-        Err(_) => {
-            return Err(format!(
-                "no manifest {} (was it made by db-backup?)",
-                path.display()
-            ));
-        }
+        Err(_) => return Err(ManifestError::Missing(path.clone())),
     };
-    serde_json::from_str(&text).map_err(|e| format!("unreadable manifest {}: {e}", path.display()))
+    serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))
 }
 
 /// Writes `manifest` as the manifest of `backup`, atomically and durably, owned by
@@ -152,15 +184,12 @@ pub fn write_manifest(
 
 /// Whether `manifest` is the manifest of `backup`: it names that file. A manifest copied
 /// or edited to sit beside another file describes something else.
-pub(super) fn check_names(backup: &Path, manifest: &Manifest) -> Result<(), String> {
+pub(super) fn check_names(backup: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
     let name = backup.file_name().unwrap_or_default().to_string_lossy();
     if manifest.file == name {
         Ok(())
     } else {
-        Err(format!(
-            "its manifest describes another file ({})",
-            manifest.file
-        ))
+        Err(ManifestError::OtherFile(manifest.file.clone()))
     }
 }
 
@@ -171,11 +200,11 @@ static CHECKED: std::sync::Mutex<Vec<(PathBuf, u64, std::time::SystemTime, Strin
     std::sync::Mutex::new(Vec::new());
 
 /// Checks size and sha256 of `backup` against its manifest.
-pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> {
+pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), ManifestError> {
     let stamp = open_regular(backup)
         .and_then(|f| f.metadata())
         .and_then(|m| Ok((m.len(), m.modified()?)))
-        .map_err(|e| e.to_string())?;
+        .map_err(ManifestError::BackupUnreadable)?;
     let checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
     if checked.iter().any(|(path, size, modified, sha256)| {
         path == backup && (*size, *modified) == stamp && *sha256 == manifest.sha256
@@ -184,18 +213,20 @@ pub fn check_checksum(backup: &Path, manifest: &Manifest) -> Result<(), String> 
         return Ok(());
     }
     drop(checked);
-    let (sha256, size) = durable::sha256_file(backup).map_err(|e| e.to_string())?;
+    let (sha256, size) = durable::sha256_file(backup).map_err(ManifestError::BackupUnreadable)?;
     if size != manifest.size {
-        return Err(format!(
-            "size is {size} bytes, the manifest says {}",
-            manifest.size
-        ));
+        return Err(ManifestError::Size {
+            size,
+            expected: manifest.size,
+        });
     }
     if sha256 != manifest.sha256 {
-        return Err("checksum does not match the manifest".into());
+        return Err(ManifestError::Checksum);
     }
     let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
-    checked.retain(|(path, ..)| path != backup);
+    // Forget files that are gone (pruned, restored elsewhere): the list stays as long as
+    // the backups there are.
+    checked.retain(|(path, ..)| path != backup && path.exists());
     checked.push((backup.to_path_buf(), stamp.0, stamp.1, sha256));
     Ok(())
 }

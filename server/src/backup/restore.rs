@@ -58,8 +58,8 @@ pub async fn verify(
     if meta.len() == 0 {
         return Err(invalid("the file is empty".into()));
     }
-    let manifest = read_manifest(backup).map_err(invalid)?;
-    check_names(backup, &manifest).map_err(invalid)?;
+    let manifest = read_manifest(backup).map_err(|e| invalid(e.to_string()))?;
+    check_names(backup, &manifest).map_err(|e| invalid(e.to_string()))?;
     if !manifest.verified {
         return Err(invalid(
             "its manifest says it was not verified when it was taken (\"verified\": false)".into(),
@@ -71,7 +71,7 @@ pub async fn verify(
             manifest.kind
         )));
     }
-    check_checksum(backup, &manifest).map_err(invalid)?;
+    check_checksum(backup, &manifest).map_err(|e| invalid(e.to_string()))?;
     if manifest.schema_version > set.latest() {
         return Err(invalid(format!(
             "its schema version {} is newer than this code knows (V{}); restore it with newer code",

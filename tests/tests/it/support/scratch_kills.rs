@@ -68,7 +68,14 @@ impl Experiment<'_> {
                 "{args:?} SIG{signal}, attempt {attempt}: {delay} ms after the scratch appeared"
             );
             std::thread::sleep(Duration::from_millis(delay));
-            if child.try_wait().unwrap().is_some() {
+            // Finished, or between scratches (past one, before the next): try again, after
+            // a SIGTERM that lets it clean up whatever it made meanwhile.
+            if child.try_wait().unwrap().is_some() || (self.scratch_of)(pid).is_empty() {
+                Command::new("kill")
+                    .args(["-s", "TERM", &pid.to_string()])
+                    .status()
+                    .ok();
+                wait(&mut child);
                 continue;
             }
             Command::new("kill")
