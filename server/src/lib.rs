@@ -15,10 +15,17 @@ pub mod lifecycle;
 pub mod migrations;
 pub mod paths;
 pub mod pg;
+pub mod prelude;
 pub mod progress;
 pub mod schema;
 pub mod scratch;
 pub mod url;
+
+// The versions an application must match (as Rocket re-exports serde and tokio).
+pub use rocket;
+pub use rocket_db_pools;
+pub use sqlx;
+pub use utoipa;
 
 #[cfg(test)]
 mod tidy;

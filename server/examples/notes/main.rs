@@ -15,16 +15,7 @@
 use std::process::ExitCode;
 use std::sync::LazyLock;
 
-use rocket::http::uri::Origin;
-use rocket::response::status::Created;
-use rocket::serde::json::Json;
-use rocket::{State, get, post, routes};
-use rocket_db_pools::Connection;
-use serde::{Deserialize, Serialize};
-use server::app::{ApiError, ApiResult, Db, JsonBody};
-use server::db::query;
-use server::migrations::MigrationSet;
-use utoipa::{OpenApi, ToSchema};
+use server::prelude::*;
 
 /// The example's migrations, embedded like the app's.
 static MIGRATIONS: LazyLock<MigrationSet> = LazyLock::new(|| {
@@ -42,7 +33,7 @@ static MIGRATIONS: LazyLock<MigrationSet> = LazyLock::new(|| {
 
 // ANCHOR: types
 /// A stored note.
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
+#[derive(Debug, Serialize, FromRow, ToSchema)]
 struct Note {
     id: i64,
     title: String,
@@ -69,12 +60,12 @@ struct NoteWithTags {
     tags: Vec<String>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, FromRow)]
 struct Tag {
     tag: String,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, FromRow)]
 struct NextId {
     last_id: i64,
 }
@@ -94,9 +85,9 @@ struct NotePage {
     params(("id" = i64, Path, description = "The note's id")),
     responses(
         (status = 200, body = NoteWithTags),
-        (status = 404, body = server::app::ErrorBody),
-        (status = 422, description = "The id is not a 64-bit integer", body = server::app::ErrorBody),
-        (status = 503, body = server::app::ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 422, description = "The id is not a 64-bit integer", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ))]
 #[get("/notes/<id>")]
 async fn get_note(mut db: Connection<Db>, id: i64) -> ApiResult<Json<NoteWithTags>> {
@@ -119,12 +110,12 @@ async fn get_note(mut db: Connection<Db>, id: i64) -> ApiResult<Json<NoteWithTag
 #[utoipa::path(post, path = "/notes", tag = "notes", request_body = NewNote,
     responses(
         (status = 201, body = NoteWithTags),
-        (status = 400, description = "Not JSON", body = server::app::ErrorBody),
-        (status = 409, description = "A note with this title exists", body = server::app::ErrorBody),
-        (status = 413, description = "Body above Rocket's `limits.json` (1 MiB)", body = server::app::ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = server::app::ErrorBody),
-        (status = 422, description = "Missing or invalid fields", body = server::app::ErrorBody),
-        (status = 503, body = server::app::ErrorBody),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 409, description = "A note with this title exists", body = ErrorBody),
+        (status = 413, description = "Body above Rocket's `limits.json` (1 MiB)", body = ErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
+        (status = 422, description = "Missing or invalid fields", body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ))]
 #[post("/notes", data = "<new>")]
 async fn create_note(
@@ -195,8 +186,8 @@ async fn create_note(
     ),
     responses(
         (status = 200, body = NotePage),
-        (status = 422, body = server::app::ErrorBody),
-        (status = 503, body = server::app::ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
     ))]
 #[get("/notes?<after>&<limit>")]
 async fn list_notes(
@@ -260,15 +251,15 @@ fn once<'a>(values: &[&'a str], name: &str) -> ApiResult<Option<&'a str>> {
 struct NotesDoc;
 
 fn main() -> ExitCode {
-    let env = server::config::Environment::from_process()
+    let env = Environment::from_process()
         .map(|env| env.with_default_var("DATABASE_URL", "sqlite://notes.db"));
-    server::app::run(env, |config| {
-        let mut doc = server::app::base_openapi();
+    run(env, |config| {
+        let mut doc = base_openapi();
         doc.merge(NotesDoc::openapi());
         // ANCHOR: mount
-        let rocket = server::app::rocket_with(config, &MIGRATIONS)
-            .mount("/", routes![get_note, create_note, list_notes]);
+        let rocket =
+            rocket_with(config, &MIGRATIONS).mount("/", routes![get_note, create_note, list_notes]);
         // ANCHOR_END: mount
-        server::app::mount_docs(rocket, doc)
+        mount_docs(rocket, doc)
     })
 }

@@ -20,7 +20,7 @@ use crate::config::{AppConfig, ConfigError, Environment};
 use crate::migrations::MigrationSet;
 
 pub use api::{ApiError, ApiResult, ErrorBody, JsonBody, json_catchers};
-pub use database::{Backups, Db, Migrations, LaunchFailure};
+pub use database::{Backups, Db, LaunchFailure, Migrations};
 pub use docs::{base_openapi, mount_docs};
 
 /// Builds the server from a loaded configuration, with the migrations embedded from
