@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnection, PgCopyIn};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Row, TypeInfo as _, ValueRef as _};
 
-use super::schema::{Table, ident};
+use super::schema::{Table, quoted};
 use super::value::{Kind, Value};
 use super::{CopyError, Side};
 use crate::db::Target;
@@ -34,7 +34,7 @@ pub async fn scan(
             (Kind::Real(_), true) => "::float8",
             (_, true) => "::text",
         };
-        select.push(format!("{}{cast}", ident(name)));
+        select.push(format!("{}{cast}", quoted(name)));
         kinds.push(kind);
     }
     // Qualified: the table's column, not the select list's text cast of it.
@@ -46,10 +46,10 @@ pub async fn scan(
                 true => "",
                 false => " COLLATE BINARY",
             };
-            format!("{}.{}{collate}", ident(&table.name), ident(k))
+            format!("{}.{}{collate}", quoted(&table.name), quoted(k))
         })
         .collect();
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), ident(&table.name));
+    let mut sql = format!("SELECT {} FROM {}", select.join(", "), quoted(&table.name));
     if !order.is_empty() {
         sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
     }
@@ -148,12 +148,12 @@ impl<'c> Sink<'c> {
         table: &str,
         columns: &[String],
     ) -> Result<Self, sqlx::Error> {
-        let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+        let list: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
         let list = list.join(", ");
         Ok(match on {
             Target::Sqlite(conn) => Sink::Sqlite {
                 conn,
-                head: format!("INSERT INTO {} ({list}) VALUES ", ident(table)),
+                head: format!("INSERT INTO {} ({list}) VALUES ", quoted(table)),
                 width: columns.len(),
                 // SQLite allows 32,766 parameters per statement.
                 batch: (32_766 / columns.len().max(1)).clamp(1, 256),
@@ -161,7 +161,7 @@ impl<'c> Sink<'c> {
             },
             Target::Postgres(conn) => Sink::Postgres {
                 copy: conn
-                    .copy_in_raw(&format!("COPY {} ({list}) FROM STDIN", ident(table)))
+                    .copy_in_raw(&format!("COPY {} ({list}) FROM STDIN", quoted(table)))
                     .await?,
                 buffer: Vec::with_capacity(COPY_CHUNK + 4096),
             },

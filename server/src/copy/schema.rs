@@ -40,7 +40,7 @@ impl Table {
 }
 
 /// Names in the copy's SQL are always quoted: the catalogs give them exactly.
-pub use crate::schema::quoted as ident;
+pub use crate::db::quoted;
 
 /// Every table of the database (the current schema on PostgreSQL), by name.
 pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
@@ -103,7 +103,7 @@ pub async fn tables(on: Target<'_>) -> Result<Vec<Table>, sqlx::Error> {
             .await?;
             let mut tables = Vec::new();
             for name in names {
-                let relation = ident(&name);
+                let relation = quoted(&name);
                 let columns = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "SELECT a.attname::text, t.typname::text, a.atttypmod, a.attnotnull FROM pg_attribute a \
                      JOIN pg_type t ON t.oid = a.atttypid \
@@ -186,7 +186,7 @@ pub async fn suspend_checks(on: Target<'_>, tables: &[&str]) -> Result<Vec<Strin
             for (name, sql) in triggers {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                     "DROP TRIGGER {}",
-                    ident(&name)
+                    quoted(&name)
                 )))
                 .execute(&mut *c)
                 .await?;
@@ -204,17 +204,17 @@ pub async fn suspend_checks(on: Target<'_>, tables: &[&str]) -> Result<Vec<Strin
             for (relation, name, definition) in foreign_keys {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                     "ALTER TABLE {relation} DROP CONSTRAINT {}",
-                    ident(&name)
+                    quoted(&name)
                 )))
                 .execute(&mut *c)
                 .await?;
                 restore.push(format!(
                     "ALTER TABLE {relation} ADD CONSTRAINT {} {definition}",
-                    ident(&name)
+                    quoted(&name)
                 ));
             }
             for table in tables {
-                let relation = literal(&ident(table));
+                let relation = literal(&quoted(table));
                 let user_triggers: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
                     "SELECT count(*) FROM pg_trigger WHERE tgrelid = {relation}::regclass AND NOT tgisinternal"
                 )))
@@ -223,11 +223,11 @@ pub async fn suspend_checks(on: Target<'_>, tables: &[&str]) -> Result<Vec<Strin
                 if user_triggers > 0 {
                     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                         "ALTER TABLE {} DISABLE TRIGGER USER",
-                        ident(table)
+                        quoted(table)
                     )))
                     .execute(&mut *c)
                     .await?;
-                    restore.push(format!("ALTER TABLE {} ENABLE TRIGGER USER", ident(table)));
+                    restore.push(format!("ALTER TABLE {} ENABLE TRIGGER USER", quoted(table)));
                 }
             }
         }
@@ -256,8 +256,8 @@ pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), super::
             "SELECT setval($1::regclass, m.v, true) \
              FROM (SELECT max({})::int8 AS v FROM {}) m, pg_sequence s \
              WHERE s.seqrelid = $1::regclass AND m.v IS NOT NULL AND m.v >= s.seqmin",
-            ident(&column),
-            ident(&table)
+            quoted(&column),
+            quoted(&table)
         )))
         .bind(sequence)
         .execute(&mut *c)
@@ -275,15 +275,6 @@ pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), super::
 
 /// Tables ordered so that every table comes after the tables it references (a cycle
 /// keeps the remaining tables in name order).
-pub fn in_dependency_order(mut tables: Vec<Table>) -> Vec<Table> {
-    let mut ordered: Vec<Table> = Vec::with_capacity(tables.len());
-    while !tables.is_empty() {
-        let ready = tables.iter().position(|t| {
-            t.parents.iter().all(|p| {
-                ordered.iter().any(|o| &o.name == p) || !tables.iter().any(|t| &t.name == p)
-            })
-        });
-        ordered.push(tables.remove(ready.unwrap_or(0)));
-    }
-    ordered
+pub fn in_dependency_order(tables: Vec<Table>) -> Vec<Table> {
+    crate::schema::parents_first(tables, |t| t.name.as_str(), |t| t.parents.clone())
 }

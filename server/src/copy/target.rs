@@ -1,7 +1,7 @@
 //! What the target holds before a copy: empty, ready (migrated, every table empty), or
 //! occupied (needs `--force`).
 
-use super::schema::{self, ident};
+use super::schema::{self, quoted};
 use super::{CopyError, Side};
 use crate::db::{DbPool, Executor, Target};
 use crate::migrations::{self, HISTORY_TABLE, MigrationSet, SchemaStatus};
@@ -64,7 +64,7 @@ pub async fn target_state(
     for table in tables.iter().filter(|t| t.name != HISTORY_TABLE) {
         let sql = format!(
             "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT 1) AS any_row",
-            ident(&table.name)
+            quoted(&table.name)
         );
         if schema::count(on.target(), sql).await.map_err(&err)? > 0 {
             return Ok(TargetState::Occupied(format!(

@@ -4,7 +4,7 @@
 use super::digest::Digest;
 use super::plan::{Plan, plan, row_key};
 use super::rows::{Sink, scan};
-use super::schema::{self, ident};
+use super::schema::{self, quoted};
 use super::target::{TargetState, target_state};
 use super::value::{Value, fit};
 use super::{CopyError, CopyReport, Side, TableCheck};
@@ -262,11 +262,11 @@ async fn after_copy(tx: &mut DbTx<'_>, plans: &[Plan<'_>]) -> Result<Vec<String>
                 let plan = plans.iter().find(|p| p.target.name == table);
                 let key = match (plan, rowid) {
                     (Some(plan), Some(rowid)) if !plan.key.is_empty() => {
-                        let columns: Vec<String> = plan.key.iter().map(|k| ident(k)).collect();
+                        let columns: Vec<String> = plan.key.iter().map(|k| quoted(k)).collect();
                         let sql = format!(
                             "SELECT {} FROM {} WHERE rowid = {rowid}",
                             columns.join(", "),
-                            ident(&table)
+                            quoted(&table)
                         );
                         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                             .fetch_one(&mut **c)
@@ -300,7 +300,7 @@ async fn after_copy(tx: &mut DbTx<'_>, plans: &[Plan<'_>]) -> Result<Vec<String>
 async fn count(on: &mut DbTx<'_>, table: &str) -> Result<u64, sqlx::Error> {
     let n = schema::count(
         on.target(),
-        format!("SELECT count(*) FROM {}", ident(table)),
+        format!("SELECT count(*) FROM {}", quoted(table)),
     )
     .await?;
     Ok(n.max(0) as u64)

@@ -18,6 +18,7 @@ mod declared;
 mod diff;
 mod file;
 mod normalize;
+mod order;
 mod postgres;
 mod render;
 mod sqlite;
@@ -26,6 +27,7 @@ pub use declared::{Declared, check as check_declared};
 pub use diff::{Generated, NoValue, generate};
 pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::{quoted, unshared};
+pub use order::parents_first;
 pub use render::{
     columns_by_name, create_index, create_table, default_sql, dependency_order, line_diff, render,
     render_bare,

@@ -148,19 +148,16 @@ fn in_dependency_order(schema: &Schema) -> Vec<&TableDef> {
 /// `tables` (by name), each after the tables among them it references (a cycle keeps
 /// name order).
 pub fn dependency_order(tables: Vec<&TableDef>) -> Vec<&TableDef> {
-    let mut left = tables;
-    let mut ordered: Vec<&TableDef> = Vec::new();
-    while !left.is_empty() {
-        let ready = left.iter().position(|t| {
-            t.foreign_keys.iter().all(|fk| {
-                fk.references == t.name
-                    || ordered.iter().any(|o| o.name == fk.references)
-                    || !left.iter().any(|l| l.name == fk.references)
-            })
-        });
-        ordered.push(left.remove(ready.unwrap_or(0)));
-    }
-    ordered
+    super::order::parents_first(
+        tables,
+        |t| t.name.as_str(),
+        |t| {
+            t.foreign_keys
+                .iter()
+                .map(|fk| fk.references.clone())
+                .collect()
+        },
+    )
 }
 
 /// The lines that differ between `old` and `new`, `-` for old and `+` for new, in order
