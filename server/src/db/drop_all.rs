@@ -31,30 +31,43 @@ pub async fn drop_all_script(on: &mut impl Executor) -> Result<String, sqlx::Err
 }
 
 /// Drops the objects of the current schema, keeping the schema itself (and its grants).
+///
+/// Extensions are dropped whole, never member by member: first every extension of the
+/// current schema this role may drop (`DROP EXTENSION … CASCADE`; the migrations, or a
+/// restore script, create it again), then the remaining objects, skipping anything that
+/// belongs to an extension (`pg_depend.deptype = 'e'`), such as the members of one this
+/// role does not own, which stays as it is.
 pub const PG_DROP_ALL: &str = r#"
 DO $$
-DECLARE r record;
+DECLARE r record; k text;
 BEGIN
-  FOR r IN SELECT matviewname AS n FROM pg_matviews WHERE schemaname = current_schema() LOOP
-    EXECUTE format('DROP MATERIALIZED VIEW IF EXISTS %I CASCADE', r.n);
+  FOR r IN SELECT e.extname AS n FROM pg_extension e
+           WHERE e.extnamespace = current_schema()::regnamespace
+             AND pg_has_role(e.extowner, 'USAGE') LOOP
+    EXECUTE format('DROP EXTENSION IF EXISTS %I CASCADE', r.n);
   END LOOP;
-  FOR r IN SELECT viewname AS n FROM pg_views WHERE schemaname = current_schema() LOOP
-    EXECUTE format('DROP VIEW IF EXISTS %I CASCADE', r.n);
-  END LOOP;
-  FOR r IN SELECT tablename AS n FROM pg_tables WHERE schemaname = current_schema() LOOP
-    EXECUTE format('DROP TABLE IF EXISTS %I CASCADE', r.n);
-  END LOOP;
-  FOR r IN SELECT sequencename AS n FROM pg_sequences WHERE schemaname = current_schema() LOOP
-    EXECUTE format('DROP SEQUENCE IF EXISTS %I CASCADE', r.n);
+  FOREACH k IN ARRAY ARRAY['m:MATERIALIZED VIEW', 'v:VIEW', 'f:FOREIGN TABLE', 'p:TABLE',
+                           'r:TABLE', 'S:SEQUENCE'] LOOP
+    FOR r IN SELECT c.relname AS n FROM pg_class c
+             WHERE c.relnamespace = current_schema()::regnamespace
+               AND c.relkind::text = split_part(k, ':', 1)
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype = 'e') LOOP
+      EXECUTE format('DROP %s IF EXISTS %I CASCADE', split_part(k, ':', 2), r.n);
+    END LOOP;
   END LOOP;
   FOR r IN SELECT p.oid::regprocedure AS n FROM pg_proc p
-           WHERE p.pronamespace = current_schema()::regnamespace LOOP
+           WHERE p.pronamespace = current_schema()::regnamespace
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                             AND d.objid = p.oid AND d.deptype = 'e') LOOP
     EXECUTE format('DROP ROUTINE IF EXISTS %s CASCADE', r.n);
   END LOOP;
   FOR r IN SELECT t.typname AS n FROM pg_type t
            WHERE t.typnamespace = current_schema()::regnamespace
              AND t.typtype IN ('e', 'd', 'c', 'r')
-             AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c') LOOP
+             AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                             AND d.objid = t.oid AND d.deptype = 'e') LOOP
     EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.n);
   END LOOP;
 END $$;

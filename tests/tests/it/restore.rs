@@ -6,7 +6,7 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
-use tests::{Project, sqlite};
+use tests::{PgDatabase, Project, sqlite};
 
 fn notes_project() -> Project {
     let project = Project::sqlite();
@@ -492,4 +492,58 @@ fn db_backups_says_what_it_checked_and_restore_refuses_what_a_manifest_only_clai
         sqlite(&project.db_path(), "SELECT body FROM notes"),
         ["backed up"]
     );
+}
+
+/// A history that creates an extension, as real PostgreSQL histories do.
+fn trigram_project(pg: &PgDatabase) -> Project {
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__ext",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm;\n\
+         CREATE TABLE t (id BIGINT NOT NULL, s TEXT, PRIMARY KEY (id));\n\
+         CREATE INDEX t_s ON t USING gin (s gin_trgm_ops);",
+        Some("DROP TABLE t;\nDROP EXTENSION pg_trgm;"),
+    );
+    project
+}
+
+#[test]
+fn extensions_survive_reset_backup_restore_check_and_copy_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = trigram_project(&pg);
+    project.xtask(&["db-init"]).ok();
+    pg.execute("INSERT INTO t VALUES (1, 'gone')");
+    project.xtask(&["db-reset", "-y"]).ok();
+    assert_eq!(pg.execute("SELECT count(*) FROM t"), "0");
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'"),
+        "1",
+        "the migrations created the extension again"
+    );
+
+    pg.execute("INSERT INTO t VALUES (1, 'kept')");
+    project.xtask(&["db-backup"]).ok();
+    let backup = newest_backup(&project, ".dump");
+    pg.execute("DELETE FROM t; CREATE TABLE stray (x INTEGER)");
+    project
+        .xtask(&["db-restore", backup.to_str().unwrap(), "-y"])
+        .ok();
+    assert_eq!(pg.execute("SELECT s FROM t WHERE s % 'kept'"), "kept");
+    assert_eq!(pg.execute("SELECT to_regclass('stray') IS NULL"), "t");
+
+    let run = project.xtask(&["db-check"]);
+    assert!(run.ok().contains("ok:"), "{}", run.stdout);
+
+    let Some(target) = PgDatabase::create() else {
+        return;
+    };
+    project.xtask(&["db-copy", "--to", &target.url]).ok();
+    assert_eq!(target.execute("SELECT s FROM t"), "kept");
+    target.execute("UPDATE t SET s = 'changed'");
+    project
+        .xtask(&["db-copy", "--to", &target.url, "--force", "--yes"])
+        .ok();
+    assert_eq!(target.execute("SELECT s FROM t WHERE s % 'kept'"), "kept");
 }
