@@ -403,6 +403,44 @@ mod tests {
     }
 
     #[test]
+    fn copy_from_or_to_the_client_is_refused_with_its_line() {
+        let refused = |up: &str, down: &str| {
+            set(&[("V1__a.sql", up), ("V1__a.down.sql", down)])
+                .ensure_valid()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let error = refused(
+            "CREATE TABLE a (x INT);\ncopy a (x)\n  from stdin;\n",
+            "SELECT 1;",
+        );
+        let error = error.unwrap();
+        assert!(
+            error.contains("V1__a.sql: line 2: `COPY … FROM STDIN`"),
+            "{error}"
+        );
+        let error = refused("SELECT 1;", "\nCOPY (SELECT 1) TO STDOUT;").unwrap();
+        assert!(
+            error.contains("V1__a.down.sql: line 2: `COPY … TO STDOUT`"),
+            "{error}"
+        );
+        // A trigger before a COMMIT does not hide it.
+        let error = refused(
+            "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f();\nCOMMIT;",
+            "SELECT 1;",
+        )
+        .unwrap();
+        assert!(error.contains("line 2: `COMMIT`"), "{error}");
+        for fine in [
+            "COPY a FROM '/srv/a.csv';",
+            "SELECT 'COPY a FROM STDIN';",
+            "CREATE FUNCTION f() RETURNS void AS $$ COPY a TO STDOUT $$ LANGUAGE sql;",
+        ] {
+            assert_eq!(refused(fine, "SELECT 1;"), None, "{fine}");
+        }
+    }
+
+    #[test]
     fn embedded_set_is_clean_and_starts_at_the_baseline() {
         let s = MigrationSet::embedded();
         assert!(s.problems().is_empty(), "{:?}", s.problems());

@@ -77,6 +77,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
                 "{file}: line {line}: `{word}` is not allowed; each migration already runs in a transaction with its history row"
             ));
         }
+        if let Some((line, what)) = copy_stdio(&up) {
+            findings.errors.push(copy_error(&file, line, what));
+        }
         let down = downs.remove(&(version, name.clone()));
         if down.is_none() {
             findings.warnings.push(format!(
@@ -90,19 +93,21 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
             down,
         });
     }
-    for ((version, name), down) in &downs {
+    let all_downs = downs
+        .iter()
+        .map(|((version, name), down)| (*version, name, down));
+    let paired = checked
+        .iter()
+        .filter_map(|m| Some((m.version, &m.name, m.down.as_ref()?)));
+    for (version, name, down) in all_downs.chain(paired) {
+        let file = format!("V{version}__{name}.down.sql");
         if let Some((line, word)) = transaction_control(down) {
             findings.errors.push(format!(
-                "V{version}__{name}.down.sql: line {line}: `{word}` is not allowed; each down script already runs in a transaction"
+                "{file}: line {line}: `{word}` is not allowed; each down script already runs in a transaction"
             ));
         }
-    }
-    for migration in &checked {
-        if let Some((line, word)) = migration.down.as_deref().and_then(transaction_control) {
-            findings.errors.push(format!(
-                "V{}__{}.down.sql: line {line}: `{word}` is not allowed; each down script already runs in a transaction",
-                migration.version, migration.name
-            ));
+        if let Some((line, what)) = copy_stdio(down) {
+            findings.errors.push(copy_error(&file, line, what));
         }
     }
     for (version, name) in downs.keys() {
@@ -120,6 +125,13 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         }
     }
     (checked, findings)
+}
+
+/// The finding for a `COPY` from or to the client in `file`.
+fn copy_error(file: &str, line: usize, what: &str) -> String {
+    format!(
+        "{file}: line {line}: `{what}` is not allowed; a migration has no client to stream rows from or to (use `INSERT … VALUES`, or `COPY` from a file on the server)"
+    )
 }
 
 enum Classified {
@@ -211,26 +223,27 @@ fn is_blank_sql(sql: &str) -> bool {
     }
 }
 
-/// The first statement that controls transactions (`BEGIN`, `COMMIT`, `ROLLBACK`, `END`,
-/// `SAVEPOINT`, `RELEASE`, `START TRANSACTION`), with its line: it would end the
-/// transaction a migration runs in. Strings, quoted names, comments, dollar-quoted bodies
-/// and the `BEGIN … END` of a SQLite trigger are skipped.
-fn transaction_control(sql: &str) -> Option<(usize, String)> {
-    const CONTROL: &[&str] = &[
-        "BEGIN",
-        "COMMIT",
-        "ROLLBACK",
-        "END",
-        "SAVEPOINT",
-        "RELEASE",
-        "START",
-    ];
+/// One statement of a script as the rules see it: the line of its first word and its
+/// words, upper-cased, outside strings, quoted names, comments and dollar-quoted bodies.
+struct Statement {
+    line: usize,
+    words: Vec<String>,
+}
+
+/// The statements of `sql`. The `BEGIN … END` body of a SQLite trigger belongs to its
+/// `CREATE TRIGGER`.
+fn statements(sql: &str) -> Vec<Statement> {
     let bytes = sql.as_bytes();
+    let mut all: Vec<Statement> = Vec::new();
+    let mut current = Statement {
+        line: 0,
+        words: Vec::new(),
+    };
     let mut i = 0;
     let mut line = 1;
-    let mut at_start = true;
-    let mut first_words: Vec<String> = Vec::new();
+    // Inside a trigger body: whether the next word starts one of its statements.
     let mut in_trigger = false;
+    let mut body_start = false;
     while i < bytes.len() {
         let c = bytes[i];
         match c {
@@ -256,7 +269,7 @@ fn transaction_control(sql: &str) -> Option<(usize, String)> {
                     .map_or(bytes.len(), |e| i + 1 + e + 1);
                 line += sql[i..end].matches('\n').count();
                 i = end;
-                at_start = false;
+                body_start = false;
             }
             b'$' => {
                 // A dollar-quoted body: $tag$ … $tag$.
@@ -274,11 +287,22 @@ fn transaction_control(sql: &str) -> Option<(usize, String)> {
                     }
                     _ => i += 1,
                 }
-                at_start = false;
+                body_start = false;
+            }
+            b';' if in_trigger => {
+                body_start = true;
+                i += 1;
             }
             b';' => {
-                at_start = true;
-                first_words.clear();
+                if !current.words.is_empty() {
+                    all.push(std::mem::replace(
+                        &mut current,
+                        Statement {
+                            line: 0,
+                            words: Vec::new(),
+                        },
+                    ));
+                }
                 i += 1;
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
@@ -286,29 +310,73 @@ fn transaction_control(sql: &str) -> Option<(usize, String)> {
                     .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
                     .map_or(bytes.len(), |e| i + e);
                 let word = sql[i..end].to_ascii_uppercase();
-                if at_start {
-                    if in_trigger && word == "END" {
-                        in_trigger = false;
-                    } else if !in_trigger && CONTROL.contains(&word.as_str()) {
-                        return Some((line, word));
-                    }
-                    at_start = false;
+                if current.words.is_empty() {
+                    current.line = line;
                 }
-                if first_words.len() < 4 {
-                    first_words.push(word);
-                    // CREATE [TEMP|TEMPORARY] TRIGGER …: its body holds `;` and ends in END.
-                    if first_words[0] == "CREATE" && first_words.iter().any(|w| w == "TRIGGER") {
-                        in_trigger = true;
-                    }
+                if in_trigger && body_start && word == "END" {
+                    in_trigger = false;
                 }
+                body_start = false;
+                // CREATE [TEMP|TEMPORARY] TRIGGER … BEGIN: its body holds `;` and ends in
+                // END (a PostgreSQL trigger has no such body).
+                if !in_trigger
+                    && word == "BEGIN"
+                    && current.words.first().is_some_and(|w| w == "CREATE")
+                    && current.words.iter().take(4).any(|w| w == "TRIGGER")
+                {
+                    in_trigger = true;
+                    body_start = true;
+                }
+                current.words.push(word);
                 i = end;
             }
             c if c.is_ascii_whitespace() => i += 1,
             _ => {
-                at_start = false;
+                body_start = false;
                 i += 1;
             }
         }
     }
-    None
+    if !current.words.is_empty() {
+        all.push(current);
+    }
+    all
+}
+
+/// The first statement that controls transactions (`BEGIN`, `COMMIT`, `ROLLBACK`, `END`,
+/// `SAVEPOINT`, `RELEASE`, `START TRANSACTION`), with its line: it would end the
+/// transaction a migration runs in.
+fn transaction_control(sql: &str) -> Option<(usize, String)> {
+    const CONTROL: &[&str] = &[
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "END",
+        "SAVEPOINT",
+        "RELEASE",
+        "START",
+    ];
+    statements(sql).into_iter().find_map(|s| {
+        let first = s.words.first()?;
+        CONTROL
+            .contains(&first.as_str())
+            .then(|| (s.line, first.clone()))
+    })
+}
+
+/// The first `COPY … FROM STDIN` or `COPY … TO STDOUT`, with its line: the runner has no
+/// client-side stream to feed or drain, and would wait for it forever.
+fn copy_stdio(sql: &str) -> Option<(usize, &'static str)> {
+    statements(sql).into_iter().find_map(|s| {
+        if s.words.first().map(String::as_str) != Some("COPY") {
+            return None;
+        }
+        s.words
+            .windows(2)
+            .find_map(|pair| match [pair[0].as_str(), pair[1].as_str()] {
+                ["FROM", "STDIN"] => Some((s.line, "COPY … FROM STDIN")),
+                ["TO", "STDOUT"] => Some((s.line, "COPY … TO STDOUT")),
+                _ => None,
+            })
+    })
 }

@@ -316,6 +316,9 @@ fn cases() -> Vec<Case> {
         cli(&["db-backup", "--wait", "soon"], "`db-backup --wait soon`", 64, &["--wait"]),
         cli(&["db-backup", "--wait", "99999999999"], "`db-backup --wait 99999999999`", 64, &["--wait"]),
         Case { env: &[("DATABASE_BACKUP_COPY_TO", "{project}/unmounted")], ..case(Env, "`DATABASE_BACKUP_COPY_TO` missing (an unmounted share) for `db-backup`", Cmd::Xtask(&["db-backup"]), 1, &["backup_copy_to", "unmounted", "does not exist"]) },
+        // Migrations (issue 19): statements the runner cannot run are refused by the set's rules.
+        file(Migrations, &[("migrations/V2__load.sql", "CREATE TABLE a (x INTEGER);\nCOPY a (x) FROM STDIN;\n")], "a migration with `COPY … FROM STDIN`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__load.sql: line 2", "COPY … FROM STDIN"]),
+        file(Migrations, &[("migrations/V2__dump.sql", "SELECT 1;\n"), ("migrations/V2__dump.down.sql", "\nCOPY (SELECT 1) TO STDOUT;\n")], "a down script with `COPY … TO STDOUT`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__dump.down.sql: line 2", "COPY … TO STDOUT"]),
     ]
 }
 
