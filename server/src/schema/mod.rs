@@ -208,6 +208,12 @@ pub struct IndexDef {
     pub columns: Vec<String>,
     /// `UNIQUE`.
     pub unique: bool,
+    /// The access method when not the default B-tree (`gin`, `gist`, `hash`, …); empty
+    /// for a B-tree.
+    pub method: String,
+    /// Each column's operator class when one is not its type's default (`gin_trgm_ops`),
+    /// else empty; the whole list is empty when every column has its default.
+    pub opclasses: Vec<String>,
 }
 
 impl Schema {

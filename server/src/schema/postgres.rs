@@ -100,7 +100,13 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                       WHERE k.ord <= i.indnkeyatts), \
                     i.indexprs IS NOT NULL OR i.indpred IS NOT NULL \
-                      OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 1 = 1) \
+                      OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 1 = 1), \
+                    (SELECT CASE amname WHEN 'btree' THEN '' ELSE amname::text END \
+                       FROM pg_am WHERE oid = c.relam), \
+                    (SELECT array_agg(CASE WHEN o.opcdefault THEN '' ELSE o.opcname::text END ORDER BY k.ord) \
+                       FROM unnest(i.indclass) WITH ORDINALITY AS k(opclass, ord) \
+                       JOIN pg_opclass o ON o.oid = k.opclass \
+                      WHERE k.ord <= i.indnkeyatts) \
              FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
              WHERE i.indrelid = $1::int8::oid \
                AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = i.indexrelid)",
@@ -114,10 +120,16 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                 undescribed.push(Undescribed::PartialIndex(name));
                 continue;
             }
+            let mut opclasses: Vec<String> = row.try_get(5)?;
+            if opclasses.iter().all(String::is_empty) {
+                opclasses.clear();
+            }
             indexes.push(IndexDef {
                 name,
                 unique: row.try_get(1)?,
                 columns: row.try_get(2)?,
+                method: row.try_get(4)?,
+                opclasses,
             });
         }
         let checks: i64 = sqlx::query_scalar(

@@ -56,14 +56,30 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
     out
 }
 
-/// `CREATE [UNIQUE] INDEX` for an index of `table`.
+/// `CREATE [UNIQUE] INDEX` for an index of `table`, with its method and operator
+/// classes when they are not the defaults (`USING gin (s gin_trgm_ops)`).
 pub fn create_index(table: &str, index: &IndexDef) -> String {
+    let columns = index
+        .columns
+        .iter()
+        .enumerate()
+        .map(
+            |(n, c)| match index.opclasses.get(n).filter(|o| !o.is_empty()) {
+                Some(opclass) => format!("{} {}", ident(c), ident(opclass)),
+                None => ident(c),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(", ");
+    let using = match index.method.as_str() {
+        "" => String::new(),
+        method => format!("USING {} ", ident(method)),
+    };
     format!(
-        "CREATE {}INDEX {} ON {} ({});",
+        "CREATE {}INDEX {} ON {} {using}({columns});",
         if index.unique { "UNIQUE " } else { "" },
         ident(&index.name),
         ident(table),
-        column_list(&index.columns)
     )
 }
 

@@ -77,6 +77,8 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                     name: index,
                     columns,
                     unique: unique != 0,
+                    method: String::new(),
+                    opclasses: Vec::new(),
                 }),
             }
         }
