@@ -26,6 +26,15 @@ pub enum LifecycleError {
         /// The latest version of the set.
         latest: i32,
     },
+    /// A PostgreSQL reset emptied the database and then a migration failed: the database
+    /// is at `version`, not as it was.
+    #[error("{source}; the database was emptied and is now at version {version}")]
+    ResetIncomplete {
+        /// The version the database is at now.
+        version: i32,
+        /// The migration's failure.
+        source: MigrationError,
+    },
     /// The PostgreSQL database is missing and creating it failed at `step`.
     #[error("database `{name}` does not exist and cannot be created ({step}: {reason})")]
     CannotCreate {
@@ -158,10 +167,40 @@ async fn create_pg_database(settings: &DbSettings) -> Result<bool, LifecycleErro
     })
 }
 
-/// Drops everything and migrates to the latest version, in one transaction: killed or
-/// failing midway, the database is exactly as it was.
+/// Drops everything and migrates to the latest version.
+///
+/// SQLite: all in one transaction; killed or failing midway, the database is exactly as
+/// it was. PostgreSQL: the drop in one transaction, then each migration in its own, as
+/// `db-upgrade` applies them (an enum value added by one migration can only be used by a
+/// later one once committed); a failing migration gives [`LifecycleError::ResetIncomplete`]:
+/// the database is emptied and at the version before it, and the caller puts back its
+/// safety backup.
 pub async fn reset(pool: &DbPool, set: &MigrationSet) -> Result<Vec<String>, LifecycleError> {
     let mut conn = pool.acquire().await?;
     let drop_all = crate::db::drop_all_script(&mut conn).await?;
-    Ok(migrations::reset(&mut conn, set, &drop_all).await?.changed)
+    if !matches!(pool.kind(), crate::url::DbKind::Postgres) {
+        return Ok(migrations::reset(&mut conn, set, &drop_all).await?.changed);
+    }
+    let dropped = async {
+        let mut tx = conn.begin_write().await?;
+        tx.execute_script(&drop_all).await?;
+        tx.commit().await
+    }
+    .await;
+    dropped.map_err(|e| MigrationError::Failed {
+        name: "(reset)".into(),
+        reason: format!(
+            "{}; nothing was changed",
+            crate::db::describe_driver_error(&e, None)
+        ),
+    })?;
+    match migrations::upgrade(&mut conn, set, None).await {
+        Ok(outcome) => Ok(outcome.changed),
+        Err(source) => Err(LifecycleError::ResetIncomplete {
+            version: migrations::status(&mut conn, set)
+                .await
+                .map_or(0, |s| s.current_version),
+            source,
+        }),
+    }
 }

@@ -148,10 +148,14 @@ impl Project {
     }
 
     /// Takes the automatic backup before a destructive change, unless `--no-backup`.
-    pub async fn safety_backup(&self, pool: &DbPool, skip: bool) -> anyhow::Result<()> {
+    pub async fn safety_backup(
+        &self,
+        pool: &DbPool,
+        skip: bool,
+    ) -> anyhow::Result<Option<std::path::PathBuf>> {
         if skip {
             note!("skipping the safety backup (--no-backup)");
-            return Ok(());
+            return Ok(None);
         }
         let settings = self.settings();
         let entry = backup::create(
@@ -165,6 +169,6 @@ impl Project {
         .await
         .context("safety backup failed; nothing was changed (pass --no-backup to skip it)")?;
         note!("safety backup: {}", self.display(&entry.path));
-        Ok(())
+        Ok(Some(entry.path))
     }
 }

@@ -1222,3 +1222,66 @@ fn db_backup_applies_backup_keep_and_backup_copy_to_like_the_schedule() {
     assert_eq!(files_ending(&offsite, ".db").len(), 2);
     assert_eq!(tests::debris(&dir), Vec::<String>::new());
 }
+
+/// An enum value added by one migration and used by a later one, as real histories do.
+fn mood_migrations(project: &Project) {
+    project.write_migration(
+        "V2__mood",
+        "CREATE TYPE mood AS ENUM ('ok');",
+        Some("DROP TYPE mood;"),
+    );
+    project.write_migration(
+        "V3__happy",
+        "ALTER TYPE mood ADD VALUE 'happy';",
+        Some("SELECT 1;"),
+    );
+    project.write_migration(
+        "V4__person",
+        "CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'happy', PRIMARY KEY (id));",
+        Some("DROP TABLE person;"),
+    );
+}
+
+#[test]
+fn db_reset_runs_an_enum_value_used_by_a_later_migration_and_puts_back_a_failed_one() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    mood_migrations(&project);
+    project.xtask(&["db-init"]).ok();
+    pg.execute("INSERT INTO person (id) VALUES (1)");
+    project.xtask(&["db-reset", "-y"]).ok();
+    assert_eq!(pg.execute("SELECT count(*) FROM person"), "0");
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM refinery_schema_history"),
+        "4"
+    );
+
+    pg.execute("INSERT INTO person (id) VALUES (2)");
+    project.write_migration(
+        "V5__broken",
+        "CREATE TABLE later (x INTEGER); SELECT 1 / 0;",
+        Some("DROP TABLE later;"),
+    );
+    let line = project
+        .xtask(&["db-reset", "-y"])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(line.contains("V5__broken"), "{line}");
+    assert!(line.contains("put back as it was"), "{line}");
+    assert_eq!(pg.execute("SELECT id || ' ' || m FROM person"), "2 happy");
+    assert_eq!(
+        pg.execute("SELECT max(version) FROM refinery_schema_history"),
+        "4"
+    );
+
+    let line = project
+        .xtask(&["db-reset", "-y", "--no-backup"])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(line.contains("emptied and is now at version 4"), "{line}");
+    assert_eq!(pg.execute("SELECT count(*) FROM person"), "0");
+}
