@@ -380,3 +380,19 @@ fn copy_stdio(sql: &str) -> Option<(usize, &'static str)> {
             })
     })
 }
+
+/// The line of the first `SET [SESSION | LOCAL] <parameter> …` in `sql` (`parameter` in
+/// lower case, e.g. `statement_timeout`): a migration that changes its own session.
+pub fn sets_parameter(sql: &str, parameter: &str) -> Option<usize> {
+    statements(sql).into_iter().find_map(|s| {
+        let mut words = s.words.iter().map(String::as_str);
+        if words.next() != Some("SET") {
+            return None;
+        }
+        let name = match words.next()? {
+            "SESSION" | "LOCAL" => words.next()?,
+            name => name,
+        };
+        name.eq_ignore_ascii_case(parameter).then_some(s.line)
+    })
+}

@@ -17,6 +17,11 @@ use crate::db::{DbConn, DbTx, describe_driver_error};
 /// Key of the PostgreSQL advisory lock that serializes migrations ("migr" in ASCII).
 const PG_LOCK_KEY: i64 = 0x6d69_6772;
 
+/// Puts a PostgreSQL session back as it was opened (the URL's and the pool's settings
+/// included), inside the migration's transaction: a migration's `SET search_path`,
+/// `SET statement_timeout` or `SET ROLE` must not reach its history row or the next one.
+const PG_RESET_SESSION: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL";
+
 /// What an upgrade or downgrade did.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -51,13 +56,21 @@ pub async fn upgrade(
         outcome: Outcome::default(),
         reset: None,
         raced: None,
+        bookkeeping_failed: false,
     };
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
         Err(_) if let Some(raced) = driver.raced.take() => Err(raced),
         Err(error) => {
             let migration = driver.next.checked_sub(1).map(|i| driver.pending[i]);
-            let reason = refinery_reason(&error, migration.map(|m| m.up.as_str()));
+            // A failure in the bookkeeping after the migration's own statements points
+            // at no line of the migration.
+            let script = migration.filter(|_| !driver.bookkeeping_failed);
+            let reason = refinery_reason(&error, script.map(|m| m.up.as_str()));
+            let reason = match driver.bookkeeping_failed {
+                true => format!("recording it in {HISTORY_TABLE} failed: {reason}"),
+                false => reason,
+            };
             // What this run did before the failure stays done: say so.
             let reason = match driver.outcome.changed.as_slice() {
                 [] => reason,
@@ -104,6 +117,7 @@ pub async fn reset(
             create_history: None,
         }),
         raced: None,
+        bookkeeping_failed: false,
     };
     match runner.run_async(&mut driver).await {
         Ok(_) => Ok(driver.outcome),
@@ -149,6 +163,7 @@ pub async fn downgrade(
             }
             let result = async {
                 tx.execute_script(down).await?;
+                reset_session(&mut tx).await?;
                 tx.execute_script(&format!(
                     "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
                     migration.version
@@ -180,7 +195,7 @@ pub async fn downgrade(
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            let reason = describe_driver_error(&e, Some(down));
+            let reason = script_reason(&e, down);
             let reason = match outcome.changed.as_slice() {
                 [] => reason,
                 done => format!(
@@ -275,10 +290,45 @@ async fn foreign_key_check(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
 fn refinery_reason(error: &refinery::Error, script: Option<&str>) -> String {
     match std::error::Error::source(error) {
         Some(source) => match source.downcast_ref::<sqlx::Error>() {
-            Some(e) => describe_driver_error(e, script),
+            Some(e) => match script {
+                Some(script) => script_reason(e, script),
+                None => describe_driver_error(e, None),
+            },
             None => crate::url::mask_url(&source.to_string()),
         },
         None => crate::url::mask_url(&error.to_string()),
+    }
+}
+
+/// The description of `error`, raised by `script`: when the script set the timeout that
+/// expired itself, say so instead of advising a setting its `SET` overrides.
+fn script_reason(error: &sqlx::Error, script: &str) -> String {
+    let code = match error {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    };
+    let parameter = match code.as_deref() {
+        Some("57014") => "statement_timeout",
+        Some("55P03") => "lock_timeout",
+        _ => return describe_driver_error(error, Some(script)),
+    };
+    let Some(line) = super::naming::sets_parameter(script, parameter) else {
+        return describe_driver_error(error, Some(script));
+    };
+    let sqlx::Error::Database(db) = error else {
+        return describe_driver_error(error, Some(script));
+    };
+    crate::url::mask_url(&format!(
+        "{} (the migration's own `SET {parameter}` at line {line} caused this; databases.main.{parameter}_ms does not apply after it: raise or remove that SET)",
+        db.message()
+    ))
+}
+
+/// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`]).
+async fn reset_session(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
+    match tx {
+        DbTx::Postgres(_) => tx.execute_script(PG_RESET_SESSION).await,
+        DbTx::Sqlite(_) => Ok(()),
     }
 }
 
@@ -315,6 +365,9 @@ struct RefineryDriver<'c, 's> {
     reset: Option<Reset<'s>>,
     /// Set when another process rolled back migrations this run counted on.
     raced: Option<MigrationError>,
+    /// Set when a migration's own statements ran but what follows them failed (resetting
+    /// the session, the history row).
+    bookkeeping_failed: bool,
 }
 
 /// What a reset runs before the migrations, in their transaction.
@@ -353,6 +406,7 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                 .unwrap_or(0)
         });
         let keys_off = migration.is_some_and(|m| foreign_keys_off(self.conn, &m.up));
+        let bookkeeping = &mut self.bookkeeping_failed;
         let result = with_foreign_keys_off(self.conn, keys_off, async |conn| {
             let mut tx = lock(conn).await?;
             if let Some(migration) = migration {
@@ -376,8 +430,20 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                     return Err(e);
                 }
             }
-            for query in &queries {
-                if let Err(e) = tx.execute_script(query).await {
+            for (i, query) in queries.iter().enumerate() {
+                // The migration's statements, then the session put back before its
+                // history row lands (in the right schema, under the right timeouts).
+                let result = match tx.execute_script(query).await {
+                    Ok(()) if i == 0 && migration.is_some() => reset_session(&mut tx)
+                        .await
+                        .inspect_err(|_| *bookkeeping = true),
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        *bookkeeping = i > 0;
+                        Err(e)
+                    }
+                };
+                if let Err(e) = result {
                     // The engine may have rolled back already (e.g. SQLite on a full
                     // disk): report the statement's error, not the failed rollback.
                     let _ = tx.rollback().await;
@@ -443,7 +509,12 @@ impl RefineryDriver<'_, '_> {
                 .map(String::as_str)
                 .chain(queries.iter().copied())
             {
-                if let Err(e) = tx.execute_script(query).await {
+                // Each migration starts from the session as it was opened.
+                let result = match tx.execute_script(query).await {
+                    Ok(()) => reset_session(&mut tx).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
                     let _ = tx.rollback().await;
                     return Err(e);
                 }

@@ -1285,3 +1285,80 @@ fn db_reset_runs_an_enum_value_used_by_a_later_migration_and_puts_back_a_failed_
     assert!(line.contains("emptied and is now at version 4"), "{line}");
     assert_eq!(pg.execute("SELECT count(*) FROM person"), "0");
 }
+
+#[test]
+fn a_migration_that_changes_its_session_does_not_break_what_follows() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    // Each one leaves its session changed, up and down: without a reset, its history row
+    // (or the next migration) would land in another schema, time out or lack privileges.
+    project.write_migration(
+        "V2__schema",
+        "CREATE SCHEMA other;\nSET search_path = other;\nCREATE TABLE inside (x INT);\n",
+        Some("DROP SCHEMA other CASCADE;\nSET search_path = other;\n"),
+    );
+    project.write_migration(
+        "V3__timeout",
+        "CREATE TABLE plain (x INT);\nSET statement_timeout = 1;\n",
+        Some("DROP TABLE plain;\nSET statement_timeout = 1;\n"),
+    );
+    project.write_migration(
+        "V4__role",
+        "CREATE TABLE owned (x INT);\nSET ROLE pg_read_all_data;\n",
+        Some("DROP TABLE owned;\nSET ROLE pg_read_all_data;\n"),
+    );
+    project.write_migration(
+        "V5__last",
+        "SELECT pg_sleep(0.05);\nCREATE TABLE last (x INT);\n",
+        Some("SELECT pg_sleep(0.05);\nDROP TABLE last;\n"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    assert_eq!(
+        pg.execute("SELECT string_agg(version::text, ',' ORDER BY version) FROM public.refinery_schema_history"),
+        "1,2,3,4,5"
+    );
+    assert_eq!(
+        pg.execute("SELECT string_agg(schemaname || '.' || tablename || ':' || tableowner, ',' ORDER BY tablename) FROM pg_tables WHERE tablename IN ('inside', 'plain', 'owned', 'last', 'refinery_schema_history')"),
+        "other.inside:postgres,public.last:postgres,public.owned:postgres,public.plain:postgres,public.refinery_schema_history:postgres"
+    );
+    project.xtask(&["db-status"]).ok();
+    project.xtask(&["db-downgrade", "--to", "1", "--yes"]).ok();
+    assert_eq!(
+        pg.execute("SELECT string_agg(version::text, ',') FROM public.refinery_schema_history"),
+        "1"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'other'"),
+        "0"
+    );
+}
+
+#[test]
+fn a_migration_cut_short_by_its_own_statement_timeout_says_so() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__hasty",
+        "CREATE TABLE t (x INT);\nSET statement_timeout = 1;\nSELECT pg_sleep(0.5);\n",
+        Some("DROP TABLE t;\n"),
+    );
+    let run = project.xtask(&["db-upgrade"]);
+    let line = run.code(1).error_line();
+    assert!(
+        line.contains("V2__hasty")
+            && line.contains("own `SET statement_timeout` at line 2")
+            && !line.contains("(at line 1)")
+            && !line.contains("raise databases.main.statement_timeout_ms"),
+        "{line}"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE tablename = 't'"),
+        "0"
+    );
+}
