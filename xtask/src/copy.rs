@@ -157,10 +157,11 @@ impl DbCopy {
                 false
             }
         };
+        let new = target.is_new();
         let target = &target.pool;
         note!("copying {} into {target_name}", project.location());
         // The bar is gone before the table or the problems are printed.
-        let copied = copy::copy(source, target, set, replace, &Reporter::rows()).await;
+        let copied = copy::copy(source, target, set, replace, new, &Reporter::rows()).await;
         match copied {
             Ok(report) => {
                 print_checks(&report);

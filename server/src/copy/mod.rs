@@ -167,12 +167,15 @@ impl CopyReport {
 }
 
 /// Copies every table of `source` into `target` and verifies it; see the module docs.
-/// `replace`: the user agreed to replace whatever the target holds.
+/// `replace`: the user agreed to replace whatever the target holds. `new`: the target was
+/// built for this copy and is discarded if it fails, so a PostgreSQL target is migrated
+/// first, one transaction per migration (see [`transfer::premigrate`]).
 pub async fn copy(
     source: &DbPool,
     target: &DbPool,
     set: &MigrationSet,
     replace: bool,
+    new: bool,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
     let started = Instant::now();
@@ -191,6 +194,9 @@ pub async fn copy(
         .await
         .map_err(CopyError::db(Side::Target))?;
     let result = async {
+        if new {
+            transfer::premigrate(&mut source_conn, &mut target_conn, set).await?;
+        }
         let mut snapshot = begin_snapshot(&mut source_conn)
             .await
             .map_err(CopyError::db(Side::Source))?;

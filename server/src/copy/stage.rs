@@ -43,6 +43,12 @@ enum Stage {
 }
 
 impl CopyTarget {
+    /// Whether the target was built for this copy (a new database or file, staged and
+    /// discarded whole when the copy fails).
+    pub fn is_new(&self) -> bool {
+        !matches!(self.stage, Stage::Existing { .. })
+    }
+
     /// Opens the target `settings` name: see the module docs.
     pub async fn open(settings: &DbSettings) -> Result<Self, CopyError> {
         let fail = CopyError::from_db(Side::Target);

@@ -8,14 +8,66 @@ use super::schema::{self, quoted};
 use super::target::{TargetState, target_state};
 use super::value::{Value, fit};
 use super::{CopyError, CopyReport, Side, TableCheck};
-use crate::db::{DbTx, Executor, describe_driver_error};
-use crate::migrations::{self, HISTORY_TABLE, MigrationSet};
+use crate::db::{DbConn, DbTx, Executor, describe_driver_error};
+use crate::migrations::{self, HISTORY_TABLE, MigrationError, MigrationSet};
 use crate::progress::Progress;
 use crate::url::DbKind;
 use std::time::Duration;
 
 /// Problems listed before a copy with values that do not fit stops looking.
 const MAX_PROBLEMS: usize = 10;
+
+/// Migrates an empty PostgreSQL target built for this copy to the source's version before
+/// the copy's transaction, each migration in its own transaction as `db-upgrade` applies
+/// them (an enum value added by one migration can only be used by a later one once
+/// committed). The copy then finds the target ready. A failing migration empties the
+/// target again, in one transaction (and the new database is discarded anyway). Other
+/// targets are left alone.
+pub async fn premigrate(
+    source: &mut DbConn,
+    target: &mut DbConn,
+    set: &MigrationSet,
+) -> Result<(), CopyError> {
+    let target_err = CopyError::db(Side::Target);
+    if target.kind() != DbKind::Postgres {
+        return Ok(());
+    }
+    let version = migrations::status(source, set)
+        .await
+        .map_err(|e| CopyError::source_history(&e))?
+        .current_version;
+    let empty = schema::tables(target.target())
+        .await
+        .map_err(&target_err)?
+        .is_empty();
+    if version == 0 || !empty {
+        return Ok(());
+    }
+    // One migration per call: a failure's message names only the migration that failed.
+    let mut failed = None;
+    for step in 1..=version {
+        if let Err(e) = migrations::upgrade(target, set, Some(step)).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let Some(e) = failed else {
+        return Ok(());
+    };
+    let drop_all = crate::db::drop_all_script(target)
+        .await
+        .map_err(&target_err)?;
+    let mut tx = target.begin_write().await.map_err(&target_err)?;
+    tx.execute_script(&drop_all).await.map_err(&target_err)?;
+    tx.commit().await.map_err(&target_err)?;
+    Err(match e {
+        MigrationError::Failed { name, reason } => CopyError::Migration { name, reason },
+        other => CopyError::Db {
+            side: Side::Target,
+            message: other.to_string(),
+        },
+    })
+}
 
 /// The copy inside the source snapshot and the target transaction.
 pub async fn copy_in(

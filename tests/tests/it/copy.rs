@@ -718,3 +718,57 @@ fn an_ipv4_shorthand_host_reaches_the_server_without_tls() {
     let status = project.xtask_with(&["db-status"], &[("DATABASE_URL", &url)]);
     assert!(status.ok().contains("up to date"), "{}", status.stdout);
 }
+
+#[test]
+fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database() {
+    let Some(source) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&source.url);
+    project.write_migration(
+        "V2__mood",
+        "CREATE TYPE mood AS ENUM ('ok');",
+        Some("DROP TYPE mood;"),
+    );
+    project.write_migration(
+        "V3__happy",
+        "ALTER TYPE mood ADD VALUE 'happy';",
+        Some("SELECT 1;"),
+    );
+    project.write_migration(
+        "V4__person",
+        "CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'happy', PRIMARY KEY (id));",
+        Some("DROP TABLE person;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    source.execute("INSERT INTO person (id) VALUES (1)");
+    let admin = tests::postgres_admin_url();
+    let name = format!("{}_new", source.name());
+    let url = source.url.replace(source.name(), &name);
+    let copied = project.xtask(&["db-copy", "--to", &url]);
+    let rows = tests::psql(&url, "SELECT id || ' ' || m FROM person");
+    tests::psql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    copied.ok();
+    assert_eq!(rows.unwrap(), "1 happy");
+
+    // A migration that fails on that target only: the new database is not left behind.
+    let name = format!("{}_fails", source.name());
+    project.write_migration(
+        "V5__not_there",
+        &format!(
+            "DO $$ BEGIN IF current_database() LIKE 'xtask%' THEN RAISE EXCEPTION 'not on {name}'; END IF; END $$;"
+        ),
+        Some("SELECT 1;"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    let url = source.url.replace(source.name(), &name);
+    let run = project.xtask(&["db-copy", "--to", &url]);
+    let left = databases_like(&format!("{name}%"));
+    tests::psql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    let line = run.code(1).error_line().to_string();
+    assert!(
+        line.contains("V5__not_there") && line.contains("not on"),
+        "{line}"
+    );
+    assert!(left.is_empty(), "{left:?}");
+}
