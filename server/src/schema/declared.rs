@@ -1,17 +1,28 @@
-//! What each statement of `schema.sql` declares and where: the table or index it creates,
+//! What each statement of `schema.sql` declares and where: the table, index or enum type it creates,
 //! and the line of each of its words, so that an error about a declared object names the
 //! line of the statement, or of the clause, that causes it.
 
 use super::{Schema, SchemaFileError, Undescribed};
 
-/// A table or an index, as one statement of the file declares it.
+/// What a statement of the file declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `CREATE TABLE`.
+    Table,
+    /// `CREATE [UNIQUE] INDEX`.
+    Index,
+    /// `CREATE TYPE … AS ENUM` (PostgreSQL).
+    Enum,
+}
+
+/// A table, an index or an enum type, as one statement of the file declares it.
 #[derive(Debug, Clone)]
 pub struct Declared {
-    /// An index (`CREATE [UNIQUE] INDEX`), else a table.
-    pub index: bool,
+    /// What it is.
+    pub kind: Kind,
     /// Its name, in lower case (the engines' names compare so in this module).
     pub name: String,
-    /// The table: itself, or the table an index is on (lower case).
+    /// The table: itself, or the table an index is on (lower case); an enum type's name.
     pub table: String,
     /// The line its statement starts on.
     pub line: usize,
@@ -150,7 +161,7 @@ impl Token {
 }
 
 /// What `sql` (a statement whose text starts on `text_line`, at `line`) declares: `None`
-/// for anything but `CREATE TABLE` / `CREATE [UNIQUE] INDEX`.
+/// for anything but `CREATE TABLE` / `CREATE [UNIQUE] INDEX` / `CREATE TYPE … AS ENUM`.
 pub fn parse(sql: &str, text_line: usize, line: usize) -> Option<Declared> {
     let tokens = tokens(sql, text_line);
     let mut at = 0;
@@ -163,6 +174,19 @@ pub fn parse(sql: &str, text_line: usize, line: usize) -> Option<Declared> {
     };
     if !next("CREATE", &mut at) {
         return None;
+    }
+    if next("TYPE", &mut at) {
+        let name = qualified_name(&tokens, &mut at)?;
+        if !(next("AS", &mut at) && next("ENUM", &mut at)) {
+            return None;
+        }
+        return Some(Declared {
+            kind: Kind::Enum,
+            table: name.clone(),
+            name,
+            line,
+            tokens,
+        });
     }
     let index = next("UNIQUE", &mut at) || tokens.get(at).is_some_and(|t| t.is("INDEX"));
     if !(next("TABLE", &mut at) || next("INDEX", &mut at)) {
@@ -181,7 +205,7 @@ pub fn parse(sql: &str, text_line: usize, line: usize) -> Option<Declared> {
         false => name.clone(),
     };
     Some(Declared {
-        index,
+        kind: if index { Kind::Index } else { Kind::Table },
         name,
         table,
         line,
@@ -202,13 +226,14 @@ fn qualified_name(tokens: &[Token], at: &mut usize) -> Option<String> {
 }
 
 impl Declared {
-    /// What the statement is, for messages: `table users`, `index users_name`.
+    /// What the statement is, for messages: `table users`, `index users_name`, `type mood`.
     pub fn describe(&self) -> String {
-        format!(
-            "{} {}",
-            if self.index { "index" } else { "table" },
-            self.name
-        )
+        let kind = match self.kind {
+            Kind::Table => "table",
+            Kind::Index => "index",
+            Kind::Enum => "type",
+        };
+        format!("{kind} {}", self.name)
     }
 
     /// The line of the first bare `keyword` (then `name` after it, when given).
@@ -256,7 +281,7 @@ pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), S
     let statement = |table: &str| {
         declared
             .iter()
-            .find(|d| !d.index && d.name.eq_ignore_ascii_case(table))
+            .find(|d| d.kind == Kind::Table && d.name.eq_ignore_ascii_case(table))
     };
     let table_line = |table: &str| statement(table).map_or(first_line, |d| d.line);
     let mut problems: Vec<(usize, String)> = Vec::new();
@@ -271,7 +296,7 @@ pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), S
             let index = match what {
                 Undescribed::PartialIndex(name) => declared
                     .iter()
-                    .find(|d| d.index && d.name.eq_ignore_ascii_case(name)),
+                    .find(|d| d.kind == Kind::Index && d.name.eq_ignore_ascii_case(name)),
                 _ => None,
             };
             let within = index.or_else(|| statement(&table.name));
@@ -324,7 +349,7 @@ pub fn check_unique(declared: &[Declared], file: &str) -> Result<(), SchemaFileE
                 file: file.to_string(),
                 line: later.line,
                 message: format!(
-                    "{} is declared again (first at line {}, as {}); one statement per table or index",
+                    "{} is declared again (first at line {}, as {}); one statement per table, index or type",
                     later.describe(),
                     first.line,
                     first.describe()
@@ -343,14 +368,17 @@ mod tests {
     fn statements_say_what_they_declare_and_where_each_word_is() {
         let sql = "CREATE TABLE IF NOT EXISTS \"Main\".\"Users\" (\n  id INT,\n  -- CHECK in a comment\n  note TEXT DEFAULT 'CHECK',\n  age INT CHECK (age > 0)\n)";
         let d = parse(sql, 10, 10).unwrap();
-        assert_eq!((d.index, d.name.as_str()), (false, "users"));
+        assert_eq!((d.kind, d.name.as_str()), (Kind::Table, "users"));
         assert_eq!(d.line_of("CHECK", None), Some(14));
         assert_eq!(d.line_of_name("age"), Some(14));
         let i = parse("CREATE UNIQUE INDEX ix ON t (a)\nWHERE a > 0", 3, 3).unwrap();
         assert_eq!(
-            (i.index, i.name.as_str(), i.table.as_str()),
-            (true, "ix", "t")
+            (i.kind, i.name.as_str(), i.table.as_str()),
+            (Kind::Index, "ix", "t")
         );
+        let e = parse("CREATE TYPE \"Mood\" AS ENUM ('a', 'b')", 2, 2).unwrap();
+        assert_eq!((e.kind, e.name.as_str()), (Kind::Enum, "mood"));
+        assert!(parse("CREATE TYPE pair AS (a INT, b INT)", 1, 1).is_none());
         assert_eq!(i.line_of("WHERE", None), Some(4));
         assert!(parse("DELETE FROM t", 1, 1).is_none());
         assert!(parse("CREATE VIEW v AS SELECT 1", 1, 1).is_none());

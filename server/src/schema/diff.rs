@@ -5,7 +5,8 @@
 //! is `ALTER TABLE … ALTER COLUMN` / `ADD|DROP CONSTRAINT` on PostgreSQL, and on SQLite,
 //! which cannot alter them, the documented table rebuild: new table, copy, drop, rename,
 //! indexes again — with foreign keys checked once at the end (the runner's
-//! [`FOREIGN_KEYS_OFF`] directive). Destructive steps are commented out unless allowed.
+//! [`FOREIGN_KEYS_OFF`] directive). Enum types are PostgreSQL's (module `enums`).
+//! Destructive steps are commented out unless allowed.
 
 use super::normalize::ident;
 use super::render::{column_list, create_index, create_table, foreign_key};
@@ -103,6 +104,11 @@ pub fn generate(
             names(&created)
         ));
     }
+    pairs.extend(
+        super::enums::before_tables(from, to)
+            .into_iter()
+            .map(pg_only),
+    );
     for table in super::render::dependency_order(created.clone()) {
         pairs.push((
             Step::portable(create_with_indexes(table)),
@@ -138,6 +144,11 @@ pub fn generate(
             )),
         ));
     }
+    pairs.extend(
+        super::enums::after_tables(from, to)
+            .into_iter()
+            .map(pg_only),
+    );
     let engine_only = pairs
         .iter()
         .any(|(u, d)| !u.portable || !d.portable)
@@ -150,6 +161,22 @@ pub fn generate(
         destructive,
         notes,
     }))
+}
+
+/// An enum type's step and its reverse: PostgreSQL's only.
+fn pg_only(change: super::enums::Change) -> (Step, Step) {
+    (
+        Step {
+            sql: change.up,
+            destructive: change.destructive,
+            portable: false,
+        },
+        Step {
+            sql: change.down,
+            destructive: None,
+            portable: false,
+        },
+    )
 }
 
 fn names(tables: &[&TableDef]) -> String {

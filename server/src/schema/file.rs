@@ -1,10 +1,11 @@
 //! `migrations/schema.sql`, the declared schema: its statements with the line each starts
-//! on, checked to be `CREATE TABLE` / `CREATE INDEX` only, and applied one by one so an
+//! on, checked to be `CREATE TABLE` / `CREATE INDEX` / `CREATE TYPE … AS ENUM` only, and applied one by one so an
 //! error names its line.
 
 use super::SchemaFileError;
-use super::declared::Declared;
+use super::declared::{Declared, Kind};
 use crate::db::DbConn;
+use crate::url::DbKind;
 
 /// The file's name inside the migrations directory.
 pub const FILE_NAME: &str = "schema.sql";
@@ -107,8 +108,8 @@ pub fn write(dir: &std::path::Path, text: &str) -> std::io::Result<std::path::Pa
 }
 
 /// Runs the declared schema on `conn` (a scratch database), statement by statement, and
-/// returns what each statement declared. Errors read `<file>, line N: …`; a table or
-/// index declared twice is one.
+/// returns what each statement declared. Errors read `<file>, line N: …`; a table,
+/// index or type declared twice is one.
 pub async fn apply(
     conn: &mut DbConn,
     sql: &str,
@@ -133,7 +134,7 @@ pub async fn apply(
                     file: file.to_string(),
                     line: statement.line,
                     message: format!(
-                        "only CREATE TABLE and CREATE [UNIQUE] INDEX statements declare the schema (found `{}`)",
+                        "only CREATE TABLE, CREATE [UNIQUE] INDEX and CREATE TYPE … AS ENUM statements declare the schema (found `{}`)",
                         words.join(" ")
                     ),
                 });
@@ -141,6 +142,18 @@ pub async fn apply(
         }
     }
     super::declared::check_unique(&declared, file)?;
+    if conn.kind() == DbKind::Sqlite
+        && let Some(d) = declared.iter().find(|d| d.kind == Kind::Enum)
+    {
+        return Err(SchemaFileError::At {
+            file: file.to_string(),
+            line: d.line,
+            message: format!(
+                "{} is an enum type (CREATE TYPE … AS ENUM), which only PostgreSQL has; on SQLite declare its columns TEXT",
+                d.describe()
+            ),
+        });
+    }
     // Any order: a statement that fails (a table referencing one declared further down)
     // is tried again after the others, until a pass makes no progress.
     let mut pending: Vec<&Statement<'_>> = all.iter().collect();

@@ -9,13 +9,15 @@
 //! | `sqlite` | reading a SQLite database |
 //! | `postgres` | reading a PostgreSQL database |
 //! | `normalize` | one spelling for types and defaults |
-//! | `render` | the description as `CREATE TABLE` / `CREATE INDEX` statements |
+//! | `render` | the description as `CREATE TYPE` / `CREATE TABLE` / `CREATE INDEX` statements |
 //! | `file` | `migrations/schema.sql`: its statements, applied with their line numbers |
 //! | `declared` | what each statement declares, and the line of each clause, for errors |
 //! | `diff` | autogenerate: the migration and down script from one schema to another |
+//! | `enums` | autogenerate for PostgreSQL enum types |
 
 mod declared;
 mod diff;
+mod enums;
 mod file;
 mod normalize;
 mod order;
@@ -23,14 +25,14 @@ mod postgres;
 mod render;
 mod sqlite;
 
-pub use declared::{Declared, check as check_declared};
+pub use declared::{Declared, Kind as DeclaredKind, check as check_declared};
 pub use diff::{Generated, NoValue, generate};
 pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::{quoted, unshared};
 pub use order::parents_first;
 pub use render::{
-    columns_by_name, create_index, create_table, default_sql, dependency_order, line_diff, render,
-    render_bare,
+    columns_by_name, create_enum, create_index, create_table, default_sql, dependency_order,
+    line_diff, render, render_bare,
 };
 
 use crate::db::Target;
@@ -109,12 +111,15 @@ pub enum Undescribed {
     },
 }
 
-/// The tables of a database (the migration history excluded), by name. Two schemas are
-/// equal when their tables are: what the description cannot hold is reported, not compared.
+/// The tables of a database (the migration history excluded), by name, and its enum
+/// types. Two schemas are equal when their tables and enum types are: what the
+/// description cannot hold is reported, not compared.
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
     /// Tables, sorted by name.
     pub tables: Vec<TableDef>,
+    /// PostgreSQL enum types (`CREATE TYPE … AS ENUM`), sorted by name.
+    pub enums: Vec<EnumType>,
     /// What the database has outside its tables that this description does not hold (a
     /// view, a virtual or foreign table), sorted.
     pub undescribed: Vec<String>,
@@ -122,7 +127,7 @@ pub struct Schema {
 
 impl PartialEq for Schema {
     fn eq(&self, other: &Self) -> bool {
-        self.tables == other.tables
+        (&self.tables, &self.enums) == (&other.tables, &other.enums)
     }
 }
 
@@ -197,6 +202,15 @@ pub struct ForeignKey {
     pub on_delete: String,
     /// The same, on update.
     pub on_update: String,
+}
+
+/// A PostgreSQL enum type: `CREATE TYPE name AS ENUM (values)`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EnumType {
+    /// Name.
+    pub name: String,
+    /// Its values in their order.
+    pub values: Vec<String>,
 }
 
 /// An index made by `CREATE [UNIQUE] INDEX`.
@@ -295,6 +309,7 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
         table.undescribed.sort_by_key(ToString::to_string);
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
+    schema.enums.sort();
     schema.undescribed.sort();
     Ok(schema)
 }

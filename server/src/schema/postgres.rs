@@ -3,7 +3,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::normalize;
-use super::{ColumnDef, ForeignKey, IndexDef, Schema, TableDef, Undescribed};
+use super::{ColumnDef, EnumType, ForeignKey, IndexDef, Schema, TableDef, Undescribed};
 use crate::migrations::HISTORY_TABLE;
 
 pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
@@ -20,7 +20,8 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         let mut columns = Vec::new();
         for row in sqlx::query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
-                    pg_get_expr(d.adbin, d.adrelid) \
+                    pg_get_expr(d.adbin, d.adrelid), \
+                    (SELECT typname::text FROM pg_type WHERE oid = a.atttypid AND typtype = 'e') \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
                AND a.attgenerated = '' AND a.attidentity = '' \
@@ -32,6 +33,10 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         {
             let mut data_type = normalize::data_type(&row.try_get::<String, _>(1)?);
             let mut default: Option<String> = row.try_get(3)?;
+            // An enum type keeps its name as written: `mood`, `"Mood"`.
+            if let Some(name) = row.try_get::<Option<String>, _>(4)? {
+                data_type = normalize::ident(&name);
+            }
             // `serial` is an integer with a sequence default: both engines read `SERIAL`.
             if default.as_deref().is_some_and(|d| d.starts_with("nextval(")) {
                 data_type = match data_type.as_str() {
@@ -192,6 +197,20 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
             undescribed,
         });
     }
+    // Enum types of the schema, not those an extension owns.
+    let enums = sqlx::query_as::<_, (String, Vec<String>)>(
+        "SELECT t.typname::text, array_agg(e.enumlabel::text ORDER BY e.enumsortorder) \
+         FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid \
+         WHERE t.typnamespace = current_schema()::regnamespace AND t.typtype = 'e' \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend WHERE classid = 'pg_type'::regclass \
+                           AND objid = t.oid AND deptype = 'e') \
+         GROUP BY t.typname ORDER BY 1",
+    )
+    .fetch_all(&mut *c)
+    .await?
+    .into_iter()
+    .map(|(name, values)| EnumType { name, values })
+    .collect();
     // Views, materialized views, foreign tables: not described, but named.
     let others: Vec<(String, String)> = sqlx::query_as(
         "SELECT CASE relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
@@ -203,6 +222,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
     .await?;
     Ok(Schema {
         tables,
+        enums,
         undescribed: others
             .into_iter()
             .map(|(kind, name)| format!("{kind} {name}"))

@@ -3,7 +3,7 @@
 //! and changes only where the schema does.
 
 use super::normalize::ident;
-use super::{ForeignKey, IndexDef, Schema, TableDef};
+use super::{EnumType, ForeignKey, IndexDef, Schema, TableDef};
 
 /// The statements that create `schema`, after a `header` of comment lines; what a table
 /// has that the description does not hold follows it as a comment.
@@ -39,6 +39,13 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
             schema.undescribed.join(", ")
         ));
     }
+    if !schema.enums.is_empty() {
+        out.push('\n');
+    }
+    for enum_type in &schema.enums {
+        out.push_str(&create_enum(enum_type));
+        out.push('\n');
+    }
     for table in in_dependency_order(schema) {
         out.push('\n');
         out.push_str(&create_table(table));
@@ -54,6 +61,29 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
         }
     }
     out
+}
+
+/// `CREATE TYPE mood AS ENUM ('ok', 'happy');`
+pub fn create_enum(enum_type: &EnumType) -> String {
+    format!(
+        "CREATE TYPE {} AS ENUM ({});",
+        ident(&enum_type.name),
+        enum_values(&enum_type.values)
+    )
+}
+
+/// `'ok', 'happy'`: values as string literals.
+pub fn enum_values(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| literal(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `value` as a SQL string literal, a quote doubled.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// `CREATE [UNIQUE] INDEX` for an index of `table`, with its method and operator

@@ -968,3 +968,113 @@ fn index_methods_and_operator_classes_are_described_on_postgresql() {
         .to_string();
     assert!(error.contains("differs"), "{error}");
 }
+
+/// The enum values of `name` on the PostgreSQL database at `url`, in order.
+fn enum_values(url: &str, name: &str) -> String {
+    tests::psql(
+        url,
+        &format!(
+            "SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum \
+             WHERE enumtypid = '{name}'::regtype"
+        ),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+/// Enum types are declared (`CREATE TYPE … AS ENUM` before the tables), the file loads
+/// and passes `--check`, and autogenerate writes a new type as `CREATE TYPE`, a value
+/// added as `ALTER TYPE … ADD VALUE` in place, and a value removed as a destructive step
+/// that keeps the rows.
+#[test]
+fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let env = [("DATABASE_URL", pg.url.as_str())];
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__mood",
+        "CREATE TYPE mood AS ENUM ('ok', 'sad');\
+         CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'ok', PRIMARY KEY (id));",
+        Some("DROP TABLE person; DROP TYPE mood;"),
+    );
+    project.xtask_with(&["db-schema"], &env).ok();
+    let text = schema_file(&project);
+    let create_type = text.find("CREATE TYPE mood AS ENUM ('ok', 'sad');");
+    assert!(create_type.is_some(), "{text}");
+    assert!(create_type < text.find("CREATE TABLE person"), "{text}");
+    assert!(text.contains("    m mood NOT NULL DEFAULT 'ok',"), "{text}");
+    project.xtask_with(&["db-schema", "--check"], &env).ok();
+    project.xtask_with(&["db-upgrade"], &env).ok();
+    tests::psql(
+        &pg.url,
+        "INSERT INTO person (id, m) VALUES (1, 'sad'), (2, 'ok');",
+    )
+    .unwrap();
+    // --from-db writes the same file, which loads.
+    std::fs::remove_file(project.path().join("migrations/schema.sql")).unwrap();
+    project.xtask_with(&["db-schema", "--from-db"], &env).ok();
+    assert_eq!(schema_file(&project), text);
+    project.xtask_with(&["db-schema", "--check"], &env).ok();
+    // A value added between two: in place, the rows as they were.
+    let up = autogenerate_round_trip(
+        &project,
+        &env,
+        "happy",
+        |t| t.replace("('ok', 'sad')", "('ok', 'happy', 'sad')"),
+        &[],
+    );
+    assert!(
+        up.contains("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'happy' BEFORE 'sad';"),
+        "{up}"
+    );
+    assert!(up.contains("-- db: no-transaction"), "{up}");
+    assert_eq!(enum_values(&pg.url, "mood"), "ok,happy,sad");
+    // A new type and a column of it: the type first.
+    let up = autogenerate_round_trip(
+        &project,
+        &env,
+        "color",
+        |t| {
+            t.replace(
+                "CREATE TYPE mood",
+                "CREATE TYPE color AS ENUM ('red', 'it''s');\nCREATE TYPE mood",
+            )
+            .replace("    PRIMARY KEY (id)", "    c color,\n    PRIMARY KEY (id)")
+        },
+        &[],
+    );
+    assert!(
+        up.find("CREATE TYPE color AS ENUM ('red', 'it''s');") < up.find("ADD COLUMN c color"),
+        "{up}"
+    );
+    // A value removed: destructive, refused unless allowed; allowed, the rows stay.
+    let path = project.path().join("migrations/schema.sql");
+    let before = schema_file(&project);
+    std::fs::write(&path, before.replace("'happy', 'sad'", "'sad'")).unwrap();
+    let run = project.xtask_with(&["db-migrate", "no_happy", "--autogenerate"], &env);
+    let error = run.code(1).error_line().to_string();
+    assert!(error.contains("destructive"), "{error}");
+    assert!(
+        run.stderr.contains("values of enum type mood"),
+        "{}",
+        run.stderr
+    );
+    std::fs::write(&path, before).unwrap();
+    autogenerate_round_trip(
+        &project,
+        &env,
+        "no_happy",
+        |t| t.replace("'happy', 'sad'", "'sad'"),
+        &["--allow-destructive"],
+    );
+    assert_eq!(enum_values(&pg.url, "mood"), "ok,sad");
+    let rows = tests::psql(
+        &pg.url,
+        "SELECT string_agg(id || m::text, ',' ORDER BY id) FROM person",
+    )
+    .unwrap();
+    assert_eq!(rows.trim(), "1sad,2ok");
+}
