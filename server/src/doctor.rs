@@ -89,18 +89,9 @@ async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Str
         }
         let reverted = schema_snapshot(&mut conn).await?;
         if reverted != before {
-            let left: Vec<_> = reverted.difference(&before).cloned().collect();
-            let lost: Vec<_> = before.difference(&reverted).cloned().collect();
-            let mut detail = Vec::new();
-            if !left.is_empty() {
-                detail.push(format!("leaves behind {}", left.join(", ")));
-            }
-            if !lost.is_empty() {
-                detail.push(format!("removes {}", lost.join(", ")));
-            }
             problems.push(format!(
                 "{id}.down.sql does not fully revert {id}: {}",
-                detail.join("; ")
+                differences(&before, &reverted, "leaves behind", "removes")
             ));
             break;
         }
@@ -110,9 +101,11 @@ async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Str
             ));
             break;
         }
-        if schema_snapshot(&mut conn).await? != after {
+        let again = schema_snapshot(&mut conn).await?;
+        if again != after {
             problems.push(format!(
-                "{id}: applying it again after its down script gives a different schema"
+                "{id}: applying it again after its down script gives a different schema: {}",
+                differences(&after, &again, "now has", "no longer has")
             ));
             break;
         }
@@ -122,6 +115,38 @@ async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Str
     pool.close().await;
     Ok(problems)
 }
+
+/// How schema `now` differs from `then`, for a message: the objects only in one of
+/// them (at most [`SHOWN`] of each, and how many more), each cut to a readable length.
+fn differences(then: &BTreeSet<String>, now: &BTreeSet<String>, added: &str, gone: &str) -> String {
+    let list = |lines: Vec<&String>| {
+        let mut shown: Vec<String> = lines
+            .iter()
+            .take(SHOWN)
+            .map(|line| match line.char_indices().nth(120) {
+                Some((at, _)) => format!("{}…", &line[..at]),
+                None => line.to_string(),
+            })
+            .collect();
+        if lines.len() > SHOWN {
+            shown.push(format!("and {} more", lines.len() - SHOWN));
+        }
+        shown.join("; ")
+    };
+    let new: Vec<&String> = now.difference(then).collect();
+    let old: Vec<&String> = then.difference(now).collect();
+    let mut detail = Vec::new();
+    if !new.is_empty() {
+        detail.push(format!("{added} {}", list(new)));
+    }
+    if !old.is_empty() {
+        detail.push(format!("{gone} {}", list(old)));
+    }
+    detail.join("; ")
+}
+
+/// How many differing objects a message names.
+const SHOWN: usize = 5;
 
 /// The application's schema as comparable lines (the history table excluded).
 pub async fn schema_snapshot(conn: &mut DbConn) -> Result<BTreeSet<String>, sqlx::Error> {

@@ -1223,6 +1223,34 @@ fn db_backup_applies_backup_keep_and_backup_copy_to_like_the_schedule() {
     assert_eq!(tests::debris(&dir), Vec::<String>::new());
 }
 
+#[test]
+fn db_check_names_what_differs_when_a_migration_applied_again_differs() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    // The view freezes the moment it was created: applied again, its definition differs.
+    project.write_migration(
+        "V2__frozen",
+        "CREATE TABLE t (x BIGINT);\nCREATE VIEW frozen AS SELECT 'now'::timestamp AS at;\n",
+        Some("DROP VIEW frozen;\nDROP TABLE t;\n"),
+    );
+    let run = project.xtask(&["db-check"]);
+    let output = format!("{}{}", run.stdout, run.stderr);
+    assert_ne!(run.code, 0, "{output}");
+    let line = output
+        .lines()
+        .find(|l| l.contains("applying it again after its down script"))
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!(
+        line.contains("V2__frozen")
+            && line.contains("now has view frozen")
+            && line.contains("no longer has view frozen"),
+        "{line}"
+    );
+    assert!(line.len() < 2_000, "{line}");
+}
+
 /// An enum value added by one migration and used by a later one, as real histories do.
 fn mood_migrations(project: &Project) {
     project.write_migration(
