@@ -441,6 +441,44 @@ mod tests {
     }
 
     #[test]
+    fn concurrently_needs_the_no_transaction_directive_among_the_leading_comments() {
+        let refused = |up: &str| {
+            set(&[("V1__a.sql", up), ("V1__a.down.sql", "SELECT 1;")])
+                .ensure_valid()
+                .err()
+                .map(|e| e.to_string())
+        };
+        let index = "CREATE TABLE t (x INT);\nCREATE INDEX CONCURRENTLY t_x ON t (x);\n";
+        let error = refused(index).unwrap();
+        assert!(
+            error.contains("V1__a.sql: line 2: `CONCURRENTLY`"),
+            "{error}"
+        );
+        assert_eq!(
+            refused(&format!("-- Why.\n-- db: no-transaction\n{index}")),
+            None
+        );
+        // Only among the leading comments.
+        assert!(refused(&format!("SELECT 1;\n-- db: no-transaction\n{index}")).is_some());
+        assert_eq!(refused("REFRESH MATERIALIZED VIEW CONCURRENTLY v;"), None);
+        let sql = "SELECT 1;\nCREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 2; END;\n-- end\n";
+        let parts: Vec<&str> = super::super::naming::split_statements(sql)
+            .into_iter()
+            .map(|(start, text)| {
+                assert!(sql[start..].starts_with(text));
+                text.trim()
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                "SELECT 1",
+                "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 2; END"
+            ]
+        );
+    }
+
+    #[test]
     fn embedded_set_is_clean_and_starts_at_the_baseline() {
         let s = MigrationSet::embedded();
         assert!(s.problems().is_empty(), "{:?}", s.problems());

@@ -8,7 +8,9 @@
 //! Each migration runs in its own transaction together with its history row, after
 //! taking the migration lock (`BEGIN IMMEDIATE` on SQLite, `pg_advisory_xact_lock` on
 //! PostgreSQL), so processes starting at once apply each migration exactly once and a
-//! failing migration leaves the ones before it applied.
+//! failing migration leaves the ones before it applied. A file whose leading comments
+//! hold `-- db: no-transaction` runs its statements one at a time in autocommit instead,
+//! under a session-level lock on PostgreSQL, and its history row afterwards.
 //!
 //! | module | job |
 //! |---|---|

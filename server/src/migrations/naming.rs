@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 /// run `PRAGMA foreign_key_check` before commit (SQLite's table-rebuild procedure).
 pub const FOREIGN_KEYS_OFF: &str = "-- db: foreign-keys-off";
 
+/// A line among a migration's (or down script's) leading comments that makes the runner
+/// run its statements one at a time outside a transaction, under the migration lock, and
+/// record it in the history afterwards (`CREATE INDEX CONCURRENTLY`, `VACUUM`).
+pub const NO_TRANSACTION: &str = "-- db: no-transaction";
+
 /// One valid migration: its version, name, up script and down script.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -80,6 +85,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         if let Some((line, what)) = copy_stdio(&up) {
             findings.errors.push(copy_error(&file, line, what));
         }
+        if let Some(line) = concurrently(&up).filter(|_| !no_transaction(&up)) {
+            findings.errors.push(concurrently_error(&file, line));
+        }
         let down = downs.remove(&(version, name.clone()));
         if down.is_none() {
             findings.warnings.push(format!(
@@ -108,6 +116,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         }
         if let Some((line, what)) = copy_stdio(down) {
             findings.errors.push(copy_error(&file, line, what));
+        }
+        if let Some(line) = concurrently(down).filter(|_| !no_transaction(down)) {
+            findings.errors.push(concurrently_error(&file, line));
         }
     }
     for (version, name) in downs.keys() {
@@ -228,6 +239,8 @@ fn is_blank_sql(sql: &str) -> bool {
 struct Statement {
     line: usize,
     words: Vec<String>,
+    /// Its text: from after the previous `;` to before its own.
+    span: std::ops::Range<usize>,
 }
 
 /// The statements of `sql`. The `BEGIN … END` body of a SQLite trigger belongs to its
@@ -238,6 +251,7 @@ fn statements(sql: &str) -> Vec<Statement> {
     let mut current = Statement {
         line: 0,
         words: Vec::new(),
+        span: 0..0,
     };
     let mut i = 0;
     let mut line = 1;
@@ -294,14 +308,17 @@ fn statements(sql: &str) -> Vec<Statement> {
                 i += 1;
             }
             b';' => {
-                if !current.words.is_empty() {
-                    all.push(std::mem::replace(
-                        &mut current,
-                        Statement {
-                            line: 0,
-                            words: Vec::new(),
-                        },
-                    ));
+                let next = Statement {
+                    line: 0,
+                    words: Vec::new(),
+                    span: i + 1..i + 1,
+                };
+                let done = std::mem::replace(&mut current, next);
+                if !done.words.is_empty() {
+                    all.push(Statement {
+                        span: done.span.start..i,
+                        ..done
+                    });
                 }
                 i += 1;
             }
@@ -338,9 +355,48 @@ fn statements(sql: &str) -> Vec<Statement> {
         }
     }
     if !current.words.is_empty() {
-        all.push(current);
+        all.push(Statement {
+            span: current.span.start..sql.len(),
+            ..current
+        });
     }
     all
+}
+
+/// The statements of `sql` one by one, each with its byte offset, for running them one
+/// at a time (a PostgreSQL script sent whole runs in one implicit transaction).
+pub fn split_statements(sql: &str) -> Vec<(usize, &str)> {
+    statements(sql)
+        .into_iter()
+        .map(|s| (s.span.start, &sql[s.span]))
+        .collect()
+}
+
+/// Whether `sql` asks, among its leading comments, to run outside a transaction
+/// ([`NO_TRANSACTION`]).
+pub fn no_transaction(sql: &str) -> bool {
+    sql.lines()
+        .map(str::trim)
+        .take_while(|l| l.is_empty() || l.starts_with("--"))
+        .any(|l| l == NO_TRANSACTION)
+}
+
+/// The line of the first statement that PostgreSQL refuses inside a transaction block
+/// because of its `CONCURRENTLY` (`CREATE INDEX`, `DROP INDEX`, `REINDEX`, `DETACH
+/// PARTITION`; `REFRESH MATERIALIZED VIEW CONCURRENTLY` runs in one).
+fn concurrently(sql: &str) -> Option<usize> {
+    statements(sql).into_iter().find_map(|s| {
+        (s.words.first().is_some_and(|w| w != "REFRESH")
+            && s.words.iter().any(|w| w == "CONCURRENTLY"))
+        .then_some(s.line)
+    })
+}
+
+/// The finding for a `CONCURRENTLY` statement in `file` that lacks [`NO_TRANSACTION`].
+fn concurrently_error(file: &str, line: usize) -> String {
+    format!(
+        "{file}: line {line}: `CONCURRENTLY` cannot run inside a transaction; add the line `{NO_TRANSACTION}` to the file's leading comments"
+    )
 }
 
 /// The first statement that controls transactions (`BEGIN`, `COMMIT`, `ROLLBACK`, `END`,

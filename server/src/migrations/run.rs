@@ -17,6 +17,9 @@ use crate::db::{DbConn, DbTx, describe_driver_error};
 /// Key of the PostgreSQL advisory lock that serializes migrations ("migr" in ASCII).
 const PG_LOCK_KEY: i64 = 0x6d69_6772;
 
+/// What a failure part-way through a `-- db: no-transaction` script leaves behind.
+const PART_WAY: &str = "it ran outside a transaction (-- db: no-transaction): the statements before the failing one stay applied and the history is unchanged; make them idempotent (IF NOT EXISTS, IF EXISTS) and run the command again, or finish it by hand";
+
 /// Puts a PostgreSQL session back as it was opened (the URL's and the pool's settings
 /// included), inside the migration's transaction: a migration's `SET search_path`,
 /// `SET statement_timeout` or `SET ROLE` must not reach its history row or the next one.
@@ -69,6 +72,9 @@ pub async fn upgrade(
             let reason = refinery_reason(&error, script.map(|m| m.up.as_str()));
             let reason = match driver.bookkeeping_failed {
                 true => format!("recording it in {HISTORY_TABLE} failed: {reason}"),
+                false if script.is_some_and(|m| super::naming::no_transaction(&m.up)) => {
+                    format!("{reason}; {PART_WAY}")
+                }
                 false => reason,
             };
             // What this run did before the failure stays done: say so.
@@ -149,41 +155,45 @@ pub async fn downgrade(
     for migration in to_revert {
         let down = migration.down.as_deref().unwrap_or_default();
         let keys_off = foreign_keys_off(conn, down);
-        let step = with_foreign_keys_off(conn, keys_off, async |conn| {
-            let mut tx = lock(conn).await?;
-            let newest = history(&mut tx).await?.last().map(|row| row.version);
-            if newest < Some(migration.version) {
-                // Another process rolled it back meanwhile.
-                tx.rollback().await?;
-                return Ok(Step::Skipped);
-            }
-            if newest != Some(migration.version) {
-                tx.rollback().await?;
-                return Ok(Step::Raced);
-            }
-            let result = async {
-                tx.execute_script(down).await?;
-                reset_session(&mut tx).await?;
-                tx.execute_script(&format!(
-                    "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
-                    migration.version
-                ))
-                .await?;
-                if keys_off {
-                    foreign_key_check(&mut tx).await?;
+        let step = if super::naming::no_transaction(down) {
+            revert_outside_transaction(conn, migration.version, down).await
+        } else {
+            with_foreign_keys_off(conn, keys_off, async |conn| {
+                let mut tx = lock(conn).await?;
+                let newest = history(&mut tx).await?.last().map(|row| row.version);
+                if newest < Some(migration.version) {
+                    // Another process rolled it back meanwhile.
+                    tx.rollback().await?;
+                    return Ok(Step::Skipped);
                 }
-                Ok(())
-            }
-            .await;
-            match result {
-                Ok(()) => tx.commit().await.map(|()| Step::Done),
-                Err(e) => {
-                    let _ = tx.rollback().await;
-                    Err(e)
+                if newest != Some(migration.version) {
+                    tx.rollback().await?;
+                    return Ok(Step::Raced);
                 }
-            }
-        })
-        .await;
+                let result = async {
+                    tx.execute_script(down).await?;
+                    reset_session(&mut tx).await?;
+                    tx.execute_script(&format!(
+                        "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
+                        migration.version
+                    ))
+                    .await?;
+                    if keys_off {
+                        foreign_key_check(&mut tx).await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                match result {
+                    Ok(()) => tx.commit().await.map(|()| Step::Done),
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            })
+            .await
+        };
         let result = match step {
             Ok(Step::Skipped) => continue,
             Ok(Step::Raced) => {
@@ -195,7 +205,10 @@ pub async fn downgrade(
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            let reason = script_reason(&e, down);
+            let reason = match super::naming::no_transaction(down) {
+                true => format!("{}; {PART_WAY}", script_reason(&e, down)),
+                false => script_reason(&e, down),
+            };
             let reason = match outcome.changed.as_slice() {
                 [] => reason,
                 done => format!(
@@ -324,6 +337,117 @@ fn script_reason(error: &sqlx::Error, script: &str) -> String {
     ))
 }
 
+/// Applies a `-- db: no-transaction` migration: under the migration lock held for all of
+/// it (a session-level advisory lock on PostgreSQL), its statements one at a time in
+/// autocommit, the session put back, then its history row in a transaction of its own.
+/// SQLite has no lock that spans autocommit statements: the history is checked first and
+/// the row written under `BEGIN IMMEDIATE`.
+async fn apply_outside_transaction(
+    conn: &mut DbConn,
+    migration: &MigrationFile,
+    previous: i32,
+    record: &str,
+    bookkeeping: &mut bool,
+) -> Result<Applied, sqlx::Error> {
+    session_lock(conn, true).await?;
+    let result = async {
+        let rows = history(conn).await?;
+        if rows.iter().any(|row| row.version == migration.version) {
+            return Ok(Applied::Skipped);
+        }
+        let newest = rows.last().map_or(0, |row| row.version);
+        if newest < previous {
+            return Ok(Applied::Raced(newest));
+        }
+        if rows.is_empty() {
+            conn.execute_script(&create_history_sql()).await?;
+        }
+        one_by_one(conn, &migration.up).await?;
+        *bookkeeping = true;
+        if conn.kind() == crate::url::DbKind::Postgres {
+            conn.execute_script(PG_RESET_SESSION).await?;
+        }
+        let mut tx = lock(conn).await?;
+        if let Err(e) = tx.execute_script(record).await {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+        tx.commit().await?;
+        Ok(Applied::Done)
+    }
+    .await;
+    let unlocked = session_lock(conn, false).await;
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+/// Reverts a migration with a `-- db: no-transaction` down script, as
+/// [`apply_outside_transaction`] applies one: `Ok(None)` when done.
+async fn revert_outside_transaction(
+    conn: &mut DbConn,
+    version: i32,
+    down: &str,
+) -> Result<Step, sqlx::Error> {
+    session_lock(conn, true).await?;
+    let result = async {
+        let newest = history(conn).await?.last().map(|row| row.version);
+        if newest < Some(version) {
+            return Ok(Step::Skipped);
+        }
+        if newest != Some(version) {
+            return Ok(Step::Raced);
+        }
+        one_by_one(conn, down).await?;
+        if conn.kind() == crate::url::DbKind::Postgres {
+            conn.execute_script(PG_RESET_SESSION).await?;
+        }
+        let mut tx = lock(conn).await?;
+        let delete = format!("DELETE FROM {HISTORY_TABLE} WHERE version = {version}");
+        if let Err(e) = tx.execute_script(&delete).await {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+        tx.commit().await?;
+        Ok(Step::Done)
+    }
+    .await;
+    let unlocked = session_lock(conn, false).await;
+    let step = result?;
+    unlocked?;
+    Ok(step)
+}
+
+/// Runs `script`'s statements one at a time in autocommit. Each is sent after the text
+/// before it blanked out (line breaks kept), so an error's position is the script's.
+async fn one_by_one(conn: &mut DbConn, script: &str) -> Result<(), sqlx::Error> {
+    for (start, statement) in super::naming::split_statements(script) {
+        let blank: String = script[..start]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        conn.execute_script(&format!("{blank}{statement}")).await?;
+    }
+    Ok(())
+}
+
+/// Takes (`on`) or releases the PostgreSQL migration lock for the session, so that it
+/// spans several transactions; nothing on SQLite.
+async fn session_lock(conn: &mut DbConn, on: bool) -> Result<(), sqlx::Error> {
+    let DbConn::Postgres(pg) = conn else {
+        return Ok(());
+    };
+    let sql = match on {
+        true => "SELECT pg_advisory_lock($1)",
+        false => "SELECT pg_advisory_unlock($1)",
+    };
+    sqlx::query(sql)
+        .bind(PG_LOCK_KEY)
+        .execute(&mut **pg)
+        .await
+        .map(drop)
+}
+
 /// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`]).
 async fn reset_session(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
     match tx {
@@ -407,57 +531,62 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         });
         let keys_off = migration.is_some_and(|m| foreign_keys_off(self.conn, &m.up));
         let bookkeeping = &mut self.bookkeeping_failed;
-        let result = with_foreign_keys_off(self.conn, keys_off, async |conn| {
-            let mut tx = lock(conn).await?;
-            if let Some(migration) = migration {
-                let rows = history(&mut tx).await?;
-                if rows.iter().any(|row| row.version == migration.version) {
-                    tx.rollback().await?;
-                    return Ok(Applied::Skipped);
-                }
-                // The migration before this one must still be applied: another process
-                // may have rolled the history back since refinery read it.
-                let newest = rows.last().map_or(0, |row| row.version);
-                if newest < previous {
-                    tx.rollback().await?;
-                    return Ok(Applied::Raced(newest));
-                }
-                // Rolled back to 0 by another process, the history table is gone.
-                if rows.is_empty()
-                    && let Err(e) = tx.execute_script(&create_history_sql()).await
-                {
-                    let _ = tx.rollback().await;
-                    return Err(e);
-                }
-            }
-            for (i, query) in queries.iter().enumerate() {
-                // The migration's statements, then the session put back before its
-                // history row lands (in the right schema, under the right timeouts).
-                let result = match tx.execute_script(query).await {
-                    Ok(()) if i == 0 && migration.is_some() => reset_session(&mut tx)
-                        .await
-                        .inspect_err(|_| *bookkeeping = true),
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        *bookkeeping = i > 0;
-                        Err(e)
+        let outside = migration.filter(|m| super::naming::no_transaction(&m.up));
+        let result = if let (Some(migration), [_, record]) = (outside, queries.as_slice()) {
+            apply_outside_transaction(self.conn, migration, previous, record, bookkeeping).await?
+        } else {
+            with_foreign_keys_off(self.conn, keys_off, async |conn| {
+                let mut tx = lock(conn).await?;
+                if let Some(migration) = migration {
+                    let rows = history(&mut tx).await?;
+                    if rows.iter().any(|row| row.version == migration.version) {
+                        tx.rollback().await?;
+                        return Ok(Applied::Skipped);
                     }
-                };
-                if let Err(e) = result {
-                    // The engine may have rolled back already (e.g. SQLite on a full
-                    // disk): report the statement's error, not the failed rollback.
+                    // The migration before this one must still be applied: another process
+                    // may have rolled the history back since refinery read it.
+                    let newest = rows.last().map_or(0, |row| row.version);
+                    if newest < previous {
+                        tx.rollback().await?;
+                        return Ok(Applied::Raced(newest));
+                    }
+                    // Rolled back to 0 by another process, the history table is gone.
+                    if rows.is_empty()
+                        && let Err(e) = tx.execute_script(&create_history_sql()).await
+                    {
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                }
+                for (i, query) in queries.iter().enumerate() {
+                    // The migration's statements, then the session put back before its
+                    // history row lands (in the right schema, under the right timeouts).
+                    let result = match tx.execute_script(query).await {
+                        Ok(()) if i == 0 && migration.is_some() => reset_session(&mut tx)
+                            .await
+                            .inspect_err(|_| *bookkeeping = true),
+                        Ok(()) => Ok(()),
+                        Err(e) => {
+                            *bookkeeping = i > 0;
+                            Err(e)
+                        }
+                    };
+                    if let Err(e) = result {
+                        // The engine may have rolled back already (e.g. SQLite on a full
+                        // disk): report the statement's error, not the failed rollback.
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                }
+                if keys_off && let Err(e) = foreign_key_check(&mut tx).await {
                     let _ = tx.rollback().await;
                     return Err(e);
                 }
-            }
-            if keys_off && let Err(e) = foreign_key_check(&mut tx).await {
-                let _ = tx.rollback().await;
-                return Err(e);
-            }
-            tx.commit().await?;
-            Ok(Applied::Done)
-        })
-        .await?;
+                tx.commit().await?;
+                Ok(Applied::Done)
+            })
+            .await?
+        };
         match (result, migration) {
             (Applied::Done, _) => {}
             (Applied::Skipped, _) => return Ok(0),

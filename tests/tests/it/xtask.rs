@@ -1390,3 +1390,63 @@ fn a_migration_cut_short_by_its_own_statement_timeout_says_so() {
         "0"
     );
 }
+
+#[test]
+fn a_no_transaction_migration_creates_and_drops_indexes_concurrently() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__big",
+        "CREATE TABLE big (x INT, y INT);\nINSERT INTO big SELECT g, g FROM generate_series(1, 1000) g;\n",
+        Some("DROP TABLE big;\n"),
+    );
+    // Two statements: sent as one script, PostgreSQL would run them in one transaction.
+    project.write_migration(
+        "V3__indexes",
+        "-- Indexes without blocking writes.\n-- db: no-transaction\nCREATE INDEX CONCURRENTLY big_x ON big (x);\nCREATE INDEX CONCURRENTLY big_y ON big (y);\n",
+        Some("-- db: no-transaction\nDROP INDEX CONCURRENTLY big_y;\nDROP INDEX CONCURRENTLY big_x;\n"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    let valid = "SELECT count(*) FILTER (WHERE indisvalid) || '/' || count(*) FROM pg_index WHERE indexrelid::regclass::text IN ('big_x', 'big_y')";
+    assert_eq!(pg.execute(valid), "2/2");
+    let versions =
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM refinery_schema_history";
+    assert_eq!(pg.execute(versions), "1,2,3");
+    project.xtask(&["db-downgrade", "--to", "2", "--yes"]).ok();
+    assert_eq!(pg.execute(valid), "0/0");
+    assert_eq!(pg.execute(versions), "1,2");
+    // A failure part-way keeps what ran before it and leaves the history as it was.
+    project.write_migration(
+        "V3__indexes",
+        "-- db: no-transaction\nCREATE INDEX CONCURRENTLY big_x ON big (x);\nINSERT INTO big (nope) VALUES (1);\n",
+        Some("-- db: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS big_x;\n"),
+    );
+    let run = project.xtask(&["db-upgrade"]);
+    let line = run.code(1).error_line();
+    assert!(
+        line.contains("V3__indexes")
+            && line.contains("(at line 3)")
+            && line.contains("outside a transaction"),
+        "{line}"
+    );
+    assert_eq!(pg.execute(valid), "1/1");
+    assert_eq!(pg.execute(versions), "1,2");
+}
+
+#[test]
+fn a_no_transaction_migration_runs_vacuum_on_sqlite() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__vacuum",
+        "-- db: no-transaction\nCREATE TABLE a (x INTEGER);\nVACUUM;\n",
+        Some("-- db: no-transaction\nDROP TABLE a;\nVACUUM;\n"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    assert_eq!(history(&project).len(), 2);
+    project.xtask(&["db-downgrade", "--to", "1", "--yes"]).ok();
+    assert_eq!(history(&project).len(), 1);
+}
