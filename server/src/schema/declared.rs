@@ -1,4 +1,5 @@
-//! What each statement of `schema.sql` declares and where: the table, index or enum type it creates,
+//! What each statement of `schema.sql` declares and where: the table, index, enum type or
+//! extension it creates,
 //! and the line of each of its words, so that an error about a declared object names the
 //! line of the statement, or of the clause, that causes it.
 
@@ -13,16 +14,19 @@ pub enum Kind {
     Index,
     /// `CREATE TYPE … AS ENUM` (PostgreSQL).
     Enum,
+    /// `CREATE EXTENSION` (PostgreSQL).
+    Extension,
 }
 
-/// A table, an index or an enum type, as one statement of the file declares it.
+/// A table, an index, an enum type or an extension, as one statement of the file declares it.
 #[derive(Debug, Clone)]
 pub struct Declared {
     /// What it is.
     pub kind: Kind,
     /// Its name, in lower case (the engines' names compare so in this module).
     pub name: String,
-    /// The table: itself, or the table an index is on (lower case); an enum type's name.
+    /// The table: itself, or the table an index is on (lower case); an enum type's or an
+    /// extension's name.
     pub table: String,
     /// The line its statement starts on.
     pub line: usize,
@@ -161,7 +165,8 @@ impl Token {
 }
 
 /// What `sql` (a statement whose text starts on `text_line`, at `line`) declares: `None`
-/// for anything but `CREATE TABLE` / `CREATE [UNIQUE] INDEX` / `CREATE TYPE … AS ENUM`.
+/// for anything but `CREATE TABLE` / `CREATE [UNIQUE] INDEX` / `CREATE TYPE … AS ENUM` /
+/// `CREATE EXTENSION`.
 pub fn parse(sql: &str, text_line: usize, line: usize) -> Option<Declared> {
     let tokens = tokens(sql, text_line);
     let mut at = 0;
@@ -174,6 +179,17 @@ pub fn parse(sql: &str, text_line: usize, line: usize) -> Option<Declared> {
     };
     if !next("CREATE", &mut at) {
         return None;
+    }
+    if next("EXTENSION", &mut at) {
+        let _ = next("IF", &mut at) && next("NOT", &mut at) && next("EXISTS", &mut at);
+        let name = qualified_name(&tokens, &mut at)?;
+        return Some(Declared {
+            kind: Kind::Extension,
+            table: name.clone(),
+            name,
+            line,
+            tokens,
+        });
     }
     if next("TYPE", &mut at) {
         let name = qualified_name(&tokens, &mut at)?;
@@ -232,6 +248,7 @@ impl Declared {
             Kind::Table => "table",
             Kind::Index => "index",
             Kind::Enum => "type",
+            Kind::Extension => "extension",
         };
         format!("{kind} {}", self.name)
     }
@@ -349,7 +366,7 @@ pub fn check_unique(declared: &[Declared], file: &str) -> Result<(), SchemaFileE
                 file: file.to_string(),
                 line: later.line,
                 message: format!(
-                    "{} is declared again (first at line {}, as {}); one statement per table, index or type",
+                    "{} is declared again (first at line {}, as {}); one statement per table, index, type or extension",
                     later.describe(),
                     first.line,
                     first.describe()
@@ -379,6 +396,8 @@ mod tests {
         let e = parse("CREATE TYPE \"Mood\" AS ENUM ('a', 'b')", 2, 2).unwrap();
         assert_eq!((e.kind, e.name.as_str()), (Kind::Enum, "mood"));
         assert!(parse("CREATE TYPE pair AS (a INT, b INT)", 1, 1).is_none());
+        let x = parse("CREATE EXTENSION IF NOT EXISTS pg_trgm", 1, 1).unwrap();
+        assert_eq!((x.kind, x.name.as_str()), (Kind::Extension, "pg_trgm"));
         assert_eq!(i.line_of("WHERE", None), Some(4));
         assert!(parse("DELETE FROM t", 1, 1).is_none());
         assert!(parse("CREATE VIEW v AS SELECT 1", 1, 1).is_none());

@@ -5,7 +5,8 @@
 //! is `ALTER TABLE … ALTER COLUMN` / `ADD|DROP CONSTRAINT` on PostgreSQL, and on SQLite,
 //! which cannot alter them, the documented table rebuild: new table, copy, drop, rename,
 //! indexes again — with foreign keys checked once at the end (the runner's
-//! [`FOREIGN_KEYS_OFF`] directive). Enum types are PostgreSQL's (module `enums`).
+//! [`FOREIGN_KEYS_OFF`] directive). Extensions and enum types are PostgreSQL's (module
+//! `pg_objects`).
 //! Destructive steps are commented out unless allowed.
 
 use super::normalize::ident;
@@ -105,7 +106,7 @@ pub fn generate(
         ));
     }
     pairs.extend(
-        super::enums::before_tables(from, to)
+        super::pg_objects::before_tables(from, to)
             .into_iter()
             .map(pg_only),
     );
@@ -145,7 +146,7 @@ pub fn generate(
         ));
     }
     pairs.extend(
-        super::enums::after_tables(from, to)
+        super::pg_objects::after_tables(from, to)
             .into_iter()
             .map(pg_only),
     );
@@ -164,7 +165,7 @@ pub fn generate(
 }
 
 /// An enum type's step and its reverse: PostgreSQL's only.
-fn pg_only(change: super::enums::Change) -> (Step, Step) {
+fn pg_only(change: super::pg_objects::Change) -> (Step, Step) {
     (
         Step {
             sql: change.up,

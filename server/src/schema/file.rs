@@ -1,6 +1,6 @@
 //! `migrations/schema.sql`, the declared schema: its statements with the line each starts
-//! on, checked to be `CREATE TABLE` / `CREATE INDEX` / `CREATE TYPE … AS ENUM` only, and applied one by one so an
-//! error names its line.
+//! on, checked to be `CREATE TABLE` / `CREATE INDEX` / `CREATE TYPE … AS ENUM` /
+//! `CREATE EXTENSION` only, and applied one by one so an error names its line.
 
 use super::SchemaFileError;
 use super::declared::{Declared, Kind};
@@ -134,7 +134,7 @@ pub async fn apply(
                     file: file.to_string(),
                     line: statement.line,
                     message: format!(
-                        "only CREATE TABLE, CREATE [UNIQUE] INDEX and CREATE TYPE … AS ENUM statements declare the schema (found `{}`)",
+                        "only CREATE TABLE, CREATE [UNIQUE] INDEX, CREATE TYPE … AS ENUM and CREATE EXTENSION statements declare the schema (found `{}`)",
                         words.join(" ")
                     ),
                 });
@@ -143,15 +143,20 @@ pub async fn apply(
     }
     super::declared::check_unique(&declared, file)?;
     if conn.kind() == DbKind::Sqlite
-        && let Some(d) = declared.iter().find(|d| d.kind == Kind::Enum)
+        && let Some(d) = declared
+            .iter()
+            .find(|d| matches!(d.kind, Kind::Enum | Kind::Extension))
     {
+        let message = match d.kind {
+            Kind::Enum => {
+                "is an enum type (CREATE TYPE … AS ENUM), which only PostgreSQL has; on SQLite declare its columns TEXT"
+            }
+            _ => "is a PostgreSQL extension (CREATE EXTENSION), which SQLite does not have",
+        };
         return Err(SchemaFileError::At {
             file: file.to_string(),
             line: d.line,
-            message: format!(
-                "{} is an enum type (CREATE TYPE … AS ENUM), which only PostgreSQL has; on SQLite declare its columns TEXT",
-                d.describe()
-            ),
+            message: format!("{} {message}", d.describe()),
         });
     }
     // Any order: a statement that fails (a table referencing one declared further down)

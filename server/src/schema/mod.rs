@@ -9,18 +9,18 @@
 //! | `sqlite` | reading a SQLite database |
 //! | `postgres` | reading a PostgreSQL database |
 //! | `normalize` | one spelling for types and defaults |
-//! | `render` | the description as `CREATE TYPE` / `CREATE TABLE` / `CREATE INDEX` statements |
+//! | `render` | the description as `CREATE EXTENSION` / `CREATE TYPE` / `CREATE TABLE` / `CREATE INDEX` statements |
 //! | `file` | `migrations/schema.sql`: its statements, applied with their line numbers |
 //! | `declared` | what each statement declares, and the line of each clause, for errors |
 //! | `diff` | autogenerate: the migration and down script from one schema to another |
-//! | `enums` | autogenerate for PostgreSQL enum types |
+//! | `pg_objects` | autogenerate for PostgreSQL extensions and enum types |
 
 mod declared;
 mod diff;
-mod enums;
 mod file;
 mod normalize;
 mod order;
+mod pg_objects;
 mod postgres;
 mod render;
 mod sqlite;
@@ -31,8 +31,8 @@ pub use file::{FILE_NAME, apply, read_file, write};
 pub use normalize::{quoted, unshared};
 pub use order::parents_first;
 pub use render::{
-    columns_by_name, create_enum, create_index, create_table, default_sql, dependency_order,
-    line_diff, render, render_bare,
+    columns_by_name, create_enum, create_extension, create_index, create_table, default_sql,
+    dependency_order, line_diff, render, render_bare,
 };
 
 use crate::db::Target;
@@ -111,13 +111,16 @@ pub enum Undescribed {
     },
 }
 
-/// The tables of a database (the migration history excluded), by name, and its enum
-/// types. Two schemas are equal when their tables and enum types are: what the
-/// description cannot hold is reported, not compared.
+/// The tables of a database (the migration history excluded), by name, and on
+/// PostgreSQL its extensions and enum types. Two schemas are equal when these are: what
+/// the description cannot hold is reported, not compared.
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
     /// Tables, sorted by name.
     pub tables: Vec<TableDef>,
+    /// PostgreSQL extensions (`CREATE EXTENSION`) but `plpgsql`, which every database
+    /// has, sorted. Their tables, types and functions are theirs, not described.
+    pub extensions: Vec<String>,
     /// PostgreSQL enum types (`CREATE TYPE … AS ENUM`), sorted by name.
     pub enums: Vec<EnumType>,
     /// What the database has outside its tables that this description does not hold (a
@@ -127,7 +130,8 @@ pub struct Schema {
 
 impl PartialEq for Schema {
     fn eq(&self, other: &Self) -> bool {
-        (&self.tables, &self.enums) == (&other.tables, &other.enums)
+        (&self.tables, &self.extensions, &self.enums)
+            == (&other.tables, &other.extensions, &other.enums)
     }
 }
 
@@ -310,6 +314,7 @@ pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
     }
     schema.tables.sort_by(|a, b| a.name.cmp(&b.name));
     schema.enums.sort();
+    schema.extensions.sort();
     schema.undescribed.sort();
     Ok(schema)
 }

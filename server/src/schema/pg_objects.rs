@@ -1,10 +1,12 @@
-//! Autogenerate for PostgreSQL enum types: a new type is `CREATE TYPE`, a value added is
+//! Autogenerate for what only PostgreSQL declares. Extensions: one declared is
+//! `CREATE EXTENSION IF NOT EXISTS`, one no longer declared `DROP EXTENSION`. Enum
+//! types: a new type is `CREATE TYPE`, a value added is
 //! `ALTER TYPE … ADD VALUE`, a value removed or the values reordered recreate the type
 //! and cast its columns to it (destructive: a row holding a removed value fails it), a
 //! type no longer declared is `DROP TYPE`.
 
 use super::normalize::ident;
-use super::render::{create_enum, default_sql, literal};
+use super::render::{create_enum, create_extension, default_sql, literal};
 use super::{EnumType, Schema};
 
 /// One step of the migration and its reverse for the down script.
@@ -20,10 +22,19 @@ const ADD_VALUE: &str = "-- PostgreSQL cannot use a value that ALTER TYPE … AD
 -- when a later statement of this migration uses it, move this step to a migration of its own\n\
 -- that starts with `-- db: no-transaction`.";
 
-/// The steps that come before the tables change: types created, values added, types
-/// recreated without a value (their columns as `from` has them).
+/// The steps that come before the tables change: extensions created, types created,
+/// values added, types recreated without a value (their columns as `from` has them).
 pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
-    let mut out = Vec::new();
+    let mut out: Vec<Change> = to
+        .extensions
+        .iter()
+        .filter(|e| !from.extensions.contains(e))
+        .map(|e| Change {
+            up: create_extension(e),
+            down: format!("DROP EXTENSION IF EXISTS {};", ident(e)),
+            destructive: None,
+        })
+        .collect();
     for new in &to.enums {
         let Some(old) = from.enums.iter().find(|e| e.name == new.name) else {
             out.push(Change {
@@ -55,17 +66,28 @@ pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
     out
 }
 
-/// The steps that come after the tables change: types no longer declared dropped.
+/// The steps that come after the tables change: types, then extensions, no longer
+/// declared dropped.
 pub(super) fn after_tables(from: &Schema, to: &Schema) -> Vec<Change> {
-    from.enums
+    let types = from
+        .enums
         .iter()
         .filter(|old| !to.enums.iter().any(|e| e.name == old.name))
         .map(|old| Change {
             up: format!("DROP TYPE {};", ident(&old.name)),
             down: create_enum(old),
             destructive: None,
-        })
-        .collect()
+        });
+    let extensions = from
+        .extensions
+        .iter()
+        .filter(|e| !to.extensions.contains(e))
+        .map(|e| Change {
+            up: format!("DROP EXTENSION {};", ident(e)),
+            down: create_extension(e),
+            destructive: None,
+        });
+    types.chain(extensions).collect()
 }
 
 /// `ALTER TYPE name ADD VALUE` for each value of `new` that `old` lacks, each placed

@@ -10,7 +10,10 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
     let relations: Vec<(i64, String)> = sqlx::query_as(
         "SELECT oid::int8, relname::text FROM pg_class \
          WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('r', 'p') \
-           AND NOT relispartition AND relname <> $1 ORDER BY relname",
+           AND NOT relispartition AND relname <> $1 \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                       AND d.objid = pg_class.oid AND d.deptype = 'e') \
+         ORDER BY relname",
     )
     .bind(HISTORY_TABLE)
     .fetch_all(&mut *c)
@@ -211,17 +214,27 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
     .into_iter()
     .map(|(name, values)| EnumType { name, values })
     .collect();
-    // Views, materialized views, foreign tables: not described, but named.
+    // Extensions; `plpgsql` is in every database.
+    let extensions: Vec<String> = sqlx::query_scalar(
+        "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+    )
+    .fetch_all(&mut *c)
+    .await?;
+    // Views, materialized views, foreign tables (an extension's own excepted): not
+    // described, but named.
     let others: Vec<(String, String)> = sqlx::query_as(
         "SELECT CASE relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
                 ELSE 'foreign table' END, relname::text FROM pg_class \
          WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('v', 'm', 'f') \
+           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                       AND d.objid = pg_class.oid AND d.deptype = 'e') \
          ORDER BY relname",
     )
     .fetch_all(&mut *c)
     .await?;
     Ok(Schema {
         tables,
+        extensions,
         enums,
         undescribed: others
             .into_iter()

@@ -39,7 +39,11 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
             schema.undescribed.join(", ")
         ));
     }
-    if !schema.enums.is_empty() {
+    if !(schema.extensions.is_empty() && schema.enums.is_empty()) {
+        out.push('\n');
+    }
+    for extension in &schema.extensions {
+        out.push_str(&create_extension(extension));
         out.push('\n');
     }
     for enum_type in &schema.enums {
@@ -61,6 +65,11 @@ fn render_with(schema: &Schema, header: &str, notes: bool) -> String {
         }
     }
     out
+}
+
+/// `CREATE EXTENSION IF NOT EXISTS pg_trgm;`
+pub fn create_extension(name: &str) -> String {
+    format!("CREATE EXTENSION IF NOT EXISTS {};", ident(name))
 }
 
 /// `CREATE TYPE mood AS ENUM ('ok', 'happy');`

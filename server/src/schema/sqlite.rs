@@ -191,6 +191,7 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
         .collect();
     Ok(Schema {
         tables,
+        extensions: Vec::new(),
         enums: Vec::new(),
         undescribed,
     })

@@ -320,10 +320,11 @@ fn cases() -> Vec<Case> {
         file(Migrations, &[("migrations/V2__load.sql", "CREATE TABLE a (x INTEGER);\nCOPY a (x) FROM STDIN;\n")], "a migration with `COPY … FROM STDIN`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__load.sql: line 2", "COPY … FROM STDIN"]),
         file(Migrations, &[("migrations/V2__dump.sql", "SELECT 1;\n"), ("migrations/V2__dump.down.sql", "\nCOPY (SELECT 1) TO STDOUT;\n")], "a down script with `COPY … TO STDOUT`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__dump.down.sql: line 2", "COPY … TO STDOUT"]),
         file(Migrations, &[("migrations/V2__idx.sql", "CREATE TABLE a (x INTEGER);\nCREATE INDEX CONCURRENTLY a_x ON a (x);\n")], "`CREATE INDEX CONCURRENTLY` without `-- db: no-transaction`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__idx.sql: line 2", "CONCURRENTLY", "-- db: no-transaction"]),
-        // db-schema (issue 19): enum types in schema.sql.
+        // db-schema (issue 19): enum types and extensions in schema.sql.
         file(Migrations, &[("migrations/schema.sql", "CREATE TABLE t (\n    id BIGINT NOT NULL\n);\n\nCREATE TYPE mood AS ENUM ('ok', 'sad');\n")], "`schema.sql`: `CREATE TYPE … AS ENUM` on SQLite", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 5", "type mood", "only PostgreSQL"]),
         file(Migrations, &[("migrations/schema.sql", "CREATE TABLE t (\n    id BIGINT NOT NULL\n);\nCREATE TYPE pair AS (a INTEGER, b INTEGER);\n")], "`schema.sql`: a composite `CREATE TYPE`", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 4", "CREATE TYPE … AS ENUM", "CREATE TYPE pair"]),
         file(Migrations, &[("migrations/schema.sql", "CREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE t (\n    id BIGINT NOT NULL\n);\nCREATE TYPE mood AS ENUM ('ok', 'sad');\n")], "`schema.sql`: an enum type declared twice", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 5", "type mood", "first at line 1"]),
+        file(Migrations, &[("migrations/schema.sql", "CREATE TABLE t (\n    id BIGINT NOT NULL\n);\nCREATE EXTENSION IF NOT EXISTS pg_trgm;\n")], "`schema.sql`: `CREATE EXTENSION` on SQLite", Cmd::Xtask(&["db-schema", "--check"]), 1, &["schema.sql, line 4", "extension pg_trgm", "SQLite"]),
     ]
 }
 

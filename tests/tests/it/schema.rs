@@ -1078,3 +1078,59 @@ fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
     .unwrap();
     assert_eq!(rows.trim(), "1sad,2ok");
 }
+
+/// Extensions are declared (`CREATE EXTENSION IF NOT EXISTS` first), their own objects
+/// are not described as the schema's, an index with an extension's operator class loads,
+/// and autogenerate creates and drops an extension.
+#[test]
+fn extensions_are_declared_and_diffed_on_postgresql() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let env = [("DATABASE_URL", pg.url.as_str())];
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__trgm",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm;\
+         CREATE TABLE d (id BIGINT NOT NULL, s TEXT, PRIMARY KEY (id));\
+         CREATE INDEX d_s ON d USING gin (s gin_trgm_ops);",
+        Some("DROP TABLE d; DROP EXTENSION pg_trgm;"),
+    );
+    project.xtask_with(&["db-schema"], &env).ok();
+    let text = schema_file(&project);
+    let extension = text.find("CREATE EXTENSION IF NOT EXISTS pg_trgm;");
+    assert!(extension.is_some(), "{text}");
+    assert!(extension < text.find("CREATE TABLE d"), "{text}");
+    assert!(
+        text.contains("CREATE INDEX d_s ON d USING gin (s gin_trgm_ops);"),
+        "{text}"
+    );
+    assert!(!text.contains("Not described"), "{text}");
+    project.xtask_with(&["db-schema", "--check"], &env).ok();
+    project.xtask_with(&["db-upgrade"], &env).ok();
+    std::fs::remove_file(project.path().join("migrations/schema.sql")).unwrap();
+    project.xtask_with(&["db-schema", "--from-db"], &env).ok();
+    assert_eq!(schema_file(&project), text);
+    let up = autogenerate_round_trip(
+        &project,
+        &env,
+        "crypto",
+        |t| {
+            t.replace(
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm;",
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm;\nCREATE EXTENSION IF NOT EXISTS pgcrypto;",
+            )
+        },
+        &[],
+    );
+    assert!(
+        up.contains("CREATE EXTENSION IF NOT EXISTS pgcrypto;"),
+        "{up}"
+    );
+    let installed = tests::psql(
+        &pg.url,
+        "SELECT string_agg(extname, ',' ORDER BY extname) FROM pg_extension",
+    )
+    .unwrap();
+    assert_eq!(installed.trim(), "pg_trgm,pgcrypto,plpgsql");
+}
