@@ -2,13 +2,15 @@
 //! server (`pg`), a temporary project (`project`), processes and their outcome
 //! (`process`), a running server and an HTTP client (`http`), files and disks (`disk`),
 //! SQLite files (`sqlite_file`), when a test may skip (`skip`), random choices
-//! (`random`) and bounded waits (`wait`). Everything is re-exported here: tests write
+//! (`random`), bounded waits (`wait`) and a generated real-shaped migration history
+//! (`history`). Everything is re-exported here: tests write
 //! `tests::Project`.
 //!
 //! Nothing here mocks a database: tests talk to real SQLite files and the real PostgreSQL
 //! server (`TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 mod disk;
+mod history;
 mod http;
 mod pg;
 mod process;
@@ -19,6 +21,7 @@ mod sqlite_file;
 mod wait;
 
 pub use disk::{Tmpfs, debris, fill_disk, free_bytes, sha256};
+pub use history::{Generated, postgres_history, write_history};
 pub use http::{Response, Server, free_port, get, request};
 pub use pg::{
     PgCluster, PgDatabase, hold_pg_lock, logging_pg_tools, path_with_only, pg_bin_dir, pg_command,

@@ -52,6 +52,21 @@ pub async fn premigrate(
         }
     }
     let Some(e) = failed else {
+        // Rows the migrations inserted are in the source too: the copy brings them.
+        let names: Vec<String> = schema::tables(target.target())
+            .await
+            .map_err(&target_err)?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|name| name != HISTORY_TABLE)
+            .collect();
+        if !names.is_empty() {
+            let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
+            target
+                .execute_script(&format!("TRUNCATE {}", list.join(", ")))
+                .await
+                .map_err(&target_err)?;
+        }
         return Ok(());
     };
     let drop_all = crate::db::drop_all_script(target)
@@ -137,6 +152,14 @@ pub async fn copy_in(
     let suspended = schema::suspend_checks(tx.target(), &names)
         .await
         .map_err(&target_err)?;
+    // Rows the migrations applied here inserted are in the source too (the same
+    // history ran there): the source's rows are the ones copied. A target that held rows
+    // of its own was refused above unless --force.
+    for name in &names {
+        tx.execute_script(&format!("DELETE FROM {}", quoted(name)))
+            .await
+            .map_err(&target_err)?;
+    }
     let mut done = 0u64;
     let mut problems = Vec::new();
     let mut source_sums = Vec::new();

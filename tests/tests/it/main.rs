@@ -11,6 +11,7 @@ mod catalogue;
 mod copy;
 mod docs;
 mod faults;
+mod histories;
 mod notes;
 mod postgres_faults;
 mod restore;
