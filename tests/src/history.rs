@@ -1,7 +1,8 @@
 //! A migration history shaped like the ones real services ship on PostgreSQL, generated
 //! rather than written out: hundreds of migrations with an extension, enum types whose
 //! values are added later and then used, identity columns, views, PL/pgSQL functions and
-//! triggers, GIN indexes with an operator class, and data migrations, each with a down
+//! triggers, GIN indexes with an operator class, indexes built `CONCURRENTLY` outside a
+//! transaction, and data migrations, each with a down
 //! script that undoes it. Every migration after the first is one of a few shapes, taken
 //! in turn, so any prefix of the history is a valid history too.
 
@@ -32,9 +33,9 @@ pub fn postgres_history(count: usize) -> Vec<Generated> {
     for n in 2..=count.max(1) {
         let v = n;
         // Each table `items_<k>` is made by one migration and grown by the next ones.
-        let k = (n - 2) / 6;
+        let k = (n - 2) / 7;
         let t = format!("items_{k}");
-        let (name, up, down) = match (n - 2) % 6 {
+        let (name, up, down) = match (n - 2) % 7 {
             0 => (
                 format!("create_{t}"),
                 format!(
@@ -78,6 +79,14 @@ pub fn postgres_history(count: usize) -> Vec<Generated> {
                     "CREATE VIEW {t}_open AS\n    SELECT id, account_id, title FROM {t} WHERE state <> 'new';\n"
                 ),
                 format!("DROP VIEW {t}_open;\n"),
+            ),
+            // Built without blocking writers: outside a transaction.
+            5 => (
+                format!("index_{t}_updated"),
+                format!(
+                    "-- db: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS {t}_updated ON {t} (updated_at);\n"
+                ),
+                format!("-- db: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS {t}_updated;\n"),
             ),
             _ => (
                 format!("seed_{t}"),
