@@ -402,12 +402,16 @@ fn column_sql(c: &ColumnDef) -> String {
     if let Some(d) = &c.default {
         sql.push_str(&format!(" DEFAULT {}", super::render::default_sql(d)));
     }
+    if let Some(how) = &c.identity {
+        sql.push_str(&format!(" GENERATED {how} AS IDENTITY"));
+    }
     sql
 }
 
-/// `SERIAL`, `BIGSERIAL` or `SMALLSERIAL`: PostgreSQL fills it from a sequence.
+/// `SERIAL`, `BIGSERIAL` or `SMALLSERIAL`, or an identity column: PostgreSQL fills it
+/// from a sequence.
 fn serial(c: &ColumnDef) -> bool {
-    c.data_type.ends_with("SERIAL")
+    c.data_type.ends_with("SERIAL") || c.identity.is_some()
 }
 
 /// SQLite adds a column only without `NOT NULL` unless it has a constant default.
@@ -624,6 +628,22 @@ fn alter_column(t: &str, o: &ColumnDef, n: &ColumnDef) -> Vec<String> {
             "ALTER TABLE {t} ALTER COLUMN {c} {} NOT NULL;",
             if n.not_null { "SET" } else { "DROP" }
         ));
+    }
+    // An identity added starts after the values the rows already hold.
+    match (&o.identity, &n.identity) {
+        (None, Some(how)) => sql.extend([
+            format!("ALTER TABLE {t} ALTER COLUMN {c} ADD GENERATED {how} AS IDENTITY;"),
+            format!(
+                "SELECT setval(pg_get_serial_sequence({}, {}), coalesce(max({c}), 0) + 1, false) FROM {t};",
+                super::render::literal(t),
+                super::render::literal(&n.name)
+            ),
+        ]),
+        (Some(_), None) => sql.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP IDENTITY;")),
+        (Some(old), Some(how)) if old != how => {
+            sql.push(format!("ALTER TABLE {t} ALTER COLUMN {c} SET GENERATED {how};"))
+        }
+        _ => {}
     }
     sql
 }

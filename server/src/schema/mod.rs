@@ -87,7 +87,7 @@ pub enum Undescribed {
     /// A SQLite generated column.
     #[error("a generated column")]
     Generated,
-    /// A PostgreSQL generated or identity column.
+    /// A PostgreSQL generated column (`GENERATED ALWAYS AS (…) STORED`).
     #[error("generated or identity column {0}")]
     GeneratedOrIdentity(String),
     /// A trigger.
@@ -191,6 +191,8 @@ pub struct ColumnDef {
     pub not_null: bool,
     /// Canonical default expression.
     pub default: Option<String>,
+    /// A PostgreSQL identity column: `ALWAYS` or `BY DEFAULT` (`GENERATED … AS IDENTITY`).
+    pub identity: Option<String>,
 }
 
 /// A foreign key.

@@ -24,10 +24,11 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         for row in sqlx::query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     pg_get_expr(d.adbin, d.adrelid), \
-                    (SELECT typname::text FROM pg_type WHERE oid = a.atttypid AND typtype = 'e') \
+                    (SELECT typname::text FROM pg_type WHERE oid = a.atttypid AND typtype = 'e'), \
+                    a.attidentity::text \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
-               AND a.attgenerated = '' AND a.attidentity = '' \
+               AND a.attgenerated = '' \
              ORDER BY a.attnum",
         )
         .bind(oid)
@@ -54,6 +55,11 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                 data_type,
                 not_null: row.try_get(2)?,
                 default: default.map(|d| normalize::default(&d)),
+                identity: match row.try_get::<String, _>(5)?.as_str() {
+                    "a" => Some("ALWAYS".into()),
+                    "d" => Some("BY DEFAULT".into()),
+                    _ => None,
+                },
             });
         }
         let key_columns = |array: &str| {
@@ -169,7 +175,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         undescribed.extend(triggers.into_iter().map(Undescribed::Trigger));
         let special: Vec<String> = sqlx::query_scalar(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::int8::oid AND attnum > 0 \
-               AND NOT attisdropped AND (attgenerated <> '' OR attidentity <> '') ORDER BY attnum",
+               AND NOT attisdropped AND attgenerated <> '' ORDER BY attnum",
         )
         .bind(oid)
         .fetch_all(&mut *c)

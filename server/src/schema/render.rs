@@ -176,6 +176,9 @@ pub fn create_table(table: &TableDef) -> String {
             if let Some(default) = &c.default {
                 line.push_str(&format!(" DEFAULT {}", default_sql(default)));
             }
+            if let Some(how) = &c.identity {
+                line.push_str(&format!(" GENERATED {how} AS IDENTITY"));
+            }
             line
         })
         .collect();

@@ -39,6 +39,7 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                 default: row
                     .try_get::<Option<String>, _>(3)?
                     .map(|d| normalize::default(&d)),
+                identity: None,
             });
         }
         key.sort();
