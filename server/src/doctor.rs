@@ -55,6 +55,9 @@ pub async fn check(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Stri
                 migrations::AppliedState::Unknown => problems.push(format!(
                     "{id}: applied to the database but missing from migrations/"
                 )),
+                migrations::AppliedState::Failed => problems.push(format!(
+                    "{id}: failed part-way outside a transaction and is not resolved (db-resolve)"
+                )),
             }
         }
     }

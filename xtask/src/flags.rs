@@ -33,7 +33,7 @@ pub enum Command {
     DbInit(DbInit),
     /// Show applied and pending migrations.
     ///
-    /// Exit code: 0 up to date, 2 migrations pending (or no database yet), 3 database ahead of this code, 4 diverged (an applied migration was edited), 1 error, 64 bad command line.
+    /// Exit code: 0 up to date, 2 migrations pending (or no database yet), 3 database ahead of this code, 4 diverged (an applied migration was edited), 5 a `-- db: no-transaction` migration failed part-way (see db-resolve), 1 error, 64 bad command line.
     DbStatus(DbStatus),
     /// Create the next migration pair: `V<n>__<name>.sql` and its `V<n>__<name>.down.sql`.
     DbMigrate(DbMigrate),
@@ -57,6 +57,8 @@ pub enum Command {
     ///
     /// The target is brought to the same schema version with the migrations and written in one transaction: on any error, value that does not fit, or checksum mismatch, it is left as it was. The configured database is only read.
     DbCopy(DbCopy),
+    /// Resolve a `-- db: no-transaction` migration that failed part-way: `--retry` (its statements were made idempotent; the next db-upgrade runs it again) or `--applied` (it was finished by hand).
+    DbResolve(DbResolve),
     /// Check migrations for CI: names, contiguous versions, down scripts, applied checksums, and an up/down/up round trip on a scratch database.
     DbCheck(DbCheck),
     /// Benchmark readiness, writes and backups against a naive server and the raw engine, side by side, on release builds.
@@ -219,6 +221,21 @@ pub struct DbCopy {
     /// Skip the safety backup of the target that --force takes.
     #[arg(long)]
     pub no_backup: bool,
+}
+
+/// `db-resolve`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("how").required(true).args(["retry", "applied"])))]
+pub struct DbResolve {
+    /// The version of the migration that failed part-way (`db-status` shows it).
+    #[arg(value_name = "VERSION")]
+    pub migration: i32,
+    /// Forget the failure: the next db-upgrade runs the migration again (make its statements idempotent first: IF NOT EXISTS, IF EXISTS).
+    #[arg(long)]
+    pub retry: bool,
+    /// Record it as applied: its remaining statements were run by hand.
+    #[arg(long)]
+    pub applied: bool,
 }
 
 /// `db-check`.

@@ -52,6 +52,7 @@ mod migrate;
 mod progress;
 mod project;
 mod reset;
+mod resolve;
 mod restore;
 mod schema;
 mod status;
@@ -128,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::DbBackups(cmd) => cmd.run(&project),
             Command::DbRestore(cmd) => cmd.run(&project).await,
             Command::DbCheck(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
+            Command::DbResolve(cmd) => cmd.run(&project).await,
             Command::Bench(cmd) => return cmd.run(),
             Command::DbCopy(cmd) => cmd.run(&project).await,
             Command::DbSchema(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,

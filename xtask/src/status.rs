@@ -14,6 +14,8 @@ const EXIT_PENDING: u8 = 2;
 const EXIT_AHEAD: u8 = 3;
 /// Exit code when an applied migration was edited.
 const EXIT_DIVERGED: u8 = 4;
+/// Exit code when a migration run outside a transaction failed part-way.
+const EXIT_FAILED: u8 = 5;
 
 impl DbStatus {
     /// Runs the command.
@@ -56,6 +58,7 @@ impl DbStatus {
                 AppliedState::Ok => "checksum ok",
                 AppliedState::Divergent => "DIVERGENT: file edited after it was applied",
                 AppliedState::Unknown => "NOT IN migrations/ (database ahead)",
+                AppliedState::Failed => "FAILED PART-WAY outside a transaction (db-resolve)",
             };
             say!(
                 "  applied  V{}__{}  {}  {}",
@@ -86,6 +89,10 @@ impl DbStatus {
             ),
             SchemaState::Ahead => ("ahead of this code".to_string(), EXIT_AHEAD),
             SchemaState::Diverged => ("diverged".to_string(), EXIT_DIVERGED),
+            SchemaState::Failed => (
+                "a migration failed part-way outside a transaction; fix it, then `cargo xtask db-resolve VERSION --retry` (or `--applied`)".to_string(),
+                EXIT_FAILED,
+            ),
         };
         say!("status:     {summary}");
         Ok(ExitCode::from(code))

@@ -26,6 +26,7 @@ fn every_command_has_help() {
         "db-backups",
         "db-restore",
         "db-check",
+        "db-resolve",
     ] {
         assert!(top.contains(command), "{command} missing from --help");
         assert!(help(&[command]).contains("Usage: cargo xtask"), "{command}");

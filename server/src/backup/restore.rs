@@ -146,6 +146,12 @@ pub async fn verify(
                             .into(),
                     ));
                 }
+                SchemaState::Failed => {
+                    return Err(invalid(
+                        "its history records a migration that failed part-way outside a transaction"
+                            .into(),
+                    ));
+                }
                 SchemaState::UpToDate | SchemaState::Pending => {}
             }
         }

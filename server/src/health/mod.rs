@@ -166,6 +166,10 @@ pub async fn check(
                 SchemaState::Diverged => {
                     Some("an applied migration differs from this binary's copy".into())
                 }
+                SchemaState::Failed => Some(
+                    "a migration failed part-way outside a transaction; see `cargo xtask db-status`"
+                        .into(),
+                ),
             };
             let schema = SchemaHealth {
                 state: status.state,

@@ -19,11 +19,13 @@
 //! | `status` | the history table compared with a set |
 //! | `run` | upgrade and downgrade, one locked transaction per migration, through refinery |
 
+mod failure;
 mod files;
 mod naming;
 mod run;
 mod status;
 
+pub use failure::{Resolution, resolve};
 pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case};
 pub use run::{Outcome, downgrade, reset, upgrade};
@@ -73,6 +75,19 @@ pub enum MigrationError {
         step: String,
         /// The newest version in the history when this command looked.
         now: i32,
+    },
+    /// A `-- db: no-transaction` migration failed part-way earlier: nothing runs after it
+    /// until it is resolved.
+    #[error(
+        "migration {name} failed part-way outside a transaction ({reason}); its statements before the failing one stay applied. Make them idempotent (IF NOT EXISTS) and run `cargo xtask db-resolve {version} --retry`, or finish it by hand and run `cargo xtask db-resolve {version} --applied`"
+    )]
+    FailedPartWay {
+        /// `V<n>__<name>`.
+        name: String,
+        /// Its version.
+        version: i32,
+        /// The error it failed with.
+        reason: String,
     },
     /// A requested target version does not exist.
     #[error("{0}")]

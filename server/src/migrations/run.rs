@@ -83,10 +83,17 @@ pub async fn upgrade(
                 done => format!("{reason}; applied before it and kept: {}", done.join(", ")),
             };
             match migration {
-                Some(migration) => Err(MigrationError::Failed {
-                    name: migration.id(),
-                    reason,
-                }),
+                Some(migration) => {
+                    // Outside a transaction, what ran stays: nothing runs after it until
+                    // it is resolved.
+                    if super::naming::no_transaction(&migration.up) && !driver.bookkeeping_failed {
+                        super::failure::record(driver.conn, migration, &reason).await;
+                    }
+                    Err(MigrationError::Failed {
+                        name: migration.id(),
+                        reason,
+                    })
+                }
                 None => Err(MigrationError::Files(format!(
                     "cannot prepare the migration history table: {reason}"
                 ))),

@@ -32,7 +32,13 @@ pub enum AppliedState {
     Divergent,
     /// Not in the code at all: the database is ahead.
     Unknown,
+    /// A `-- db: no-transaction` migration that failed part-way: a row recorded so
+    /// that nothing runs after it until it is resolved (`db-resolve`).
+    Failed,
 }
+
+/// The start of `applied_on` in a history row that records a failure, not an application.
+pub const FAILED_PREFIX: &str = "failed part-way: ";
 
 /// Where the database stands relative to the code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -46,6 +52,8 @@ pub enum SchemaState {
     Ahead,
     /// An applied migration differs from its file.
     Diverged,
+    /// A migration run outside a transaction failed part-way and is not resolved.
+    Failed,
 }
 
 impl fmt::Display for SchemaState {
@@ -55,6 +63,7 @@ impl fmt::Display for SchemaState {
             Self::Pending => "pending",
             Self::Ahead => "ahead of this code",
             Self::Diverged => "diverged",
+            Self::Failed => "failed part-way",
         })
     }
 }
@@ -80,6 +89,7 @@ impl SchemaStatus {
             .into_iter()
             .map(|row| {
                 let state = match set.get(row.version) {
+                    _ if row.applied_on.starts_with(FAILED_PREFIX) => AppliedState::Failed,
                     None => AppliedState::Unknown,
                     Some(m) if m.name == row.name && m.checksum.to_string() == row.checksum => {
                         AppliedState::Ok
@@ -101,7 +111,9 @@ impl SchemaStatus {
             .map(|m| m.version)
             .filter(|v| !applied.iter().any(|a| a.version == *v))
             .collect();
-        let state = if applied.iter().any(|a| a.state == AppliedState::Divergent) {
+        let state = if applied.iter().any(|a| a.state == AppliedState::Failed) {
+            SchemaState::Failed
+        } else if applied.iter().any(|a| a.state == AppliedState::Divergent) {
             SchemaState::Diverged
         } else if applied.iter().any(|a| a.state == AppliedState::Unknown) {
             SchemaState::Ahead
@@ -111,7 +123,10 @@ impl SchemaStatus {
             SchemaState::Pending
         };
         Self {
-            current_version: applied.last().map_or(0, |a| a.version),
+            current_version: applied
+                .iter()
+                .rfind(|a| a.state != AppliedState::Failed)
+                .map_or(0, |a| a.version),
             latest_version: set.latest(),
             applied,
             pending,
@@ -155,6 +170,17 @@ impl SchemaStatus {
     /// Fails with a clear error when the database is ahead or diverged.
     pub fn ensure_compatible(&self) -> Result<(), MigrationError> {
         let id = |a: &AppliedMigration| format!("V{}__{}", a.version, a.name);
+        if let Some(a) = self
+            .applied
+            .iter()
+            .find(|a| a.state == AppliedState::Failed)
+        {
+            return Err(MigrationError::FailedPartWay {
+                name: id(a),
+                version: a.version,
+                reason: a.applied_on[FAILED_PREFIX.len()..].to_string(),
+            });
+        }
         if let Some(a) = self
             .applied
             .iter()

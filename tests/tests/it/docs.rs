@@ -102,8 +102,8 @@ fn the_command_table_lists_every_xtask_command() {
         }
     }
     assert_eq!(
-        commands, 12,
-        "expected the twelve db-* commands in xtask/src/flags.rs"
+        commands, 13,
+        "expected the thirteen db-* commands in xtask/src/flags.rs"
     );
 }
 

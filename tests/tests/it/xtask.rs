@@ -1420,7 +1420,8 @@ fn a_no_transaction_migration_creates_and_drops_indexes_concurrently() {
     assert_eq!(pg.execute(versions), "1,2");
     // db-check's round trip applies and reverts it the same way, on its scratch database.
     project.xtask(&["db-check"]).ok();
-    // A failure part-way keeps what ran before it and leaves the history as it was.
+    // A failure part-way keeps what ran before it and is recorded as failed: db-status
+    // says so (exit 5), and nothing runs until it is resolved.
     project.write_migration(
         "V3__indexes",
         "-- db: no-transaction\nCREATE INDEX CONCURRENTLY big_x ON big (x);\nINSERT INTO big (nope) VALUES (1);\n",
@@ -1435,7 +1436,43 @@ fn a_no_transaction_migration_creates_and_drops_indexes_concurrently() {
         "{line}"
     );
     assert_eq!(pg.execute(valid), "1/1");
-    assert_eq!(pg.execute(versions), "1,2");
+    let applied = "SELECT string_agg(version::text, ',' ORDER BY version) FROM refinery_schema_history WHERE applied_on NOT LIKE 'failed%'";
+    assert_eq!(pg.execute(applied), "1,2");
+    let status = project.xtask(&["db-status"]);
+    status.code(5);
+    assert!(
+        status.stdout.contains("FAILED PART-WAY"),
+        "{}",
+        status.stdout
+    );
+    project.write_migration(
+        "V4__later",
+        "CREATE TABLE later (x BIGINT);",
+        Some("DROP TABLE later;"),
+    );
+    let blocked = project.xtask(&["db-upgrade"]);
+    let line = blocked.code(1).error_line();
+    assert!(
+        line.contains("V3__indexes failed part-way") && line.contains("db-resolve 3 --retry"),
+        "{line}"
+    );
+    assert_eq!(
+        pg.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'later'"),
+        "0"
+    );
+    // Made idempotent and retried: applied, and V4 after it.
+    project.write_migration(
+        "V3__indexes",
+        "-- db: no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS big_x ON big (x);\nALTER TABLE big ADD COLUMN IF NOT EXISTS nope BIGINT;\n",
+        Some("-- db: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS big_x;\n"),
+    );
+    let resolve = project.xtask(&["db-resolve", "3", "--retry"]);
+    assert!(resolve.ok().contains("V3__indexes"));
+    project.xtask(&["db-upgrade"]).ok();
+    assert_eq!(pg.execute(applied), "1,2,3,4");
+    project.xtask(&["db-status"]).ok();
+    // Nothing failed: nothing to resolve.
+    project.xtask(&["db-resolve", "3", "--applied"]).code(1);
 }
 
 #[test]
@@ -1451,4 +1488,30 @@ fn a_no_transaction_migration_runs_vacuum_on_sqlite() {
     assert_eq!(history(&project).len(), 2);
     project.xtask(&["db-downgrade", "--to", "1", "--yes"]).ok();
     assert_eq!(history(&project).len(), 1);
+}
+
+#[test]
+fn a_migration_failed_part_way_fails_readiness_until_resolved() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let server = Server::start(&project, &[]);
+    assert_eq!(server.get("/health/db").status, 200);
+    project.write_migration(
+        "V2__half",
+        "-- db: no-transaction\nCREATE TABLE half (x BIGINT);\nSELECT nope FROM half;\n",
+        Some("-- db: no-transaction\nDROP TABLE IF EXISTS half;\n"),
+    );
+    project.xtask(&["db-upgrade"]).code(1);
+    let response = server.get("/health/db");
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(
+        response.body.contains("failed part-way"),
+        "{}",
+        response.body
+    );
+    assert_eq!(response.json()["schema"]["state"], "failed");
+    project.xtask(&["db-resolve", "2", "--applied"]).ok();
+    project.xtask(&["db-status"]).ok();
 }
