@@ -2,8 +2,8 @@
 //! table (`refinery_schema_history`, named in the statements below) as a row whose `applied_on` starts with [`FAILED_PREFIX`], so that `db-status`
 //! and `/health/db` report it and nothing runs after it until it is resolved.
 
+use super::MigrationError;
 use super::status::{FAILED_PREFIX, history};
-use super::{MigrationError, MigrationFile};
 use crate::db::{DbConn, query};
 
 /// How a failed migration is resolved.
@@ -14,34 +14,6 @@ pub enum Resolution {
     /// Its statements were made idempotent: forget the failure, so the next upgrade runs
     /// it again.
     Retry,
-}
-
-/// Records that `migration` failed part-way with `reason` (best effort: the failure
-/// itself is what the caller reports).
-pub(super) async fn record(conn: &mut DbConn, migration: &MigrationFile, reason: &str) {
-    let note: String = format!("{FAILED_PREFIX}{reason}")
-        .chars()
-        .take(255)
-        .collect();
-    let recorded = async {
-        let mut tx = super::run::lock(conn).await?;
-        tx.execute_script(&super::run::create_history_sql()).await?;
-        query(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(migration.version)
-        .bind(migration.name.clone())
-        .bind(note)
-        .bind(migration.checksum().to_string())
-        .execute(&mut tx)
-        .await?;
-        tx.commit().await
-    }
-    .await;
-    if let Err(e) = recorded {
-        log::warn!("recording that {} failed part-way: {e}", migration.id());
-    }
 }
 
 /// Resolves the failed migration `version` (see [`Resolution`]); an error when no

@@ -10,9 +10,9 @@
 use refinery::{AsyncMigrate, Migration, Runner, Target};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 
-use super::status::history;
+use super::status::{FAILED_PREFIX, history};
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
-use crate::db::{DbConn, DbTx, describe_driver_error};
+use crate::db::{DbConn, DbTx, describe_driver_error, query};
 
 /// Key of the PostgreSQL advisory lock that serializes migrations ("migr" in ASCII).
 const PG_LOCK_KEY: i64 = 0x6d69_6772;
@@ -87,7 +87,7 @@ pub async fn upgrade(
                     // Outside a transaction, what ran stays: nothing runs after it until
                     // it is resolved.
                     if super::naming::no_transaction(&migration.up) && !driver.bookkeeping_failed {
-                        super::failure::record(driver.conn, migration, &reason).await;
+                        record_failure(driver.conn, migration, &reason).await;
                     }
                     Err(MigrationError::Failed {
                         name: migration.id(),
@@ -466,6 +466,34 @@ async fn reset_session(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
 /// refinery's statement that creates the history table if it is missing.
 pub(crate) fn create_history_sql() -> String {
     <RefineryDriver<'_, '_> as AsyncMigrate>::assert_migrations_table_query(HISTORY_TABLE)
+}
+
+/// Records that `migration` failed part-way with `reason` (best effort: the failure
+/// itself is what the caller reports).
+async fn record_failure(conn: &mut DbConn, migration: &MigrationFile, reason: &str) {
+    let note: String = format!("{FAILED_PREFIX}{reason}")
+        .chars()
+        .take(255)
+        .collect();
+    let recorded = async {
+        let mut tx = lock(conn).await?;
+        tx.execute_script(&create_history_sql()).await?;
+        query(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(migration.version)
+        .bind(migration.name.clone())
+        .bind(note)
+        .bind(migration.checksum().to_string())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = recorded {
+        log::warn!("recording that {} failed part-way: {e}", migration.id());
+    }
 }
 
 /// Starts a write transaction and takes the migration lock.
