@@ -226,18 +226,8 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
     )
     .fetch_all(&mut *c)
     .await?;
-    // Views, materialized views, foreign tables (an extension's own excepted): not
-    // described, but named.
-    let others: Vec<(String, String)> = sqlx::query_as(
-        "SELECT CASE relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
-                ELSE 'foreign table' END, relname::text FROM pg_class \
-         WHERE relnamespace = current_schema()::regnamespace AND relkind IN ('v', 'm', 'f') \
-           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
-                       AND d.objid = pg_class.oid AND d.deptype = 'e') \
-         ORDER BY relname",
-    )
-    .fetch_all(&mut *c)
-    .await?;
+    // The rest, not described but named.
+    let others: Vec<(String, String)> = sqlx::query_as(OTHERS).fetch_all(&mut *c).await?;
     Ok(Schema {
         tables,
         extensions,
@@ -260,3 +250,41 @@ fn action(code: &str) -> String {
     }
     .to_string()
 }
+
+/// What the schema has besides its tables, extensions and enum types, as (kind, name):
+/// views, materialized views, foreign tables, sequences no column owns, functions and
+/// procedures, domains, composite and range types, policies, row-level security. An
+/// extension's own objects are the extension's, not listed.
+const OTHERS: &str = "
+SELECT kind, name FROM (
+  SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+              WHEN 'f' THEN 'foreign table' ELSE 'sequence' END AS kind, c.relname::text AS name
+    FROM pg_class c
+   WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('v', 'm', 'f', 'S')
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                     AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+  UNION ALL
+  SELECT CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END,
+         p.oid::regprocedure::text
+    FROM pg_proc p
+   WHERE p.pronamespace = current_schema()::regnamespace
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                     AND d.objid = p.oid AND d.deptype = 'e')
+  UNION ALL
+  SELECT CASE t.typtype WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range type' ELSE 'composite type' END,
+         t.typname::text
+    FROM pg_type t
+   WHERE t.typnamespace = current_schema()::regnamespace
+     AND (t.typtype IN ('d', 'r')
+          OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                     AND d.objid = t.oid AND d.deptype = 'e')
+  UNION ALL
+  SELECT 'policy', p.polname::text || ' on ' || c.relname::text
+    FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+   WHERE c.relnamespace = current_schema()::regnamespace
+  UNION ALL
+  SELECT 'row-level security on', c.relname::text
+    FROM pg_class c
+   WHERE c.relnamespace = current_schema()::regnamespace AND c.relrowsecurity
+) o ORDER BY name, kind";

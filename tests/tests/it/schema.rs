@@ -399,8 +399,20 @@ fn from_db_notes_what_it_cannot_describe_on_postgresql() {
          CREATE VIEW cheap AS SELECT id FROM items WHERE price < 10;\
          CREATE MATERIALIZED VIEW totals AS SELECT sum(price) AS total FROM items;\
          CREATE TABLE events (at DATE NOT NULL, what TEXT) PARTITION BY RANGE (at);\
-         CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');",
+         CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');\
+         CREATE FUNCTION twice(x INTEGER) RETURNS INTEGER LANGUAGE sql AS 'SELECT x * 2';\
+         CREATE DOMAIN positive AS INTEGER CHECK (VALUE > 0);\
+         CREATE TYPE pair AS (a INTEGER, b INTEGER);\
+         CREATE SEQUENCE tickets;\
+         ALTER TABLE items ENABLE ROW LEVEL SECURITY;\
+         CREATE POLICY mine ON items USING (price > 0);",
         &[
+            "function twice(integer)",
+            "domain positive",
+            "composite type pair",
+            "sequence tickets",
+            "policy mine on items",
+            "row-level security on items",
             "view cheap",
             "materialized view totals",
             "index items_twice (on twice",
