@@ -276,7 +276,7 @@ impl Declared {
 /// most telling first.
 fn clause_words(what: &Undescribed) -> &'static [&'static str] {
     match what {
-        Undescribed::PartialIndex(_) => &["WHERE", "DESC"],
+        Undescribed::PartialIndex(_) => &["WHERE", "DESC", "NULLS", "INCLUDE", "COLLATE", "WITH"],
         Undescribed::Check => &["CHECK", "EXCLUDE"],
         Undescribed::GeneratedOrIdentity(_) => &["GENERATED", "IDENTITY"],
         Undescribed::Generated => &["GENERATED", "AS"],

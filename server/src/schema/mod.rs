@@ -69,8 +69,11 @@ pub enum SchemaFileError {
 /// Something of a table that the description does not hold, named in notes and messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Undescribed {
-    /// An index that is partial, descending or on an expression.
-    #[error("index {0} (partial, descending or on an expression)")]
+    /// An index that is partial, on an expression, or with `DESC`, `NULLS FIRST`,
+    /// `INCLUDE`, `COLLATE` or `WITH (…)`.
+    #[error(
+        "index {0} (partial, descending or on an expression, or with NULLS FIRST, INCLUDE, COLLATE or WITH)"
+    )]
     PartialIndex(String),
     /// A `CHECK` (or PostgreSQL `EXCLUDE`) constraint.
     #[error("a CHECK constraint")]

@@ -114,7 +114,11 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
                       WHERE k.ord <= i.indnkeyatts), \
                     i.indexprs IS NOT NULL OR i.indpred IS NOT NULL \
-                      OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 1 = 1), \
+                      OR EXISTS (SELECT 1 FROM unnest(i.indoption) o WHERE o::int & 3 IN (1, 2)) \
+                      OR i.indnatts > i.indnkeyatts OR c.reloptions IS NOT NULL \
+                      OR EXISTS (SELECT 1 FROM unnest(i.indkey, i.indcollation) AS k(attnum, coll) \
+                                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                                WHERE k.coll <> 0 AND k.coll <> a.attcollation), \
                     (SELECT CASE amname WHEN 'btree' THEN '' ELSE amname::text END \
                        FROM pg_am WHERE oid = c.relam), \
                     (SELECT array_agg(CASE WHEN o.opcdefault THEN '' ELSE o.opcname::text END ORDER BY k.ord) \
@@ -130,6 +134,7 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         .await?
         {
             let name: String = row.try_get(0)?;
+            // Partial, on an expression, DESC, NULLS FIRST, INCLUDE, COLLATE, WITH (…).
             if row.try_get::<bool, _>(3)? {
                 undescribed.push(Undescribed::PartialIndex(name));
                 continue;

@@ -396,6 +396,10 @@ fn from_db_notes_what_it_cannot_describe_on_postgresql() {
         "CREATE TABLE items (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, price INTEGER NOT NULL, \
              twice INTEGER GENERATED ALWAYS AS (price * 2) STORED);\
          CREATE INDEX items_twice ON items (twice);\
+         CREATE INDEX items_covering ON items (price) INCLUDE (id);\
+         CREATE INDEX items_nulls ON items (price NULLS FIRST);\
+         CREATE INDEX items_filled ON items (price) WITH (fillfactor = 50);\
+         CREATE INDEX items_price ON items (price);\
          CREATE VIEW cheap AS SELECT id FROM items WHERE price < 10;\
          CREATE MATERIALIZED VIEW totals AS SELECT sum(price) AS total FROM items;\
          CREATE TABLE events (at DATE NOT NULL, what TEXT) PARTITION BY RANGE (at);\
@@ -407,6 +411,9 @@ fn from_db_notes_what_it_cannot_describe_on_postgresql() {
          ALTER TABLE items ENABLE ROW LEVEL SECURITY;\
          CREATE POLICY mine ON items USING (price > 0);",
         &[
+            "index items_covering (partial",
+            "index items_nulls (partial",
+            "index items_filled (partial",
             "function twice(integer)",
             "domain positive",
             "composite type pair",
