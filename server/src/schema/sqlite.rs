@@ -61,7 +61,8 @@ pub async fn read(c: &mut SqliteConnection) -> Result<Schema, sqlx::Error> {
                     .fetch_all(&mut *c)
                     .await?;
             let descending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pragma_index_xinfo($1) WHERE key = 1 AND \"desc\" = 1",
+                "SELECT count(*) FROM pragma_index_xinfo($1) \
+                 WHERE key = 1 AND (\"desc\" = 1 OR coll <> 'BINARY')",
             )
             .bind(&index)
             .fetch_one(&mut *c)

@@ -374,6 +374,7 @@ fn from_db_notes_what_it_cannot_describe_on_sqlite() {
              twice INTEGER GENERATED ALWAYS AS (price * 2) VIRTUAL);\
          CREATE INDEX items_twice ON items (twice);\
          CREATE UNIQUE INDEX items_twice_id ON items (twice, id);\
+         CREATE INDEX items_nocase ON items (price COLLATE NOCASE);\
          CREATE VIEW cheap AS SELECT id FROM items WHERE price < 10;\
          CREATE VIRTUAL TABLE items_fts USING fts5(body);",
         &[
@@ -381,6 +382,7 @@ fn from_db_notes_what_it_cannot_describe_on_sqlite() {
             "virtual table items_fts (USING fts5)",
             "index items_twice (on twice",
             "index items_twice_id (on twice",
+            "index items_nocase (partial",
             "a generated column",
         ],
     );
