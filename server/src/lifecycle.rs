@@ -170,7 +170,8 @@ async fn create_pg_database(settings: &DbSettings) -> Result<bool, LifecycleErro
 /// Drops everything and migrates to the latest version.
 ///
 /// SQLite: all in one transaction; killed or failing midway, the database is exactly as
-/// it was. PostgreSQL: the drop in one transaction, then each migration in its own, as
+/// it was. PostgreSQL (and SQLite when a migration is `-- db: no-transaction`): the drop
+/// in one transaction, then each migration in its own, as
 /// `db-upgrade` applies them (an enum value added by one migration can only be used by a
 /// later one once committed); a failing migration gives [`LifecycleError::ResetIncomplete`]:
 /// the database is emptied and at the version before it, and the caller puts back its
@@ -178,13 +179,30 @@ async fn create_pg_database(settings: &DbSettings) -> Result<bool, LifecycleErro
 pub async fn reset(pool: &DbPool, set: &MigrationSet) -> Result<Vec<String>, LifecycleError> {
     let mut conn = pool.acquire().await?;
     let drop_all = crate::db::drop_all_script(&mut conn).await?;
-    if !matches!(pool.kind(), crate::url::DbKind::Postgres) {
+    let sqlite = !matches!(pool.kind(), crate::url::DbKind::Postgres);
+    // SQLite keeps its one-transaction reset unless a migration must run outside one.
+    let outside = set
+        .migrations()
+        .iter()
+        .any(|m| migrations::no_transaction(&m.up));
+    if sqlite && !outside {
         return Ok(migrations::reset(&mut conn, set, &drop_all).await?.changed);
     }
     let dropped = async {
-        let mut tx = conn.begin_write().await?;
-        tx.execute_script(&drop_all).await?;
-        tx.commit().await
+        // SQLite: the drop order must not matter (the pragma works outside transactions).
+        if sqlite {
+            conn.execute_script("PRAGMA foreign_keys = OFF").await?;
+        }
+        let dropped = async {
+            let mut tx = conn.begin_write().await?;
+            tx.execute_script(&drop_all).await?;
+            tx.commit().await
+        }
+        .await;
+        if sqlite {
+            conn.execute_script("PRAGMA foreign_keys = ON").await?;
+        }
+        dropped
     }
     .await;
     dropped.map_err(|e| MigrationError::Failed {

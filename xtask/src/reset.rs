@@ -46,7 +46,14 @@ impl DbReset {
                 let settings = project.settings();
                 let put_back = async {
                     let verified = backup::verify(&safety, &project.migrations, &settings).await?;
-                    backup::restore_postgres(&settings, verified).await
+                    match settings.url.sqlite_path() {
+                        Some(path) => {
+                            backup::swap_in_sqlite(verified, path, settings.busy_timeout, false)
+                                .await
+                                .map(drop)
+                        }
+                        None => backup::restore_postgres(&settings, verified).await,
+                    }
                 }
                 .await;
                 match put_back {

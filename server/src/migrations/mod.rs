@@ -27,7 +27,7 @@ mod status;
 
 pub use failure::{Resolution, resolve};
 pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
-pub use naming::{FOREIGN_KEYS_OFF, is_snake_case};
+pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock};
 pub use status::{

@@ -1515,3 +1515,27 @@ fn a_migration_failed_part_way_fails_readiness_until_resolved() {
     project.xtask(&["db-resolve", "2", "--applied"]).ok();
     project.xtask(&["db-status"]).ok();
 }
+
+#[test]
+fn db_reset_on_sqlite_runs_a_no_transaction_migration_and_puts_back_a_failed_one() {
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__vacuumed",
+        "-- db: no-transaction\nCREATE TABLE kept (x INTEGER);\nVACUUM;\n",
+        Some("-- db: no-transaction\nDROP TABLE kept;\n"),
+    );
+    project.xtask(&["db-init"]).ok();
+    sqlite(&project.db_path(), "INSERT INTO kept VALUES (7)");
+    project.xtask(&["db-reset", "-y"]).ok();
+    assert_eq!(
+        sqlite(&project.db_path(), "SELECT count(*) FROM kept"),
+        ["0"]
+    );
+    sqlite(&project.db_path(), "INSERT INTO kept VALUES (8)");
+    // A later migration that fails: the safety backup is put back, the row with it.
+    project.write_migration("V3__broken", "CREATE TABLE kept (x INTEGER);", None);
+    let run = project.xtask(&["db-reset", "-y"]);
+    let line = run.code(1).error_line();
+    assert!(line.contains("put back as it was"), "{line}");
+    assert_eq!(sqlite(&project.db_path(), "SELECT x FROM kept"), ["8"]);
+}
