@@ -123,13 +123,23 @@ fn recreate(enum_type: &EnumType, columns_of: &Schema) -> String {
     ];
     for table in &columns_of.tables {
         let t = ident(&table.name);
-        for column in table.columns.iter().filter(|c| c.data_type == name) {
+        let array = format!("{name}[]");
+        for column in table
+            .columns
+            .iter()
+            .filter(|c| c.data_type == name || c.data_type == array)
+        {
             let c = ident(&column.name);
+            // An array of the type casts through `text[]`.
+            let (ty, text) = match column.data_type == array {
+                true => (array.as_str(), "text[]"),
+                false => (name.as_str(), "text"),
+            };
             if column.default.is_some() {
                 sql.push(format!("ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT;"));
             }
             sql.push(format!(
-                "ALTER TABLE {t} ALTER COLUMN {c} TYPE {name} USING {c}::text::{name};"
+                "ALTER TABLE {t} ALTER COLUMN {c} TYPE {ty} USING {c}::{text}::{ty};"
             ));
             if let Some(d) = &column.default {
                 sql.push(format!(

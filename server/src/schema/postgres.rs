@@ -24,7 +24,10 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         for row in sqlx::query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
                     pg_get_expr(d.adbin, d.adrelid), \
-                    (SELECT typname::text FROM pg_type WHERE oid = a.atttypid AND typtype = 'e'), \
+                    (SELECT e.typname::text || CASE WHEN t.typcategory = 'A' THEN '[]' ELSE '' END \
+                       FROM pg_type t JOIN pg_type e \
+                         ON e.oid = CASE WHEN t.typcategory = 'A' THEN t.typelem ELSE t.oid END \
+                      WHERE t.oid = a.atttypid AND e.typtype = 'e'), \
                     a.attidentity::text \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
@@ -37,9 +40,12 @@ pub async fn read(c: &mut PgConnection) -> Result<Schema, sqlx::Error> {
         {
             let mut data_type = normalize::data_type(&row.try_get::<String, _>(1)?);
             let mut default: Option<String> = row.try_get(3)?;
-            // An enum type keeps its name as written: `mood`, `"Mood"`.
+            // An enum type keeps its name as written: `mood`, `"Mood"`, `mood[]`.
             if let Some(name) = row.try_get::<Option<String>, _>(4)? {
-                data_type = normalize::ident(&name);
+                data_type = match name.strip_suffix("[]") {
+                    Some(element) => format!("{}[]", normalize::ident(element)),
+                    None => normalize::ident(&name),
+                };
             }
             // `serial` is an integer with a sequence default: both engines read `SERIAL`.
             if default.as_deref().is_some_and(|d| d.starts_with("nextval(")) {

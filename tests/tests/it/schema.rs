@@ -1017,8 +1017,10 @@ fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
     project.write_migration(
         "V2__mood",
         "CREATE TYPE mood AS ENUM ('ok', 'sad');\
-         CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'ok', PRIMARY KEY (id));",
-        Some("DROP TABLE person; DROP TYPE mood;"),
+         CREATE TYPE \"Feel\" AS ENUM ('x');\
+         CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'ok', \
+             past mood[], f \"Feel\", PRIMARY KEY (id));",
+        Some("DROP TABLE person; DROP TYPE mood; DROP TYPE \"Feel\";"),
     );
     project.xtask_with(&["db-schema"], &env).ok();
     let text = schema_file(&project);
@@ -1026,6 +1028,14 @@ fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
     assert!(create_type.is_some(), "{text}");
     assert!(create_type < text.find("CREATE TABLE person"), "{text}");
     assert!(text.contains("    m mood NOT NULL DEFAULT 'ok',"), "{text}");
+    assert!(
+        text.contains("    past mood[],\n    f \"Feel\",\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CREATE TYPE \"Feel\" AS ENUM ('x');"),
+        "{text}"
+    );
     project.xtask_with(&["db-schema", "--check"], &env).ok();
     project.xtask_with(&["db-upgrade"], &env).ok();
     tests::psql(
