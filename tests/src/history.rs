@@ -112,6 +112,81 @@ pub fn postgres_history(count: usize) -> Vec<Generated> {
     all
 }
 
+/// The first `count` migrations (at least 1) of the SQLite counterpart: the same shapes
+/// where the engine has them (tables with foreign keys, indexes, views, triggers, data
+/// migrations, a `-- db: no-transaction` `VACUUM`), without the extension and the enum.
+pub fn sqlite_history(count: usize) -> Vec<Generated> {
+    let mut all = vec![Generated {
+        id: "V1__baseline".into(),
+        up: "CREATE TABLE accounts (\n    id INTEGER PRIMARY KEY,\n    \
+             email TEXT NOT NULL UNIQUE,\n    created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP\n);\n"
+            .into(),
+        down: "DROP TABLE accounts;\n".into(),
+    }];
+    for n in 2..=count.max(1) {
+        let k = (n - 2) / 6;
+        let t = format!("items_{k}");
+        let (name, up, down) = match (n - 2) % 6 {
+            0 => (
+                format!("create_{t}"),
+                format!(
+                    "CREATE TABLE {t} (\n    id INTEGER PRIMARY KEY,\n    \
+                     account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,\n    \
+                     title TEXT NOT NULL,\n    state TEXT NOT NULL DEFAULT 'new',\n    \
+                     updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP\n);\n\
+                     CREATE INDEX {t}_account ON {t} (account_id);\n"
+                ),
+                format!("DROP TABLE {t};\n"),
+            ),
+            1 => (
+                format!("title_{t}"),
+                format!("CREATE INDEX {t}_title ON {t} (title);\n"),
+                format!("DROP INDEX {t}_title;\n"),
+            ),
+            2 => (
+                format!("touch_{t}"),
+                format!(
+                    "CREATE TRIGGER {t}_touch AFTER UPDATE OF title ON {t}\nBEGIN\n    \
+                     UPDATE {t} SET updated_at = CURRENT_TIMESTAMP WHERE id = NEW.id;\nEND;\n"
+                ),
+                format!("DROP TRIGGER {t}_touch;\n"),
+            ),
+            3 => (
+                format!("view_{t}"),
+                format!(
+                    "CREATE VIEW {t}_open AS\n    SELECT id, account_id, title FROM {t} WHERE state <> 'new';\n"
+                ),
+                format!("DROP VIEW {t}_open;\n"),
+            ),
+            4 => (
+                format!("compact_after_{t}"),
+                "-- db: no-transaction\nVACUUM;\n".into(),
+                "-- db: no-transaction\nVACUUM;\n".into(),
+            ),
+            _ => (
+                format!("seed_{t}"),
+                format!(
+                    "INSERT INTO accounts (email) VALUES ('owner{k}@example.com');\n\
+                     WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < 20)\n\
+                     INSERT INTO {t} (account_id, title, state)\n    \
+                     SELECT a.id, 'item ' || g.i, 's{k}' FROM accounts a, g\n    \
+                     WHERE a.email = 'owner{k}@example.com';\n"
+                ),
+                format!(
+                    "DELETE FROM {t};\nDELETE FROM accounts WHERE email = 'owner{k}@example.com';\n"
+                ),
+            ),
+        };
+        all.push(Generated {
+            id: format!("V{n}__{name}"),
+            up,
+            down,
+        });
+    }
+    all.truncate(count.max(1));
+    all
+}
+
 /// Writes `history` into `dir` as migration pairs.
 pub fn write_history(dir: &Path, history: &[Generated]) {
     std::fs::create_dir_all(dir).expect("migrations directory");

@@ -21,7 +21,7 @@ mod sqlite_file;
 mod wait;
 
 pub use disk::{Tmpfs, debris, fill_disk, free_bytes, sha256};
-pub use history::{Generated, postgres_history, write_history};
+pub use history::{Generated, postgres_history, sqlite_history, write_history};
 pub use http::{Response, Server, free_port, get, request};
 pub use pg::{
     PgCluster, PgDatabase, hold_pg_lock, logging_pg_tools, path_with_only, pg_bin_dir, pg_command,

@@ -17,10 +17,10 @@ use std::time::Duration;
 /// Problems listed before a copy with values that do not fit stops looking.
 const MAX_PROBLEMS: usize = 10;
 
-/// Migrates an empty PostgreSQL target built for this copy to the source's version before
-/// the copy's transaction, each migration in its own transaction as `db-upgrade` applies
-/// them (an enum value added by one migration can only be used by a later one once
-/// committed). The copy then finds the target ready. A failing migration empties the
+/// Migrates an empty target built for this copy to the source's version before the copy's
+/// transaction, each migration in its own transaction as `db-upgrade` applies them (an
+/// enum value added by one migration can only be used by a later one once committed; a
+/// `-- db: no-transaction` migration runs outside one). The copy then finds the target ready. A failing migration empties the
 /// target again, in one transaction (and the new database is discarded anyway). Other
 /// targets are left alone.
 pub async fn premigrate(
@@ -29,9 +29,6 @@ pub async fn premigrate(
     set: &MigrationSet,
 ) -> Result<(), CopyError> {
     let target_err = CopyError::db(Side::Target);
-    if target.kind() != DbKind::Postgres {
-        return Ok(());
-    }
     let version = migrations::status(source, set)
         .await
         .map_err(|e| CopyError::source_history(&e))?
@@ -60,12 +57,15 @@ pub async fn premigrate(
             .map(|t| t.name)
             .filter(|name| name != HISTORY_TABLE)
             .collect();
-        if !names.is_empty() {
-            let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
-            target
-                .execute_script(&format!("TRUNCATE {}", list.join(", ")))
-                .await
-                .map_err(&target_err)?;
+        let list: Vec<String> = names.iter().map(|n| quoted(n)).collect();
+        let empty = match target.kind() {
+            _ if list.is_empty() => String::new(),
+            DbKind::Postgres => format!("TRUNCATE {}", list.join(", ")),
+            // The copy's SQLite target connection has foreign keys off.
+            DbKind::Sqlite => list.iter().map(|t| format!("DELETE FROM {t};")).collect(),
+        };
+        if !empty.is_empty() {
+            target.execute_script(&empty).await.map_err(&target_err)?;
         }
         return Ok(());
     };

@@ -2,7 +2,7 @@
 //! extension, enum values added and used later, identity columns, views, functions,
 //! triggers, GIN indexes, data migrations — through every command on the real server.
 
-use tests::{PgDatabase, Project, postgres_history, write_history};
+use tests::{PgDatabase, Project, postgres_history, sqlite, sqlite_history, write_history};
 
 /// A project on `pg` whose migrations are the first `count` of the generated history.
 fn project_with_history(pg: &PgDatabase, count: usize) -> Project {
@@ -125,4 +125,56 @@ fn the_declared_schema_of_the_postgres_history_checks_and_autogenerates() {
         pg.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'notes'"),
         "0"
     );
+}
+
+#[test]
+fn a_300_migration_sqlite_history_passes_every_command() {
+    let project = Project::sqlite();
+    let dir = project.path().join("migrations");
+    std::fs::remove_dir_all(&dir).unwrap();
+    write_history(&dir, &sqlite_history(300));
+    let db = project.db_path();
+    let count = |sql: &str| sqlite(&db, sql).join("");
+    let tables =
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'";
+    project.xtask(&["db-init"]).ok();
+    assert!(project.xtask(&["db-status"]).ok().contains("version 300"));
+    // 50 tables of items, accounts and the history.
+    assert_eq!(count(tables), "52");
+    assert_eq!(count("SELECT count(*) FROM items_48"), "20");
+
+    project.xtask(&["db-backup"]).ok();
+    let backup = tests::newest_backup(&project.path().join("backups"), ".db");
+    project.xtask(&["db-downgrade", "--to", "0", "-y"]).ok();
+    assert_eq!(count(tables), "0");
+    project.xtask(&["db-upgrade"]).ok();
+    project.xtask(&["db-reset", "-y"]).ok();
+    assert_eq!(count("SELECT count(*) FROM items_48"), "20");
+    sqlite(&db, "DELETE FROM items_0");
+    project
+        .xtask(&["db-restore", &backup.to_string_lossy(), "-y"])
+        .ok();
+    assert_eq!(count("SELECT count(*) FROM items_0"), "20");
+    let copy = project.path().join("copy.db");
+    let to = format!("sqlite://{}", copy.display());
+    assert!(
+        project
+            .xtask(&["db-copy", "--to", &to])
+            .ok()
+            .contains("every table verified")
+    );
+    assert_eq!(
+        sqlite(&copy, "SELECT count(*) FROM items_48").join(""),
+        "20"
+    );
+    project.xtask(&["db-schema"]).ok();
+    project.xtask(&["db-schema", "--check"]).ok();
+
+    // db-check on a prefix: every shape twice.
+    let short = Project::sqlite();
+    let dir = short.path().join("migrations");
+    std::fs::remove_dir_all(&dir).unwrap();
+    write_history(&dir, &sqlite_history(13));
+    let run = short.xtask(&["db-check"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
