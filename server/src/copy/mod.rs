@@ -193,10 +193,21 @@ pub async fn copy(
     prepare(&mut target_conn, false)
         .await
         .map_err(CopyError::db(Side::Target))?;
+    // A new target, or an existing one that holds nothing at all whose history cannot run
+    // in one transaction, is migrated step by step first; a failure empties the latter
+    // again (it held nothing). Anything else is migrated inside the copy's transaction.
+    let step_by_step = new
+        || (transfer::needs_steps(set)
+            && transfer::holds_nothing(&mut target_conn)
+                .await
+                .map_err(CopyError::db(Side::Target))?);
+    let stepped = if step_by_step {
+        transfer::premigrate(&mut source_conn, &mut target_conn, set).await
+    } else {
+        Ok(false)
+    };
     let result = async {
-        if new {
-            transfer::premigrate(&mut source_conn, &mut target_conn, set).await?;
-        }
+        let stepped = stepped?;
         let mut snapshot = begin_snapshot(&mut source_conn)
             .await
             .map_err(CopyError::db(Side::Source))?;
@@ -214,6 +225,9 @@ pub async fn copy(
             }
             Err(e) => {
                 tx.rollback().await.ok();
+                if stepped && !new {
+                    transfer::empty_again(&mut target_conn).await.ok();
+                }
                 Err(e)
             }
         }

@@ -27,7 +27,7 @@ pub async fn premigrate(
     source: &mut DbConn,
     target: &mut DbConn,
     set: &MigrationSet,
-) -> Result<(), CopyError> {
+) -> Result<bool, CopyError> {
     let target_err = CopyError::db(Side::Target);
     let version = migrations::status(source, set)
         .await
@@ -38,7 +38,7 @@ pub async fn premigrate(
         .map_err(&target_err)?
         .is_empty();
     if version == 0 || !empty {
-        return Ok(());
+        return Ok(false);
     }
     // One migration per call: a failure's message names only the migration that failed.
     let mut failed = None;
@@ -67,14 +67,9 @@ pub async fn premigrate(
         if !empty.is_empty() {
             target.execute_script(&empty).await.map_err(&target_err)?;
         }
-        return Ok(());
+        return Ok(true);
     };
-    let drop_all = crate::db::drop_all_script(target)
-        .await
-        .map_err(&target_err)?;
-    let mut tx = target.begin_write().await.map_err(&target_err)?;
-    tx.execute_script(&drop_all).await.map_err(&target_err)?;
-    tx.commit().await.map_err(&target_err)?;
+    empty_again(target).await.map_err(&target_err)?;
     Err(match e {
         MigrationError::Failed { name, reason } => CopyError::Migration { name, reason },
         other => CopyError::Db {
@@ -82,6 +77,52 @@ pub async fn premigrate(
             message: other.to_string(),
         },
     })
+}
+
+/// Whether `set` cannot run in the one transaction of a copy: a `-- db: no-transaction`
+/// migration, or an enum value added (`ALTER TYPE … ADD VALUE`), which a later
+/// migration may use only once it is committed.
+pub fn needs_steps(set: &MigrationSet) -> bool {
+    set.migrations().iter().any(|m| {
+        let words: Vec<String> =
+            m.up.split_whitespace()
+                .map(str::to_ascii_uppercase)
+                .collect();
+        migrations::no_transaction(&m.up)
+            || words.windows(2).any(|w| w[0] == "ADD" && w[1] == "VALUE")
+    })
+}
+
+/// Whether the target's schema holds nothing at all (no relation, type or function):
+/// only then may a copy into an existing database migrate it step by step, since
+/// emptying it again on failure (`empty_again`) leaves it exactly as it was.
+pub async fn holds_nothing(target: &mut DbConn) -> Result<bool, sqlx::Error> {
+    match target {
+        DbConn::Sqlite(c) => {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
+                .fetch_one(&mut **c)
+                .await?;
+            Ok(n == 0)
+        }
+        DbConn::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_class WHERE relnamespace = current_schema()::regnamespace) \
+                    AND NOT EXISTS (SELECT 1 FROM pg_type WHERE typnamespace = current_schema()::regnamespace) \
+                    AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = current_schema()::regnamespace)",
+            )
+            .fetch_one(&mut **c)
+            .await
+        }
+    }
+}
+
+/// Drops everything a step-by-step migration of the target made, in one transaction:
+/// the target is empty again, as it was before the copy.
+pub async fn empty_again(target: &mut DbConn) -> Result<(), sqlx::Error> {
+    let drop_all = crate::db::drop_all_script(target).await?;
+    let mut tx = target.begin_write().await?;
+    tx.execute_script(&drop_all).await?;
+    tx.commit().await
 }
 
 /// The copy inside the source snapshot and the target transaction.

@@ -751,6 +751,32 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
     copied.ok();
     assert_eq!(rows.unwrap(), "1 happy");
 
+    // Into an existing database that holds nothing: migrated step by step too. One that
+    // holds something of its own (a type) is migrated in the copy's one transaction, which
+    // this history cannot run: refused, and the type is still there.
+    let Some(existing) = PgDatabase::create() else {
+        return;
+    };
+    project.xtask(&["db-copy", "--to", &existing.url]).ok();
+    assert_eq!(
+        existing.execute("SELECT id || ' ' || m FROM person"),
+        "1 happy"
+    );
+    let Some(fails) = PgDatabase::create() else {
+        return;
+    };
+    fails.execute("CREATE TYPE mood AS ENUM ('other')");
+    let run = project.xtask(&["db-copy", "--to", &fails.url]);
+    run.code(1);
+    assert_eq!(
+        fails.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0"
+    );
+    assert_eq!(
+        fails.execute("SELECT enum_range(NULL::mood)::text"),
+        "{other}"
+    );
+
     // A migration that fails on that target only: the new database is not left behind.
     let name = format!("{}_fails", source.name());
     project.write_migration(
