@@ -73,6 +73,26 @@ impl Project {
         );
     }
 
+    /// Writes `V2__mood`, `V3__happy` and `V4__person` (PostgreSQL): an enum value added by
+    /// one migration and used by a later one, as real histories do.
+    pub fn write_mood_migrations(&self) {
+        self.write_migration(
+            "V2__mood",
+            "CREATE TYPE mood AS ENUM ('ok');",
+            Some("DROP TYPE mood;"),
+        );
+        self.write_migration(
+            "V3__happy",
+            "ALTER TYPE mood ADD VALUE 'happy';",
+            Some("SELECT 1;"),
+        );
+        self.write_migration(
+            "V4__person",
+            "CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'happy', PRIMARY KEY (id));",
+            Some("DROP TABLE person;"),
+        );
+    }
+
     /// Writes a migration pair into `migrations/`.
     pub fn write_migration(&self, id: &str, up: &str, down: Option<&str>) {
         let dir = self.path().join("migrations");

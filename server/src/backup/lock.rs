@@ -52,14 +52,8 @@ pub(super) fn lock_dir(
     let deadline = Instant::now().checked_add(wait);
     let mut said = false;
     loop {
-        if let Some(file) = try_lock(dir, owner)? {
+        if let Some(file) = attempt(dir, owner, wait, deadline, &mut said, progress)? {
             return Ok(file);
-        }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Err(gave_up(dir, wait));
-        }
-        if !std::mem::replace(&mut said, true) {
-            waiting(dir, wait, progress);
         }
         std::thread::sleep(RETRY_EVERY);
     }
@@ -76,15 +70,31 @@ pub(super) async fn lock_dir_async(
     let deadline = Instant::now().checked_add(wait);
     let mut said = false;
     loop {
-        if let Some(file) = try_lock(dir, owner)? {
+        if let Some(file) = attempt(dir, owner, wait, deadline, &mut said, progress)? {
             return Ok(file);
-        }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Err(gave_up(dir, wait));
-        }
-        if !std::mem::replace(&mut said, true) {
-            waiting(dir, wait, progress);
         }
         tokio::time::sleep(RETRY_EVERY).await;
     }
+}
+
+/// One try at the lock of `dir`: the file once taken, `None` to try again, an error once
+/// `deadline` has passed; says once (`said`) that it waits.
+fn attempt(
+    dir: &Path,
+    owner: Option<durable::Owner>,
+    wait: Duration,
+    deadline: Option<Instant>,
+    said: &mut bool,
+    progress: &dyn Progress,
+) -> Result<Option<File>, BackupError> {
+    if let Some(file) = try_lock(dir, owner)? {
+        return Ok(Some(file));
+    }
+    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        return Err(gave_up(dir, wait));
+    }
+    if !std::mem::replace(said, true) {
+        waiting(dir, wait, progress);
+    }
+    Ok(None)
 }

@@ -725,21 +725,7 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
         return;
     };
     let project = Project::with_url(&source.url);
-    project.write_migration(
-        "V2__mood",
-        "CREATE TYPE mood AS ENUM ('ok');",
-        Some("DROP TYPE mood;"),
-    );
-    project.write_migration(
-        "V3__happy",
-        "ALTER TYPE mood ADD VALUE 'happy';",
-        Some("SELECT 1;"),
-    );
-    project.write_migration(
-        "V4__person",
-        "CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'happy', PRIMARY KEY (id));",
-        Some("DROP TABLE person;"),
-    );
+    project.write_mood_migrations();
     project.xtask(&["db-init"]).ok();
     source.execute("INSERT INTO person (id) VALUES (1)");
     let admin = tests::postgres_admin_url();

@@ -1251,32 +1251,13 @@ fn db_check_names_what_differs_when_a_migration_applied_again_differs() {
     assert!(line.len() < 2_000, "{line}");
 }
 
-/// An enum value added by one migration and used by a later one, as real histories do.
-fn mood_migrations(project: &Project) {
-    project.write_migration(
-        "V2__mood",
-        "CREATE TYPE mood AS ENUM ('ok');",
-        Some("DROP TYPE mood;"),
-    );
-    project.write_migration(
-        "V3__happy",
-        "ALTER TYPE mood ADD VALUE 'happy';",
-        Some("SELECT 1;"),
-    );
-    project.write_migration(
-        "V4__person",
-        "CREATE TABLE person (id BIGINT NOT NULL, m mood NOT NULL DEFAULT 'happy', PRIMARY KEY (id));",
-        Some("DROP TABLE person;"),
-    );
-}
-
 #[test]
 fn db_reset_runs_an_enum_value_used_by_a_later_migration_and_puts_back_a_failed_one() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
     let project = Project::with_url(&pg.url);
-    mood_migrations(&project);
+    project.write_mood_migrations();
     project.xtask(&["db-init"]).ok();
     pg.execute("INSERT INTO person (id) VALUES (1)");
     project.xtask(&["db-reset", "-y"]).ok();
