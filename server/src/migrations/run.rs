@@ -69,13 +69,16 @@ pub async fn upgrade(
             // A failure in the bookkeeping after the migration's own statements points
             // at no line of the migration.
             let script = migration.filter(|_| !driver.bookkeeping_failed);
-            let reason = refinery_reason(&error, script.map(|m| m.up.as_str()));
-            let reason = match driver.bookkeeping_failed {
-                true => format!("recording it in {HISTORY_TABLE} failed: {reason}"),
-                false if script.is_some_and(|m| super::naming::no_transaction(&m.up)) => {
-                    format!("{reason}; {PART_WAY}")
-                }
-                false => reason,
+            let cause = refinery_reason(&error, script.map(|m| m.up.as_str()));
+            // Outside a transaction, what ran stays: recorded as failed below.
+            let outside = script.filter(|m| super::naming::no_transaction(&m.up));
+            let reason = match (driver.bookkeeping_failed, outside) {
+                (true, _) => format!("recording it in {HISTORY_TABLE} failed: {cause}"),
+                (false, Some(m)) => format!(
+                    "{cause}; it ran outside a transaction (-- db: no-transaction): the statements before the failing one stay applied, and it is recorded as failed; make them idempotent (IF NOT EXISTS, IF EXISTS) and run `cargo xtask db-resolve {0} --retry`, or finish it by hand and run `cargo xtask db-resolve {0} --applied`",
+                    m.version
+                ),
+                (false, None) => cause.clone(),
             };
             // What this run did before the failure stays done: say so.
             let reason = match driver.outcome.changed.as_slice() {
@@ -84,10 +87,9 @@ pub async fn upgrade(
             };
             match migration {
                 Some(migration) => {
-                    // Outside a transaction, what ran stays: nothing runs after it until
-                    // it is resolved.
-                    if super::naming::no_transaction(&migration.up) && !driver.bookkeeping_failed {
-                        record_failure(driver.conn, migration, &reason).await;
+                    // Nothing runs after it until it is resolved.
+                    if let Some(failed) = outside {
+                        record_failure(driver.conn, failed, &cause).await;
                     }
                     Err(MigrationError::Failed {
                         name: migration.id(),
@@ -565,6 +567,8 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                 .unwrap_or(0)
         });
         let keys_off = migration.is_some_and(|m| foreign_keys_off(self.conn, &m.up));
+        // Each migration starts with its own statements: a failure is theirs until they ran.
+        self.bookkeeping_failed = false;
         let bookkeeping = &mut self.bookkeeping_failed;
         let outside = migration.filter(|m| super::naming::no_transaction(&m.up));
         let result = if let (Some(migration), [_, record]) = (outside, queries.as_slice()) {

@@ -1520,3 +1520,28 @@ fn db_reset_on_sqlite_runs_a_no_transaction_migration_and_puts_back_a_failed_one
     assert!(line.contains("put back as it was"), "{line}");
     assert_eq!(sqlite(&project.db_path(), "SELECT x FROM kept"), ["8"]);
 }
+
+#[test]
+fn a_no_transaction_migration_failing_after_another_is_recorded_as_failed() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    // Two in one run: the second fails in its own statements, after the first succeeded.
+    project.write_migration(
+        "V2__first",
+        "-- db: no-transaction\nCREATE TABLE first (x INTEGER);\n",
+        Some("-- db: no-transaction\nDROP TABLE first;\n"),
+    );
+    project.write_migration(
+        "V3__second",
+        "-- db: no-transaction\nCREATE TABLE second (x INTEGER);\nSELEC 1;\n",
+        Some("-- db: no-transaction\nDROP TABLE IF EXISTS second;\n"),
+    );
+    let run = project.xtask(&["db-upgrade"]);
+    let line = run.code(1).error_line();
+    assert!(
+        line.contains("V3__second") && line.contains("db-resolve 3 --retry"),
+        "{line}"
+    );
+    assert!(!line.contains("recording it"), "{line}");
+    project.xtask(&["db-status"]).code(5);
+}
