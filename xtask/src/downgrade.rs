@@ -35,12 +35,17 @@ impl DbDowngrade {
             );
             return Ok(());
         }
+        // Refused before anything is asked or backed up: one without a down script.
+        if let Some(m) = planned.iter().find(|m| m.down.is_none()) {
+            pool.close().await;
+            return Err(migrations::MigrationError::NoDownScript(m.id()).into());
+        }
         if self.dry_run {
             for m in &planned {
                 say!(
                     "-- {}.down (would run)\n{}",
                     m.id(),
-                    m.down.as_deref().unwrap_or("-- no down script").trim_end()
+                    m.down.as_deref().unwrap_or_default().trim_end()
                 );
             }
             note!("dry run: nothing was changed");

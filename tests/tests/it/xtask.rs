@@ -1545,3 +1545,26 @@ fn a_no_transaction_migration_failing_after_another_is_recorded_as_failed() {
     assert!(!line.contains("recording it"), "{line}");
     project.xtask(&["db-status"]).code(5);
 }
+
+#[test]
+fn db_downgrade_without_a_down_script_refuses_before_asking_or_backing_up() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.write_migration("V2__one_way", "CREATE TABLE one_way (x INTEGER);", None);
+    project.xtask(&["db-upgrade"]).ok();
+    let before = backups(&project).len();
+    for args in [&["db-downgrade", "-y"][..], &["db-downgrade", "--dry-run"]] {
+        let run = project.xtask(args);
+        let line = run.code(1).error_line();
+        assert!(
+            line.contains("V2__one_way") && line.contains("no down script"),
+            "{line}"
+        );
+    }
+    assert_eq!(
+        backups(&project).len(),
+        before,
+        "no safety backup was taken"
+    );
+    assert_eq!(history(&project).len(), 2);
+}
