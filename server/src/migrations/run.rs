@@ -83,7 +83,7 @@ pub async fn upgrade(
             // What this run did before the failure stays done: say so.
             let reason = match driver.outcome.changed.as_slice() {
                 [] => reason,
-                done => format!("{reason}; applied before it and kept: {}", done.join(", ")),
+                done => format!("{reason}; applied before it and kept: {}", list(done)),
             };
             match migration {
                 Some(migration) => {
@@ -222,7 +222,7 @@ pub async fn downgrade(
                 [] => reason,
                 done => format!(
                     "{reason}; rolled back before it and kept so: {}",
-                    done.join(", ")
+                    list(done)
                 ),
             };
             return Err(MigrationError::Failed {
@@ -498,6 +498,18 @@ async fn record_failure(conn: &mut DbConn, migration: &MigrationFile, reason: &s
     }
 }
 
+/// Migration ids for a message, at most five named: a long history does not make a
+/// failure's one line grow (`V1__a, V2__b, …, V247__z (247 migrations)`).
+fn list(ids: &[String]) -> String {
+    match ids {
+        [] | [_] | [_, _] | [_, _, _] | [_, _, _, _] | [_, _, _, _, _] => ids.join(", "),
+        [first, second, .., before_last, last] => format!(
+            "{first}, {second}, …, {before_last}, {last} ({} migrations)",
+            ids.len()
+        ),
+    }
+}
+
 /// Starts a write transaction and takes the migration lock.
 pub(crate) async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
     let mut tx = conn.begin_write().await?;
@@ -738,3 +750,18 @@ impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
 }
 
 impl AsyncMigrate for RefineryDriver<'_, '_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::list;
+
+    #[test]
+    fn long_lists_of_migrations_are_cut_in_messages() {
+        let ids: Vec<String> = (1..=247).map(|n| format!("V{n}__m")).collect();
+        assert_eq!(
+            list(&ids),
+            "V1__m, V2__m, …, V246__m, V247__m (247 migrations)"
+        );
+        assert_eq!(list(&ids[..3]), "V1__m, V2__m, V3__m");
+    }
+}
