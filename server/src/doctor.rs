@@ -39,8 +39,20 @@ pub async fn check(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Stri
     let mut problems: Vec<String> = set.problems().to_vec();
 
     let exists = settings.url.sqlite_path().is_none_or(|p| p.exists());
-    if exists && settings.url != DatabaseUrl::SqliteMemory {
-        let pool = DbPool::open(settings, OpenMode::MustExist).await?;
+    // A PostgreSQL database that does not exist yet has no history to check, like a
+    // SQLite file that is not there (SQLSTATE 3D000, invalid_catalog_name).
+    let opened = match exists && settings.url != DatabaseUrl::SqliteMemory {
+        false => None,
+        true => match DbPool::open(settings, OpenMode::MustExist).await {
+            Err(DbError::Driver(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("3D000") =>
+            {
+                None
+            }
+            other => Some(other?),
+        },
+    };
+    if let Some(pool) = opened {
         let mut conn = pool.acquire().await?;
         let status = migrations::status(&mut conn, set).await?;
         drop(conn);

@@ -45,6 +45,9 @@ pub enum ScratchError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The database the marker session connects to does not exist.
+    #[error("cannot create a scratch database: the database to connect to does not exist")]
+    NoSuchDatabase,
     /// Staging is for PostgreSQL databases only.
     #[error("only a PostgreSQL database is staged on its server")]
     NotPostgres,
@@ -118,7 +121,16 @@ impl Scratch {
         };
         sweep_sqlite();
         let admin = crate::pg::connect_options(url).map_err(DbError::from)?;
-        let (pg, url) = PgScratch::create(admin, url, settings.connect_timeout).await?;
+        // The configured database need not exist yet (db-check in CI): then the marker
+        // session lives in the server's `postgres` database.
+        let created = match PgScratch::create(admin.clone(), url, settings.connect_timeout).await {
+            Err(ScratchError::NoSuchDatabase) => {
+                let admin = admin.database("postgres");
+                PgScratch::create(admin, url, settings.connect_timeout).await
+            }
+            other => other,
+        };
+        let (pg, url) = created?;
         scratch.url = DatabaseUrl::Postgres { url };
         Ok(Self {
             settings: scratch,
@@ -260,7 +272,12 @@ impl PgScratch {
             tokio::time::timeout(timeout, admin.clone().application_name(&name).connect())
                 .await
                 .map_err(|_| cannot("connecting", &"timed out"))?
-                .map_err(|e| cannot("connecting", &crate::db::describe_driver_error(&e, None)))?;
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
+                        ScratchError::NoSuchDatabase
+                    }
+                    _ => cannot("connecting", &crate::db::describe_driver_error(&e, None)),
+                })?;
         sweep_pg(&mut marker).await;
         let sql = format!("CREATE DATABASE {}", quoted(&name));
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

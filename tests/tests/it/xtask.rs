@@ -1568,3 +1568,22 @@ fn db_downgrade_without_a_down_script_refuses_before_asking_or_backing_up() {
     );
     assert_eq!(history(&project).len(), 2);
 }
+
+#[test]
+fn db_check_on_postgres_needs_no_configured_database() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    // A database of that server that does not exist (CI checks the migrations only).
+    let missing = format!("{}_never", pg.name());
+    let url = pg.url.replace(pg.name(), &missing);
+    let project = Project::with_url(&url);
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let exists = tests::psql(
+        &tests::postgres_admin_url(),
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{missing}'"),
+    )
+    .unwrap();
+    assert_eq!(exists, "0", "db-check created no database");
+}
