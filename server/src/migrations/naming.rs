@@ -88,6 +88,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         if let Some(line) = concurrently(&up).filter(|_| !no_transaction(&up)) {
             findings.errors.push(concurrently_error(&file, line));
         }
+        if let Some(line) = names_history(&up) {
+            findings.errors.push(history_error(&file, line));
+        }
         let down = downs.remove(&(version, name.clone()));
         if down.is_none() {
             findings.warnings.push(format!(
@@ -119,6 +122,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         }
         if let Some(line) = concurrently(down).filter(|_| !no_transaction(down)) {
             findings.errors.push(concurrently_error(&file, line));
+        }
+        if let Some(line) = names_history(down) {
+            findings.errors.push(history_error(&file, line));
         }
     }
     for (version, name) in downs.keys() {
@@ -396,6 +402,22 @@ fn concurrently(sql: &str) -> Option<usize> {
 fn concurrently_error(file: &str, line: usize) -> String {
     format!(
         "{file}: line {line}: `CONCURRENTLY` cannot run inside a transaction; add the line `{NO_TRANSACTION}` to the file's leading comments"
+    )
+}
+
+/// The line of the first statement that names the history table
+/// (`refinery_schema_history`): a script that changes it makes the history lie.
+fn names_history(sql: &str) -> Option<usize> {
+    statements(sql)
+        .into_iter()
+        .find(|s| s.words.iter().any(|w| w == "REFINERY_SCHEMA_HISTORY"))
+        .map(|s| s.line)
+}
+
+/// The finding for a script in `file` that names the history table at `line`.
+fn history_error(file: &str, line: usize) -> String {
+    format!(
+        "{file}: line {line}: migrations must not touch the history table refinery_schema_history; the runner keeps it"
     )
 }
 

@@ -274,6 +274,7 @@ fn cases() -> Vec<Case> {
         backup(|p| { truncate_backup(p, true); std::fs::write(p.path().join("backups/bad.db.json"), "{not json").unwrap() }, "a manifest that is not JSON", &["bad.db.json"]),
         Case { env: &[("DATABASE_URL", "{pg}")], ..case(Postgres, "a PostgreSQL migration with an unknown column", Cmd::Xtask(&["db-upgrade"]), 1, &["V3__typo", "column \"nope\" does not exist", "(at line 3)"]) },
         Case { env: &[("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:5432/catalogue_no_such_db")], ..case(Postgres, "a PostgreSQL database that does not exist", STATUS, 1, &["catalogue_no_such_db", "does not exist"]) },
+        file(Migrations, &[("migrations/V2__history.sql", "CREATE TABLE a (x INTEGER);\nDELETE FROM refinery_schema_history WHERE version = 1;\n")], "a migration that deletes rows of the history table", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__history.sql: line 2", "refinery_schema_history"]),
         Case { env: &[("DATABASE_URL", "{pg}")], files: &[("migrations/V3__typo.sql", "CREATE EXTENSION IF NOT EXISTS no_such_extension;\n")], ..case(Postgres, "a migration that needs an extension the server lacks", Cmd::Xtask(&["db-upgrade"]), 1, &["V3__typo", "no_such_extension", "not available"]) },
         Case { env: &[("DATABASE_URL", "{pg}"), ("DATABASE_LOCK_TIMEOUT_MS", "-1")], ..case(Postgres, "`DATABASE_LOCK_TIMEOUT_MS=-1`", STATUS, 1, &["lock_timeout_ms", "DATABASE_LOCK_TIMEOUT_MS"]) },
         // The environment, `.env` and `Rocket.toml` (issue 17, round three).
