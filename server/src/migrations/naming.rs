@@ -91,8 +91,14 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
         if let Some(line) = names_history(&up) {
             findings.errors.push(history_error(&file, line));
         }
-        let down = downs.remove(&(version, name.clone()));
-        if down.is_none() {
+        let mut down = downs.remove(&(version, name.clone()));
+        // A down script of comments only reverts nothing: it must not pass as a revert.
+        if down.as_deref().is_some_and(is_blank_sql) {
+            findings.warnings.push(format!(
+                "V{version}__{name}.down.sql: has no SQL statement (comments only); treated as no down script, so it is never rolled back as if it were"
+            ));
+            down = None;
+        } else if down.is_none() {
             findings.warnings.push(format!(
                 "V{version}__{name}: no down script (expected migrations/V{version}__{name}.down.sql)"
             ));

@@ -1587,3 +1587,29 @@ fn db_check_on_postgres_needs_no_configured_database() {
     .unwrap();
     assert_eq!(exists, "0", "db-check created no database");
 }
+
+#[test]
+fn a_down_script_of_comments_only_is_no_down_script() {
+    let project = Project::sqlite();
+    project.xtask(&["db-init"]).ok();
+    project.write_migration(
+        "V2__kept",
+        "CREATE TABLE kept (x INTEGER);",
+        Some("-- nothing to undo here\n"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    let run = project.xtask(&["db-downgrade", "-y"]);
+    let line = run.code(1).error_line();
+    assert!(
+        line.contains("V2__kept") && line.contains("no down script"),
+        "{line}"
+    );
+    assert_eq!(history(&project).len(), 2, "nothing was reverted");
+    let check = project.xtask(&["db-check"]);
+    assert!(
+        format!("{}{}", check.stdout, check.stderr).contains("comments only"),
+        "{}{}",
+        check.stdout,
+        check.stderr
+    );
+}
