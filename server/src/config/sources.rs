@@ -118,16 +118,23 @@ const KNOWN_KEYS: &[&str] = &[
 /// Profiles Rocket and this project know by name.
 const KNOWN_PROFILES: &[&str] = &["default", "global", "debug", "release", "production"];
 
-/// The closest of `known` to `name` within 2 edits, if `name` is not one of them.
-fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
-    if known.contains(&name) {
-        return None;
+/// The closest of `known` to `name` within `within` edits, if `name` is not one of them.
+fn closest<S: AsRef<str>>(
+    name: &str,
+    known: impl IntoIterator<Item = S>,
+    within: usize,
+) -> Option<S> {
+    let mut candidates: Vec<(usize, S)> = Vec::new();
+    for k in known {
+        if k.as_ref() == name {
+            return None;
+        }
+        candidates.push((edit_distance(name, k.as_ref()), k));
     }
-    known
-        .iter()
-        .map(|k| (edit_distance(name, k), *k))
-        .filter(|(distance, _)| *distance <= 2)
-        .min()
+    candidates
+        .into_iter()
+        .filter(|(distance, _)| *distance <= within)
+        .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| k)
 }
 
@@ -152,7 +159,7 @@ pub(super) fn check_profiles(
             });
         }
         if *selected != profile.as_str()
-            && let Some(known) = closest(&lower, KNOWN_PROFILES)
+            && let Some(known) = closest(&lower, KNOWN_PROFILES.iter().copied(), 2)
         {
             warnings.push(format!(
                 "profile [{profile}] in {} is not selected (ROCKET_PROFILE) and is ignored; did you mean [{known}]?",
@@ -173,7 +180,7 @@ pub(super) fn misspelt_keys<'a>(
     keys.into_iter()
         .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
         .filter_map(|key| {
-            let guess = closest(key, KNOWN_KEYS)
+            let guess = closest(key, KNOWN_KEYS.iter().copied(), 2)
                 .or_else(|| key.starts_with("database").then_some("databases"))?;
             Some(format!(
                 "`{key}` ({}) is not a setting and is ignored; did you mean `{guess}`?",
@@ -203,11 +210,8 @@ pub(super) fn unused_database_vars<'a>(
                         .iter()
                         .map(|key| format!("DATABASE_{}", key.to_ascii_uppercase())),
                 );
-            let closest = known
-                .map(|name| (edit_distance(var, &name), name))
-                .min()
-                .filter(|(distance, _)| *distance <= 3)
-                .map_or_else(String::new, |(_, name)| format!(" (did you mean {name}?)"));
+            let closest = closest(var, known, 3)
+                .map_or_else(String::new, |name| format!(" (did you mean {name}?)"));
             format!("{var} ({origin}) is not a setting of this server and is ignored{closest}")
         })
         .collect()
