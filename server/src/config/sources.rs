@@ -54,7 +54,7 @@ pub(super) fn find_config_file(env: &Environment) -> Result<Option<PathBuf>, Con
 enum NotAFile {
     #[error("is a symbolic link to nothing")]
     DanglingLink,
-    #[error("is a directory, not a file")]
+    #[error("is a directory, not a regular file")]
     Directory,
     #[error("is a FIFO (named pipe), not a regular file")]
     Fifo,
@@ -245,13 +245,10 @@ pub(super) fn read_dotenv(root: &Path) -> Result<Option<DotEnv>, ConfigError> {
         reason,
     };
     // No `.env` is fine; one that cannot be read is a mistake to report, not to skip.
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => {}
-        Ok(_) => return Err(file_error("is not a regular file".into())),
-        Err(_) if path.symlink_metadata().is_ok() => {
-            return Err(file_error("is a symbolic link to nothing".into()));
-        }
-        Err(_) => return Ok(None),
+    match regular_file(&path) {
+        None => return Ok(None),
+        Some(Err(reason)) => return Err(file_error(reason.to_string())),
+        Some(Ok(())) => {}
     }
     // dotenvy's own error for bytes that are not UTF-8 names no line.
     let bytes = std::fs::read(&path).map_err(|e| file_error(e.to_string()))?;
