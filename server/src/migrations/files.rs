@@ -21,6 +21,8 @@ pub struct MigrationFile {
     /// The down script, if there is one.
     pub down: Option<String>,
     pub(super) checksum: u64,
+    /// refinery's view of it, made once (its name is parsed with a regex).
+    refinery: Migration,
 }
 
 impl MigrationFile {
@@ -35,7 +37,7 @@ impl MigrationFile {
     }
 
     pub(super) fn to_refinery(&self) -> Migration {
-        Migration::unapplied(&self.id(), &self.up).expect("the name was validated when loading")
+        self.refinery.clone()
     }
 }
 
@@ -117,15 +119,15 @@ impl MigrationSet {
             .into_iter()
             .map(|m| {
                 let id = format!("V{}__{}", m.version, m.name);
-                let checksum = Migration::unapplied(&id, &m.up)
-                    .expect("a validated migration name")
-                    .checksum();
+                let refinery =
+                    Migration::unapplied(&id, &m.up).expect("a validated migration name");
                 MigrationFile {
                     version: m.version,
                     name: m.name,
                     up: m.up,
                     down: m.down,
-                    checksum,
+                    checksum: refinery.checksum(),
+                    refinery,
                 }
             })
             .collect();

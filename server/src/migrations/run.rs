@@ -10,7 +10,7 @@
 use refinery::{AsyncMigrate, Migration, Runner, Target};
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
 
-use super::status::{FAILED_PREFIX, history};
+use super::status::{FAILED_PREFIX, history, newest};
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
 use crate::db::{DbConn, DbTx, describe_driver_error, query};
 
@@ -169,13 +169,13 @@ pub async fn downgrade(
         } else {
             with_foreign_keys_off(conn, keys_off, async |conn| {
                 let mut tx = lock(conn).await?;
-                let newest = history(&mut tx).await?.last().map(|row| row.version);
-                if newest < Some(migration.version) {
+                let (newest, _) = newest(&mut tx, migration.version).await?;
+                if newest < migration.version {
                     // Another process rolled it back meanwhile.
                     tx.rollback().await?;
                     return Ok(Step::Skipped);
                 }
-                if newest != Some(migration.version) {
+                if newest != migration.version {
                     tx.rollback().await?;
                     return Ok(Step::Raced);
                 }
@@ -360,15 +360,14 @@ async fn apply_outside_transaction(
 ) -> Result<Applied, sqlx::Error> {
     session_lock(conn, true).await?;
     let result = async {
-        let rows = history(conn).await?;
-        if rows.iter().any(|row| row.version == migration.version) {
+        let (newest, has) = newest(conn, migration.version).await?;
+        if has {
             return Ok(Applied::Skipped);
         }
-        let newest = rows.last().map_or(0, |row| row.version);
         if newest < previous {
             return Ok(Applied::Raced(newest));
         }
-        if rows.is_empty() {
+        if newest == 0 {
             conn.execute_script(&create_history_sql()).await?;
         }
         one_by_one(conn, &migration.up).await?;
@@ -400,11 +399,11 @@ async fn revert_outside_transaction(
 ) -> Result<Step, sqlx::Error> {
     session_lock(conn, true).await?;
     let result = async {
-        let newest = history(conn).await?.last().map(|row| row.version);
-        if newest < Some(version) {
+        let (newest, _) = newest(conn, version).await?;
+        if newest < version {
             return Ok(Step::Skipped);
         }
-        if newest != Some(version) {
+        if newest != version {
             return Ok(Step::Raced);
         }
         one_by_one(conn, down).await?;
@@ -589,20 +588,19 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
             with_foreign_keys_off(self.conn, keys_off, async |conn| {
                 let mut tx = lock(conn).await?;
                 if let Some(migration) = migration {
-                    let rows = history(&mut tx).await?;
-                    if rows.iter().any(|row| row.version == migration.version) {
+                    let (newest, has) = newest(&mut tx, migration.version).await?;
+                    if has {
                         tx.rollback().await?;
                         return Ok(Applied::Skipped);
                     }
                     // The migration before this one must still be applied: another process
                     // may have rolled the history back since refinery read it.
-                    let newest = rows.last().map_or(0, |row| row.version);
                     if newest < previous {
                         tx.rollback().await?;
                         return Ok(Applied::Raced(newest));
                     }
                     // Rolled back to 0 by another process, the history table is gone.
-                    if rows.is_empty()
+                    if newest == 0
                         && let Err(e) = tx.execute_script(&create_history_sql()).await
                     {
                         let _ = tx.rollback().await;

@@ -85,10 +85,17 @@ pub struct SchemaStatus {
 
 impl SchemaStatus {
     pub(super) fn compare(history: Vec<HistoryRow>, set: &MigrationSet) -> Self {
+        // By version, once: a history of hundreds is compared on every step of db-check.
+        let files: std::collections::HashMap<i32, &MigrationFile> = set
+            .migrations()
+            .iter()
+            .rev()
+            .map(|m| (m.version, m))
+            .collect();
         let applied: Vec<AppliedMigration> = history
             .into_iter()
             .map(|row| {
-                let state = match set.get(row.version) {
+                let state = match files.get(&row.version) {
                     _ if row.applied_on.starts_with(FAILED_PREFIX) => AppliedState::Failed,
                     None => AppliedState::Unknown,
                     Some(m) if m.name == row.name && m.checksum.to_string() == row.checksum => {
@@ -105,11 +112,12 @@ impl SchemaStatus {
                 }
             })
             .collect();
+        let versions: std::collections::HashSet<i32> = applied.iter().map(|a| a.version).collect();
         let pending: Vec<i32> = set
             .migrations()
             .iter()
             .map(|m| m.version)
-            .filter(|v| !applied.iter().any(|a| a.version == *v))
+            .filter(|v| !versions.contains(v))
             .collect();
         let state = if applied.iter().any(|a| a.state == AppliedState::Failed) {
             SchemaState::Failed
@@ -136,9 +144,10 @@ impl SchemaStatus {
 
     /// Pending migrations up to version `to` (all when `None`), in the order they apply.
     pub fn to_apply<'s>(&self, set: &'s MigrationSet, to: Option<i32>) -> Vec<&'s MigrationFile> {
+        let pending: std::collections::HashSet<i32> = self.pending.iter().copied().collect();
         set.migrations()
             .iter()
-            .filter(|m| self.pending.contains(&m.version))
+            .filter(|m| pending.contains(&m.version))
             .filter(|m| to.is_none_or(|to| m.version <= to))
             .collect()
     }
@@ -242,27 +251,70 @@ pub async fn status_of_pg(
 pub(super) async fn read_history_sqlite(
     c: &mut sqlx::SqliteConnection,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    read_history::<sqlx::Sqlite>(
-        c,
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')",
-    )
-    .await
+    read_history::<sqlx::Sqlite>(c, SQLITE_HAS_HISTORY).await
 }
 
 pub(super) async fn read_history_pg(
     c: &mut sqlx::PgConnection,
 ) -> Result<Vec<HistoryRow>, sqlx::Error> {
-    read_history::<sqlx::Postgres>(
-        c,
-        // A scan of the catalog with this statement's snapshot, not `to_regclass`, whose
-        // cache may not yet know of a drop committed while this transaction waited
-        // for the migration lock.
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
-         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.relname = 'refinery_schema_history' AND c.relkind IN ('r', 'p') \
-         AND n.nspname = ANY (pg_catalog.current_schemas(false)))",
+    read_history::<sqlx::Postgres>(c, PG_HAS_HISTORY).await
+}
+
+/// Whether SQLite's history table exists.
+const SQLITE_HAS_HISTORY: &str = "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refinery_schema_history')";
+
+/// Whether PostgreSQL's history table exists: a scan of the catalog with this
+/// statement's snapshot, not `to_regclass`, whose cache may not yet know of a drop
+/// committed while this transaction waited for the migration lock.
+const PG_HAS_HISTORY: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relname = 'refinery_schema_history' AND c.relkind IN ('r', 'p') \
+     AND n.nspname = ANY (pg_catalog.current_schemas(false)))";
+
+/// What a step checks under the migration lock before it runs, in one small query
+/// rather than the whole history (a long history is stepped through one migration at a
+/// time by `db-check`): the newest version in the history (0 when it is empty or
+/// missing), and whether `version` is in it.
+pub(super) async fn newest(
+    on: &mut impl Executor,
+    version: i32,
+) -> Result<(i32, bool), sqlx::Error> {
+    match on.target() {
+        Target::Sqlite(c) => newest_in::<sqlx::Sqlite>(c, SQLITE_HAS_HISTORY, version).await,
+        Target::Postgres(c) => newest_in::<sqlx::Postgres>(c, PG_HAS_HISTORY, version).await,
+    }
+}
+
+async fn newest_in<DB>(
+    c: &mut DB::Connection,
+    exists_sql: &'static str,
+    version: i32,
+) -> Result<(i32, bool), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'r> bool: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    for<'r> i32: sqlx::Decode<'r, DB> + sqlx::Type<DB> + sqlx::Encode<'r, DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let exists: bool = sqlx::query_scalar(exists_sql).fetch_one(&mut *c).await?;
+    if !exists {
+        return Ok((0, false));
+    }
+    let row = sqlx::query(
+        "SELECT coalesce(max(version), 0), \
+                coalesce(sum(CASE WHEN version = $1 THEN 1 ELSE 0 END), 0) \
+           FROM refinery_schema_history",
     )
+    .bind(version)
+    .fetch_one(&mut *c)
     .await
+    .map_err(unexpected_shape)?;
+    let newest: i32 = row.try_get(0).map_err(unexpected_shape)?;
+    let has: i64 = row.try_get(1).map_err(unexpected_shape)?;
+    Ok((newest, has > 0))
 }
 
 /// Reads the history table, if `exists_sql` says there is one.

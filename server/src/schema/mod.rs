@@ -34,6 +34,8 @@ pub use render::{
     columns_by_name, create_enum, create_extension, create_index, create_table, default_sql,
     dependency_order, line_diff, render, render_bare,
 };
+/// What [`read_cached`] keeps between reads of one database.
+pub use sqlite::TableCache as ReadCache;
 
 use crate::db::Target;
 
@@ -300,9 +302,16 @@ impl TableDef {
 
 /// Reads the schema of the database behind `on` (its current schema on PostgreSQL).
 pub async fn read(on: Target<'_>) -> Result<Schema, sqlx::Error> {
+    read_cached(on, &mut ReadCache::default()).await
+}
+
+/// [`read`] again and again as a database changes little by little (`db-check`'s round
+/// trip): what `cache` holds from earlier reads of the same database is reused where it
+/// is still true.
+pub async fn read_cached(on: Target<'_>, cache: &mut ReadCache) -> Result<Schema, sqlx::Error> {
     let mut schema = match on {
         // SQLite compares names without regard to ASCII case, quoted or not: one case.
-        Target::Sqlite(c) => fold_case(sqlite::read(c).await?),
+        Target::Sqlite(c) => fold_case(sqlite::read_cached(c, cache).await?),
         Target::Postgres(c) => postgres::read(c).await?,
     };
     for table in &mut schema.tables {

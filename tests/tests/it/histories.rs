@@ -76,12 +76,12 @@ fn a_300_migration_postgres_history_passes_every_command() {
 }
 
 #[test]
-fn db_check_passes_a_prefix_of_the_postgres_history() {
+fn db_check_passes_the_300_migration_postgres_history() {
     let Some(pg) = PgDatabase::create() else {
         return;
     };
-    // Every shape of migration, twice: db-check's round trip is up, down, up each.
-    let project = project_with_history(&pg, 15);
+    // Up, down, up for each of 300 migrations: linear in the history, not quadratic.
+    let project = project_with_history(&pg, 300);
     let run = project.xtask(&["db-check"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }
@@ -170,11 +170,101 @@ fn a_300_migration_sqlite_history_passes_every_command() {
     project.xtask(&["db-schema"]).ok();
     project.xtask(&["db-schema", "--check"]).ok();
 
-    // db-check on a prefix: every shape twice.
-    let short = Project::sqlite();
-    let dir = short.path().join("migrations");
-    std::fs::remove_dir_all(&dir).unwrap();
-    write_history(&dir, &sqlite_history(13));
-    let run = short.xtask(&["db-check"]);
+    // Up, down, up for each of the 300, the applied checksums and schema.sql.
+    let run = project.xtask(&["db-check"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
+/// Runs `db-check` on `project`, expecting exit 1: its problem lines, and how many
+/// scratch databases of that run are left on the PostgreSQL server.
+fn problems(project: &Project) -> (Vec<String>, String) {
+    let child = project
+        .command("xtask")
+        .arg("db-check")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let run = tests::Run::from(child.wait_with_output().unwrap());
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let left = tests::psql(
+        &tests::postgres_admin_url(),
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'xtask\\_scratch\\_{pid}\\_%'"
+        ),
+    )
+    .unwrap_or_default();
+    (run.stdout.lines().map(str::to_string).collect(), left)
+}
+
+/// Asserts that each of `expected` begins one of `lines`, in that order.
+fn assert_in_order(lines: &[String], expected: &[&str]) {
+    let found: Vec<usize> = expected
+        .iter()
+        .map(|e| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(e))
+                .unwrap_or_else(|| panic!("no line starts with `{e}`:\n{}", lines.join("\n")))
+        })
+        .collect();
+    assert!(found.is_sorted(), "out of order:\n{}", lines.join("\n"));
+}
+
+#[test]
+fn db_check_names_every_independent_round_trip_problem_in_one_run() {
+    let project = Project::sqlite();
+    let dir = project.path().join("migrations");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut history = sqlite_history(13);
+    // Leaves its index behind; then a down script that fails (rolled back: the round
+    // trip goes on in place); then one that removes too much; then an up script that
+    // does not apply, after which the rest cannot be checked.
+    history[2].down = "SELECT 1;\n".into();
+    history[4].down = "DROP VIEW no_such_view;\n".into();
+    history[8].down = "DROP INDEX items_1_title;\nDROP TABLE items_1;\n".into();
+    history[10].up = "INSERT INTO no_such_table VALUES (1);\n".into();
+    write_history(&dir, &history);
+    let (lines, _) = problems(&project);
+    assert_in_order(
+        &lines,
+        &[
+            "V3__title_items_0.down.sql does not fully revert V3__title_items_0: leaves behind index items_0_title",
+            "V5__view_items_0.down.sql: fails:",
+            "V9__title_items_1.down.sql does not fully revert V9__title_items_1: removes index items_1_account: CREATE INDEX items_1_account ON items_1 (account_id); table items_1: CREATE TABLE items_1 ( account_id INTEGER NOT NULL,",
+            "V11__view_items_1: does not apply on an empty database:",
+        ],
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("the 2 migration(s) after it were not checked")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn db_check_names_every_round_trip_problem_on_postgres() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let dir = project.path().join("migrations");
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut history = postgres_history(12);
+    history[2].down = "SELECT 1;\n".into();
+    history[9].down = "SELECT 1;\n".into();
+    write_history(&dir, &history);
+    let (lines, left) = problems(&project);
+    assert_in_order(
+        &lines,
+        &[
+            "V3__search_items_0.down.sql does not fully revert V3__search_items_0: leaves behind index items_0_title_trgm",
+            "V10__search_items_1.down.sql does not fully revert V10__search_items_1: leaves behind index items_1_title_trgm",
+        ],
+    );
+    // One scratch database per rebuild, each dropped.
+    assert_eq!(left, "0", "every scratch database was dropped");
 }

@@ -1087,12 +1087,7 @@ fn db_check_round_trips_on_postgres() {
         "{}",
         run.stdout
     );
-    let leftovers = psql(
-        &tests::postgres_admin_url(),
-        "SELECT count(*) FROM pg_database WHERE datname LIKE 'db_check_%'",
-    )
-    .unwrap();
-    assert_eq!(leftovers, "0", "the scratch database was dropped");
+    // That its scratch databases are dropped: `histories::db_check_names_every_round_trip_problem_on_postgres`.
 }
 
 #[test]
