@@ -31,6 +31,11 @@ pub struct Generated {
     pub destructive: Vec<String>,
     /// What a human should look at (possible renames, lost data).
     pub notes: Vec<String>,
+    /// Enum values added (PostgreSQL): the up and down script of a migration of their
+    /// own, outside a transaction (`-- db: no-transaction`), to apply before this one —
+    /// PostgreSQL refuses to use a value in the transaction that added it. When nothing
+    /// else changes, `up` and `down` hold them instead and this is `None`.
+    pub values_first: Option<(String, String)>,
 }
 
 /// A change autogenerate cannot write so that it runs on a table that has rows: a new
@@ -54,6 +59,9 @@ struct Step {
     destructive: Option<String>,
     portable: bool,
 }
+
+/// The directive and its reason, first in a migration that adds enum values.
+const OUTSIDE: &str = "-- db: no-transaction\n-- Enum values added: PostgreSQL cannot use a value in the transaction that added it,\n-- so this runs outside one (each statement is idempotent: IF NOT EXISTS).\n";
 
 impl Generated {
     /// Whether the up script holds any statement (not only comments).
@@ -105,11 +113,11 @@ pub fn generate(
             names(&created)
         ));
     }
-    pairs.extend(
-        super::pg_objects::before_tables(from, to)
-            .into_iter()
-            .map(pg_only),
-    );
+    let (values, before): (Vec<_>, Vec<_>) = super::pg_objects::before_tables(from, to)
+        .into_iter()
+        .partition(|change| change.adds_values);
+    let values: Vec<(Step, Step)> = values.into_iter().map(pg_only).collect();
+    pairs.extend(before.into_iter().map(pg_only));
     for table in super::render::dependency_order(created.clone()) {
         pairs.push((
             Step::portable(create_with_indexes(table)),
@@ -150,12 +158,29 @@ pub fn generate(
             .into_iter()
             .map(pg_only),
     );
+    let only_values = !values.is_empty() && pairs.is_empty();
+    let values_first = match (values.is_empty(), only_values) {
+        (true, _) => None,
+        (false, true) => {
+            pairs = values;
+            None
+        }
+        (false, false) => Some(values),
+    };
+    let values_first = values_first.map(|values| {
+        let (up, down, _) = write(&values, allow_destructive);
+        (format!("{OUTSIDE}{up}"), down)
+    });
     let engine_only = pairs
         .iter()
         .any(|(u, d)| !u.portable || !d.portable)
         .then_some(engine);
-    let (up, down, destructive) = write(&pairs, allow_destructive);
+    let (mut up, down, destructive) = write(&pairs, allow_destructive);
+    if only_values {
+        up = format!("{OUTSIDE}{up}");
+    }
     Ok(Some(Generated {
+        values_first,
         up,
         down,
         engine: engine_only,

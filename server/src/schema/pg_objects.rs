@@ -15,12 +15,10 @@ pub(super) struct Change {
     pub down: String,
     /// What the up step destroys, when it does.
     pub destructive: Option<String>,
+    /// Enum values added: a migration of their own, applied first and outside a
+    /// transaction, so that the next one may use them.
+    pub adds_values: bool,
 }
-
-/// What `ALTER TYPE … ADD VALUE` cannot do in the migration's transaction.
-const ADD_VALUE: &str = "-- PostgreSQL cannot use a value that ALTER TYPE … ADD VALUE adds in the transaction that added it:\n\
--- when a later statement of this migration uses it, move this step to a migration of its own\n\
--- that starts with `-- db: no-transaction`.";
 
 /// The steps that come before the tables change: extensions created, types created,
 /// values added, types recreated without a value (their columns as `from` has them).
@@ -33,6 +31,7 @@ pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
             up: create_extension(e),
             down: format!("DROP EXTENSION IF EXISTS {};", ident(e)),
             destructive: None,
+            adds_values: false,
         })
         .collect();
     for new in &to.enums {
@@ -41,6 +40,7 @@ pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
                 up: create_enum(new),
                 down: format!("DROP TYPE {};", ident(&new.name)),
                 destructive: None,
+                adds_values: false,
             });
             continue;
         };
@@ -50,9 +50,10 @@ pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
         let name = ident(&new.name);
         match added_values(&name, &old.values, &new.values) {
             Some(added) => out.push(Change {
-                up: format!("{ADD_VALUE}\n{}", added.join("\n")),
+                up: added.join("\n"),
                 down: recreate(old, from),
                 destructive: None,
+                adds_values: true,
             }),
             None => out.push(Change {
                 up: recreate(new, from),
@@ -60,6 +61,7 @@ pub(super) fn before_tables(from: &Schema, to: &Schema) -> Vec<Change> {
                 destructive: Some(format!(
                     "remove or reorder values of enum type {name} (a row holding a removed value fails it)"
                 )),
+                adds_values: false,
             }),
         }
     }
@@ -77,6 +79,7 @@ pub(super) fn after_tables(from: &Schema, to: &Schema) -> Vec<Change> {
             up: format!("DROP TYPE {};", ident(&old.name)),
             down: create_enum(old),
             destructive: None,
+            adds_values: false,
         });
     let extensions = from
         .extensions
@@ -86,6 +89,7 @@ pub(super) fn after_tables(from: &Schema, to: &Schema) -> Vec<Change> {
             up: format!("DROP EXTENSION {};", ident(e)),
             down: create_extension(e),
             destructive: None,
+            adds_values: false,
         });
     types.chain(extensions).collect()
 }

@@ -1080,6 +1080,40 @@ fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
         up.find("CREATE TYPE color AS ENUM ('red', 'it''s');") < up.find("ADD COLUMN c color"),
         "{up}"
     );
+    // A value added and used in the same change: the values in a migration of their
+    // own, outside a transaction, applied before the one that uses them.
+    let up = autogenerate_round_trip(
+        &project,
+        &env,
+        "calm",
+        |t| {
+            t.replace("('ok', 'happy', 'sad')", "('ok', 'happy', 'sad', 'calm')")
+                .replace(
+                    "    c color,\n",
+                    "    c color,\n    c2 mood NOT NULL DEFAULT 'calm',\n",
+                )
+        },
+        &[],
+    );
+    assert!(
+        up.contains("ADD COLUMN c2 mood") && !up.contains("ADD VALUE"),
+        "{up}"
+    );
+    let values = std::fs::read_dir(project.path().join("migrations"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("__calm_enum_values.sql"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .expect("the enum values' own migration");
+    assert!(
+        values.contains("-- db: no-transaction")
+            && values.contains("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'calm';"),
+        "{values}"
+    );
+    assert_eq!(
+        tests::psql(&pg.url, "SELECT count(*) FROM person WHERE c2 = 'calm'").unwrap(),
+        "2"
+    );
     // A value removed: destructive, refused unless allowed; allowed, the rows stay.
     let path = project.path().join("migrations/schema.sql");
     let before = schema_file(&project);
@@ -1100,7 +1134,7 @@ fn enum_types_are_declared_compared_and_diffed_on_postgresql() {
         |t| t.replace("'happy', 'sad'", "'sad'"),
         &["--allow-destructive"],
     );
-    assert_eq!(enum_values(&pg.url, "mood"), "ok,sad");
+    assert_eq!(enum_values(&pg.url, "mood"), "ok,sad,calm");
     let rows = tests::psql(
         &pg.url,
         "SELECT string_agg(id || m::text, ',' ORDER BY id) FROM person",
