@@ -66,14 +66,20 @@ impl DbCopy {
             }
         };
         // Interrupted, the copy is dropped: its transaction rolls back as the pools close.
+        let mut emptied = None;
         let copied = tokio::select! {
-            copied = self.copy(project, &source, &mut target, &settings, &target_name) => copied,
+            copied = self.copy(project, &source, &mut target, &settings, &target_name, &mut emptied) => copied,
             signal = &mut interrupt => Err(anyhow!(
                 "interrupted by {signal}; the copy was rolled back, the target is unchanged"
             )),
         };
         close_within(&source).await;
         close_within(&target.pool).await;
+        // A target emptied to be migrated one migration at a time goes back as it was.
+        let copied = match (copied, emptied) {
+            (Err(e), Some(emptied)) => Err(put_back(e, emptied, &settings, project).await),
+            (copied, _) => copied,
+        };
         let copied = match copied {
             Ok(report) => match tokio::time::timeout(CLOSE_LIMIT, target.publish()).await {
                 Ok(published) => published.map(|()| report).map_err(Into::into),
@@ -113,6 +119,7 @@ impl DbCopy {
         target: &mut CopyTarget,
         settings: &DbSettings,
         target_name: &str,
+        emptied: &mut Option<Emptied>,
     ) -> anyhow::Result<CopyReport> {
         let set = &project.migrations;
         copy::ensure_distinct(
@@ -132,6 +139,7 @@ impl DbCopy {
                 note!("the target {target_name} {why}; --force replaces everything in it");
                 project.confirm("replace the target's contents?", self.yes)?;
                 target.for_writing(settings).await?;
+                let mut safety = None;
                 if self.no_backup {
                     note!("skipping the safety backup of the target (--no-backup)");
                 } else {
@@ -149,8 +157,26 @@ impl DbCopy {
                         "safety backup of the target: {}",
                         project.display(&entry.path)
                     );
+                    safety = Some(entry.path);
                 }
-                true
+                if !copy::needs_steps(set) {
+                    true
+                } else {
+                    // The history cannot run in the copy's one transaction: the target is
+                    // emptied first, and put back from its safety backup if the copy fails.
+                    let staged = match &safety {
+                        Some(path) => Some((
+                            backup::verify(path, set, settings).await.context(
+                                "the migrations must be applied to the target one at a time, after emptying it, and its safety backup could not be checked for putting it back; nothing was changed",
+                            )?,
+                            path.clone(),
+                        )),
+                        None => None,
+                    };
+                    copy::empty_target(&target.pool).await?;
+                    *emptied = Some(Emptied { staged });
+                    false
+                }
             }
             TargetState::Empty | TargetState::Ready(_) => {
                 target.for_writing(settings).await?;
@@ -179,6 +205,35 @@ impl DbCopy {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// A target that `--force` emptied before migrating it one migration at a time, and its
+/// safety backup, verified and staged (none with `--no-backup`).
+struct Emptied {
+    staged: Option<(backup::VerifiedBackup, std::path::PathBuf)>,
+}
+
+/// Puts an emptied target back from its safety backup after the copy failed with `error`.
+async fn put_back(
+    error: anyhow::Error,
+    emptied: Emptied,
+    settings: &DbSettings,
+    project: &Project,
+) -> anyhow::Error {
+    let Some((staged, path)) = emptied.staged else {
+        return anyhow!(
+            "{error:#}; the target was emptied to apply the migrations one at a time and is left so (no safety backup: --no-backup)"
+        );
+    };
+    let path = project.display(&path);
+    match backup::put_back(staged, settings).await {
+        Ok(()) => {
+            anyhow!("{error:#}; the target was put back as it was, from its safety backup {path}")
+        }
+        Err(e) => anyhow!(
+            "{error:#}; the target was emptied to apply the migrations one at a time, and putting back its safety backup {path} failed ({e}): restore that file into it by hand"
+        ),
     }
 }
 

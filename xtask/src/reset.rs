@@ -46,14 +46,7 @@ impl DbReset {
                 let settings = project.settings();
                 let put_back = async {
                     let verified = backup::verify(&safety, &project.migrations, &settings).await?;
-                    match settings.url.sqlite_path() {
-                        Some(path) => {
-                            backup::swap_in_sqlite(verified, path, settings.busy_timeout, false)
-                                .await
-                                .map(drop)
-                        }
-                        None => backup::restore_postgres(&settings, verified).await,
-                    }
+                    backup::put_back(verified, &settings).await
                 }
                 .await;
                 match put_back {

@@ -43,7 +43,9 @@ pub use copy::{CopyDirProblem, copy_to};
 pub use create::{create, create_within};
 pub use lock::LOCK_WAIT;
 pub use manifest::{Compression, Manifest, database_identity, manifest_path};
-pub use restore::{VerifiedBackup, other_pg_sessions, restore_postgres, swap_in_sqlite, verify};
+pub use restore::{
+    VerifiedBackup, other_pg_sessions, put_back, restore_postgres, swap_in_sqlite, verify,
+};
 pub use schedule::{BackupHealth, Schedule};
 
 /// A backup or restore failure.

@@ -335,3 +335,15 @@ pub async fn other_pg_sessions(pool: &DbPool) -> Result<i64, BackupError> {
         DbConn::Sqlite(_) => Ok(0),
     }
 }
+
+/// Puts a verified backup back in place of the database `settings` names, whatever it
+/// holds now: the way back after a destructive command that failed part-way (a reset,
+/// a forced copy) emptied it.
+pub async fn put_back(verified: VerifiedBackup, settings: &DbSettings) -> Result<(), BackupError> {
+    match settings.url.sqlite_path() {
+        Some(path) => swap_in_sqlite(verified, path, settings.busy_timeout, false)
+            .await
+            .map(drop),
+        None => restore_postgres(settings, verified).await,
+    }
+}

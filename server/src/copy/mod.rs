@@ -42,6 +42,7 @@ use crate::url::DbKind;
 
 pub use stage::CopyTarget;
 pub use target::{TargetState, ensure_distinct, inspect};
+pub use transfer::needs_steps;
 
 /// Which database an error came from.
 #[derive(Debug, Clone, Copy)]
@@ -296,4 +297,27 @@ fn quote(s: &str) -> String {
     let short: String = s.chars().take(40).collect();
     let ellipsis = if short.len() < s.len() { "…" } else { "" };
     format!("{:?}", format!("{short}{ellipsis}"))
+}
+
+/// Drops everything in the target, in one transaction: what `--force` does first when
+/// the history must be applied one migration at a time ([`needs_steps`]), which the
+/// copy's own transaction cannot do. The caller holds a verified safety backup to put
+/// back if the copy then fails.
+pub async fn empty_target(target: &DbPool) -> Result<(), CopyError> {
+    let mut conn = target
+        .acquire()
+        .await
+        .map_err(CopyError::from_db(Side::Target))?;
+    // SQLite would check foreign keys row by row as each parent is dropped.
+    let sqlite = conn.kind() == DbKind::Sqlite;
+    if sqlite {
+        prepare(&mut conn, false)
+            .await
+            .map_err(CopyError::db(Side::Target))?;
+    }
+    let emptied = transfer::empty_again(&mut conn).await;
+    if sqlite {
+        restore(&mut conn, false).await;
+    }
+    emptied.map_err(CopyError::db(Side::Target))
 }

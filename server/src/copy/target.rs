@@ -79,8 +79,17 @@ pub async fn target_state(
         .map(|t| t.name.as_str())
         .collect();
     if history.applied.is_empty() {
-        return Ok(if others.is_empty() {
+        let own = match others.is_empty() {
+            true => objects_of_its_own(on.target()).await.map_err(&err)?,
+            false => Vec::new(),
+        };
+        return Ok(if others.is_empty() && own.is_empty() {
             TargetState::Empty
+        } else if others.is_empty() {
+            TargetState::Occupied(format!(
+                "holds objects no migration made: {}",
+                own.join(", ")
+            ))
         } else {
             TargetState::Occupied(format!(
                 "has tables no migration made: {}",
@@ -121,6 +130,45 @@ pub async fn target_state(
         )));
     }
     Ok(TargetState::Ready(history.current_version))
+}
+
+/// A few of the objects other than tables in a target without tables or history (views,
+/// sequences, types, functions; not those of an extension, which a migration's `CREATE
+/// EXTENSION IF NOT EXISTS` takes as they are): the migrations would collide with them.
+async fn objects_of_its_own(on: Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+    match on {
+        Target::Sqlite(c) => {
+            sqlx::query_scalar(
+                "SELECT type || ' ' || name FROM sqlite_schema \
+                 WHERE type IN ('view', 'trigger') ORDER BY name LIMIT 5",
+            )
+            .fetch_all(c)
+            .await
+        }
+        Target::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT kind || ' ' || name FROM ( \
+                   SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
+                          WHEN 'S' THEN 'sequence' ELSE 'foreign table' END AS kind, \
+                          c.relname::text AS name, c.oid, 'pg_class'::regclass AS catalog \
+                     FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace \
+                      AND c.relkind IN ('v', 'm', 'S', 'f') \
+                   UNION ALL \
+                   SELECT 'type', t.typname::text, t.oid, 'pg_type'::regclass FROM pg_type t \
+                    WHERE t.typnamespace = current_schema()::regnamespace \
+                      AND t.typtype IN ('e', 'd', 'r', 'm') \
+                   UNION ALL \
+                   SELECT 'function', p.proname::text, p.oid, 'pg_proc'::regclass FROM pg_proc p \
+                    WHERE p.pronamespace = current_schema()::regnamespace \
+                 ) o \
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = o.catalog \
+                                     AND d.objid = o.oid AND d.deptype = 'e') \
+                 ORDER BY 1 LIMIT 5",
+            )
+            .fetch_all(c)
+            .await
+        }
+    }
 }
 
 /// Refuses a target that is the source under another name: a SQLite file reached through

@@ -762,17 +762,41 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
         fails.execute("SELECT enum_range(NULL::mood)::text"),
         "{other}"
     );
+    // With --force it is emptied first (after its safety backup) and migrated one
+    // migration at a time.
+    project
+        .xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"])
+        .ok();
+    assert_eq!(fails.execute("SELECT id || ' ' || m FROM person"), "1 happy");
 
-    // A migration that fails on that target only: the new database is not left behind.
+    // A migration that fails on the targets only: the new database is not left behind,
+    // and a target emptied by --force is put back from its safety backup.
     let name = format!("{}_fails", source.name());
     project.write_migration(
         "V5__not_there",
         &format!(
-            "DO $$ BEGIN IF current_database() LIKE 'xtask%' THEN RAISE EXCEPTION 'not on {name}'; END IF; END $$;"
+            "DO $$ BEGIN IF current_database() LIKE 'xtask%' OR current_database() = '{}' \
+             THEN RAISE EXCEPTION 'not on {name}'; END IF; END $$;",
+            fails.name()
         ),
         Some("SELECT 1;"),
     );
     project.xtask(&["db-upgrade"]).ok();
+    fails.execute("INSERT INTO person (id) VALUES (2)");
+    let run = project.xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"]);
+    let line = run.code(1).error_line().to_string();
+    assert!(
+        line.contains("V5__not_there") && line.contains("put back as it was"),
+        "{line}"
+    );
+    assert_eq!(
+        fails.execute("SELECT string_agg(id || ' ' || m, ',' ORDER BY id) FROM person"),
+        "1 happy,2 happy"
+    );
+    assert_eq!(
+        fails.execute("SELECT max(version) FROM refinery_schema_history"),
+        "4"
+    );
     let url = source.url.replace(source.name(), &name);
     let run = project.xtask(&["db-copy", "--to", &url]);
     let left = databases_like(&format!("{name}%"));
