@@ -45,13 +45,23 @@ pub async fn schema_of_migrations(
     settings: &DbSettings,
     set: &MigrationSet,
 ) -> Result<Schema, DeclaredError> {
+    schema_of_migrations_to(settings, set, None).await
+}
+
+/// The schema migrations 1..=`version` produce (all when `None`), read from a scratch
+/// database of the configured engine.
+pub async fn schema_of_migrations_to(
+    settings: &DbSettings,
+    set: &MigrationSet,
+    version: Option<i32>,
+) -> Result<Schema, DeclaredError> {
     on_scratch(settings, async |conn: &mut DbConn| {
-        migrations::upgrade(conn, set, None)
-            .await
-            .map_err(|e| DeclaredError::MigrationsFail {
+        migrations::upgrade(conn, set, version).await.map_err(|e| {
+            DeclaredError::MigrationsFail {
                 engine: settings.url.kind(),
                 source: e,
-            })?;
+            }
+        })?;
         Ok(schema::read(conn.target()).await?)
     })
     .await

@@ -1,6 +1,7 @@
 //! The database foundation: configuration, pool, migrations, health checks and backups,
 //! shared by the `server` binary and `cargo xtask`; plus the Rocket application.
 
+pub mod adopt;
 pub mod app;
 pub mod backup;
 pub mod config;

@@ -59,6 +59,8 @@ pub enum Command {
     DbCopy(DbCopy),
     /// Resolve a `-- db: no-transaction` migration that failed part-way: `--retry` (its statements were made idempotent; the next db-upgrade runs it again) or `--applied` (it was finished by hand).
     DbResolve(DbResolve),
+    /// Adopt a database this tool did not build (by hand, diesel, sqlx, Alembic, Flyway): record migrations 1..VERSION as applied, after checking that its schema is the one they produce; nothing else is changed.
+    DbBaseline(DbBaseline),
     /// Check migrations for CI: names, contiguous versions, down scripts, applied checksums, and an up/down/up round trip on a scratch database.
     DbCheck(DbCheck),
     /// Benchmark readiness, writes and backups against a naive server and the raw engine, side by side, on release builds.
@@ -236,6 +238,20 @@ pub struct DbResolve {
     /// Record it as applied: its remaining statements were run by hand.
     #[arg(long)]
     pub applied: bool,
+}
+
+/// `db-baseline`.
+#[derive(Debug, Args)]
+pub struct DbBaseline {
+    /// The last migration the database's schema already holds: 1..VERSION are recorded as applied, the rest stay pending.
+    #[arg(value_name = "VERSION")]
+    pub at: i32,
+    /// Record the history although the schemas differ in the ways listed (asks first).
+    #[arg(long)]
+    pub accept_differences: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(short, long)]
+    pub yes: bool,
 }
 
 /// `db-check`.

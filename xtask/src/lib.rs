@@ -41,6 +41,7 @@ macro_rules! note_part {
 }
 
 mod backup;
+mod baseline;
 mod bench;
 mod check;
 mod copy;
@@ -128,6 +129,7 @@ pub fn main() -> ExitCode {
             Command::DbBackup(cmd) => cmd.run(&project).await,
             Command::DbBackups(cmd) => cmd.run(&project),
             Command::DbRestore(cmd) => cmd.run(&project).await,
+            Command::DbBaseline(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
             Command::DbCheck(cmd) => interrupt::removing_scratch(cmd.run(&project)).await,
             Command::DbResolve(cmd) => cmd.run(&project).await,
             Command::Bench(cmd) => return cmd.run(),

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use server::adopt;
 use server::db::OpenMode;
 use server::migrations::{self, AppliedState, SchemaState};
 
@@ -50,7 +51,10 @@ impl DbStatus {
             return Ok(ExitCode::from(EXIT_PENDING));
         }
         let pool = project.open(OpenMode::MustExist).await?;
-        let status = migrations::status(&mut pool.acquire().await?, &project.migrations).await?;
+        let mut conn = pool.acquire().await?;
+        let status = migrations::status(&mut conn, &project.migrations).await?;
+        let unrecorded = adopt::unrecorded(&mut conn, &project.migrations).await?;
+        drop(conn);
         pool.close().await;
 
         for applied in &status.applied {
@@ -95,6 +99,9 @@ impl DbStatus {
             ),
         };
         say!("status:     {summary}");
+        if let Some(unrecorded) = unrecorded {
+            say!("note:       {unrecorded}");
+        }
         Ok(ExitCode::from(code))
     }
 }

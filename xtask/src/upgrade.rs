@@ -1,6 +1,7 @@
 //! `db-upgrade [--to N] [--dry-run]`.
 
 use anyhow::bail;
+use server::adopt;
 use server::db::OpenMode;
 use server::migrations;
 
@@ -41,7 +42,15 @@ impl DbUpgrade {
             note!("dry run: nothing was changed");
             return Ok(());
         }
-        let outcome = migrations::upgrade(&mut conn, set, self.to).await?;
+        let outcome = match migrations::upgrade(&mut conn, set, self.to).await {
+            Ok(outcome) => outcome,
+            // Tables that no migration of this tool made: say how to adopt them.
+            Err(e) if status.applied.is_empty() => match adopt::unrecorded(&mut conn, set).await {
+                Ok(Some(unrecorded)) => bail!("{e}; {unrecorded}"),
+                _ => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
         for id in &outcome.changed {
             say!("applied {id}");
         }

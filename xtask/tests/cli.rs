@@ -27,6 +27,7 @@ fn every_command_has_help() {
         "db-restore",
         "db-check",
         "db-resolve",
+        "db-baseline",
     ] {
         assert!(top.contains(command), "{command} missing from --help");
         assert!(help(&[command]).contains("Usage: cargo xtask"), "{command}");

@@ -19,12 +19,14 @@
 //! | `status` | the history table compared with a set |
 //! | `run` | upgrade and downgrade, one locked transaction per migration, through refinery |
 
+mod baseline;
 mod failure;
 mod files;
 mod naming;
 mod run;
 mod status;
 
+pub use baseline::baseline;
 pub use failure::{Resolution, resolve};
 pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};

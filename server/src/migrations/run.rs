@@ -560,13 +560,13 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
         if self.reset.is_some() {
             return self.execute_reset(&queries).await;
         }
-        let migration = if queries.len() == 1 {
-            None // Creating the history table.
-        } else {
-            let migration = self.pending.get(self.next).copied();
-            self.next += 1;
-            migration
-        };
+        if queries.len() == 1 {
+            // Creating the history table: done in the first migration's own transaction
+            // instead, so that a run whose first migration fails leaves nothing behind.
+            return Ok(1);
+        }
+        let migration = self.pending.get(self.next).copied();
+        self.next += 1;
         // The version of the migration before this one in the set (0: none).
         let previous = migration.map_or(0, |m| {
             self.set
@@ -599,7 +599,8 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                         tx.rollback().await?;
                         return Ok(Applied::Raced(newest));
                     }
-                    // Rolled back to 0 by another process, the history table is gone.
+                    // No history yet (this run's first migration), or rolled back to 0 by
+                    // another process: the table is made in this migration's transaction.
                     if newest == 0
                         && let Err(e) = tx.execute_script(&create_history_sql()).await
                     {

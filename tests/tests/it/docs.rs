@@ -102,8 +102,8 @@ fn the_command_table_lists_every_xtask_command() {
         }
     }
     assert_eq!(
-        commands, 13,
-        "expected the thirteen db-* commands in xtask/src/flags.rs"
+        commands, 14,
+        "expected the fourteen db-* commands in xtask/src/flags.rs"
     );
 }
 

@@ -5,6 +5,7 @@
 //! `cargo test -p tests --test it` runs them all; a filter picks a module or a test, e.g.
 //! `cargo test -p tests --test it catalogue::`.
 
+mod adopt;
 mod bad_input;
 mod build_script;
 mod catalogue;
