@@ -25,6 +25,9 @@ impl DbCheck {
             ));
             problems.extend(diff.into_iter().map(|line| format!("  {line}")));
         }
+        for n in project.migrations.notes() {
+            note!("note: {n}");
+        }
         for problem in &problems {
             say!("{problem}");
         }

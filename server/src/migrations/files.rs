@@ -47,6 +47,7 @@ pub struct MigrationSet {
     migrations: Vec<MigrationFile>,
     errors: Vec<String>,
     warnings: Vec<String>,
+    notes: Vec<String>,
 }
 
 static EMBEDDED: LazyLock<MigrationSet> = LazyLock::new(|| {
@@ -135,6 +136,7 @@ impl MigrationSet {
             migrations,
             errors: findings.errors,
             warnings: findings.warnings,
+            notes: findings.notes,
         }
     }
 
@@ -155,7 +157,12 @@ impl MigrationSet {
         &self.migrations
     }
 
-    /// Everything found while loading, mistakes first: one line each.
+    /// What is worth knowing but not wrong (a migration of comments only), one line each.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Mistakes and shortcomings, one line each: what `db-check` fails on.
     pub fn problems(&self) -> Vec<String> {
         self.errors.iter().chain(&self.warnings).cloned().collect()
     }
@@ -373,12 +380,16 @@ mod tests {
             "{errors}"
         );
         assert!(
-            set(&[("V1__a.sql", "-- nothing\n/* at all */ ;")])
+            set(&[("V1__a.sql", " \n\n")])
                 .ensure_valid()
                 .unwrap_err()
                 .to_string()
                 .contains("V1__a.sql: is empty")
         );
+        // Comments only: usable, and noted.
+        let noted = set(&[("V1__a.sql", "-- nothing\n/* at all */ ;")]);
+        assert!(noted.ensure_valid().is_ok());
+        assert!(noted.notes()[0].contains("V1__a.sql: has no SQL statement"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Findings {
     pub errors: Vec<String>,
     /// Shortcomings `db-check` reports (a migration without a down script).
     pub warnings: Vec<String>,
+    /// Worth knowing, not wrong: `db-check` prints them and still passes.
+    pub notes: Vec<String>,
 }
 
 /// Checks `(file name, contents)` pairs: the usable migrations by version, and findings.
@@ -72,10 +74,18 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
             continue;
         }
         let (file, name, up) = candidates.remove(0);
-        if is_blank_sql(&up) {
+        // Comments only: a migration emptied on purpose, or meant for another engine,
+        // which real histories keep. Applied and recorded like any other; an empty file
+        // is a mistake.
+        let no_op = is_blank_sql(&up);
+        if up.trim().is_empty() {
             findings
                 .errors
                 .push(format!("{file}: is empty (no SQL statement)"));
+        } else if no_op {
+            findings.notes.push(format!(
+                "{file}: has no SQL statement (comments only); it is applied and recorded as a migration that changes nothing"
+            ));
         }
         if let Some((line, word)) = transaction_control(&up) {
             findings.errors.push(format!(
@@ -92,8 +102,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
             findings.errors.push(history_error(&file, line));
         }
         let mut down = downs.remove(&(version, name.clone()));
-        // A down script of comments only reverts nothing: it must not pass as a revert.
-        if down.as_deref().is_some_and(is_blank_sql) {
+        // A down script of comments only reverts nothing: it must not pass as a revert,
+        // unless its migration does nothing either.
+        if down.as_deref().is_some_and(is_blank_sql) && !no_op {
             findings.warnings.push(format!(
                 "V{version}__{name}.down.sql: has no SQL statement (comments only); treated as no down script, so it is never rolled back as if it were"
             ));

@@ -60,10 +60,7 @@ fn a_malformed_migration_set_stops_every_command_naming_the_file() {
         (&[("v2__x.sql", "SELECT 1;")], "v2__x.sql"),
         (&[("V2_x.sql", "SELECT 1;")], "V2_x.sql"),
         (&[("V2__CamelCase.sql", "SELECT 1;")], "V2__CamelCase.sql"),
-        (
-            &[("V2__empty.sql", "-- nothing yet\n")],
-            "V2__empty.sql: is empty",
-        ),
+        (&[("V2__empty.sql", "\n")], "V2__empty.sql: is empty"),
         (
             &[("V2__orphan.down.sql", "SELECT 1;")],
             "V2__orphan.down.sql",

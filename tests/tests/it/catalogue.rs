@@ -252,7 +252,7 @@ fn cases() -> Vec<Case> {
         file(Migrations, &[("migrations/v2__x.sql", "SELECT 1;")], "`v2__x.sql`", Cmd::Xtask(&["db-status"]), 1, &["v2__x.sql"]),
         file(Migrations, &[("migrations/V2_x.sql", "SELECT 1;")], "`V2_x.sql`", Cmd::Xtask(&["db-status"]), 1, &["V2_x.sql"]),
         file(Migrations, &[("migrations/V2__CamelCase.sql", "SELECT 1;")], "`V2__CamelCase.sql`", Cmd::Xtask(&["db-status"]), 1, &["V2__CamelCase.sql"]),
-        file(Migrations, &[("migrations/V2__empty.sql", "-- nothing yet\n")], "an empty migration", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__empty.sql", "empty"]),
+        file(Migrations, &[("migrations/V2__empty.sql", "\n")], "an empty migration file", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__empty.sql", "empty"]),
         file(Migrations, &[("migrations/V2__orphan.down.sql", "SELECT 1;")], "a down script without its migration", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__orphan.down.sql"]),
         file(Migrations, &[("migrations/V2__sneaky.sql", "CREATE TABLE a (x INTEGER);\nCOMMIT;\n")], "a migration with `COMMIT;`", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__sneaky.sql: line 2", "COMMIT"]),
         file(Migrations, &[("migrations/V2__typo.sql", "CREATE TABLE a (x INTEGER);\nCREATE TABLE a (y INTEGER);\n")], "a migration that fails", Cmd::Xtask(&["db-upgrade"]), 1, &["V2__typo", "already exists"]),

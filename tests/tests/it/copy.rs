@@ -767,7 +767,10 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
     project
         .xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"])
         .ok();
-    assert_eq!(fails.execute("SELECT id || ' ' || m FROM person"), "1 happy");
+    assert_eq!(
+        fails.execute("SELECT id || ' ' || m FROM person"),
+        "1 happy"
+    );
 
     // A migration that fails on the targets only: the new database is not left behind,
     // and a target emptied by --force is put back from its safety backup.

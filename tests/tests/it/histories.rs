@@ -268,3 +268,42 @@ fn db_check_names_every_round_trip_problem_on_postgres() {
     // One scratch database per rebuild, each dropped.
     assert_eq!(left, "0", "every scratch database was dropped");
 }
+
+#[test]
+fn a_migration_of_comments_only_is_applied_recorded_and_noted() {
+    let project = Project::sqlite();
+    // Emptied on purpose, as real histories keep them, with a down script to match.
+    project.write_migration(
+        "V2__emptied",
+        "-- Moved to V3; kept so that the versions stay contiguous.\n",
+        Some("-- Nothing to revert.\n"),
+    );
+    project.write_migration(
+        "V3__later",
+        "CREATE TABLE later (id INTEGER PRIMARY KEY);",
+        Some("DROP TABLE later;"),
+    );
+    project.xtask(&["db-init"]).ok();
+    let status = project.xtask(&["db-status"]);
+    assert!(
+        status.ok().contains("up to date (version 3)"),
+        "{}",
+        status.stdout
+    );
+    let check = project.xtask(&["db-check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+    assert!(
+        check
+            .stderr
+            .contains("V2__emptied.sql: has no SQL statement (comments only)"),
+        "{}",
+        check.stderr
+    );
+    project.xtask(&["db-downgrade", "--to", "1", "-y"]).ok();
+    assert!(
+        project
+            .xtask(&["db-status"])
+            .stdout
+            .contains("version 1 of 3")
+    );
+}
