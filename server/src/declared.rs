@@ -75,7 +75,9 @@ pub async fn schemas_of_versions(
     set: &MigrationSet,
 ) -> Result<Vec<Schema>, DeclaredError> {
     on_scratch(settings, async |conn: &mut DbConn| {
-        let mut schemas = vec![schema::read(conn.target()).await?];
+        // Read after each migration: what did not change is not read again.
+        let mut cache = schema::ReadCache::default();
+        let mut schemas = vec![schema::read_cached(conn.target(), &mut cache).await?];
         for migration in set.migrations() {
             migrations::upgrade(conn, set, Some(migration.version))
                 .await
@@ -83,7 +85,7 @@ pub async fn schemas_of_versions(
                     engine: settings.url.kind(),
                     source: e,
                 })?;
-            schemas.push(schema::read(conn.target()).await?);
+            schemas.push(schema::read_cached(conn.target(), &mut cache).await?);
         }
         Ok(schemas)
     })

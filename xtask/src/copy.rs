@@ -173,6 +173,12 @@ impl DbCopy {
                         )),
                         None => None,
                     };
+                    if let Some((_, path)) = &staged {
+                        note!(
+                            "emptying the target to apply the migrations one at a time; until the copy commits, its contents are in {}",
+                            project.display(path)
+                        );
+                    }
                     copy::empty_target(&target.pool).await?;
                     *emptied = Some(Emptied { staged });
                     false

@@ -129,11 +129,11 @@ pub fn error_line(error: &sqlx::Error, script: &str) -> Option<usize> {
 /// of the server's own C source).
 pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> String {
     let sqlx::Error::Database(db) = error else {
-        return mask_url(&error.to_string());
+        return one_line(&mask_url(&error.to_string()));
     };
     let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
         // SQLite: its own words ("table a already exists"), without sqlx's "(code: 1)".
-        return mask_url(db.message());
+        return one_line(&mask_url(db.message()));
     };
     let mut text = pg.message().to_string();
     if let Some(line) = script.and_then(|script| error_line(error, script)) {
@@ -153,5 +153,18 @@ pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> Strin
         ),
         _ => {}
     }
-    mask_url(&text)
+    one_line(&mask_url(&text))
+}
+
+/// `text` on one line: an engine's message or hint may hold line breaks (a `RAISE` with
+/// `E'…\n…'`), and every message here is one line.
+fn one_line(text: &str) -> String {
+    match text.contains(['\n', '\r']) {
+        true => text
+            .split(['\n', '\r'])
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" / "),
+        false => text.to_string(),
+    }
 }

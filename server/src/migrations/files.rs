@@ -386,6 +386,9 @@ mod tests {
                 .to_string()
                 .contains("V1__a.sql: is empty")
         );
+        // A byte-order mark is not part of the SQL.
+        let bom = set(&[("V1__a.sql", "\u{feff}CREATE TABLE t (x INTEGER);")]);
+        assert!(bom.migrations()[0].up.starts_with("CREATE TABLE"));
         // Comments only: usable, and noted.
         let noted = set(&[("V1__a.sql", "-- nothing\n/* at all */ ;")]);
         assert!(noted.ensure_valid().is_ok());

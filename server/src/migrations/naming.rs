@@ -44,6 +44,9 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
     let mut downs: BTreeMap<(i32, String), String> = BTreeMap::new();
     for (file, sql) in files {
         let classified = classify(file);
+        // A byte-order mark some editors write is no SQL: PostgreSQL would fail on it.
+        let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql).to_string();
+        let sql = &sql;
         // SQLite stops reading a script at a NUL byte and would never get past it.
         if matches!(classified, Classified::Up(..) | Classified::Down(..)) && sql.contains('\0') {
             findings.errors.push(format!(

@@ -219,14 +219,14 @@ pub fn dependency_order(tables: Vec<&TableDef>) -> Vec<&TableDef> {
 }
 
 /// The lines that differ between `old` and `new`, `-` for old and `+` for new, in order
-/// (a longest-common-subsequence diff; schema files are small).
+/// (a longest-common-subsequence diff; schema files are small). A line inside a
+/// `CREATE TABLE` (a column, a key) says which table: `+     email TEXT,  -- in users`.
 pub fn line_diff(old: &str, new: &str) -> Vec<String> {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
+    let (a, b) = (in_tables(old), in_tables(new));
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
+            lcs[i][j] = if a[i].0 == b[j].0 {
                 lcs[i + 1][j + 1] + 1
             } else {
                 lcs[i + 1][j].max(lcs[i][j + 1])
@@ -235,18 +235,41 @@ pub fn line_diff(old: &str, new: &str) -> Vec<String> {
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
+        if i < a.len() && j < b.len() && a[i].0 == b[j].0 {
             i += 1;
             j += 1;
         } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", b[j]));
+            out.push(format!("+ {}", b[j].1));
             j += 1;
         } else {
-            out.push(format!("- {}", a[i]));
+            out.push(format!("- {}", a[i].1));
             i += 1;
         }
     }
     out
+}
+
+/// Each line of `text`, and the same line for a message: one inside a `CREATE TABLE`
+/// with the table it belongs to.
+fn in_tables(text: &str) -> Vec<(&str, String)> {
+    let mut table: Option<&str> = None;
+    text.lines()
+        .map(|line| {
+            if let Some(rest) = line.strip_prefix("CREATE TABLE ") {
+                table = rest.split_whitespace().next();
+                return (line, line.to_string());
+            }
+            if line.starts_with(')') {
+                table = None;
+            }
+            match table {
+                Some(t) if line.starts_with(char::is_whitespace) => {
+                    (line, format!("{line}  -- in {t}"))
+                }
+                _ => (line, line.to_string()),
+            }
+        })
+        .collect()
 }
 
 /// Things the description does not hold, as a list for a comment or a message.

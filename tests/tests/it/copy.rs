@@ -764,9 +764,14 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
     );
     // With --force it is emptied first (after its safety backup) and migrated one
     // migration at a time.
-    project
-        .xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"])
-        .ok();
+    let run = project.xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"]);
+    run.ok();
+    assert!(
+        run.stderr
+            .contains("until the copy commits, its contents are in backups/"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         fails.execute("SELECT id || ' ' || m FROM person"),
         "1 happy"

@@ -233,7 +233,7 @@ fn db_check_names_every_independent_round_trip_problem_in_one_run() {
             "V3__title_items_0.down.sql does not fully revert V3__title_items_0: leaves behind index items_0_title",
             "V5__view_items_0.down.sql: fails:",
             "V9__title_items_1.down.sql does not fully revert V9__title_items_1: removes index items_1_account: CREATE INDEX items_1_account ON items_1 (account_id); table items_1: CREATE TABLE items_1 ( account_id INTEGER NOT NULL,",
-            "V11__view_items_1: does not apply on an empty database:",
+            "V11__view_items_1: does not apply on a scratch database after the migrations before it",
         ],
     );
     assert!(

@@ -1608,3 +1608,27 @@ fn a_down_script_of_comments_only_is_no_down_script() {
         check.stderr
     );
 }
+
+#[test]
+fn an_engine_message_with_line_breaks_stays_one_line() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__raise",
+        "DO $$ BEGIN RAISE EXCEPTION E'line one\\nline two' USING HINT = E'hint1\\nhint2'; END $$;",
+        Some("SELECT 1;"),
+    );
+    let run = project.xtask(&["db-init"]);
+    let line = run.code(1).error_line().to_string();
+    assert!(
+        line.contains("line one / line two") && line.contains("hint1 / hint2"),
+        "{line}"
+    );
+    assert!(
+        !run.stderr.lines().any(|l| l == "line two" || l == "hint2"),
+        "{}",
+        run.stderr
+    );
+}

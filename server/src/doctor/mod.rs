@@ -3,10 +3,13 @@
 
 use std::collections::BTreeSet;
 
+mod snapshot;
+
+use snapshot::Snapshot;
+
 use crate::config::DbSettings;
-use crate::db::{DbConn, DbError, DbPool, OpenMode};
+use crate::db::{DbError, DbPool, OpenMode};
 use crate::migrations::{self, MigrationError, MigrationSet};
-use crate::schema;
 use crate::scratch::{Scratch, ScratchError};
 use crate::url::DatabaseUrl;
 
@@ -120,12 +123,11 @@ async fn round_trip_from(
     let all = set.migrations();
     let pool = DbPool::open(settings, OpenMode::Create).await?;
     let mut conn = pool.acquire().await?;
-    let mut cache = schema::ReadCache::default();
     if let Some(previous) = from.checked_sub(1).map(|i| &all[i]) {
         // Applied before, by the run that found the problem: it applies.
         migrations::upgrade(&mut conn, set, Some(previous.version)).await?;
     }
-    let mut before = schema_snapshot(&mut conn, &mut cache).await?;
+    let mut before = Snapshot::take(&mut conn).await?;
     let mut go_on = None;
     for (at, migration) in all.iter().enumerate().skip(from) {
         let id = migration.id();
@@ -136,11 +138,11 @@ async fn round_trip_from(
                 n => format!(" (the {n} migration(s) after it were not checked: they build on it)"),
             };
             problems.push(format!(
-                "{id}: does not apply on an empty database: {e}{unchecked}"
+                "{id}: does not apply on a scratch database after the migrations before it (yours is untouched): {e}{unchecked}"
             ));
             break;
         }
-        let after = schema_snapshot(&mut conn, &mut cache).await?;
+        let after = Snapshot::take(&mut conn).await?;
         if migration.down.is_none() {
             before = after;
             continue;
@@ -148,7 +150,10 @@ async fn round_trip_from(
         if let Err(e) = migrations::downgrade(&mut conn, set, migration.version - 1).await {
             problems.push(format!("{id}.down.sql: fails: {e}"));
             // Rolled back with its transaction: the round trip goes on from here.
-            if schema_snapshot(&mut conn, &mut cache).await? == after
+            if after
+                .differs(&Snapshot::take(&mut conn).await?)
+                .await?
+                .is_none()
                 && migrations::status(&mut conn, set).await?.current_version == migration.version
             {
                 before = after;
@@ -157,8 +162,8 @@ async fn round_trip_from(
             go_on = Some(at + 1);
             break;
         }
-        let reverted = schema_snapshot(&mut conn, &mut cache).await?;
-        if reverted != before {
+        let reverted = Snapshot::take(&mut conn).await?;
+        if let Some((before, reverted)) = before.differs(&reverted).await? {
             problems.push(format!(
                 "{id}.down.sql does not fully revert {id}: {}",
                 differences(&before, &reverted, "leaves behind", "removes")
@@ -173,8 +178,8 @@ async fn round_trip_from(
             go_on = Some(at + 1);
             break;
         }
-        let again = schema_snapshot(&mut conn, &mut cache).await?;
-        if again != after {
+        let again = Snapshot::take(&mut conn).await?;
+        if let Some((after, again)) = after.differs(&again).await? {
             problems.push(format!(
                 "{id}: applying it again after its down script gives a different schema: {}",
                 differences(&after, &again, "now has", "no longer has")
@@ -225,73 +230,3 @@ fn differences(then: &BTreeSet<String>, now: &BTreeSet<String>, added: &str, gon
 
 /// How many differing objects a message names.
 const SHOWN: usize = 5;
-
-/// The application's schema as comparable lines (the history table excluded), read
-/// again after each step of the round trip: `cache` keeps SQLite's unchanged tables,
-/// PostgreSQL's is one query over the catalogs.
-async fn schema_snapshot(
-    conn: &mut DbConn,
-    cache: &mut schema::ReadCache,
-) -> Result<BTreeSet<String>, sqlx::Error> {
-    let rows: Vec<String> = match conn {
-        DbConn::Sqlite(c) => {
-            // Tables and indexes as the schema module spells them: a table rebuilt by a
-            // migration is the same table, whatever text created it.
-            let described = schema::read_cached(crate::db::Target::Sqlite(c), cache).await?;
-            let mut rows: Vec<String> = sqlx::query_scalar(
-                "SELECT type || ' ' || name || ': ' || coalesce(sql, '') FROM sqlite_master \
-                 WHERE type IN ('view', 'trigger') AND lower(substr(name, 1, 7)) <> 'sqlite_'",
-            )
-            .fetch_all(&mut **c)
-            .await?;
-            for table in &described.tables {
-                rows.push(format!(
-                    "table {}: {}",
-                    table.name,
-                    schema::create_table(&schema::columns_by_name(table))
-                ));
-                for index in &table.indexes {
-                    rows.push(format!(
-                        "index {}: {}",
-                        index.name,
-                        schema::create_index(&table.name, index)
-                    ));
-                }
-            }
-            rows
-        }
-        DbConn::Postgres(c) => {
-            sqlx::query_scalar(
-                // pg_attribute rather than information_schema.columns: the same facts,
-                // at a fraction of the cost on a schema of hundreds of tables.
-                "SELECT 'column ' || c.relname || '.' || a.attname || ' ' \
-                        || format_type(a.atttypid, a.atttypmod) || ' ' \
-                        || CASE WHEN a.attnotnull THEN 'NOT NULL' ELSE 'NULL' END || ' ' \
-                        || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' \
-                        || a.attidentity::text || a.attgenerated::text \
-                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-                  WHERE c.relnamespace = current_schema()::regnamespace \
-                    AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 \
-                    AND NOT a.attisdropped AND c.relname <> 'refinery_schema_history' \
-                 UNION ALL \
-                 SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
-                  WHERE schemaname = current_schema() AND tablename <> 'refinery_schema_history' \
-                 UNION ALL \
-                 SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
-                  WHERE connamespace = current_schema()::regnamespace \
-                    AND conrelid <> coalesce(to_regclass('refinery_schema_history'), 0)::oid \
-                 UNION ALL \
-                 SELECT 'sequence ' || sequencename FROM pg_sequences WHERE schemaname = current_schema() \
-                 UNION ALL \
-                 SELECT 'type ' || typname FROM pg_type \
-                  WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') \
-                 UNION ALL \
-                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema()",
-            )
-            .fetch_all(&mut **c)
-            .await?
-        }
-    };
-    Ok(rows.into_iter().collect())
-}
