@@ -42,19 +42,22 @@ pub async fn upgrade(
     if let Some(target) = target {
         set.check_target(target)?;
     }
-    super::status(conn, set).await?.ensure_compatible()?;
+    let status = super::status(conn, set).await?;
+    status.ensure_compatible()?;
+    // refinery is given what to apply, read once here: the history was checked above,
+    // and reading it again for refinery would cost each run the whole history.
+    let pending = status.to_apply(set, target);
     let runner = Runner::new(
-        &set.migrations()
+        &pending
             .iter()
-            .map(MigrationFile::to_refinery)
+            .map(|m| m.to_refinery())
             .collect::<Vec<_>>(),
     )
-    .set_target(target.map_or(Target::Latest, Target::Version));
+    .set_target(Target::Latest);
     let mut driver = RefineryDriver {
         conn,
         set,
-        target,
-        pending: Vec::new(),
+        pending,
         next: 0,
         outcome: Outcome::default(),
         reset: None,
@@ -123,7 +126,6 @@ pub async fn reset(
     let mut driver = RefineryDriver {
         conn,
         set,
-        target: None,
         pending: Vec::new(),
         next: 0,
         outcome: Outcome::default(),
@@ -527,8 +529,7 @@ pub(crate) async fn lock(conn: &mut DbConn) -> Result<DbTx<'_>, sqlx::Error> {
 struct RefineryDriver<'c, 's> {
     conn: &'c mut DbConn,
     set: &'s MigrationSet,
-    target: Option<i32>,
-    /// The migrations refinery will apply, in order, as of its reading of the history.
+    /// The migrations refinery will apply, in order.
     pending: Vec<&'s MigrationFile>,
     /// How many of `pending` were started.
     next: usize,
@@ -714,37 +715,13 @@ impl RefineryDriver<'_, '_> {
 }
 
 impl AsyncQuery<Vec<Migration>> for RefineryDriver<'_, '_> {
-    /// refinery only asks for the applied migrations; they are read the same way as for
-    /// status, and fix which migrations its `execute` calls will be.
+    /// refinery only asks for the applied migrations. It was given only the pending ones
+    /// (or, in a reset, all of them, applied from nothing): none of those is applied.
     async fn query<'a>(&'a mut self, _query: &'a str) -> Result<Vec<Migration>, Self::Error> {
         if self.reset.is_some() {
-            // A reset starts from nothing: every migration is applied.
             self.pending = self.set.migrations().iter().collect();
-            return Ok(Vec::new());
         }
-        let history = history(self.conn).await?;
-        self.pending =
-            super::SchemaStatus::compare(history.clone(), self.set).to_apply(self.set, self.target);
-        history
-            .into_iter()
-            .map(|row| {
-                let applied_on = time::OffsetDateTime::parse(
-                    &row.applied_on,
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                let checksum = row
-                    .checksum
-                    .parse()
-                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                Ok(Migration::applied(
-                    row.version,
-                    row.name,
-                    applied_on,
-                    checksum,
-                ))
-            })
-            .collect()
+        Ok(Vec::new())
     }
 }
 
