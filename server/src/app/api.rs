@@ -184,6 +184,13 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
                     Status::UnprocessableEntity,
                     "a value cannot be stored as given",
                 ),
+                // A read-only database: a PostgreSQL standby (read_only_sql_transaction,
+                // or a hot standby cancelling for recovery), SQLite read-only file or
+                // media (SQLITE_READONLY and its extended codes).
+                Some("25006" | "8" | "264" | "520" | "776" | "1032" | "1288" | "1544") => (
+                    Status::ServiceUnavailable,
+                    "the database accepts no writes (read-only)",
+                ),
                 // The schema is not the one this server was built for (a file replaced
                 // by an empty database, a table dropped): what `/health/db` reports too.
                 Some("42P01" | "42703") => SCHEMA,

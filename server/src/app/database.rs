@@ -157,14 +157,22 @@ async fn prepare(
         .transpose()?;
     set.ensure_valid()?;
     let mut conn = db.acquire().await?;
+    let status = migrations::status(&mut conn, set).await?;
+    // An older release during a rolling deploy: the newer one migrated ahead of it.
+    if status.ahead_by_newer_only(set) {
+        rocket::warn!(
+            "the database is at version {}, ahead of this binary's V{}: a newer release migrated it; serving with the schema as it is",
+            status.applied.last().map_or(0, |a| a.version),
+            set.latest()
+        );
+        return Ok(claim);
+    }
     if settings.migrate_on_start {
         for id in migrations::upgrade(&mut conn, set, None).await?.changed {
             rocket::info!("applied migration {id}");
         }
     } else {
-        migrations::status(&mut conn, set)
-            .await?
-            .ensure_compatible()?;
+        status.ensure_compatible()?;
     }
     Ok(claim)
 }

@@ -152,11 +152,21 @@ pub async fn check(
     })
     .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
+    let mut schema_note = None;
     let (schema, output) = match result {
         Err(_) => (None, Some(timed_out(settings))),
         Ok(Err(output)) => (None, Some(output)),
         Ok(Ok(status)) => {
             let output = match status.state {
+                // A newer release of a rolling deploy migrated ahead: this one still serves.
+                SchemaState::Ahead if status.ahead_by_newer_only(set) => {
+                    schema_note = Some((
+                        Status::Warn,
+                        "database schema is ahead of this binary (a newer release migrated it)"
+                            .to_string(),
+                    ));
+                    None
+                }
                 SchemaState::UpToDate => None,
                 SchemaState::Pending => Some(format!(
                     "{} migration(s) not applied; run `cargo xtask db-upgrade`",
@@ -200,6 +210,7 @@ pub async fn check(
         file_problem,
         incident,
         backup_problem,
+        schema_note,
     ]
     .into_iter()
     .flatten()

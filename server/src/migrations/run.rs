@@ -47,13 +47,8 @@ pub async fn upgrade(
     // refinery is given what to apply, read once here: the history was checked above,
     // and reading it again for refinery would cost each run the whole history.
     let pending = status.to_apply(set, target);
-    let runner = Runner::new(
-        &pending
-            .iter()
-            .map(|m| m.to_refinery())
-            .collect::<Vec<_>>(),
-    )
-    .set_target(Target::Latest);
+    let runner = Runner::new(&pending.iter().map(|m| m.to_refinery()).collect::<Vec<_>>())
+        .set_target(Target::Latest);
     let mut driver = RefineryDriver {
         conn,
         set,

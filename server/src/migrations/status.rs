@@ -176,6 +176,20 @@ impl SchemaStatus {
             .map_or(0, |i| self.applied[i].version))
     }
 
+    /// Whether the database is ahead only by migrations newer than every one of this
+    /// code, all of this code's applied unchanged: a newer release of a rolling deploy
+    /// migrated it, and this one can still serve (the expand/contract discipline keeps
+    /// the old code working on the expanded schema).
+    pub fn ahead_by_newer_only(&self, set: &MigrationSet) -> bool {
+        self.state == SchemaState::Ahead
+            && self.pending.is_empty()
+            && self.applied.iter().all(|a| match a.state {
+                AppliedState::Ok => true,
+                AppliedState::Unknown => a.version > set.latest(),
+                _ => false,
+            })
+    }
+
     /// Fails with a clear error when the database is ahead or diverged.
     pub fn ensure_compatible(&self) -> Result<(), MigrationError> {
         let id = |a: &AppliedMigration| format!("V{}__{}", a.version, a.name);

@@ -366,3 +366,29 @@ fn a_database_without_the_schema_is_a_503_not_a_500() {
     assert_clean_error(&response);
     assert_eq!(server.get("/health/db").status, 503);
 }
+
+#[test]
+fn a_read_only_postgres_database_starts_serves_reads_and_answers_writes_with_503() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    // Migrated and holding a note, then read-only for every new session, as a standby is.
+    {
+        let (_project, server) = start(&pg.url, &[]);
+        assert_eq!(
+            post(&server, r#"{"title": "kept", "body": "x"}"#).status,
+            201
+        );
+    }
+    pg.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        pg.name()
+    ));
+    // Up to date: migrating on start has nothing to write.
+    let (_project, server) = start(&pg.url, &[]);
+    assert_eq!(server.get("/notes?limit=5").status, 200);
+    let refused = post(&server, r#"{"title": "new", "body": "y"}"#);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("read-only"), "{}", refused.body);
+    assert_clean_error(&refused);
+}

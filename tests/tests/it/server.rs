@@ -140,7 +140,7 @@ fn bad_configuration_exits_with_one_clear_line_and_no_panic() {
 }
 
 #[test]
-fn refuses_to_start_when_the_database_is_ahead_of_the_binary() {
+fn starts_without_migrating_when_a_newer_release_migrated_the_database_ahead() {
     let project = Project::sqlite();
     project.write_migration(
         "V2__future",
@@ -148,15 +148,33 @@ fn refuses_to_start_when_the_database_is_ahead_of_the_binary() {
         Some("DROP TABLE future;"),
     );
     project.xtask(&["db-init"]).ok();
-    let output = project
-        .command("server")
-        .env("ROCKET_PORT", tests::free_port().to_string())
-        .output()
-        .unwrap();
-    let run = tests::Run::from(output);
-    assert_ne!(run.code, 0);
-    assert!(run.stderr.contains("ahead of this code"), "{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    let server = Server::start(&project, &[]);
+    let body = server.get("/health/db").json();
+    assert_eq!(body["status"], "warn", "{body}");
+    assert!(server.output().contains("a newer release migrated it"));
+    assert!(!server.output().contains("panicked"));
+}
+
+#[test]
+fn refuses_to_start_when_an_applied_migration_differs_from_its_copy() {
+    for migrate in ["true", "false"] {
+        let project = Project::sqlite();
+        project.xtask(&["db-init"]).ok();
+        tests::sqlite(
+            &project.db_path(),
+            "UPDATE refinery_schema_history SET checksum = '1' WHERE version = 1",
+        );
+        let run = project
+            .server_until_exit(&[("DATABASE_MIGRATE_ON_START", migrate)])
+            .expect("the server should have refused to start");
+        assert_ne!(run.code, 0);
+        assert!(
+            run.stderr.contains("edited after it was applied"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    }
 }
 
 /// A TCP proxy to PostgreSQL that the test can cut and restore.
@@ -281,4 +299,47 @@ fn requests_no_route_handles_get_json_errors() {
     assert_eq!(response.status, 404);
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(response.json()["error"], "not found");
+}
+
+#[test]
+fn an_older_server_keeps_serving_and_restarts_after_a_newer_release_migrated_ahead() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let old = Server::start(&project, &[]);
+    assert_eq!(old.get("/health/db").json()["status"], "pass");
+    // The newer release of a rolling deploy adds a column (expand) and migrates.
+    let latest = std::fs::read_dir(project.path().join("migrations"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name().into_string().unwrap();
+            name.starts_with('V') && !name.ends_with(".down.sql")
+        })
+        .count();
+    project.write_migration(
+        &format!("V{}__newer", latest + 1),
+        "CREATE TABLE newer (id BIGINT PRIMARY KEY);",
+        Some("DROP TABLE newer;"),
+    );
+    project.xtask(&["db-upgrade"]).ok();
+    // The old one stays in rotation, saying why it warns.
+    let health = old.get("/health/db");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let body = health.json();
+    assert_eq!(body["status"], "warn", "{body}");
+    assert!(
+        body["output"]
+            .as_str()
+            .unwrap()
+            .contains("ahead of this binary"),
+        "{body}"
+    );
+    drop(old);
+    // Restarted (rolled back, or a pod rescheduled), with or without migrating on start.
+    for migrate in ["true", "false"] {
+        let again = Server::start(&project, &[("DATABASE_MIGRATE_ON_START", migrate)]);
+        assert_eq!(again.get("/health/db").status, 200);
+        assert!(again.output().contains("a newer release migrated it"));
+    }
 }
