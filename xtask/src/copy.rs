@@ -137,6 +137,13 @@ impl DbCopy {
             }
             TargetState::Occupied(why) => {
                 note!("the target {target_name} {why}; --force replaces everything in it");
+                // Emptied before it is migrated one migration at a time, the target can
+                // only be put back from its safety backup if the copy fails.
+                if self.no_backup && copy::needs_steps(set) {
+                    bail!(
+                        "the migrations must be applied to the target one at a time after emptying it, and without its safety backup a failed copy would leave it empty; run without --no-backup; nothing was changed"
+                    );
+                }
                 project.confirm("replace the target's contents?", self.yes)?;
                 target.for_writing(settings).await?;
                 let mut safety = None;
@@ -164,23 +171,18 @@ impl DbCopy {
                 } else {
                     // The history cannot run in the copy's one transaction: the target is
                     // emptied first, and put back from its safety backup if the copy fails.
-                    let staged = match &safety {
-                        Some(path) => Some((
-                            backup::verify(path, set, settings).await.context(
-                                "the migrations must be applied to the target one at a time, after emptying it, and its safety backup could not be checked for putting it back; nothing was changed",
-                            )?,
-                            path.clone(),
-                        )),
-                        None => None,
-                    };
-                    if let Some((_, path)) = &staged {
-                        note!(
-                            "emptying the target to apply the migrations one at a time; until the copy commits, its contents are in {}",
-                            project.display(path)
-                        );
-                    }
+                    let path = safety.context("a safety backup is taken above")?;
+                    let staged = backup::verify(&path, set, settings).await.context(
+                        "the migrations must be applied to the target one at a time, after emptying it, and its safety backup could not be checked for putting it back; nothing was changed",
+                    )?;
+                    note!(
+                        "emptying the target to apply the migrations one at a time; until the copy commits, its contents are in {}",
+                        project.display(&path)
+                    );
+                    // Set first: interrupted from here on, the target is put back (over an
+                    // unchanged one, that does no harm).
+                    *emptied = Some(Emptied { staged, path });
                     copy::empty_target(&target.pool).await?;
-                    *emptied = Some(Emptied { staged });
                     false
                 }
             }
@@ -214,10 +216,11 @@ impl DbCopy {
     }
 }
 
-/// A target that `--force` emptied before migrating it one migration at a time, and its
-/// safety backup, verified and staged (none with `--no-backup`).
+/// A target that `--force` empties before migrating it one migration at a time, and its
+/// safety backup, verified and staged.
 struct Emptied {
-    staged: Option<(backup::VerifiedBackup, std::path::PathBuf)>,
+    staged: backup::VerifiedBackup,
+    path: std::path::PathBuf,
 }
 
 /// Puts an emptied target back from its safety backup after the copy failed with `error`.
@@ -227,13 +230,8 @@ async fn put_back(
     settings: &DbSettings,
     project: &Project,
 ) -> anyhow::Error {
-    let Some((staged, path)) = emptied.staged else {
-        return anyhow!(
-            "{error:#}; the target was emptied to apply the migrations one at a time and is left so (no safety backup: --no-backup)"
-        );
-    };
-    let path = project.display(&path);
-    match backup::put_back(staged, settings).await {
+    let path = project.display(&emptied.path);
+    match backup::put_back(emptied.staged, settings).await {
         Ok(()) => {
             anyhow!("{error:#}; the target was put back as it was, from its safety backup {path}")
         }

@@ -88,8 +88,8 @@ pub fn needs_steps(set: &MigrationSet) -> bool {
             m.up.split_whitespace()
                 .map(str::to_ascii_uppercase)
                 .collect();
-        migrations::no_transaction(&m.up)
-            || words.windows(2).any(|w| w[0] == "ADD" && w[1] == "VALUE")
+        let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+        migrations::no_transaction(&m.up) || (pair("ALTER", "TYPE") && pair("ADD", "VALUE"))
     })
 }
 
@@ -99,7 +99,11 @@ pub fn needs_steps(set: &MigrationSet) -> bool {
 pub async fn holds_nothing(target: &mut DbConn) -> Result<bool, sqlx::Error> {
     match target {
         DbConn::Sqlite(c) => {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_schema")
+            // SQLite's own tables (sqlite_sequence, sqlite_stat1) outlive a drop of
+            // everything else.
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+            )
                 .fetch_one(&mut **c)
                 .await?;
             Ok(n == 0)

@@ -96,8 +96,11 @@ async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Str
     loop {
         let scratch = Scratch::create(settings).await?;
         let result = round_trip_from(&scratch.settings, set, from, &mut problems).await;
-        scratch.remove().await?;
-        let Some(next) = result? else {
+        // The round trip's own error first: a failed drop comes second.
+        let removed = scratch.remove().await;
+        let next = result?;
+        removed?;
+        let Some(next) = next else {
             return Ok(problems);
         };
         let left = set.migrations().len() - next;

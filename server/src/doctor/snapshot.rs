@@ -96,16 +96,29 @@ impl Snapshot {
             Self::Sqlite(objects) => objects,
         };
         let mut memory = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
-        let order = ["table", "index", "view", "trigger"];
-        for kind in order {
-            for (_, _, sql) in objects
+        // A virtual table makes its shadow tables (`<name>_…`) itself.
+        let virtual_tables: Vec<String> = objects
+            .iter()
+            .filter(|(k, _, s)| {
+                k == "table" && s.to_ascii_uppercase().starts_with("CREATE VIRTUAL")
+            })
+            .map(|(_, name, _)| format!("{}_", name.to_ascii_lowercase()))
+            .collect();
+        let shadow = |name: &str| {
+            let name = name.to_ascii_lowercase();
+            virtual_tables.iter().any(|v| name.starts_with(v.as_str()))
+        };
+        for kind in ["table", "index", "view", "trigger"] {
+            for (_, name, sql) in objects
                 .iter()
                 .filter(|(k, _, s)| k == kind && !s.is_empty())
             {
-                // A virtual table makes its shadow tables itself: theirs then exist.
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                if kind == "table" && shadow(name) {
+                    continue;
+                }
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
                     .execute(&mut memory)
-                    .await;
+                    .await?;
             }
         }
         let described = schema::read(Target::Sqlite(&mut memory)).await?;

@@ -51,6 +51,16 @@ pub enum MigrationError {
         "the database is ahead of this code: applied migration {0} is not in migrations/; deploy the newer code or roll the database back with it"
     )]
     Ahead(String),
+    /// A migration is not applied though a later one is (a history row removed by hand).
+    #[error(
+        "migration {missing} is not applied but the later {later} is: the history has a hole (a row removed by hand?); restore the database from a backup"
+    )]
+    Hole {
+        /// `V<n>` of the missing one.
+        missing: String,
+        /// The newest applied version.
+        later: i32,
+    },
     /// An applied migration was edited afterwards.
     #[error(
         "migration {0} was edited after it was applied (checksum differs); restore the original file and add a new migration instead"

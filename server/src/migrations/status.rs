@@ -218,6 +218,12 @@ impl SchemaStatus {
         {
             return Err(MigrationError::Ahead(id(a)));
         }
+        if let Some(&missing) = self.pending.iter().find(|&&v| v < self.current_version) {
+            return Err(MigrationError::Hole {
+                missing: format!("V{missing}"),
+                later: self.current_version,
+            });
+        }
         Ok(())
     }
 }

@@ -764,6 +764,27 @@ fn a_postgres_history_whose_enum_value_is_used_later_copies_into_a_new_database(
     );
     // With --force it is emptied first (after its safety backup) and migrated one
     // migration at a time.
+    // Emptied first, it could not be put back without its safety backup: refused.
+    let refused = project.xtask(&[
+        "db-copy",
+        "--to",
+        &fails.url,
+        "--force",
+        "--yes",
+        "--no-backup",
+    ]);
+    assert!(
+        refused
+            .code(1)
+            .error_line()
+            .contains("run without --no-backup"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        fails.execute("SELECT enum_range(NULL::mood)::text"),
+        "{other}"
+    );
     let run = project.xtask(&["db-copy", "--to", &fails.url, "--force", "--yes"]);
     run.ok();
     assert!(

@@ -307,3 +307,29 @@ fn a_migration_of_comments_only_is_applied_recorded_and_noted() {
             .contains("version 1 of 3")
     );
 }
+
+#[test]
+fn a_history_with_a_hole_is_refused_instead_of_applied_out_of_order() {
+    let project = Project::sqlite();
+    for (id, table) in [("V2__two", "two"), ("V3__three", "three")] {
+        project.write_migration(
+            id,
+            &format!("CREATE TABLE {table} (id INTEGER PRIMARY KEY);"),
+            Some(&format!("DROP TABLE {table};")),
+        );
+    }
+    project.xtask(&["db-init"]).ok();
+    sqlite(
+        &project.db_path(),
+        "DELETE FROM refinery_schema_history WHERE version = 2",
+    );
+    let line = project
+        .xtask(&["db-upgrade"])
+        .code(1)
+        .error_line()
+        .to_string();
+    assert!(
+        line.contains("V2 is not applied but the later 3 is"),
+        "{line}"
+    );
+}
