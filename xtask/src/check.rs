@@ -1,7 +1,7 @@
 //! `db-check`: the migration doctor for CI.
 
 use anyhow::bail;
-use server::{declared, doctor};
+use server::{declared, doctor, migrations};
 
 use crate::flags::DbCheck;
 use crate::project::Project;
@@ -27,6 +27,14 @@ impl DbCheck {
         }
         for n in project.migrations.notes() {
             note!("note: {n}");
+        }
+        // What would lock a table with rows, or break the previous release, on PostgreSQL.
+        if settings.url.kind() == server::url::DbKind::Postgres {
+            for m in project.migrations.migrations() {
+                for (line, risk) in migrations::lock_risks(&m.up) {
+                    note!("note: {}.sql: line {line}: {risk}", m.id());
+                }
+            }
         }
         for problem in &problems {
             say!("{problem}");

@@ -22,6 +22,7 @@
 mod baseline;
 mod failure;
 mod files;
+mod locks;
 mod naming;
 mod run;
 mod status;
@@ -29,6 +30,7 @@ mod status;
 pub use baseline::baseline;
 pub use failure::{Resolution, resolve};
 pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
+pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock};

@@ -262,16 +262,16 @@ fn is_blank_sql(sql: &str) -> bool {
 
 /// One statement of a script as the rules see it: the line of its first word and its
 /// words, upper-cased, outside strings, quoted names, comments and dollar-quoted bodies.
-struct Statement {
-    line: usize,
-    words: Vec<String>,
+pub(super) struct Statement {
+    pub(super) line: usize,
+    pub(super) words: Vec<String>,
     /// Its text: from after the previous `;` to before its own.
     span: std::ops::Range<usize>,
 }
 
 /// The statements of `sql`. The `BEGIN … END` body of a SQLite trigger belongs to its
 /// `CREATE TRIGGER`.
-fn statements(sql: &str) -> Vec<Statement> {
+pub(super) fn statements(sql: &str) -> Vec<Statement> {
     let bytes = sql.as_bytes();
     let mut all: Vec<Statement> = Vec::new();
     let mut current = Statement {

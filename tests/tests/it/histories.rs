@@ -333,3 +333,35 @@ fn a_history_with_a_hole_is_refused_instead_of_applied_out_of_order() {
         "{line}"
     );
 }
+
+#[test]
+fn db_check_notes_what_would_lock_a_postgres_table_with_rows() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__items",
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, title TEXT);\nCREATE INDEX items_title ON items (title);",
+        Some("DROP TABLE items;"),
+    );
+    project.write_migration(
+        "V3__later_index",
+        "-- On a table that has rows by now.\nCREATE INDEX items_id_title ON items (id, title);",
+        Some("DROP INDEX items_id_title;"),
+    );
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 0, "notes do not fail the check: {}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "note: V3__later_index.sql: line 2: `CREATE INDEX` without `CONCURRENTLY` blocks writes"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("V2__items.sql: line"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,106 @@
+//! What a migration does that locks a PostgreSQL table under traffic, or breaks the
+//! previous release during a rolling deploy (the rules squawk and strong_migrations
+//! apply). Notes, not errors: on an empty or small table each is fine, and SQLite locks
+//! the whole database for any write anyway.
+
+use super::naming::statements;
+
+/// `(line, what)` for each statement of `sql` that would lock or break, skipping tables
+/// the same script creates (they hold no rows yet).
+pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
+    let all = statements(sql);
+    let created: Vec<&str> = all
+        .iter()
+        .filter(|s| s.words.starts_with(&["CREATE".into(), "TABLE".into()]))
+        .filter_map(|s| {
+            s.words
+                .iter()
+                .skip(2)
+                .find(|w| !matches!(w.as_str(), "IF" | "NOT" | "EXISTS"))
+        })
+        .map(String::as_str)
+        .collect();
+    let mut out = Vec::new();
+    for statement in &all {
+        let w: Vec<&str> = statement.words.iter().map(String::as_str).collect();
+        let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
+        let new_table = |after: &str| {
+            w.iter()
+                .position(|x| *x == after)
+                .and_then(|i| {
+                    w[i + 1..]
+                        .iter()
+                        .find(|x| !matches!(**x, "ONLY" | "IF" | "EXISTS"))
+                })
+                .is_some_and(|t| created.contains(t))
+        };
+        let risk = match w.as_slice() {
+            ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX", ..]
+                if !has(&["CONCURRENTLY"]) && !new_table("ON") =>
+            {
+                Some(
+                    "`CREATE INDEX` without `CONCURRENTLY` blocks writes to its table while it builds; on a table with rows use `CREATE INDEX CONCURRENTLY` in a `-- db: no-transaction` migration",
+                )
+            }
+            ["ALTER", "TABLE", ..] if new_table("TABLE") => None,
+            ["ALTER", "TABLE", ..] if has(&["ALTER", "COLUMN"]) && (has(&["TYPE"])) => Some(
+                "changing a column's type rewrites the table under an exclusive lock; add a new column, backfill it, and switch over instead",
+            ),
+            ["ALTER", "TABLE", ..] if has(&["SET", "NOT", "NULL"]) => Some(
+                "`SET NOT NULL` scans the table under an exclusive lock; add a `CHECK (… IS NOT NULL) NOT VALID` constraint, `VALIDATE` it in a later migration, then set NOT NULL",
+            ),
+            ["ALTER", "TABLE", ..]
+                if has(&["ADD"])
+                    && has(&["NOT", "NULL"])
+                    && !has(&["DEFAULT"])
+                    && !has(&["CONSTRAINT"]) =>
+            {
+                Some(
+                    "a new `NOT NULL` column without a default fails on a table with rows; give it a default",
+                )
+            }
+            ["ALTER", "TABLE", ..]
+                if (has(&["FOREIGN", "KEY"]) || has(&["REFERENCES"]))
+                    && !has(&["NOT", "VALID"]) =>
+            {
+                Some(
+                    "a foreign key added without `NOT VALID` scans both tables while it blocks writes; add it `NOT VALID` and `VALIDATE CONSTRAINT` it in a later migration",
+                )
+            }
+            ["ALTER", "TABLE", ..] if has(&["RENAME"]) || has(&["DROP", "COLUMN"]) => Some(
+                "renaming or dropping a column breaks the previous release while a rolling deploy runs both; stop using it in one release, drop it in a later one",
+            ),
+            _ => None,
+        };
+        if let Some(risk) = risk {
+            out.push((statement.line, risk));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_risks;
+
+    #[test]
+    fn statements_that_lock_a_table_with_rows_are_named_with_their_line() {
+        let lines = |sql: &str| {
+            lock_risks(sql)
+                .into_iter()
+                .map(|(l, _)| l)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lines("CREATE INDEX a_b ON a (b);"), [1]);
+        assert!(lines("-- db: no-transaction\nCREATE INDEX CONCURRENTLY a_b ON a (b);").is_empty());
+        // A table made by the same migration has no rows yet.
+        assert!(lines("CREATE TABLE a (b INT);\nCREATE INDEX a_b ON a (b);\nALTER TABLE a ADD COLUMN c INT NOT NULL;").is_empty());
+        assert_eq!(
+            lines(
+                "SELECT 1;\nALTER TABLE a ALTER COLUMN b TYPE BIGINT;\nALTER TABLE a ALTER COLUMN b SET NOT NULL;\nALTER TABLE a ADD COLUMN c INT NOT NULL;\nALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES p (id);\nALTER TABLE a RENAME COLUMN b TO d;"
+            ),
+            [2, 3, 4, 5, 6]
+        );
+        assert!(lines("ALTER TABLE a ADD COLUMN c INT NOT NULL DEFAULT 0;\nALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES p (id) NOT VALID;").is_empty());
+    }
+}
