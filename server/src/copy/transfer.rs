@@ -71,7 +71,12 @@ pub async fn premigrate(
     };
     empty_again(target).await.map_err(&target_err)?;
     Err(match e {
-        MigrationError::Failed { name, reason } => CopyError::Migration { name, reason },
+        MigrationError::Failed { name, reason }
+        | MigrationError::FailedOutside {
+            name,
+            cause: reason,
+            ..
+        } => CopyError::Migration { name, reason },
         other => CopyError::Db {
             side: Side::Target,
             message: other.to_string(),

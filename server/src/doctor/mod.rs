@@ -135,6 +135,13 @@ async fn round_trip_from(
     for (at, migration) in all.iter().enumerate().skip(from) {
         let id = migration.id();
         if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+            // Its advice (db-resolve) is for a real database, not this scratch one.
+            let e = match e {
+                MigrationError::FailedOutside { name, cause, .. } => {
+                    format!("migration {name} failed outside a transaction: {cause}")
+                }
+                e => e.to_string(),
+            };
             let after = all.len() - at - 1;
             let unchecked = match after {
                 0 => String::new(),

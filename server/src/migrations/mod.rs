@@ -76,6 +76,21 @@ pub enum MigrationError {
         /// The database's message.
         reason: String,
     },
+    /// A `-- db: no-transaction` migration failed part-way: what ran before the failing
+    /// statement stays, and it is recorded as failed until resolved.
+    #[error(
+        "migration {name} failed: {cause}; it ran outside a transaction (-- db: no-transaction): the statements before the failing one stay applied, and it is recorded as failed; make them idempotent (IF NOT EXISTS, IF EXISTS) and run `cargo xtask db-resolve {version} --retry`, or finish it by hand and run `cargo xtask db-resolve {version} --applied`{kept}"
+    )]
+    FailedOutside {
+        /// `V<n>__<name>`.
+        name: String,
+        /// Its version.
+        version: i32,
+        /// The database's message.
+        cause: String,
+        /// `; applied before it and kept: …` when this run applied others first.
+        kept: String,
+    },
     /// A rollback cannot run.
     #[error("cannot roll back {0}: it has no down script (migrations/{0}.down.sql)")]
     NoDownScript(String),

@@ -70,32 +70,32 @@ pub async fn upgrade(
             let cause = refinery_reason(&error, script.map(|m| m.up.as_str()));
             // Outside a transaction, what ran stays: recorded as failed below.
             let outside = script.filter(|m| super::naming::no_transaction(&m.up));
-            let reason = match (driver.bookkeeping_failed, outside) {
-                (true, _) => format!("recording it in {HISTORY_TABLE} failed: {cause}"),
-                (false, Some(m)) => format!(
-                    "{cause}; it ran outside a transaction (-- db: no-transaction): the statements before the failing one stay applied, and it is recorded as failed; make them idempotent (IF NOT EXISTS, IF EXISTS) and run `cargo xtask db-resolve {0} --retry`, or finish it by hand and run `cargo xtask db-resolve {0} --applied`",
-                    m.version
-                ),
-                (false, None) => cause.clone(),
+            let reason = match driver.bookkeeping_failed {
+                true => format!("recording it in {HISTORY_TABLE} failed: {cause}"),
+                false => cause.clone(),
             };
             // What this run did before the failure stays done: say so.
-            let reason = match driver.outcome.changed.as_slice() {
-                [] => reason,
-                done => format!("{reason}; applied before it and kept: {}", list(done)),
+            let kept = match driver.outcome.changed.as_slice() {
+                [] => String::new(),
+                done => format!("; applied before it and kept: {}", list(done)),
             };
             match migration {
-                Some(migration) => {
+                Some(migration) if let Some(failed) = outside => {
                     // Nothing runs after it until it is resolved.
-                    if let Some(failed) = outside {
-                        record_failure(driver.conn, failed, &cause).await;
-                    }
-                    Err(MigrationError::Failed {
+                    record_failure(driver.conn, failed, &cause).await;
+                    Err(MigrationError::FailedOutside {
                         name: migration.id(),
-                        reason,
+                        version: migration.version,
+                        cause,
+                        kept,
                     })
                 }
+                Some(migration) => Err(MigrationError::Failed {
+                    name: migration.id(),
+                    reason: format!("{reason}{kept}"),
+                }),
                 None => Err(MigrationError::Files(format!(
-                    "cannot prepare the migration history table: {reason}"
+                    "cannot prepare the migration history table: {reason}{kept}"
                 ))),
             }
         }

@@ -365,3 +365,26 @@ fn db_check_notes_what_would_lock_a_postgres_table_with_rows() {
         run.stderr
     );
 }
+
+#[test]
+fn db_check_gives_no_resolve_advice_for_its_own_scratch_database() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__half",
+        "-- db: no-transaction\nCREATE TABLE half (id BIGINT PRIMARY KEY);\nINSERT INTO nowhere VALUES (1);",
+        Some("DROP TABLE half;"),
+    );
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("V2__half: does not apply on a scratch database")
+            && run.stdout.contains("failed outside a transaction")
+            && !run.stdout.contains("db-resolve"),
+        "{}",
+        run.stdout
+    );
+}
