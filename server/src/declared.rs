@@ -55,6 +55,7 @@ pub async fn schema_of_migrations_to(
     set: &MigrationSet,
     version: Option<i32>,
 ) -> Result<Schema, DeclaredError> {
+    let set = &set.for_engine(settings.url.kind());
     on_scratch(settings, async |conn: &mut DbConn| {
         migrations::upgrade(conn, set, version).await.map_err(|e| {
             DeclaredError::MigrationsFail {
@@ -74,6 +75,7 @@ pub async fn schemas_of_versions(
     settings: &DbSettings,
     set: &MigrationSet,
 ) -> Result<Vec<Schema>, DeclaredError> {
+    let set = &set.for_engine(settings.url.kind());
     on_scratch(settings, async |conn: &mut DbConn| {
         // Read after each migration: what did not change is not read again.
         let mut cache = schema::ReadCache::default();

@@ -177,6 +177,7 @@ async fn create_pg_database(settings: &DbSettings) -> Result<bool, LifecycleErro
 /// the database is emptied and at the version before it, and the caller puts back its
 /// safety backup.
 pub async fn reset(pool: &DbPool, set: &MigrationSet) -> Result<Vec<String>, LifecycleError> {
+    let set = &set.for_engine(pool.kind());
     let mut conn = pool.acquire().await?;
     let drop_all = crate::db::drop_all_script(&mut conn).await?;
     let sqlite = !matches!(pool.kind(), crate::url::DbKind::Postgres);

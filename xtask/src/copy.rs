@@ -3,8 +3,9 @@
 use anyhow::{Context, anyhow, bail};
 use server::backup::{self, database_identity};
 use server::config::{COPY_TO_VAR, DbSettings};
-use server::copy::{self, CopyError, CopyReport, CopyTarget, TargetState};
+use server::copy::{self, CopyError, CopyReport, CopyTarget, Histories, TargetState};
 use server::db::{DbPool, OpenMode};
+use server::migrations::MigrationSet;
 use server::scratch;
 use server::url::DatabaseUrl;
 
@@ -121,7 +122,28 @@ impl DbCopy {
         target_name: &str,
         emptied: &mut Option<Emptied>,
     ) -> anyhow::Result<CopyReport> {
-        let set = &project.migrations;
+        let target_kind = settings.url.kind();
+        let histories = match &self.target_migrations {
+            None => Histories::shared(
+                &project.migrations,
+                project.migrations.engine(),
+                target_kind,
+            ),
+            Some(dir) => {
+                let dir = project.user_path(dir);
+                let set = MigrationSet::from_dir(&dir)
+                    .with_context(|| format!("--target-migrations {}", project.display(&dir)))?;
+                set.ensure_valid()
+                    .with_context(|| format!("--target-migrations {}", project.display(&dir)))?;
+                Histories::separate(
+                    &project.migrations,
+                    project.migrations.engine(),
+                    &set,
+                    target_kind,
+                )
+            }
+        };
+        let set = &histories.target;
         copy::ensure_distinct(
             &project.config.database.url,
             source,
@@ -130,7 +152,7 @@ impl DbCopy {
         )
         .await?;
         // Nothing is written to the target before the copy may go ahead.
-        let replace = match copy::inspect(source, &target.pool, set).await? {
+        let replace = match copy::inspect(source, &target.pool, &histories).await? {
             TargetState::Occupied(why) if !self.force => {
                 return Err(anyhow::Error::from(CopyError::Occupied(why))
                     .context(format!("cannot copy into {target_name}")));
@@ -195,7 +217,7 @@ impl DbCopy {
         let target = &target.pool;
         note!("copying {} into {target_name}", project.location());
         // The bar is gone before the table or the problems are printed.
-        let copied = copy::copy(source, target, set, replace, new, &Reporter::rows()).await;
+        let copied = copy::copy(source, target, &histories, replace, new, &Reporter::rows()).await;
         match copied {
             Ok(report) => {
                 print_checks(&report);
@@ -210,6 +232,12 @@ impl DbCopy {
                     note!("  {problem}");
                 }
                 Err(CopyError::BadData(problems).into())
+            }
+            Err(CopyError::Misaligned(problems)) => {
+                for problem in problems.iter().skip(1) {
+                    note!("  {problem}");
+                }
+                Err(CopyError::Misaligned(problems).into())
             }
             Err(e) => Err(e.into()),
         }

@@ -116,6 +116,14 @@ pub struct DbMigrate {
     /// With --autogenerate: write destructive steps (dropping a table or a column, narrowing a type) as SQL instead of commented out.
     #[arg(long, requires = "autogenerate")]
     pub allow_destructive: bool,
+    /// `sqlite,postgres`: write one variant per engine (`V<n>__<name>.sqlite.sql` and `.postgres.sql`, with their down scripts) instead of one portable pair.
+    #[arg(
+        long,
+        value_name = "ENGINES",
+        value_delimiter = ',',
+        conflicts_with = "autogenerate"
+    )]
+    pub engine: Vec<String>,
 }
 
 /// `db-upgrade`.
@@ -223,6 +231,9 @@ pub struct DbCopy {
     /// Skip the safety backup of the target that --force takes.
     #[arg(long)]
     pub no_backup: bool,
+    /// The target's own migrations (a project that keeps one set per engine): the target is brought to the head of this set and keeps its own history; rows are copied by table and column name, and every table or column that does not line up is listed before anything is written.
+    #[arg(long, value_name = "DIR")]
+    pub target_migrations: Option<std::path::PathBuf>,
 }
 
 /// `db-resolve`.

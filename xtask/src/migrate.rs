@@ -5,12 +5,30 @@ use anyhow::bail;
 use server::url::DbKind;
 use server::{declared, migrations, schema};
 
-use crate::flags::DbMigrate;
+use crate::flags::{DbMigrate, UsageError};
 use crate::project::Project;
 
 impl DbMigrate {
     /// Runs the command.
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
+        if !self.engine.is_empty() {
+            let mut engines: Vec<&str> = self.engine.iter().map(|e| e.trim()).collect();
+            engines.sort_unstable();
+            if engines != ["postgres", "sqlite"] {
+                return Err(UsageError(format!(
+                    "--engine {}: engine variants come in pairs, one per engine: pass --engine sqlite,postgres",
+                    self.engine.join(",")
+                ))
+                .into());
+            }
+            for path in migrations::scaffold_variants(&project.migrations_dir, &self.name)? {
+                say!("created {}", project.display(&path));
+            }
+            note!(
+                "write the four scripts, then run `cargo xtask db-check` (on each engine) and `cargo xtask db-upgrade`"
+            );
+            return Ok(());
+        }
         if !self.autogenerate {
             let (up, down) = migrations::scaffold(&project.migrations_dir, &self.name, None)?;
             say!("created {}", project.display(&up));

@@ -24,7 +24,7 @@ pub struct Project {
     pub config: AppConfig,
     /// Where migrations are read from.
     pub migrations_dir: PathBuf,
-    /// The migrations.
+    /// The migrations, as the configured engine runs them.
     pub migrations: MigrationSet,
 }
 
@@ -46,7 +46,8 @@ impl Project {
             MigrationSet::default()
         } else {
             MigrationSet::from_dir(&migrations_dir)?
-        };
+        }
+        .for_engine(config.database.url.kind());
         Ok(Self {
             sh,
             cwd,

@@ -35,8 +35,12 @@ impl DbStatus {
             database.url.kind(),
             project.location()
         );
+        let variants = match project.migrations.has_variants() {
+            true => format!(", {} variants", project.migrations.engine()),
+            false => String::new(),
+        };
         say!(
-            "migrations: {} ({} files, latest V{})",
+            "migrations: {} ({} migrations, latest V{}{variants})",
             project.display(&project.migrations_dir),
             project.migrations.migrations().len(),
             project.migrations.latest()

@@ -17,18 +17,26 @@ use std::sync::LazyLock;
 
 use server::prelude::*;
 
-/// The example's migrations, embedded like the app's.
+/// The example's migrations, embedded like the app's: `V1__create_notes` has a variant
+/// per engine (each generates ids its own way) and one down script.
 static MIGRATIONS: LazyLock<MigrationSet> = LazyLock::new(|| {
-    MigrationSet::from_files([
-        (
-            "V1__create_notes.sql".to_string(),
-            include_str!("migrations/V1__create_notes.sql").to_string(),
-        ),
-        (
-            "V1__create_notes.down.sql".to_string(),
-            include_str!("migrations/V1__create_notes.down.sql").to_string(),
-        ),
-    ])
+    MigrationSet::from_files(
+        [
+            (
+                "V1__create_notes.sqlite.sql",
+                include_str!("migrations/V1__create_notes.sqlite.sql"),
+            ),
+            (
+                "V1__create_notes.postgres.sql",
+                include_str!("migrations/V1__create_notes.postgres.sql"),
+            ),
+            (
+                "V1__create_notes.down.sql",
+                include_str!("migrations/V1__create_notes.down.sql"),
+            ),
+        ]
+        .map(|(name, sql)| (name.to_string(), sql.to_string())),
+    )
 });
 
 // ANCHOR: types
@@ -63,11 +71,6 @@ struct NoteWithTags {
 #[derive(Debug, FromRow)]
 struct Tag {
     tag: String,
-}
-
-#[derive(Debug, FromRow)]
-struct NextId {
-    last_id: i64,
 }
 
 /// One page of `GET /notes`.
@@ -150,19 +153,15 @@ async fn create_note(
     tags.dedup();
     // Dropped without commit (an error, a panic): everything below is rolled back.
     let mut tx = db.begin_write().await?;
-    let id = query(
-        "UPDATE id_counters SET last_id = last_id + 1 WHERE name = 'notes' RETURNING last_id",
-    )
-    .fetch_one::<NextId>(&mut tx)
-    .await?
-    .last_id;
+    // The engine picks the id (SQLite's rowid, PostgreSQL's identity): no round trip
+    // for it, no row that every insert must lock.
     let note: Note =
-        query("INSERT INTO notes (id, title, body) VALUES ($1, $2, $3) RETURNING id, title, body")
-            .bind(id)
+        query("INSERT INTO notes (title, body) VALUES ($1, $2) RETURNING id, title, body")
             .bind(&title)
             .bind(&body)
             .fetch_one(&mut tx)
             .await?;
+    let id = note.id;
     for tag in &tags {
         // A tag the CHECK constraint refuses fails here, after the note was inserted:
         // 422, and the note is not stored.

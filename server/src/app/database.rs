@@ -40,9 +40,10 @@ impl rocket_db_pools::Pool for DbPool {
     }
 }
 
-/// The migrations the app applies on ignite and `/health/db` compares with.
-#[derive(Clone, Copy)]
-pub struct Migrations(pub &'static MigrationSet);
+/// The migrations the app applies on ignite and `/health/db` compares with, as the
+/// configured engine runs them.
+#[derive(Clone)]
+pub struct Migrations(pub MigrationSet);
 
 /// Handlers run queries on the request's connection: `query(…).fetch_one(&mut db)`.
 impl crate::db::Executor for rocket_db_pools::Connection<Db> {
@@ -52,7 +53,8 @@ impl crate::db::Executor for rocket_db_pools::Connection<Db> {
 }
 
 /// Attaches the pool, then applies (or checks) `migrations` before the server listens.
-pub fn stage(settings: DbSettings, migrations: &'static MigrationSet) -> AdHoc {
+pub fn stage(settings: DbSettings, migrations: &MigrationSet) -> AdHoc {
+    let migrations = migrations.for_engine(settings.url.kind());
     AdHoc::on_ignite("Database", move |rocket| async move {
         let rocket = rocket
             .manage(settings.clone())
@@ -79,7 +81,7 @@ pub struct Backups(pub Option<Arc<Schedule>>);
 /// Starts the backup schedule once the server listens, on its own task: no request
 /// waits for it.
 async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
-    let (Some(Backups(Some(schedule))), Some(db), Some(settings), Some(&Migrations(set))) = (
+    let (Some(Backups(Some(schedule))), Some(db), Some(settings), Some(Migrations(set))) = (
         rocket.state::<Backups>(),
         rocket.state::<Db>(),
         rocket.state::<DbSettings>(),
@@ -88,6 +90,7 @@ async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
         return;
     };
     let (schedule, pool, settings) = (Arc::clone(schedule), (**db).clone(), settings.clone());
+    let set = set.clone();
     rocket::info!(
         "scheduled backups every {} s into {}",
         schedule.interval_secs(),
@@ -98,7 +101,7 @@ async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
 }
 
 async fn migrate(rocket: Rocket<Build>) -> rocket::fairing::Result {
-    let (Some(settings), Some(&Migrations(set))) =
+    let (Some(settings), Some(Migrations(set))) =
         (rocket.state::<DbSettings>(), rocket.state::<Migrations>())
     else {
         return Err(rocket);

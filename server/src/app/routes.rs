@@ -72,7 +72,7 @@ pub async fn database(
     backups: &State<Backups>,
     shared: &State<Arc<health::Coalesced>>,
 ) -> NoStore<DbHealth> {
-    let report = health::ready(shared, db, migrations.0, settings, backups.0.as_ref()).await;
+    let report = health::ready(shared, db, &migrations.0, settings, backups.0.as_ref()).await;
     let status = match report.status {
         health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,

@@ -121,7 +121,7 @@ impl Schedule {
         &self,
         pool: DbPool,
         settings: DbSettings,
-        set: &'static MigrationSet,
+        set: MigrationSet,
         stop: impl Future<Output = ()>,
     ) {
         tokio::select! {
@@ -130,12 +130,12 @@ impl Schedule {
         }
     }
 
-    async fn every_interval(&self, pool: DbPool, settings: DbSettings, set: &'static MigrationSet) {
+    async fn every_interval(&self, pool: DbPool, settings: DbSettings, set: MigrationSet) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let result = take(&pool, &settings, set).await;
+            let result = take(&pool, &settings, &set).await;
             let now = now_rfc3339();
             match result {
                 Ok((file, removed)) => {

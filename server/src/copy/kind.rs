@@ -162,8 +162,14 @@ impl Kind {
         }
     }
 
-    /// Whether a column of `self` can receive the values of a column of `source`.
+    /// Whether a column of `self` can receive the values of a column of `source`. A
+    /// timestamp with and one without time zone take each other's values, read as UTC (a
+    /// SQLite-first project's `DATETIME` and its PostgreSQL set's `TIMESTAMPTZ`).
     pub fn accepts(&self, source: &Kind) -> bool {
-        *self == Self::Any || *source == Self::Any || self.family() == source.family()
+        let timestamp = |k: &Kind| matches!(k, Self::Timestamp | Self::TimestampTz);
+        *self == Self::Any
+            || *source == Self::Any
+            || self.family() == source.family()
+            || (timestamp(self) && timestamp(source))
     }
 }

@@ -78,9 +78,17 @@ pub enum CopyError {
         "the target {0}; pass --force to replace its contents (asks first, and takes a safety backup of the target)"
     )]
     Occupied(String),
-    /// The two schemas cannot hold the same rows.
+    /// The two databases are one.
     #[error("{0}")]
-    Incompatible(String),
+    SameDatabase(String),
+    /// Tables or columns that are on one side only or cannot hold the other's values,
+    /// every one (the first in the message, all of them for a caller to list).
+    #[error(
+        "the source's and the target's tables do not line up: {}{}; nothing was copied",
+        .0[0],
+        match .0.len() { 1 => String::new(), n => format!(" ({} more listed above)", n - 1) }
+    )]
+    Misaligned(Vec<String>),
     /// A migration failed on the target.
     #[error("migration {name} failed on the target: {reason}; nothing was copied")]
     Migration {
@@ -123,6 +131,45 @@ impl CopyError {
         CopyError::Db {
             side: Side::Source,
             message: format!("its migration history cannot be used: {e}"),
+        }
+    }
+}
+
+/// The migrations each side of a copy runs, each as its own engine runs them.
+#[derive(Debug, Clone)]
+pub struct Histories {
+    /// The source's migrations.
+    pub source: MigrationSet,
+    /// The target's migrations.
+    pub target: MigrationSet,
+    /// Whether the target has a set of its own (`--target-migrations`): it is brought to
+    /// the head of that set and keeps its own history; otherwise it is brought to the
+    /// source's version and the source's history is copied (matched by version and name;
+    /// a migration with engine variants keeps the target engine's checksum).
+    pub separate: bool,
+}
+
+impl Histories {
+    /// One set for both sides: each engine runs its own variants.
+    pub fn shared(set: &MigrationSet, source: DbKind, target: DbKind) -> Self {
+        Self {
+            source: set.for_engine(source),
+            target: set.for_engine(target),
+            separate: false,
+        }
+    }
+
+    /// The target's own set (`--target-migrations`).
+    pub fn separate(
+        source: &MigrationSet,
+        source_kind: DbKind,
+        target: &MigrationSet,
+        target_kind: DbKind,
+    ) -> Self {
+        Self {
+            source: source.for_engine(source_kind),
+            target: target.for_engine(target_kind),
+            separate: true,
         }
     }
 }
@@ -174,7 +221,7 @@ impl CopyReport {
 pub async fn copy(
     source: &DbPool,
     target: &DbPool,
-    set: &MigrationSet,
+    histories: &Histories,
     replace: bool,
     new: bool,
     progress: &dyn Progress,
@@ -198,12 +245,12 @@ pub async fn copy(
     // in one transaction, is migrated step by step first; a failure empties the latter
     // again (it held nothing). Anything else is migrated inside the copy's transaction.
     let step_by_step = new
-        || (transfer::needs_steps(set)
+        || (transfer::needs_steps(&histories.target)
             && transfer::holds_nothing(&mut target_conn)
                 .await
                 .map_err(CopyError::db(Side::Target))?);
     let stepped = if step_by_step {
-        transfer::premigrate(&mut source_conn, &mut target_conn, set).await
+        transfer::premigrate(&mut source_conn, &mut target_conn, histories).await
     } else {
         Ok(false)
     };
@@ -215,7 +262,7 @@ pub async fn copy(
         let mut tx = migrations::lock(&mut target_conn)
             .await
             .map_err(CopyError::db(Side::Target))?;
-        let report = transfer::copy_in(&mut snapshot, &mut tx, set, replace, progress).await;
+        let report = transfer::copy_in(&mut snapshot, &mut tx, histories, replace, progress).await;
         snapshot.rollback().await.ok();
         match report {
             Ok(mut report) => {

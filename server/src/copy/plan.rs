@@ -37,31 +37,24 @@ pub fn matching<'n>(name: &str, names: impl Iterator<Item = &'n str> + Clone) ->
         .or_else(|| names.clone().find(|n| n.eq_ignore_ascii_case(name)))
 }
 
-/// Pairs source and target tables, in the order the target needs them; any table or
-/// column on one side only, or of kinds that cannot hold the same values, is an error.
+/// Pairs source and target tables, in the order the target needs them. Any table or
+/// column on one side only, or of kinds that cannot hold the same values, is a problem:
+/// every one is listed ([`CopyError::Misaligned`]).
 pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyError> {
-    let incompatible = |what: String| {
-        CopyError::Incompatible(format!(
-            "the schemas differ at the same migration version: {what}; nothing was copied"
-        ))
-    };
+    let mut problems = Vec::new();
     let names = |tables: &[Table]| tables.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
     let (source_names, target_names) = (names(source), names(&target));
-    if let Some(t) = source_names
+    for t in source_names
         .iter()
-        .find(|s| matching(s, target_names.iter().map(String::as_str)).is_none())
+        .filter(|s| matching(s, target_names.iter().map(String::as_str)).is_none())
     {
-        return Err(incompatible(format!(
-            "table {t} is in the source but no migration creates it"
-        )));
+        problems.push(format!("table {t} is in the source but not in the target"));
     }
-    if let Some(t) = target_names
+    for t in target_names
         .iter()
-        .find(|t| matching(t, source_names.iter().map(String::as_str)).is_none())
+        .filter(|t| matching(t, source_names.iter().map(String::as_str)).is_none())
     {
-        return Err(incompatible(format!(
-            "table {t} is made by the migrations but missing from the source"
-        )));
+        problems.push(format!("table {t} is in the target but not in the source"));
     }
     let mut plans = Vec::new();
     for table in schema::in_dependency_order(target) {
@@ -78,19 +71,21 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
         let mut source_columns = Vec::new();
         for column in &table.columns {
             let Some(from) = source_column(&column.name) else {
-                return Err(incompatible(format!(
-                    "column {}.{} is missing from the source",
+                problems.push(format!(
+                    "column {}.{} is in the target but not in the source",
                     table.name, column.name
-                )));
+                ));
+                continue;
             };
             if !column.kind.accepts(&from.kind) {
-                return Err(incompatible(format!(
+                problems.push(format!(
                     "column {}.{} holds {} values in the source and {} values in the target",
                     table.name,
                     column.name,
                     from.kind.family(),
                     column.kind.family()
-                )));
+                ));
+                continue;
             }
             kinds.push(match column.kind {
                 Kind::Any => from.kind.clone(),
@@ -98,15 +93,18 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
             });
             source_columns.push(from.name.clone());
         }
-        if let Some(c) = source
+        for c in source
             .columns
             .iter()
-            .find(|c| matching(&c.name, table.columns.iter().map(|c| c.name.as_str())).is_none())
+            .filter(|c| matching(&c.name, table.columns.iter().map(|c| c.name.as_str())).is_none())
         {
-            return Err(incompatible(format!(
+            problems.push(format!(
                 "column {}.{} is in the source but not in the target",
                 table.name, c.name
-            )));
+            ));
+        }
+        if !problems.is_empty() {
+            continue;
         }
         let source_key: Option<Vec<String>> = table
             .key
@@ -146,7 +144,10 @@ pub fn plan(source: &[Table], target: Vec<Table>) -> Result<Vec<Plan<'_>>, CopyE
             target: table,
         });
     }
-    Ok(plans)
+    match problems.is_empty() {
+        true => Ok(plans),
+        false => Err(CopyError::Misaligned(problems)),
+    }
 }
 
 /// The row's primary key for a message (`id=7`), or its position when there is none.

@@ -2,9 +2,9 @@
 //! occupied (needs `--force`).
 
 use super::schema::{self, quoted};
-use super::{CopyError, Side};
+use super::{CopyError, Histories, Side};
 use crate::db::{DbPool, Executor, Target};
-use crate::migrations::{self, HISTORY_TABLE, MigrationSet, SchemaStatus};
+use crate::migrations::{self, AppliedMigration, AppliedState, HISTORY_TABLE, SchemaStatus};
 use crate::url::DatabaseUrl;
 
 /// What the target holds before a copy.
@@ -12,7 +12,8 @@ use crate::url::DatabaseUrl;
 pub enum TargetState {
     /// No tables, no migration history.
     Empty,
-    /// Migrated to a prefix of the source's history (this version), every table empty.
+    /// Migrated to a prefix of the history it is to have (this version), every table
+    /// empty.
     Ready(i32),
     /// Rows, unknown tables or another history: copying needs `--force`. Says why.
     Occupied(String),
@@ -23,13 +24,13 @@ pub enum TargetState {
 pub async fn inspect(
     source: &DbPool,
     target: &DbPool,
-    set: &MigrationSet,
+    histories: &Histories,
 ) -> Result<TargetState, CopyError> {
     let mut conn = source
         .acquire()
         .await
         .map_err(CopyError::from_db(Side::Source))?;
-    let source_status = migrations::status(&mut conn, set)
+    let source_status = migrations::status(&mut conn, &histories.source)
         .await
         .map_err(|e| CopyError::source_history(&e))?;
     let source_tables: Vec<String> = schema::tables(conn.target())
@@ -43,7 +44,7 @@ pub async fn inspect(
         .acquire()
         .await
         .map_err(CopyError::from_db(Side::Target))?;
-    target_state(&mut conn, &source_status, &source_tables, set).await
+    target_state(&mut conn, &source_status, &source_tables, histories).await
 }
 
 /// The target's state, read on a connection or inside the copy's transaction.
@@ -51,10 +52,10 @@ pub async fn target_state(
     on: &mut impl Executor,
     source: &SchemaStatus,
     source_tables: &[String],
-    set: &MigrationSet,
+    histories: &Histories,
 ) -> Result<TargetState, CopyError> {
     let err = CopyError::db(Side::Target);
-    let history = migrations::status(on, set)
+    let history = migrations::status(on, &histories.target)
         .await
         .map_err(|e| CopyError::Db {
             side: Side::Target,
@@ -97,29 +98,55 @@ pub async fn target_state(
             ))
         });
     }
-    let prefix = history.applied.len() <= source.applied.len()
+    // The history the target is to have: the source's, or the head of its own set. Its
+    // rows must start it, each as the target's engine runs that migration.
+    let expected: Vec<(i32, &str)> = match histories.separate {
+        true => histories
+            .target
+            .migrations()
+            .iter()
+            .map(|m| (m.version, m.name.as_str()))
+            .collect(),
+        false => source
+            .applied
+            .iter()
+            .map(|a| (a.version, a.name.as_str()))
+            .collect(),
+    };
+    let same = |t: &AppliedMigration, (version, name): &(i32, &str)| {
+        t.version == *version && t.name == *name && t.state == AppliedState::Ok
+    };
+    let prefix = history.applied.len() <= expected.len()
         && history
             .applied
             .iter()
-            .zip(&source.applied)
-            .all(|(t, s)| t.version == s.version && t.checksum == s.checksum);
+            .zip(&expected)
+            .all(|(t, e)| same(t, e));
     if !prefix {
-        let ahead = history.applied.len() > source.applied.len()
-            && source
-                .applied
+        let ahead = history.applied.len() > expected.len()
+            && expected
                 .iter()
                 .zip(&history.applied)
-                .all(|(s, t)| t.version == s.version && t.checksum == s.checksum);
+                .all(|(e, t)| same(t, e));
+        let (what, end) = match histories.separate {
+            true => ("the target's migrations", "they end"),
+            false => ("the source", "the source is"),
+        };
         return Ok(TargetState::Occupied(match ahead {
             true => format!(
-                "is ahead of the source (schema version {}, the source is at {})",
-                history.current_version, source.current_version
+                "is ahead of {what} (schema version {}, {end} at {})",
+                history.current_version,
+                expected.last().map_or(0, |e| e.0)
             ),
             false => format!(
-                "has another migration history (version {}, applied migrations the source does not have or has edited)",
+                "has another migration history (version {}, applied migrations {what} do not have or have edited)",
                 history.current_version
             ),
         }));
+    }
+    if histories.separate {
+        // Tables that do not line up are listed by the copy's plan, all at once.
+        return Ok(TargetState::Ready(history.current_version));
     }
     if let Some(extra) = others
         .iter()
@@ -197,7 +224,7 @@ pub async fn ensure_distinct(
         _ => false,
     };
     if same {
-        return Err(CopyError::Incompatible(
+        return Err(CopyError::SameDatabase(
             "--to names the configured database itself under another name; copy into another database".into(),
         ));
     }

@@ -7,9 +7,9 @@ use super::rows::{Sink, scan};
 use super::schema::{self, quoted};
 use super::target::{TargetState, target_state};
 use super::value::{Value, fit};
-use super::{CopyError, CopyReport, Side, TableCheck};
+use super::{CopyError, CopyReport, Histories, Side, TableCheck};
 use crate::db::{DbConn, DbTx, Executor, describe_driver_error};
-use crate::migrations::{self, HISTORY_TABLE, MigrationError, MigrationSet};
+use crate::migrations::{self, HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
 use crate::progress::Progress;
 use crate::url::DbKind;
 use std::time::Duration;
@@ -26,13 +26,18 @@ const MAX_PROBLEMS: usize = 10;
 pub async fn premigrate(
     source: &mut DbConn,
     target: &mut DbConn,
-    set: &MigrationSet,
+    histories: &Histories,
 ) -> Result<bool, CopyError> {
     let target_err = CopyError::db(Side::Target);
-    let version = migrations::status(source, set)
-        .await
-        .map_err(|e| CopyError::source_history(&e))?
-        .current_version;
+    let version = match histories.separate {
+        true => histories.target.latest(),
+        false => {
+            migrations::status(source, &histories.source)
+                .await
+                .map_err(|e| CopyError::source_history(&e))?
+                .current_version
+        }
+    };
     let empty = schema::tables(target.target())
         .await
         .map_err(&target_err)?
@@ -43,7 +48,7 @@ pub async fn premigrate(
     // One migration per call: a failure's message names only the migration that failed.
     let mut failed = None;
     for step in 1..=version {
-        if let Err(e) = migrations::upgrade(target, set, Some(step)).await {
+        if let Err(e) = migrations::upgrade(target, &histories.target, Some(step)).await {
             failed = Some(e);
             break;
         }
@@ -138,25 +143,26 @@ pub async fn empty_again(target: &mut DbConn) -> Result<(), sqlx::Error> {
 pub async fn copy_in(
     snapshot: &mut DbTx<'_>,
     tx: &mut DbTx<'_>,
-    set: &MigrationSet,
+    histories: &Histories,
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<CopyReport, CopyError> {
     let source_err = CopyError::db(Side::Source);
     let target_err = CopyError::db(Side::Target);
-    let source_status = migrations::status(snapshot, set)
+    let source_status = migrations::status(snapshot, &histories.source)
         .await
         .map_err(|e| CopyError::source_history(&e))?;
     source_status
         .ensure_compatible()
         .map_err(|e| CopyError::source_history(&e))?;
-    let source_tables = schema::tables(snapshot.target())
+    let mut source_tables = schema::tables(snapshot.target())
         .await
         .map_err(&source_err)?;
 
-    // The target at the source's schema version, its history about to be copied.
+    // The target at the source's schema version (its history about to be copied), or at
+    // the head of its own set (keeping its own history).
     let source_names: Vec<String> = source_tables.iter().map(|t| t.name.clone()).collect();
-    let current = match target_state(tx, &source_status, &source_names, set).await? {
+    let current = match target_state(tx, &source_status, &source_names, histories).await? {
         TargetState::Empty => 0,
         TargetState::Ready(version) => version,
         TargetState::Occupied(why) if !replace => return Err(CopyError::Occupied(why)),
@@ -170,10 +176,14 @@ pub async fn copy_in(
     tx.execute_script(&migrations::create_history_sql())
         .await
         .map_err(&target_err)?;
-    for applied in source_status.applied.iter().filter(|a| a.version > current) {
-        let Some(migration) = set.get(applied.version) else {
+    let head = match histories.separate {
+        true => histories.target.latest(),
+        false => source_status.current_version,
+    };
+    for migration in histories.target.migrations() {
+        if migration.version <= current || migration.version > head {
             continue;
-        };
+        }
         progress.step(&format!("applying {} to the target", migration.id()));
         tx.execute_script(&migration.up)
             .await
@@ -181,11 +191,20 @@ pub async fn copy_in(
                 name: migration.id(),
                 reason: describe_driver_error(&e, Some(&migration.up)),
             })?;
+        if histories.separate {
+            record(tx, migration).await.map_err(&target_err)?;
+        }
     }
-    tx.execute_script(&format!("DELETE FROM {HISTORY_TABLE}"))
-        .await
-        .map_err(&target_err)?;
-    let target_tables = schema::tables(tx.target()).await.map_err(&target_err)?;
+    let mut target_tables = schema::tables(tx.target()).await.map_err(&target_err)?;
+    if histories.separate {
+        // Each side keeps its own history: it is not copied.
+        source_tables.retain(|t| t.name != HISTORY_TABLE);
+        target_tables.retain(|t| t.name != HISTORY_TABLE);
+    } else {
+        tx.execute_script(&format!("DELETE FROM {HISTORY_TABLE}"))
+            .await
+            .map_err(&target_err)?;
+    }
     let plans = plan(&source_tables, target_tables)?;
 
     let mut total = 0;
@@ -339,13 +358,53 @@ pub async fn copy_in(
     }
     let report = CopyReport {
         tables: checks,
-        version: source_status.current_version,
+        version: head,
         elapsed: Duration::ZERO,
     };
     if report.tables.iter().any(|t| !t.matches()) {
         return Err(CopyError::Mismatch(report));
     }
+    if !histories.separate {
+        own_checksums(tx, histories).await.map_err(&target_err)?;
+    }
     Ok(report)
+}
+
+/// Records `migration` as applied in the target's history.
+async fn record(tx: &mut DbTx<'_>, migration: &MigrationFile) -> Result<(), sqlx::Error> {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    crate::db::query(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(migration.version)
+    .bind(migration.name.clone())
+    .bind(now)
+    .bind(migration.checksum().to_string())
+    .execute(tx)
+    .await
+    .map(drop)
+}
+
+/// Gives the copied history rows the target engine's checksums where they differ from
+/// the source's (a migration with engine variants), after it was verified as copied.
+async fn own_checksums(tx: &mut DbTx<'_>, histories: &Histories) -> Result<(), sqlx::Error> {
+    for (source, target) in histories
+        .source
+        .migrations()
+        .iter()
+        .zip(histories.target.migrations())
+        .filter(|(s, t)| s.checksum() != t.checksum())
+    {
+        crate::db::query("UPDATE refinery_schema_history SET checksum = $1 WHERE version = $2")
+            .bind(target.checksum().to_string())
+            .bind(source.version)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 fn write_error(plan: &Plan<'_>, e: sqlx::Error) -> CopyError {

@@ -39,6 +39,7 @@ impl From<sqlx::Error> for DoctorError {
 /// of the configured database when it exists, and a round trip on a scratch database:
 /// for each migration, up, down and up again must give back the same schema.
 pub async fn check(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<String>, DoctorError> {
+    let set = &set.for_engine(settings.url.kind());
     let mut problems: Vec<String> = set.problems().to_vec();
 
     let exists = settings.url.sqlite_path().is_none_or(|p| p.exists());

@@ -86,13 +86,14 @@ const DISK_FULL_BYTES: u64 = 1 << 20;
 pub async fn ready(
     shared: &Arc<Coalesced>,
     pool: &DbPool,
-    set: &'static MigrationSet,
+    set: &MigrationSet,
     settings: &DbSettings,
     backups: Option<&Arc<Schedule>>,
 ) -> DbHealth {
     let shared_check = shared.run(|| {
         let (pool, settings, backups) = (pool.clone(), settings.clone(), backups.cloned());
-        async move { check(&pool, set, &settings, backups.as_deref()).await }
+        let set = set.clone();
+        async move { check(&pool, &set, &settings, backups.as_deref()).await }
     });
     match tokio::time::timeout(settings.health_timeout, shared_check).await {
         Ok(health) => DbHealth::clone(&health),

@@ -14,6 +14,7 @@ pub async fn baseline(
     set: &MigrationSet,
     version: i32,
 ) -> Result<Vec<String>, MigrationError> {
+    let set = &set.for_engine(conn.kind());
     set.check_target(version)?;
     let mut tx = super::run::lock(conn).await?;
     let (newest, _) = newest(&mut tx, version).await?;

@@ -2,14 +2,15 @@
 //! embedded at build time, checked as a set; and scaffolding new ones.
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use refinery::Migration;
 
 use super::MigrationError;
 use super::naming::{self, is_snake_case};
+use crate::url::DbKind;
 
-/// One versioned migration and its down script.
+/// One versioned migration and its down script, as one engine runs them.
 #[derive(Debug, Clone)]
 pub struct MigrationFile {
     /// Version number.
@@ -20,6 +21,10 @@ pub struct MigrationFile {
     pub up: String,
     /// The down script, if there is one.
     pub down: Option<String>,
+    /// The up script's file name (`V1__a.sql`, or `V1__a.postgres.sql` for a variant).
+    pub up_file: String,
+    /// The down script's file name, when there is one.
+    pub down_file: Option<String>,
     pub(super) checksum: u64,
     /// refinery's view of it, made once (its name is parsed with a regex).
     refinery: Migration,
@@ -31,7 +36,8 @@ impl MigrationFile {
         format!("V{}__{}", self.version, self.name)
     }
 
-    /// refinery's checksum of the up script (name, version and SQL).
+    /// refinery's checksum of the up script (name, version and SQL): for a migration
+    /// with engine variants, each engine's differs.
     pub fn checksum(&self) -> u64 {
         self.checksum
     }
@@ -41,13 +47,36 @@ impl MigrationFile {
     }
 }
 
-/// The migrations of one source (embedded or a directory), sorted by version.
-#[derive(Debug, Clone, Default)]
+/// The migrations of one source (embedded or a directory), sorted by version, as one
+/// engine runs them ([`MigrationSet::for_engine`]; SQLite unless said otherwise). A
+/// migration with engine variants (`V1__a.sqlite.sql`, `V1__a.postgres.sql`) has the
+/// same version and name on both engines and its own scripts and checksum on each.
+/// Cloning is cheap: the files are shared.
+#[derive(Debug, Clone)]
 pub struct MigrationSet {
-    migrations: Vec<MigrationFile>,
+    engine: DbKind,
+    files: Arc<Files>,
+}
+
+/// What a set holds for both engines.
+#[derive(Debug, Default)]
+struct Files {
+    /// Each engine's migrations: SQLite's, PostgreSQL's.
+    by_engine: [Vec<MigrationFile>; 2],
+    /// Whether some migration has engine variants.
+    variants: bool,
     errors: Vec<String>,
     warnings: Vec<String>,
     notes: Vec<String>,
+}
+
+impl Default for MigrationSet {
+    fn default() -> Self {
+        Self {
+            engine: DbKind::Sqlite,
+            files: Arc::default(),
+        }
+    }
 }
 
 static EMBEDDED: LazyLock<MigrationSet> = LazyLock::new(|| {
@@ -59,6 +88,24 @@ impl MigrationSet {
     /// The migrations compiled into this binary from `migrations/`.
     pub fn embedded() -> &'static MigrationSet {
         &EMBEDDED
+    }
+
+    /// The same migrations as `engine` runs them.
+    pub fn for_engine(&self, engine: DbKind) -> MigrationSet {
+        Self {
+            engine,
+            files: Arc::clone(&self.files),
+        }
+    }
+
+    /// The engine whose scripts [`MigrationSet::migrations`] gives.
+    pub fn engine(&self) -> DbKind {
+        self.engine
+    }
+
+    /// Whether some migration has engine variants rather than one portable script.
+    pub fn has_variants(&self) -> bool {
+        self.files.variants
     }
 
     /// Reads the migration files of `dir` (every name is checked; the contents of files
@@ -110,66 +157,85 @@ impl MigrationSet {
     }
 
     /// Checks `(file name, contents)` pairs (see [`naming::check_set`]). Mistakes
-    /// (malformed names, duplicate versions, gaps, empty scripts, orphan down scripts)
-    /// make the set invalid ([`MigrationSet::ensure_valid`]); a missing down script is a
-    /// warning for `db-check`. Unusable files are skipped.
+    /// (malformed names, duplicate versions, gaps, empty scripts, orphan down scripts,
+    /// a missing engine variant) make the set invalid ([`MigrationSet::ensure_valid`]); a
+    /// missing down script is a warning for `db-check`. Unusable files are skipped.
     pub fn from_files(files: impl IntoIterator<Item = (String, String)>) -> Self {
         let files: Vec<(String, String)> = files.into_iter().collect();
         let (checked, findings) = naming::check_set(&files);
-        let migrations = checked
-            .into_iter()
-            .map(|m| {
-                let id = format!("V{}__{}", m.version, m.name);
+        let variants = checked
+            .iter()
+            .any(|m| m.scripts[0].up_file != m.scripts[1].up_file);
+        let mut by_engine: [Vec<MigrationFile>; 2] = Default::default();
+        for m in checked {
+            let id = format!("V{}__{}", m.version, m.name);
+            for (engine, scripts) in m.scripts.into_iter().enumerate() {
                 let refinery =
-                    Migration::unapplied(&id, &m.up).expect("a validated migration name");
-                MigrationFile {
+                    Migration::unapplied(&id, &scripts.up).expect("a validated migration name");
+                let (down_file, down) = scripts.down.unzip();
+                by_engine[engine].push(MigrationFile {
                     version: m.version,
-                    name: m.name,
-                    up: m.up,
-                    down: m.down,
+                    name: m.name.clone(),
+                    up: scripts.up,
+                    down,
+                    up_file: scripts.up_file,
+                    down_file,
                     checksum: refinery.checksum(),
                     refinery,
-                }
-            })
-            .collect();
+                });
+            }
+        }
         Self {
-            migrations,
-            errors: findings.errors,
-            warnings: findings.warnings,
-            notes: findings.notes,
+            engine: DbKind::Sqlite,
+            files: Arc::new(Files {
+                by_engine,
+                variants,
+                errors: findings.errors,
+                warnings: findings.warnings,
+                notes: findings.notes,
+            }),
         }
     }
 
     /// Fails, naming every offending file, unless the set is usable: no malformed name,
     /// duplicate version, gap, empty script or down script without its migration.
     pub fn ensure_valid(&self) -> Result<(), MigrationError> {
-        if self.errors.is_empty() {
+        if self.files.errors.is_empty() {
             return Ok(());
         }
         Err(MigrationError::Files(format!(
             "the migrations are not valid ({}); fix the files, `cargo xtask db-check` lists every problem",
-            self.errors.join("; ")
+            self.files.errors.join("; ")
         )))
     }
 
     /// All usable migrations, by version.
     pub fn migrations(&self) -> &[MigrationFile] {
-        &self.migrations
+        let index = match self.engine {
+            DbKind::Sqlite => 0,
+            DbKind::Postgres => 1,
+        };
+        &self.files.by_engine[index]
     }
 
     /// What is worth knowing but not wrong (a migration of comments only), one line each.
     pub fn notes(&self) -> &[String] {
-        &self.notes
+        &self.files.notes
     }
 
     /// Mistakes and shortcomings, one line each: what `db-check` fails on.
     pub fn problems(&self) -> Vec<String> {
-        self.errors.iter().chain(&self.warnings).cloned().collect()
+        self.files
+            .errors
+            .iter()
+            .chain(&self.files.warnings)
+            .cloned()
+            .collect()
     }
 
     /// The highest version, 0 when there are none.
     pub fn latest(&self) -> i32 {
-        self.migrations.last().map_or(0, |m| m.version)
+        self.migrations().last().map_or(0, |m| m.version)
     }
 
     /// Fails unless `version` names a migration of this set.
@@ -185,7 +251,7 @@ impl MigrationSet {
 
     /// The migration with this version.
     pub fn get(&self, version: i32) -> Option<&MigrationFile> {
-        self.migrations.iter().find(|m| m.version == version)
+        self.migrations().iter().find(|m| m.version == version)
     }
 }
 
@@ -206,15 +272,8 @@ pub fn scaffold(
     name: &str,
     body: Option<(&str, &str)>,
 ) -> Result<(PathBuf, PathBuf), MigrationError> {
-    check_new_name(dir, name)?;
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", dir.display())))?;
-    }
-    let version = highest_version_on_disk(dir)? + 1;
+    let version = next_version(dir, name)?;
     let id = format!("V{version}__{name}");
-    let up = dir.join(format!("{id}.sql"));
-    let down = dir.join(format!("{id}.down.sql"));
     let (up_text, down_text) = match body {
         Some((up_sql, down_sql)) => (
             format!("-- {id}: {up_sql}"),
@@ -231,33 +290,89 @@ pub fn scaffold(
             ),
         ),
     };
-    // Each file is written whole in a hidden temporary file, synced, then linked into
-    // place (never over an existing file): a kill or a full disk never leaves a partial
-    // script, and the temporary files of a killed run are swept here.
+    let up = dir.join(format!("{id}.sql"));
+    let down = dir.join(format!("{id}.down.sql"));
+    write_new(dir, &[(&up, &up_text), (&down, &down_text)])?;
+    Ok((up, down))
+}
+
+/// Creates the next migration in `dir` as one variant per engine, from templates: the
+/// up scripts (`.sqlite.sql`, `.postgres.sql`), then their down scripts.
+pub fn scaffold_variants(dir: &Path, name: &str) -> Result<Vec<PathBuf>, MigrationError> {
+    let version = next_version(dir, name)?;
+    let id = format!("V{version}__{name}");
+    let mut files = Vec::new();
+    for (engine, label, other) in [
+        ("sqlite", "SQLite", "postgres"),
+        ("postgres", "PostgreSQL", "sqlite"),
+    ] {
+        files.push((
+            dir.join(format!("{id}.{engine}.sql")),
+            format!(
+                "-- {id} on {label}: describe the change here.\n\
+                 -- Only {label} runs this file; {id}.{other}.sql is the same change for the other engine.\n\
+                 -- Runs in one transaction with its history row.\n"
+            ),
+        ));
+    }
+    for (engine, label) in [("sqlite", "SQLite"), ("postgres", "PostgreSQL")] {
+        files.push((
+            dir.join(format!("{id}.{engine}.down.sql")),
+            format!(
+                "-- Reverts {id} on {label}: undo exactly what {id}.{engine}.sql does, in reverse order.\n\
+                 -- `cargo xtask db-check` verifies that up, down, up gives back the same schema.\n"
+            ),
+        ));
+    }
+    let pairs: Vec<(&Path, &str)> = files
+        .iter()
+        .map(|(path, text)| (path.as_path(), text.as_str()))
+        .collect();
+    write_new(dir, &pairs)?;
+    Ok(files.into_iter().map(|(path, _)| path).collect())
+}
+
+/// The version the next migration named `name` in `dir` gets; creates `dir` if missing.
+fn next_version(dir: &Path, name: &str) -> Result<i32, MigrationError> {
+    check_new_name(dir, name)?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MigrationError::Files(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    Ok(highest_version_on_disk(dir)? + 1)
+}
+
+/// Writes new files in `dir`, in order, none over an existing file: each whole in a
+/// hidden temporary file, synced, then linked into place, so that a kill or a full disk
+/// never leaves a partial script (the temporary files of a killed run are swept here).
+/// Up scripts come first: killed in between, a migration without its down script is left
+/// (a warning), never a down script without its migration. On an error, the files
+/// linked so far are removed.
+fn write_new(dir: &Path, files: &[(&Path, &str)]) -> Result<(), MigrationError> {
     crate::durable::sweep(dir, ".V", &[crate::durable::PARTIAL]);
     let cannot = |path: &Path, e: std::io::Error| {
         MigrationError::Files(format!("cannot create {}: {e}", path.display()))
     };
-    let whole = |path: &Path, text: &str| {
+    let mut temps = Vec::new();
+    for (path, text) in files {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let mut temp = crate::durable::temp_with_mode(dir, &name, crate::durable::PARTIAL, 0o666)
             .map_err(|e| cannot(path, e))?;
         std::io::Write::write_all(&mut temp, text.as_bytes())
             .and_then(|()| temp.as_file().sync_all())
             .map_err(|e| cannot(path, e))?;
-        Ok::<_, MigrationError>(temp)
-    };
-    let up_temp = whole(&up, &up_text)?;
-    let down_temp = whole(&down, &down_text)?;
-    // The up script first: killed between the two links, a whole migration without its
-    // down script is left (a warning), never a down script without its migration.
-    std::fs::hard_link(up_temp.path(), &up).map_err(|e| cannot(&up, e))?;
-    if let Err(e) = std::fs::hard_link(down_temp.path(), &down) {
-        let _ = std::fs::remove_file(&up);
-        return Err(cannot(&down, e));
+        temps.push(temp);
+    }
+    for (i, ((path, _), temp)) in files.iter().zip(&temps).enumerate() {
+        if let Err(e) = std::fs::hard_link(temp.path(), path) {
+            for (linked, _) in &files[..i] {
+                let _ = std::fs::remove_file(linked);
+            }
+            return Err(cannot(path, e));
+        }
     }
     crate::durable::sync_dir(dir);
-    Ok((up, down))
+    Ok(())
 }
 
 /// Whether `name` can name the next migration in `dir`: snake_case, short enough, and
@@ -492,6 +607,104 @@ mod tests {
                 "CREATE TRIGGER tr AFTER INSERT ON t BEGIN SELECT 2; END"
             ]
         );
+    }
+
+    #[test]
+    fn engine_variants_share_version_and_name_with_their_own_scripts_and_checksums() {
+        let s = set(&[
+            ("V1__a.sql", "CREATE TABLE a (x INTEGER);"),
+            ("V1__a.down.sql", "DROP TABLE a;"),
+            (
+                "V2__ids.sqlite.sql",
+                "CREATE TABLE t (id INTEGER PRIMARY KEY);",
+            ),
+            (
+                "V2__ids.postgres.sql",
+                "CREATE TABLE t (id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY);",
+            ),
+            ("V2__ids.down.sql", "DROP TABLE t;"),
+            ("V3__b.sql", "SELECT 1;"),
+            ("V3__b.postgres.down.sql", "SELECT 2;"),
+        ]);
+        assert!(s.ensure_valid().is_ok(), "{:?}", s.problems());
+        assert!(s.has_variants());
+        let (lite, pg) = (s.for_engine(DbKind::Sqlite), s.for_engine(DbKind::Postgres));
+        assert_eq!(lite.latest(), 3);
+        assert_eq!(pg.latest(), 3);
+        let (l2, p2) = (lite.get(2).unwrap(), pg.get(2).unwrap());
+        assert_eq!((l2.id(), p2.id()), ("V2__ids".into(), "V2__ids".into()));
+        assert!(l2.up.contains("INTEGER PRIMARY KEY") && p2.up.contains("IDENTITY"));
+        assert_eq!(l2.up_file, "V2__ids.sqlite.sql");
+        assert_ne!(l2.checksum(), p2.checksum());
+        assert_eq!(l2.down.as_deref(), Some("DROP TABLE t;"));
+        assert_eq!(
+            lite.get(1).unwrap().checksum(),
+            pg.get(1).unwrap().checksum()
+        );
+        // One engine's down script only: the other has none (a warning naming it).
+        assert_eq!(lite.get(3).unwrap().down, None);
+        assert_eq!(pg.get(3).unwrap().down.as_deref(), Some("SELECT 2;"));
+        let problems = s.problems().join("\n");
+        assert!(
+            problems.contains(
+                "V3__b: no down script for SQLite (expected migrations/V3__b.sqlite.down.sql)"
+            ),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn engine_variants_must_come_in_pairs_and_never_beside_a_portable_file() {
+        let errors = |files: &[(&str, &str)]| set(files).ensure_valid().unwrap_err().to_string();
+        let error = errors(&[("V1__a.sqlite.sql", "SELECT 1;")]);
+        assert!(
+            error.contains("V1__a.sqlite.sql: has no PostgreSQL variant (expected V1__a.postgres.sql beside it)"),
+            "{error}"
+        );
+        let error = errors(&[
+            ("V1__a.sql", "SELECT 1;"),
+            ("V1__a.postgres.sql", "SELECT 1;"),
+        ]);
+        assert!(
+            error.contains("V1__a.sql, V1__a.postgres.sql: a migration is either portable"),
+            "{error}"
+        );
+        let error = errors(&[
+            ("V1__a.sqlite.sql", "SELECT 1;"),
+            ("V1__b.postgres.sql", "SELECT 1;"),
+        ]);
+        assert!(
+            error.contains("version 1 is used more than once"),
+            "{error}"
+        );
+        let error = errors(&[
+            ("V1__a.sql", "SELECT 1;"),
+            ("V1__a.down.sql", "SELECT 1;"),
+            ("V1__a.sqlite.down.sql", "SELECT 1;"),
+        ]);
+        assert!(
+            error.contains("V1__a.down.sql, V1__a.sqlite.down.sql: both revert V1__a on SQLite"),
+            "{error}"
+        );
+        let error = errors(&[("V1__a.mysql.sql", "SELECT 1;")]);
+        assert!(
+            error.contains("V1__a.mysql.sql: not a migration name"),
+            "{error}"
+        );
+        // Each variant's own content is checked, with its file name.
+        let error = errors(&[
+            ("V1__a.sqlite.sql", "SELECT 1;"),
+            ("V1__a.postgres.sql", "SELECT 1;\nCOMMIT;"),
+        ]);
+        assert!(
+            error.contains("V1__a.postgres.sql: line 2: `COMMIT`"),
+            "{error}"
+        );
+        let error = errors(&[
+            ("V1__a.sqlite.sql", "SELECT 1;"),
+            ("V1__a.postgres.sql", ""),
+        ]);
+        assert!(error.contains("V1__a.postgres.sql: is empty"), "{error}");
     }
 
     #[test]

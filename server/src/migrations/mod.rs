@@ -29,7 +29,7 @@ mod status;
 
 pub use baseline::baseline;
 pub use failure::{Resolution, resolve};
-pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold};
+pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold, scaffold_variants};
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};

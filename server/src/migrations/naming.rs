@@ -12,17 +12,33 @@ pub const FOREIGN_KEYS_OFF: &str = "-- db: foreign-keys-off";
 /// record it in the history afterwards (`CREATE INDEX CONCURRENTLY`, `VACUUM`).
 pub const NO_TRANSACTION: &str = "-- db: no-transaction";
 
-/// One valid migration: its version, name, up script and down script.
+/// The engines a migration may have a variant for, in the order of [`Checked::scripts`]:
+/// `V<n>__<name>.sqlite.sql` and `V<n>__<name>.postgres.sql`.
+pub const ENGINES: [&str; 2] = ["sqlite", "postgres"];
+
+/// How an engine is named in messages, in the order of [`ENGINES`].
+const ENGINE_NAMES: [&str; 2] = ["SQLite", "PostgreSQL"];
+
+/// One valid migration: its version, name, and each engine's scripts.
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// Version number.
     pub version: i32,
     /// Name after the `__`.
     pub name: String,
+    /// What each engine of [`ENGINES`] runs; the same twice for a portable migration.
+    pub scripts: [Scripts; 2],
+}
+
+/// The scripts one engine runs for a migration, with the files they come from.
+#[derive(Debug, Clone)]
+pub struct Scripts {
+    /// The up script's file name.
+    pub up_file: String,
     /// The up script.
     pub up: String,
-    /// The down script, if there is one.
-    pub down: Option<String>,
+    /// The down script and its file name, if there is one.
+    pub down: Option<(String, String)>,
 }
 
 /// What is wrong with a set, one line per finding.
@@ -36,121 +52,123 @@ pub struct Findings {
     pub notes: Vec<String>,
 }
 
+/// A file that names a migration or a down script.
+struct Entry {
+    file: String,
+    name: String,
+    /// Its engine's index in [`ENGINES`]; `None` when portable.
+    engine: Option<usize>,
+    sql: String,
+}
+
 /// Checks `(file name, contents)` pairs: the usable migrations by version, and findings.
 /// Files that do not look like migrations (`README.md`, `schema.sql`) are ignored.
+///
+/// A version has one portable up script (`V<n>__<name>.sql`) or one variant per engine
+/// (`.sqlite.sql` and `.postgres.sql`, never beside a portable one). Each engine's down
+/// script is its variant (`.sqlite.down.sql`) or else the portable `.down.sql`.
 pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
     let mut findings = Findings::default();
-    let mut ups: BTreeMap<i32, Vec<(String, String, String)>> = BTreeMap::new();
-    let mut downs: BTreeMap<(i32, String), String> = BTreeMap::new();
+    let mut ups: BTreeMap<i32, Vec<Entry>> = BTreeMap::new();
+    let mut downs: BTreeMap<(i32, String), Vec<Entry>> = BTreeMap::new();
     for (file, sql) in files {
         let classified = classify(file);
         // A byte-order mark some editors write is no SQL: PostgreSQL would fail on it.
         let sql = sql.strip_prefix('\u{feff}').unwrap_or(sql).to_string();
-        let sql = &sql;
-        // SQLite stops reading a script at a NUL byte and would never get past it.
-        if matches!(classified, Classified::Up(..) | Classified::Down(..)) && sql.contains('\0') {
-            findings.errors.push(format!(
-                "{file}: contains a NUL byte (not an SQL text file?)"
-            ));
-        }
         match classified {
             Classified::Ignored => {}
             Classified::Malformed(reason) => findings.errors.push(format!("{file}: {reason}")),
-            Classified::Up(version, name) => {
-                ups.entry(version)
-                    .or_default()
-                    .push((file.clone(), name, sql.clone()));
-            }
-            Classified::Down(version, name) => {
-                downs.insert((version, name), sql.clone());
+            Classified::Script {
+                version,
+                name,
+                engine,
+                down,
+            } => {
+                check_content(file, &sql, down, &mut findings.errors);
+                let entry = Entry {
+                    file: file.clone(),
+                    name: name.clone(),
+                    engine,
+                    sql,
+                };
+                match down {
+                    false => ups.entry(version).or_default().push(entry),
+                    true => downs.entry((version, name)).or_default().push(entry),
+                }
             }
         }
     }
     let mut checked = Vec::new();
-    for (version, mut candidates) in ups {
-        if candidates.len() > 1 {
-            let names: Vec<_> = candidates.iter().map(|(file, ..)| file.as_str()).collect();
-            findings.errors.push(format!(
-                "version {version} is used more than once: {}",
-                names.join(", ")
-            ));
+    for (version, candidates) in ups {
+        let Some(ups) = pick_ups(version, candidates, &mut findings.errors) else {
             continue;
+        };
+        let name = ups[0].name.clone();
+        let id = format!("V{version}__{name}");
+        let down_entries = downs.remove(&(version, name.clone())).unwrap_or_default();
+        let mut scripts = Vec::new();
+        let mut missing_downs = Vec::new();
+        for (engine, up) in ups.into_iter().enumerate() {
+            let file = up.file;
+            // Comments only: a migration emptied on purpose, or meant for another
+            // engine, which real histories keep. Applied and recorded like any other;
+            // an empty file is a mistake (reported once for a portable file).
+            let no_op = is_blank_sql(&up.sql);
+            let first_of_file = engine == 0 || up.engine.is_some();
+            if first_of_file && up.sql.trim().is_empty() {
+                findings
+                    .errors
+                    .push(format!("{file}: is empty (no SQL statement)"));
+            } else if first_of_file && no_op {
+                findings.notes.push(format!(
+                    "{file}: has no SQL statement (comments only); it is applied and recorded as a migration that changes nothing"
+                ));
+            }
+            let mut down = pick_down(&id, engine, &down_entries, &mut findings.errors);
+            // A down script of comments only reverts nothing: it must not pass as a
+            // revert, unless its migration does nothing either.
+            if let Some((down_file, _)) = down.as_ref().filter(|(_, sql)| is_blank_sql(sql)) {
+                if !no_op {
+                    let warning = format!(
+                        "{down_file}: has no SQL statement (comments only); treated as no down script, so it is never rolled back as if it were"
+                    );
+                    if !findings.warnings.contains(&warning) {
+                        findings.warnings.push(warning);
+                    }
+                    down = None;
+                }
+            } else if down.is_none() {
+                missing_downs.push(engine);
+            }
+            scripts.push(Scripts {
+                up_file: file,
+                up: up.sql,
+                down,
+            });
         }
-        let (file, name, up) = candidates.remove(0);
-        // Comments only: a migration emptied on purpose, or meant for another engine,
-        // which real histories keep. Applied and recorded like any other; an empty file
-        // is a mistake.
-        let no_op = is_blank_sql(&up);
-        if up.trim().is_empty() {
-            findings
-                .errors
-                .push(format!("{file}: is empty (no SQL statement)"));
-        } else if no_op {
-            findings.notes.push(format!(
-                "{file}: has no SQL statement (comments only); it is applied and recorded as a migration that changes nothing"
-            ));
+        match missing_downs[..] {
+            [] => {}
+            [engine] => findings.warnings.push(format!(
+                "{id}: no down script for {} (expected migrations/{id}.{}.down.sql)",
+                ENGINE_NAMES[engine], ENGINES[engine]
+            )),
+            _ => findings.warnings.push(format!(
+                "{id}: no down script (expected migrations/{id}.down.sql)"
+            )),
         }
-        if let Some((line, word)) = transaction_control(&up) {
-            findings.errors.push(format!(
-                "{file}: line {line}: `{word}` is not allowed; each migration already runs in a transaction with its history row"
-            ));
-        }
-        if let Some((line, what)) = copy_stdio(&up) {
-            findings.errors.push(copy_error(&file, line, what));
-        }
-        if let Some(line) = concurrently(&up).filter(|_| !no_transaction(&up)) {
-            findings.errors.push(concurrently_error(&file, line));
-        }
-        if let Some(line) = names_history(&up) {
-            findings.errors.push(history_error(&file, line));
-        }
-        let mut down = downs.remove(&(version, name.clone()));
-        // A down script of comments only reverts nothing: it must not pass as a revert,
-        // unless its migration does nothing either.
-        if down.as_deref().is_some_and(is_blank_sql) && !no_op {
-            findings.warnings.push(format!(
-                "V{version}__{name}.down.sql: has no SQL statement (comments only); treated as no down script, so it is never rolled back as if it were"
-            ));
-            down = None;
-        } else if down.is_none() {
-            findings.warnings.push(format!(
-                "V{version}__{name}: no down script (expected migrations/V{version}__{name}.down.sql)"
-            ));
-        }
+        let Ok(scripts) = <[Scripts; 2]>::try_from(scripts) else {
+            unreachable!("one script per engine")
+        };
         checked.push(Checked {
             version,
             name,
-            up,
-            down,
+            scripts,
         });
     }
-    let all_downs = downs
-        .iter()
-        .map(|((version, name), down)| (*version, name, down));
-    let paired = checked
-        .iter()
-        .filter_map(|m| Some((m.version, &m.name, m.down.as_ref()?)));
-    for (version, name, down) in all_downs.chain(paired) {
-        let file = format!("V{version}__{name}.down.sql");
-        if let Some((line, word)) = transaction_control(down) {
-            findings.errors.push(format!(
-                "{file}: line {line}: `{word}` is not allowed; each down script already runs in a transaction"
-            ));
-        }
-        if let Some((line, what)) = copy_stdio(down) {
-            findings.errors.push(copy_error(&file, line, what));
-        }
-        if let Some(line) = concurrently(down).filter(|_| !no_transaction(down)) {
-            findings.errors.push(concurrently_error(&file, line));
-        }
-        if let Some(line) = names_history(down) {
-            findings.errors.push(history_error(&file, line));
-        }
-    }
-    for (version, name) in downs.keys() {
-        findings.errors.push(format!(
-            "V{version}__{name}.down.sql: down script without an up script"
-        ));
+    for entry in downs.values().flatten() {
+        findings
+            .errors
+            .push(format!("{}: down script without an up script", entry.file));
     }
     for (expected, migration) in (1..).zip(&checked) {
         if migration.version != expected {
@@ -164,6 +182,112 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
     (checked, findings)
 }
 
+/// The up script of each engine for `version`, from its candidate files: one portable
+/// file, or one variant per engine with the same name. `None` (with the errors) otherwise.
+fn pick_ups(version: i32, candidates: Vec<Entry>, errors: &mut Vec<String>) -> Option<[Entry; 2]> {
+    let files = || {
+        candidates
+            .iter()
+            .map(|e| e.file.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let names: std::collections::BTreeSet<&str> =
+        candidates.iter().map(|e| e.name.as_str()).collect();
+    let portable = candidates.iter().filter(|e| e.engine.is_none()).count();
+    if names.len() > 1 || portable > 1 {
+        errors.push(format!(
+            "version {version} is used more than once: {}",
+            files()
+        ));
+        return None;
+    }
+    if portable == 1 && candidates.len() > 1 {
+        errors.push(format!(
+            "{}: a migration is either portable (.sql) or has one variant per engine (.sqlite.sql and .postgres.sql), not both",
+            files()
+        ));
+        return None;
+    }
+    let mut candidates = candidates;
+    if portable == 1 {
+        let only = candidates.remove(0);
+        let copy = Entry {
+            file: only.file.clone(),
+            name: only.name.clone(),
+            engine: None,
+            sql: only.sql.clone(),
+        };
+        return Some([only, copy]);
+    }
+    candidates.sort_by_key(|e| e.engine);
+    let [first, ..] = &candidates[..] else {
+        return None;
+    };
+    if candidates.len() == 1 {
+        let missing = 1 - first.engine.unwrap_or(0);
+        errors.push(format!(
+            "{}: has no {} variant (expected V{version}__{}.{}.sql beside it)",
+            first.file, ENGINE_NAMES[missing], first.name, ENGINES[missing]
+        ));
+        return None;
+    }
+    let second = candidates.pop()?;
+    let first = candidates.pop()?;
+    Some([first, second])
+}
+
+/// The down script `engine` runs for migration `id`: its variant, else the portable one.
+/// Both present is an error: which one reverts the migration would be a guess.
+fn pick_down(
+    id: &str,
+    engine: usize,
+    entries: &[Entry],
+    errors: &mut Vec<String>,
+) -> Option<(String, String)> {
+    let variant = entries.iter().find(|e| e.engine == Some(engine));
+    let portable = entries.iter().find(|e| e.engine.is_none());
+    match (variant, portable) {
+        (Some(v), Some(p)) => {
+            errors.push(format!(
+                "{}, {}: both revert {id} on {}; keep one",
+                p.file, v.file, ENGINE_NAMES[engine]
+            ));
+            None
+        }
+        (Some(one), None) | (None, Some(one)) => Some((one.file.clone(), one.sql.clone())),
+        (None, None) => None,
+    }
+}
+
+/// The mistakes in one script's contents, with its file name and line.
+fn check_content(file: &str, sql: &str, down: bool, errors: &mut Vec<String>) {
+    // SQLite stops reading a script at a NUL byte and would never get past it.
+    if sql.contains('\0') {
+        errors.push(format!(
+            "{file}: contains a NUL byte (not an SQL text file?)"
+        ));
+    }
+    if let Some((line, word)) = transaction_control(sql) {
+        let already = match down {
+            false => "each migration already runs in a transaction with its history row",
+            true => "each down script already runs in a transaction",
+        };
+        errors.push(format!(
+            "{file}: line {line}: `{word}` is not allowed; {already}"
+        ));
+    }
+    if let Some((line, what)) = copy_stdio(sql) {
+        errors.push(copy_error(file, line, what));
+    }
+    if let Some(line) = concurrently(sql).filter(|_| !no_transaction(sql)) {
+        errors.push(concurrently_error(file, line));
+    }
+    if let Some(line) = names_history(sql) {
+        errors.push(history_error(file, line));
+    }
+}
+
 /// The finding for a `COPY` from or to the client in `file`.
 fn copy_error(file: &str, line: usize, what: &str) -> String {
     format!(
@@ -174,8 +298,13 @@ fn copy_error(file: &str, line: usize, what: &str) -> String {
 enum Classified {
     Ignored,
     Malformed(String),
-    Up(i32, String),
-    Down(i32, String),
+    /// An up or down script, portable or for one engine of [`ENGINES`].
+    Script {
+        version: i32,
+        name: String,
+        engine: Option<usize>,
+        down: bool,
+    },
 }
 
 /// Whether `file` is named like a migration (well-formed or not): such a file must be a
@@ -199,7 +328,7 @@ fn classify(file: &str) -> Classified {
     if !(versioned || spaced || numbered && sql) {
         return Classified::Ignored;
     }
-    let expected = "expected V<number>__<snake_case_name>.sql or .down.sql";
+    let expected = "expected V<number>__<snake_case_name>.sql or .down.sql (.sqlite.sql, .postgres.sql for one engine)";
     let malformed = |what: &str| Classified::Malformed(format!("{what}; {expected}"));
     if spaced {
         return malformed("not a migration name (it starts with a space)");
@@ -210,6 +339,13 @@ fn classify(file: &str) -> Classified {
     let (stem, down) = match stem.strip_suffix(".down") {
         Some(stem) => (stem, true),
         None => (stem, false),
+    };
+    let (stem, engine) = match ENGINES
+        .iter()
+        .position(|e| stem.strip_suffix(e).is_some_and(|s| s.ends_with('.')))
+    {
+        Some(i) => (&stem[..stem.len() - ENGINES[i].len() - 1], Some(i)),
+        None => (stem, None),
     };
     let Some(rest) = stem.strip_prefix('V') else {
         return malformed("not a migration name (it must start with a capital `V`)");
@@ -228,10 +364,11 @@ fn classify(file: &str) -> Classified {
     if !is_snake_case(name) {
         return malformed("not a migration name (the name must be snake_case)");
     }
-    if down {
-        Classified::Down(version, name.to_string())
-    } else {
-        Classified::Up(version, name.to_string())
+    Classified::Script {
+        version,
+        name: name.to_string(),
+        engine,
+        down,
     }
 }
 

@@ -39,6 +39,7 @@ pub async fn upgrade(
     set: &MigrationSet,
     target: Option<i32>,
 ) -> Result<Outcome, MigrationError> {
+    let set = &set.for_engine(conn.kind());
     if let Some(target) = target {
         set.check_target(target)?;
     }
@@ -111,6 +112,7 @@ pub async fn reset(
     set: &MigrationSet,
     drop_all: &str,
 ) -> Result<Outcome, MigrationError> {
+    let set = &set.for_engine(conn.kind());
     let runner = Runner::new(
         &set.migrations()
             .iter()
@@ -151,6 +153,7 @@ pub async fn downgrade(
     set: &MigrationSet,
     to: i32,
 ) -> Result<Outcome, MigrationError> {
+    let set = &set.for_engine(conn.kind());
     let status = super::status(conn, set).await?;
     status.ensure_compatible()?;
     let to_revert = status.to_revert(set, to);

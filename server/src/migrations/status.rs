@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use super::{HISTORY_TABLE, MigrationError, MigrationFile, MigrationSet};
 use crate::db::{Executor, Target};
+use crate::url::DbKind;
 
 /// One row of the history table, compared with the code.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -241,7 +242,11 @@ pub async fn status(
     on: &mut impl Executor,
     set: &MigrationSet,
 ) -> Result<SchemaStatus, MigrationError> {
-    Ok(SchemaStatus::compare(history(on).await?, set))
+    let set = set.for_engine(match on.target() {
+        Target::Sqlite(_) => DbKind::Sqlite,
+        Target::Postgres(_) => DbKind::Postgres,
+    });
+    Ok(SchemaStatus::compare(history(on).await?, &set))
 }
 
 /// The history rows, on a connection or inside a transaction of either engine.
@@ -257,7 +262,11 @@ pub async fn status_of_sqlite(
     conn: &mut sqlx::SqliteConnection,
     set: &MigrationSet,
 ) -> Result<SchemaStatus, MigrationError> {
-    Ok(SchemaStatus::compare(read_history_sqlite(conn).await?, set))
+    let set = set.for_engine(DbKind::Sqlite);
+    Ok(SchemaStatus::compare(
+        read_history_sqlite(conn).await?,
+        &set,
+    ))
 }
 
 /// Reads the migration state of a standalone PostgreSQL connection (e.g. inside a snapshot).
@@ -265,7 +274,8 @@ pub async fn status_of_pg(
     conn: &mut sqlx::PgConnection,
     set: &MigrationSet,
 ) -> Result<SchemaStatus, MigrationError> {
-    Ok(SchemaStatus::compare(read_history_pg(conn).await?, set))
+    let set = set.for_engine(DbKind::Postgres);
+    Ok(SchemaStatus::compare(read_history_pg(conn).await?, &set))
 }
 
 pub(super) async fn read_history_sqlite(

@@ -11,6 +11,7 @@ mod build_script;
 mod catalogue;
 mod copy;
 mod docs;
+mod engines;
 mod faults;
 mod histories;
 mod notes;

@@ -110,7 +110,12 @@ fn round_trips(url: &str) {
     assert_eq!(titles, ["groceries"], "nothing of the failed write is left");
     let retried = post(&server, r#"{"title": "half", "body": "b", "tags": ["ok"]}"#);
     assert_eq!(retried.status, 201, "{}", retried.body);
-    assert_eq!(json(&retried)["id"], id + 1, "the failed write used no id");
+    // The engine's ids only grow; PostgreSQL's identity may skip the failed write's.
+    assert!(
+        json(&retried)["id"].as_i64().unwrap() > id,
+        "{}",
+        retried.body
+    );
 
     // Pagination.
     for n in 0..23 {

@@ -1,3 +1,2 @@
 DROP TABLE note_tags;
 DROP TABLE notes;
-DROP TABLE id_counters;
