@@ -101,13 +101,26 @@ pub async fn schema_of_file(
     sql: &str,
     file: &str,
 ) -> Result<Schema, DeclaredError> {
+    let for_engine = schema::engine_of(sql);
+    if let Some((engine, line)) = for_engine.filter(|(e, _)| *e != settings.url.kind()) {
+        return Err(DeclaredError::File(schema::SchemaFileError::At {
+            file: file.to_string(),
+            line,
+            message: format!(
+                "the file is for {engine} only (its types are {engine}'s), and the configured database is {}: run this with a {engine} DATABASE_URL, or make the file portable",
+                settings.url.kind()
+            ),
+        }));
+    }
     on_scratch(settings, async |conn: &mut DbConn| {
         let statements = schema::apply(conn, sql, file)
             .await
             .map_err(DeclaredError::File)?;
         let declared = schema::read(conn.target()).await?;
-        // SQLite takes any type name; the declared schema is for both engines.
-        schema::check_declared(&declared, &statements, file).map_err(DeclaredError::File)?;
+        // SQLite takes any type name; a portable file is for both engines.
+        let sqlite_only = for_engine.is_some_and(|(e, _)| e == DbKind::Sqlite);
+        schema::check_declared(&declared, &statements, file, sqlite_only)
+            .map_err(DeclaredError::File)?;
         Ok(declared)
     })
     .await

@@ -60,7 +60,15 @@ impl DbSchema {
         if !self.force {
             self.refuse_hand_edits(project, &schema).await?;
         }
-        let text = schema::render(&schema, HEADER);
+        let only_for = schema.only_for();
+        let header = match only_for {
+            None => HEADER.to_string(),
+            Some(engine) => format!(
+                "{HEADER}\n\n{}{engine} only\nIts types are {engine}'s: `db-schema --check` and `db-migrate --autogenerate`\nuse it with a {engine} DATABASE_URL only.",
+                schema::FOR_ENGINE.trim_start_matches("-- ")
+            ),
+        };
+        let text = schema::render(&schema, &header);
         std::fs::create_dir_all(&project.migrations_dir).with_context(|| {
             format!("cannot create {}", project.display(&project.migrations_dir))
         })?;
@@ -84,9 +92,20 @@ impl DbSchema {
                 undescribed.join(", ")
             );
         }
-        // A database made by hand may use types only SQLite takes: say which.
-        for column in schema.unshared_columns() {
-            note!("note: {} (in {file})", column.describe());
+        // Types only SQLite takes: the file is for SQLite; say which, and what to use.
+        let unshared = schema.unshared_columns();
+        if let Some(first) = unshared.first() {
+            note!(
+                "note: {file} is for SQLite only: {} column(s) have a type PostgreSQL does not have ({}{}); to run on both engines, change them with a migration",
+                unshared.len(),
+                first.describe(),
+                match unshared.len() {
+                    1 => String::new(),
+                    n => format!(", and {} more", n - 1),
+                }
+            );
+        } else if let Some(engine) = only_for {
+            note!("note: {file} is for {engine} only (enum types or extensions)");
         }
         Ok(())
     }

@@ -292,8 +292,14 @@ fn clause_words(what: &Undescribed) -> &'static [&'static str] {
 /// Checks what the file declared (`schema`, read back from the scratch database, and the
 /// statements that made it) for what the declared schema cannot hold: a type only SQLite
 /// takes, what the description cannot hold, a foreign key to an undeclared table. The
-/// first problem in the file, as `<file>, line N: …`.
-pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), SchemaFileError> {
+/// first problem in the file, as `<file>, line N: …`. A file for SQLite only may use its
+/// types (`sqlite_only`).
+pub fn check(
+    schema: &Schema,
+    declared: &[Declared],
+    file: &str,
+    sqlite_only: bool,
+) -> Result<(), SchemaFileError> {
     let first_line = declared.iter().map(|d| d.line).min().unwrap_or(1);
     let statement = |table: &str| {
         declared
@@ -302,7 +308,11 @@ pub fn check(schema: &Schema, declared: &[Declared], file: &str) -> Result<(), S
     };
     let table_line = |table: &str| statement(table).map_or(first_line, |d| d.line);
     let mut problems: Vec<(usize, String)> = Vec::new();
-    for column in schema.unshared_columns() {
+    for column in schema
+        .unshared_columns()
+        .into_iter()
+        .filter(|_| !sqlite_only)
+    {
         let line = statement(column.table)
             .and_then(|d| d.line_of_name(column.column))
             .unwrap_or_else(|| table_line(column.table));

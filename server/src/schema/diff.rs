@@ -27,6 +27,10 @@ pub struct Generated {
     pub down: String,
     /// Set when some step only runs on this engine.
     pub engine: Option<DbKind>,
+    /// Why steps written once for both engines would not run on both (a type only
+    /// SQLite has, a `SERIAL`, a default PostgreSQL refuses, tables that reference each
+    /// other); `engine` is set when there is any.
+    pub not_portable: Vec<String>,
     /// What was left commented out as destructive, one line each.
     pub destructive: Vec<String>,
     /// What a human should look at (possible renames, lost data).
@@ -171,10 +175,10 @@ pub fn generate(
         let (up, down, _) = write(&values, allow_destructive);
         (format!("{OUTSIDE}{up}"), down)
     });
-    let engine_only = pairs
-        .iter()
-        .any(|(u, d)| !u.portable || !d.portable)
-        .then_some(engine);
+    let not_portable = super::portable::problems(from, to);
+    let engine_only = (!not_portable.is_empty()
+        || pairs.iter().any(|(u, d)| !u.portable || !d.portable))
+    .then_some(engine);
     let (mut up, down, destructive) = write(&pairs, allow_destructive);
     if only_values {
         up = format!("{OUTSIDE}{up}");
@@ -184,6 +188,7 @@ pub fn generate(
         up,
         down,
         engine: engine_only,
+        not_portable,
         destructive,
         notes,
     }))

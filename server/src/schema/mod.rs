@@ -14,6 +14,7 @@
 //! | `declared` | what each statement declares, and the line of each clause, for errors |
 //! | `diff` | autogenerate: the migration and down script from one schema to another |
 //! | `pg_objects` | autogenerate for PostgreSQL extensions and enum types |
+//! | `portable` | whether a migration generated once would run on both engines |
 
 mod declared;
 mod diff;
@@ -21,13 +22,14 @@ mod file;
 mod normalize;
 mod order;
 mod pg_objects;
+mod portable;
 mod postgres;
 mod render;
 mod sqlite;
 
 pub use declared::{Declared, Kind as DeclaredKind, check as check_declared};
 pub use diff::{Generated, NoValue, generate};
-pub use file::{FILE_NAME, apply, read_file, write};
+pub use file::{FILE_NAME, FOR_ENGINE, apply, engine_of, read_file, write};
 pub use normalize::{quoted, unshared};
 pub use order::parents_first;
 pub use render::{
@@ -38,6 +40,7 @@ pub use render::{
 pub use sqlite::TableCache as ReadCache;
 
 use crate::db::Target;
+use crate::url::DbKind;
 
 /// What is wrong with the declared schema file.
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +264,19 @@ pub struct Unshared<'s> {
 }
 
 impl Schema {
+    /// The one engine this schema can be declared for, when it is not both: SQLite when
+    /// a column has a type PostgreSQL does not have, PostgreSQL when it has enum types or
+    /// extensions.
+    pub fn only_for(&self) -> Option<DbKind> {
+        if !self.unshared_columns().is_empty() {
+            Some(DbKind::Sqlite)
+        } else if !self.enums.is_empty() || !self.extensions.is_empty() {
+            Some(DbKind::Postgres)
+        } else {
+            None
+        }
+    }
+
     /// Every column whose type PostgreSQL does not have, in table order.
     pub fn unshared_columns(&self) -> Vec<Unshared<'_>> {
         self.tables
@@ -318,6 +334,14 @@ pub async fn read_cached(on: Target<'_>, cache: &mut ReadCache) -> Result<Schema
         for column in &mut table.columns {
             if table.primary_key.contains(&column.name) {
                 column.not_null = true;
+            }
+            // `DEFAULT NULL` is no default (PostgreSQL drops it, SQLite keeps it).
+            if column
+                .default
+                .as_deref()
+                .is_some_and(|d| d.eq_ignore_ascii_case("NULL"))
+            {
+                column.default = None;
             }
         }
         keep_what_loads(table);

@@ -316,3 +316,150 @@ fn db_copy_moves_rows_between_two_migration_sets_or_lists_what_does_not_line_up(
         "nothing was written"
     );
 }
+
+#[test]
+fn a_sqlite_first_history_gets_a_schema_file_for_sqlite_that_passes_its_own_check() {
+    let project = Project::sqlite();
+    for (id, up) in SQLITE_SET {
+        project.write_migration(id, up, Some("SELECT 1;"));
+    }
+    let written = project.xtask(&["db-schema"]);
+    written.ok();
+    let file = project.path().join("migrations/schema.sql");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\n-- db: for sqlite only\n"), "{text}");
+    assert!(text.contains("DATETIME") && text.contains("BLOB"), "{text}");
+    assert_eq!(
+        written.stderr.matches("note:").count(),
+        1,
+        "one note, not one per column: {}",
+        written.stderr
+    );
+    assert!(
+        written.stderr.contains("is for SQLite only: 2 column(s)"),
+        "{}",
+        written.stderr
+    );
+    project.xtask(&["db-schema", "--check"]).ok();
+    // Down scripts that revert nothing, so db-check fails on them, and says so beside
+    // the declared schema's own finding.
+    let check = project.xtask(&["db-check"]);
+    check.code(1);
+    assert!(
+        !check.stdout.contains("schema.sql"),
+        "the file agrees: {}",
+        check.stdout
+    );
+
+    // Autogenerate works from it; `DEFAULT NULL` is no default on either engine.
+    std::fs::write(
+        &file,
+        text.replace(
+            "title TEXT NOT NULL,",
+            "title TEXT NOT NULL,\n    note TEXT DEFAULT NULL,",
+        ),
+    )
+    .unwrap();
+    let generated = project.xtask(&["db-migrate", "add_note", "--autogenerate"]);
+    generated.ok();
+    let up = std::fs::read_to_string(project.path().join("migrations/V4__add_note.sql")).unwrap();
+    assert!(up.contains("ADD COLUMN note TEXT"), "{up}");
+    project.xtask(&["db-init"]).ok();
+    project.xtask(&["db-schema", "--check"]).ok();
+
+    // On PostgreSQL the file is refused with its line, or skipped by db-check.
+    if let Some(pg) = PgDatabase::create() {
+        let on_pg = [("DATABASE_URL", pg.url.as_str())];
+        let refused = project.xtask_with(&["db-schema", "--check"], &on_pg);
+        refused.code(1);
+        assert!(
+            refused.error_line().contains("schema.sql, line ")
+                && refused.error_line().contains("is for sqlite only"),
+            "{}",
+            refused.stderr
+        );
+    }
+}
+
+#[test]
+fn db_check_reports_a_broken_schema_file_beside_its_other_findings() {
+    let project = Project::sqlite();
+    project.write_migration("V2__t", "CREATE TABLE t (x INTEGER);", None);
+    std::fs::write(
+        project.path().join("migrations/schema.sql"),
+        "CREATE TABLE t (x INTEGER);\nDROP TABLE t;\n",
+    )
+    .unwrap();
+    let check = project.xtask(&["db-check"]);
+    check.code(1);
+    assert!(
+        check.stdout.contains("V2__t: no down script"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("schema.sql, line 2"),
+        "{}",
+        check.stdout
+    );
+}
+
+#[test]
+fn a_generated_migration_is_called_portable_only_when_it_runs_on_both_engines() {
+    let project = Project::sqlite();
+    project.xtask(&["db-schema"]).ok();
+    let file = project.path().join("migrations/schema.sql");
+    let base = std::fs::read_to_string(&file).unwrap();
+    for (name, tables, reason) in [
+        (
+            "bad_default",
+            "CREATE TABLE a (id BIGINT PRIMARY KEY, n INTEGER DEFAULT 'abc');",
+            "column a.n is INTEGER with the default 'abc'",
+        ),
+        (
+            "serial",
+            "CREATE TABLE b (id SERIAL PRIMARY KEY);",
+            "column b.id is SERIAL",
+        ),
+        (
+            "cycle",
+            "CREATE TABLE c (id BIGINT PRIMARY KEY, d_id BIGINT REFERENCES d (id));\nCREATE TABLE d (id BIGINT PRIMARY KEY, c_id BIGINT REFERENCES c (id));",
+            "reference each other",
+        ),
+    ] {
+        std::fs::write(&file, format!("{base}\n{tables}\n")).unwrap();
+        let generated = project.xtask(&["db-migrate", name, "--autogenerate"]);
+        generated.ok();
+        assert!(
+            generated.stderr.contains(reason),
+            "{name}: {}",
+            generated.stderr
+        );
+        let written = std::fs::read_dir(project.path().join("migrations"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("__{name}.sql")))
+            .unwrap();
+        let up = std::fs::read_to_string(&written).unwrap();
+        assert!(
+            up.contains("-- For SQLite only: it would not run the same"),
+            "{name}: {up}"
+        );
+        assert!(!up.contains("Portable"), "{name}: {up}");
+        std::fs::remove_file(&written).unwrap();
+        std::fs::remove_file(written.with_extension("down.sql")).unwrap();
+    }
+    // A plain new table is portable.
+    std::fs::write(
+        &file,
+        format!("{base}\nCREATE TABLE e (id BIGINT PRIMARY KEY, t TEXT DEFAULT 'x');\n"),
+    )
+    .unwrap();
+    let generated = project.xtask(&["db-migrate", "plain", "--autogenerate"]);
+    generated.ok();
+    let up = std::fs::read_to_string(project.path().join("migrations/V2__plain.sql")).unwrap();
+    assert!(
+        up.contains("Portable: runs on SQLite and PostgreSQL"),
+        "{up}"
+    );
+}
