@@ -1,6 +1,8 @@
 //! `db-check`: the migration doctor for CI.
 
-use anyhow::bail;
+use anyhow::{Context, anyhow, bail};
+use server::config::CHECK_ALSO_VAR;
+use server::url::DatabaseUrl;
 use server::{declared, doctor, migrations};
 
 use crate::flags::DbCheck;
@@ -11,6 +13,29 @@ impl DbCheck {
     pub async fn run(self, project: &Project) -> anyhow::Result<()> {
         let settings = project.settings();
         let mut problems = doctor::check(&settings, &project.migrations).await?;
+        let also = match (&self.also, &project.config.check_also) {
+            (Some(url), _) => Some((url, "--also")),
+            (None, Some(url)) => Some((url, CHECK_ALSO_VAR)),
+            (None, None) => None,
+        };
+        let mut engines = vec![settings.url.kind()];
+        if let Some((url, origin)) = also {
+            let url =
+                DatabaseUrl::parse(url, &project.cwd).map_err(|e| anyhow!("{origin}: {e}"))?;
+            let mut other = settings.clone();
+            other.url = url;
+            let kind = other.url.kind();
+            let found = doctor::round_trip(&other, &project.migrations)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot check the migrations on {} (from {origin})",
+                        other.url
+                    )
+                })?;
+            problems.extend(found.into_iter().map(|p| format!("on {kind}: {p}")));
+            engines.push(kind);
+        }
         let file = project.display(&project.migrations_dir.join(server::schema::FILE_NAME));
         // The declared schema is one finding among the others, whatever is wrong with it.
         let for_engine = server::schema::read_file(&project.migrations_dir, &file)
@@ -62,9 +87,11 @@ impl DbCheck {
         if !problems.is_empty() {
             bail!("db-check found problems (listed above)");
         }
+        let engines: Vec<String> = engines.iter().map(ToString::to_string).collect();
         say!(
-            "ok: {} migration(s); every one has a down script and up, down, up gives back the same schema",
-            project.migrations.migrations().len()
+            "ok: {} migration(s); every one has a down script and up, down, up gives back the same schema (on {})",
+            project.migrations.migrations().len(),
+            engines.join(" and ")
         );
         Ok(())
     }

@@ -267,7 +267,11 @@ pub struct DbBaseline {
 
 /// `db-check`.
 #[derive(Debug, Args)]
-pub struct DbCheck {}
+pub struct DbCheck {
+    /// Also run every migration up, down and up on a scratch database of this URL's engine and server (e.g. PostgreSQL while the project runs on SQLite), so that a migration claimed portable is checked on both engines. Without it, DATABASE_CHECK_ALSO from the environment or `.env`, which keeps a password off the command line.
+    #[arg(long, value_name = "URL")]
+    pub also: Option<String>,
+}
 
 /// A command line that is incomplete in a way clap cannot see (a value that may also come
 /// from the configuration): reported like clap's own errors, with exit code 64.

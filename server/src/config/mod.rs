@@ -37,6 +37,13 @@ const PROGRAM_DEFAULT: &str = "default of this program";
 /// The variable naming `db-copy`'s target, read from the environment or `.env`.
 pub const COPY_TO_VAR: &str = "DATABASE_COPY_TO";
 
+/// The variable naming a database of the other engine that `db-check` also checks the
+/// migrations on, read from the environment or `.env`.
+pub const CHECK_ALSO_VAR: &str = "DATABASE_CHECK_ALSO";
+
+/// Variables of this program's commands, not settings of the server.
+const COMMAND_VARS: [&str; 2] = [COPY_TO_VAR, CHECK_ALSO_VAR];
+
 /// The inputs configuration is read from: a working directory and environment variables.
 ///
 /// Tests build one explicitly; binaries use [`Environment::from_process`].
@@ -119,6 +126,9 @@ pub struct AppConfig {
     pub server: rocket::Config,
     /// `DATABASE_COPY_TO` from the environment, else from `.env`: `db-copy`'s target.
     pub copy_to: Option<String>,
+    /// `DATABASE_CHECK_ALSO` from the environment, else from `.env`: the other engine
+    /// `db-check` also runs on.
+    pub check_also: Option<String>,
     /// Mistakes that do not stop anything, for a `warning:` line each (a `DATABASE_*`
     /// variable that sets nothing).
     pub warnings: Vec<String>,
@@ -156,11 +166,14 @@ impl AppConfig {
             let profiles = data.keys().map(|p| p.to_string());
             warnings.extend(sources::check_profiles(profiles, &profile, path)?);
         }
-        let copy_to = env.var(COPY_TO_VAR).map(str::to_string).or_else(|| {
-            dotenv
-                .as_ref()
-                .and_then(|(_, vars)| vars.get(COPY_TO_VAR).cloned())
-        });
+        let command_var = |name: &str| {
+            env.var(name).map(str::to_string).or_else(|| {
+                dotenv
+                    .as_ref()
+                    .and_then(|(_, vars)| vars.get(name).cloned())
+            })
+        };
+        let (copy_to, check_also) = (command_var(COPY_TO_VAR), command_var(CHECK_ALSO_VAR));
 
         let mut figment = Figment::from(rocket::Config::default());
         if let Some(toml) = toml {
@@ -261,6 +274,7 @@ impl AppConfig {
             database,
             server,
             copy_to,
+            check_also,
             warnings,
         })
     }

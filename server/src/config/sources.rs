@@ -199,12 +199,12 @@ pub(super) fn unused_database_vars<'a>(
     vars.into_iter()
         .filter(|var| {
             var.starts_with("DATABASE_")
-                && *var != super::COPY_TO_VAR
+                && !super::COMMAND_VARS.contains(&var.as_str())
                 && EnvLayer::key_for(var).is_none()
         })
         .map(|var| {
             let known = std::iter::once("DATABASE_URL".to_string())
-                .chain(std::iter::once(super::COPY_TO_VAR.to_string()))
+                .chain(super::COMMAND_VARS.map(str::to_string))
                 .chain(
                     DATABASE_ENV_KEYS
                         .iter()

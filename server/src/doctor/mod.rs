@@ -91,7 +91,15 @@ const MOST_PROBLEMS: usize = 20;
 /// migration concerned and the round trip goes on with the next one, so one run names
 /// every independent problem (until one migration does not apply at all: the ones after
 /// it build on it).
-async fn round_trip(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<String>, DoctorError> {
+///
+/// Public for checking the migrations on another engine too (`db-check --also`): on a
+/// scratch database of `settings`' engine and server, each migration as that engine runs
+/// it.
+pub async fn round_trip(
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<Vec<String>, DoctorError> {
+    let set = &set.for_engine(settings.url.kind());
     let mut problems = Vec::new();
     let mut from = 0;
     loop {

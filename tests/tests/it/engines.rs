@@ -463,3 +463,62 @@ fn a_generated_migration_is_called_portable_only_when_it_runs_on_both_engines() 
         "{up}"
     );
 }
+
+#[test]
+fn db_check_also_runs_the_migrations_on_the_other_engine() {
+    if PgDatabase::create().is_none() {
+        return;
+    }
+    let admin = tests::postgres_admin_url();
+    let project = Project::sqlite();
+    write_item_variants(&project);
+    let both = project.xtask(&["db-check", "--also", &admin]);
+    both.ok();
+    assert!(
+        both.stdout.contains("(on sqlite and postgres)"),
+        "{}",
+        both.stdout
+    );
+    // A portable migration that only SQLite takes: found on PostgreSQL, from .env too.
+    project.write_migration(
+        "V3__stamps",
+        "CREATE TABLE stamps (at DATETIME);",
+        Some("DROP TABLE stamps;"),
+    );
+    project.xtask(&["db-check"]).ok();
+    std::fs::write(
+        project.path().join(".env"),
+        format!("DATABASE_CHECK_ALSO={admin}\n"),
+    )
+    .unwrap();
+    let found = project.xtask(&["db-check"]);
+    found.code(1);
+    assert!(
+        found.stdout.contains("on postgres: V3__stamps") && found.stdout.contains("datetime"),
+        "{}",
+        found.stdout
+    );
+}
+
+#[test]
+fn default_null_is_the_same_schema_line_on_both_engines() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::sqlite();
+    project.write_migration(
+        "V2__n",
+        "CREATE TABLE n (id BIGINT PRIMARY KEY, t TEXT DEFAULT NULL, u INTEGER DEFAULT NULL);",
+        Some("DROP TABLE n;"),
+    );
+    project.xtask(&["db-schema"]).ok();
+    let file = project.path().join("migrations/schema.sql");
+    let lite = std::fs::read_to_string(&file).unwrap();
+    project
+        .xtask_with(
+            &["db-schema", "--check"],
+            &[("DATABASE_URL", pg.url.as_str())],
+        )
+        .ok();
+    assert!(!lite.contains("DEFAULT NULL"), "{lite}");
+}
