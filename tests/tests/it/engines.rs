@@ -287,6 +287,19 @@ fn db_copy_moves_rows_between_two_migration_sets_or_lists_what_does_not_line_up(
         )
         .ok();
 
+    // A target its own set already migrated (a server ran on it) is ready as it is.
+    let migrated = PgDatabase::create().unwrap();
+    project
+        .xtask_with(
+            &["db-init", "--migrations-dir", "pg"],
+            &[("DATABASE_URL", migrated.url.as_str())],
+        )
+        .ok();
+    project
+        .xtask(&["db-copy", "--to", &migrated.url, "--target-migrations", "pg"])
+        .ok();
+    assert_eq!(migrated.execute("SELECT count(*) FROM archives"), "2");
+
     // Tables that do not line up: every one listed, nothing written.
     let other = PgDatabase::create().unwrap();
     std::fs::write(
