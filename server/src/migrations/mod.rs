@@ -15,7 +15,8 @@
 //! | module | job |
 //! |---|---|
 //! | `naming` | the rules for a set of files (std only: `server/build.rs` uses it too) |
-//! | `files` | the migration files: reading, embedding, scaffolding |
+//! | `files` | the migration files: reading, embedding, each engine's view |
+//! | `scaffold` | writing new migration files (`db-migrate`) |
 //! | `status` | the history table compared with a set |
 //! | `run` | upgrade and downgrade, one locked transaction per migration, through refinery |
 
@@ -25,15 +26,17 @@ mod files;
 mod locks;
 mod naming;
 mod run;
+mod scaffold;
 mod status;
 
 pub use baseline::baseline;
 pub use failure::{Resolution, resolve};
-pub use files::{MigrationFile, MigrationSet, check_new_name, dir_in, scaffold, scaffold_variants};
+pub use files::{MigrationFile, MigrationSet, dir_in};
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock};
+pub use scaffold::{check_new_name, scaffold, scaffold_variants};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,
     status_of_sqlite,

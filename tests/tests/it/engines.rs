@@ -296,7 +296,13 @@ fn db_copy_moves_rows_between_two_migration_sets_or_lists_what_does_not_line_up(
         )
         .ok();
     project
-        .xtask(&["db-copy", "--to", &migrated.url, "--target-migrations", "pg"])
+        .xtask(&[
+            "db-copy",
+            "--to",
+            &migrated.url,
+            "--target-migrations",
+            "pg",
+        ])
         .ok();
     assert_eq!(migrated.execute("SELECT count(*) FROM archives"), "2");
 
