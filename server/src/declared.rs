@@ -81,7 +81,7 @@ pub async fn schemas_of_versions(
         let mut cache = schema::ReadCache::default();
         let mut schemas = vec![schema::read_cached(conn.target(), &mut cache).await?];
         for migration in set.migrations() {
-            migrations::upgrade(conn, set, Some(migration.version))
+            migrations::step_to(conn, set, migration.version)
                 .await
                 .map_err(|e| DeclaredError::MigrationsFail {
                     engine: settings.url.kind(),

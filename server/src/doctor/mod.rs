@@ -137,13 +137,13 @@ async fn round_trip_from(
     let mut conn = pool.acquire().await?;
     if let Some(previous) = from.checked_sub(1).map(|i| &all[i]) {
         // Applied before, by the run that found the problem: it applies.
-        migrations::upgrade(&mut conn, set, Some(previous.version)).await?;
+        migrations::step_to(&mut conn, set, previous.version).await?;
     }
     let mut before = Snapshot::take(&mut conn).await?;
     let mut go_on = None;
     for (at, migration) in all.iter().enumerate().skip(from) {
         let id = migration.id();
-        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+        if let Err(e) = migrations::step_to(&mut conn, set, migration.version).await {
             // Its advice (db-resolve) is for a real database, not this scratch one.
             let e = match e {
                 MigrationError::FailedOutside { name, cause, .. } => {
@@ -166,7 +166,7 @@ async fn round_trip_from(
             before = after;
             continue;
         }
-        if let Err(e) = migrations::downgrade(&mut conn, set, migration.version - 1).await {
+        if let Err(e) = migrations::step_to(&mut conn, set, migration.version - 1).await {
             problems.push(format!("{id}.down.sql: fails: {e}"));
             // Rolled back with its transaction: the round trip goes on from here.
             if after
@@ -190,7 +190,7 @@ async fn round_trip_from(
             go_on = Some(at + 1);
             break;
         }
-        if let Err(e) = migrations::upgrade(&mut conn, set, Some(migration.version)).await {
+        if let Err(e) = migrations::step_to(&mut conn, set, migration.version).await {
             problems.push(format!(
                 "{id}: does not apply again after its down script: {e}"
             ));

@@ -17,10 +17,12 @@ use crate::schema;
 /// The schema of a database at one step of the round trip (the history table excluded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Snapshot {
-    /// `(type, name, sql)` of each SQLite object.
-    Sqlite(BTreeSet<(String, String, String)>),
-    /// One line per PostgreSQL object or column.
-    Lines(BTreeSet<String>),
+    /// `type`, `name` and `sql` of each SQLite object, in that order (unit and record
+    /// separators between them), in one string: one value to read and compare.
+    Sqlite(String),
+    /// One line per PostgreSQL object or column, sorted, record separators between
+    /// them, in one string.
+    Postgres(String),
 }
 
 impl Snapshot {
@@ -28,21 +30,23 @@ impl Snapshot {
     pub(super) async fn take(conn: &mut DbConn) -> Result<Self, sqlx::Error> {
         Ok(match conn {
             DbConn::Sqlite(c) => Self::Sqlite(
-                sqlx::query_as(
-                    "SELECT type, name, coalesce(sql, '') FROM sqlite_schema \
-                     WHERE lower(substr(name, 1, 7)) <> 'sqlite_' \
-                       AND tbl_name <> 'refinery_schema_history'",
+                sqlx::query_scalar(
+                    "SELECT coalesce(group_concat(o, char(30)), '') FROM ( \
+                       SELECT type || char(31) || name || char(31) || coalesce(sql, '') AS o \
+                         FROM sqlite_schema \
+                        WHERE lower(substr(name, 1, 7)) <> 'sqlite_' \
+                          AND tbl_name <> 'refinery_schema_history' \
+                        ORDER BY type, name, sql)",
                 )
-                .fetch_all(&mut **c)
-                .await?
-                .into_iter()
-                .collect(),
+                .fetch_one(&mut **c)
+                .await?,
             ),
-            DbConn::Postgres(c) => Self::Lines(
+            DbConn::Postgres(c) => Self::Postgres(
                 sqlx::query_scalar(
                 // pg_attribute rather than information_schema.columns: the same facts,
                 // at a fraction of the cost on a schema of hundreds of tables.
-                "SELECT 'column ' || c.relname || '.' || a.attname || ' ' \
+                "SELECT coalesce(string_agg(line, chr(30) ORDER BY line COLLATE \"C\"), '') FROM ( \
+                 SELECT 'column ' || c.relname || '.' || a.attname || ' ' \
                         || format_type(a.atttypid, a.atttypmod) || ' ' \
                         || CASE WHEN a.attnotnull THEN 'NOT NULL' ELSE 'NULL' END || ' ' \
                         || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' \
@@ -65,12 +69,11 @@ impl Snapshot {
                  SELECT 'type ' || typname FROM pg_type \
                   WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') \
                  UNION ALL \
-                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema()",
+                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema() \
+                 ) AS lines (line)",
                 )
-                .fetch_all(&mut **c)
-                .await?
-                .into_iter()
-                .collect(),
+                .fetch_one(&mut **c)
+                .await?,
             ),
         })
     }
@@ -91,9 +94,23 @@ impl Snapshot {
     /// The schema as comparable lines: SQLite's tables and indexes as the schema module
     /// spells them (loaded into an in-memory database), its views and triggers as written.
     async fn lines(&self) -> Result<BTreeSet<String>, sqlx::Error> {
-        let objects = match self {
-            Self::Lines(lines) => return Ok(lines.clone()),
-            Self::Sqlite(objects) => objects,
+        let objects: Vec<(String, String, String)> = match self {
+            Self::Postgres(text) => {
+                return Ok(text
+                    .split('\u{1e}')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect());
+            }
+            Self::Sqlite(text) => text
+                .split('\u{1e}')
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    let mut parts = o.splitn(3, '\u{1f}').map(str::to_string);
+                    let mut next = || parts.next().unwrap_or_default();
+                    (next(), next(), next())
+                })
+                .collect(),
         };
         let mut memory = sqlx::SqliteConnection::connect("sqlite::memory:").await?;
         // A virtual table makes its shadow tables (`<name>_…`) itself.

@@ -35,7 +35,7 @@ pub use files::{MigrationFile, MigrationSet, dir_in};
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
-pub(crate) use run::{create_history_sql, lock};
+pub(crate) use run::{create_history_sql, lock, step_to};
 pub use scaffold::{check_new_name, scaffold, scaffold_variants};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,

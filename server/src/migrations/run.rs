@@ -48,6 +48,39 @@ pub async fn upgrade(
     // refinery is given what to apply, read once here: the history was checked above,
     // and reading it again for refinery would cost each run the whole history.
     let pending = status.to_apply(set, target);
+    apply(conn, set, pending).await
+}
+
+/// Brings a database this process built and alone uses (a scratch database of
+/// `db-check`, `db-schema`) to `version`, applying or rolling back what lies between:
+/// the history is trusted, only its newest version is read (one small query instead of
+/// the whole history per step of a long round trip).
+pub(crate) async fn step_to(
+    conn: &mut DbConn,
+    set: &MigrationSet,
+    version: i32,
+) -> Result<Outcome, MigrationError> {
+    let set = &set.for_engine(conn.kind());
+    let (newest, _) = newest(conn, version).await?;
+    let between =
+        |m: &&MigrationFile| m.version > newest.min(version) && m.version <= newest.max(version);
+    if version >= newest {
+        let pending: Vec<&MigrationFile> = set.migrations().iter().filter(between).collect();
+        return apply(conn, set, pending).await;
+    }
+    let to_revert: Vec<&MigrationFile> = set.migrations().iter().filter(between).rev().collect();
+    if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
+        return Err(MigrationError::NoDownScript(m.id()));
+    }
+    revert(conn, to_revert, version, true).await
+}
+
+/// Applies `pending`, in order, each in its own locked transaction through refinery.
+async fn apply(
+    conn: &mut DbConn,
+    set: &MigrationSet,
+    pending: Vec<&MigrationFile>,
+) -> Result<Outcome, MigrationError> {
     let runner = Runner::new(&pending.iter().map(|m| m.to_refinery()).collect::<Vec<_>>())
         .set_target(Target::Latest);
     let mut driver = RefineryDriver {
@@ -160,6 +193,17 @@ pub async fn downgrade(
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
         return Err(MigrationError::NoDownScript(m.id()));
     }
+    revert(conn, to_revert, to, !status.applied.is_empty()).await
+}
+
+/// Rolls back `to_revert`, newest first, each in its own locked transaction; at 0, drops
+/// the history table when there was one (`had_history`).
+async fn revert(
+    conn: &mut DbConn,
+    to_revert: Vec<&MigrationFile>,
+    to: i32,
+    had_history: bool,
+) -> Result<Outcome, MigrationError> {
     let mut outcome = Outcome::default();
     for migration in to_revert {
         let down = migration.down.as_deref().unwrap_or_default();
@@ -232,7 +276,7 @@ pub async fn downgrade(
         }
         outcome.changed.push(migration.id());
     }
-    if to == 0 && !status.applied.is_empty() {
+    if to == 0 && had_history {
         let mut tx = lock(conn).await?;
         if history(&mut tx).await?.is_empty() {
             tx.execute_script(&format!("DROP TABLE IF EXISTS {HISTORY_TABLE}"))
