@@ -6,9 +6,12 @@
 //! - [`writes`]: write transactions through the pool, through sqlx's defaults and through
 //!   raw SQLite, 1 to 64 writers;
 //! - [`backup`]: a backup under an unthrottled writer, against `cp`;
+//! - [`histories`]: `db-check` of a 350-migration history against applying and rolling
+//!   it back;
 //! - [`report`]: the Markdown section of `docs/benchmarks.md`, JSON and the SVG plot.
 
 mod backup;
+mod histories;
 mod load;
 mod process;
 mod readiness;

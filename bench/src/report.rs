@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 use crate::backup::BackupResult;
+use crate::histories::HistoryResult;
 use crate::readiness::ReadinessPoint;
 use crate::writes::WriteResult;
 
@@ -30,6 +31,8 @@ pub struct Report {
     pub writes: Vec<Engine<WritePoint>>,
     /// The backup, SQLite.
     pub backup: Option<BackupResult>,
+    /// A long history's `db-check` per engine.
+    pub histories: Vec<Engine<HistoryResult>>,
 }
 
 /// One engine's points.
@@ -135,6 +138,22 @@ impl Report {
                     target: "0 (0)",
                     measured: format!("{} ({})", p.ours.errors, p.ours.locked),
                     met: Some(p.ours.errors == 0),
+                });
+            }
+        }
+        for engine in &self.histories {
+            for h in &engine.points {
+                goals.push(Goal {
+                    what: format!(
+                        "{}: `db-check` ÷ (`db-upgrade` from empty + `db-downgrade --to 0`), {} migrations ({:.2} s ÷ {:.2} s)",
+                        engine.engine,
+                        h.migrations,
+                        h.check_secs,
+                        h.upgrade_secs + h.downgrade_secs
+                    ),
+                    target: "≤ 4",
+                    measured: format!("{:.2}", h.ratio()),
+                    met: Some(h.ratio() <= 4.0),
                 });
             }
         }

@@ -8,7 +8,7 @@ use sqlx::Connection;
 
 use crate::process::ServerProcess;
 use crate::report::{Engine, Report, WritePoint};
-use crate::{backup, progress, readiness, writes};
+use crate::{backup, histories, progress, readiness, writes};
 
 /// What `bench` was asked to do.
 pub struct Options {
@@ -70,6 +70,7 @@ pub async fn all(options: Options) -> Result<()> {
         readiness: Vec::new(),
         writes: Vec::new(),
         backup: None,
+        histories: Vec::new(),
     };
 
     progress("readiness, sqlite");
@@ -111,6 +112,26 @@ pub async fn all(options: Options) -> Result<()> {
     let database = dir.path().join("backup.db");
     backup::fill(&database, options.backup_mib)?;
     report.backup = Some(backup::measure(&database, dir.path()).await?);
+
+    progress(&format!(
+        "db-check of {} migrations, sqlite",
+        histories::MIGRATIONS
+    ));
+    report.histories.push(Engine {
+        engine: "sqlite",
+        points: vec![histories::measure(&sqlite("history.db"), dir.path()).await?],
+    });
+    if let Some(pg) = &postgres {
+        progress(&format!(
+            "db-check of {} migrations, postgres",
+            histories::MIGRATIONS
+        ));
+        let url = pg.create("history").await?;
+        report.histories.push(Engine {
+            engine: "postgres",
+            points: vec![histories::measure(&url, dir.path()).await?],
+        });
+    }
 
     if let Some(pg) = postgres {
         pg.drop_all().await;
