@@ -14,7 +14,10 @@ impl DbDowngrade {
         if !self.dry_run {
             project.guard_production("db-downgrade", self.destructive.force)?;
         }
-        let set = &project.migrations;
+        let set = &match self.accept_empty_down {
+            true => project.migrations.accepting_empty_downs(),
+            false => project.migrations.clone(),
+        };
         let pool = project.open(OpenMode::MustExist).await?;
         let status = migrations::status(&mut pool.acquire().await?, set).await?;
         status.ensure_compatible()?;
@@ -38,7 +41,7 @@ impl DbDowngrade {
         // Refused before anything is asked or backed up: one without a down script.
         if let Some(m) = planned.iter().find(|m| m.down.is_none()) {
             pool.close().await;
-            return Err(migrations::MigrationError::NoDownScript(m.id()).into());
+            return Err(migrations::MigrationError::no_down(m).into());
         }
         if self.dry_run {
             for m in &planned {

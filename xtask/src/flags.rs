@@ -149,6 +149,9 @@ pub struct DbDowngrade {
     /// Print the down scripts that would run and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Roll back a migration whose down script has no SQL statement (comments only) anyway: its history row is deleted and nothing else changes, so what it created stays.
+    #[arg(long)]
+    pub accept_empty_down: bool,
     /// Confirmation, production and safety-backup flags.
     #[command(flatten)]
     pub destructive: Destructive,

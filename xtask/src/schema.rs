@@ -60,7 +60,9 @@ impl DbSchema {
         if !self.force {
             self.refuse_hand_edits(project, &schema).await?;
         }
-        let only_for = schema.only_for();
+        // Engine variants make each engine's schema its own.
+        let variants = !self.from_db && project.migrations.has_variants();
+        let only_for = schema.only_for().or(variants.then(|| settings.url.kind()));
         let header = match only_for {
             None => HEADER.to_string(),
             Some(engine) => format!(
@@ -105,7 +107,11 @@ impl DbSchema {
                 }
             );
         } else if let Some(engine) = only_for {
-            note!("note: {file} is for {engine} only (enum types or extensions)");
+            let why = match variants {
+                true => "the migrations have engine variants",
+                false => "enum types or extensions",
+            };
+            note!("note: {file} is for {engine} only ({why})");
         }
         Ok(())
     }

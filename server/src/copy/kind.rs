@@ -162,14 +162,38 @@ impl Kind {
         }
     }
 
-    /// Whether a column of `self` can receive the values of a column of `source`. A
-    /// timestamp with and one without time zone take each other's values, read as UTC (a
-    /// SQLite-first project's `DATETIME` and its PostgreSQL set's `TIMESTAMPTZ`).
+    /// Whether a column of `self` can receive the values of a column of `source`: the
+    /// same family, or what one engine spells differently from the other (an engine
+    /// variant's `JSONB`, `UUID`, `DATE` or `TIMESTAMPTZ` against SQLite's `TEXT`;
+    /// `BOOLEAN` against `INTEGER`; `NUMERIC` against `REAL`; a timestamp with time zone
+    /// against one without, read as UTC). Each value is still checked as it is copied.
     pub fn accepts(&self, source: &Kind) -> bool {
         let timestamp = |k: &Kind| matches!(k, Self::Timestamp | Self::TimestampTz);
+        let text = |k: &Kind| matches!(k, Self::Text(_) | Self::Char(_) | Self::Other(_));
+        let spelled_as_text = |k: &Kind| {
+            matches!(
+                k,
+                Self::Json
+                    | Self::Uuid
+                    | Self::Timestamp
+                    | Self::TimestampTz
+                    | Self::Date
+                    | Self::Time
+                    | Self::Numeric(_)
+            )
+        };
         *self == Self::Any
             || *source == Self::Any
             || self.family() == source.family()
             || (timestamp(self) && timestamp(source))
+            || (spelled_as_text(self) && text(source))
+            || (text(self) && spelled_as_text(source))
+            || matches!(
+                (self, source),
+                (Self::Boolean, Self::Integer(_))
+                    | (Self::Integer(_), Self::Boolean)
+                    | (Self::Numeric(_), Self::Real(_))
+                    | (Self::Real(_), Self::Numeric(_))
+            )
     }
 }

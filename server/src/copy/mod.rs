@@ -256,6 +256,13 @@ pub async fn copy(
     };
     let result = async {
         let stepped = stepped?;
+        if stepped {
+            // The migrations put the session back as it was opened (their `RESET ALL`),
+            // the configured statement timeout included: the copy has none.
+            prepare(&mut target_conn, false)
+                .await
+                .map_err(CopyError::db(Side::Target))?;
+        }
         let mut snapshot = begin_snapshot(&mut source_conn)
             .await
             .map_err(CopyError::db(Side::Source))?;

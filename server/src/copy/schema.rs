@@ -235,8 +235,10 @@ pub async fn suspend_checks(on: Target<'_>, tables: &[&str]) -> Result<Vec<Strin
     Ok(restore)
 }
 
-/// Sets every sequence behind a PostgreSQL column (`serial`, identity) past the largest
-/// value copied, so the next insert does not collide with a copied id.
+/// Sets every sequence behind a PostgreSQL column (`serial`, identity) past the values
+/// copied — the largest for an ascending sequence, the smallest for a descending one —
+/// so the next insert does not collide with a copied id. A sequence whose copied values
+/// all lie before where it starts, or past its bound, is left as it is.
 pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), super::CopyError> {
     let err = super::CopyError::db(super::Side::Target);
     let columns: Vec<(String, String, String)> = sqlx::query_as(
@@ -250,14 +252,15 @@ pub async fn advance_sequences(c: &mut sqlx::PgConnection) -> Result<(), super::
     .await
     .map_err(&err)?;
     for (table, column, sequence) in columns {
-        // Past the largest copied value, unless that is below where the sequence starts
-        // (negative ids) or there is none; at the type's maximum it stays there.
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT setval($1::regclass, m.v, true) \
-             FROM (SELECT max({})::int8 AS v FROM {}) m, pg_sequence s \
-             WHERE s.seqrelid = $1::regclass AND m.v IS NOT NULL AND m.v >= s.seqmin",
-            quoted(&column),
-            quoted(&table)
+            "SELECT setval($1::regclass, v, true) FROM ( \
+               SELECT CASE WHEN s.seqincrement > 0 THEN m.hi ELSE m.lo END AS v, s.* \
+                 FROM (SELECT max({c})::int8 AS hi, min({c})::int8 AS lo FROM {t}) m, pg_sequence s \
+                WHERE s.seqrelid = $1::regclass) p \
+             WHERE v IS NOT NULL AND v BETWEEN seqmin AND seqmax \
+               AND CASE WHEN seqincrement > 0 THEN v >= seqstart ELSE v <= seqstart END",
+            c = quoted(&column),
+            t = quoted(&table)
         )))
         .bind(sequence)
         .execute(&mut *c)

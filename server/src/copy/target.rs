@@ -139,8 +139,10 @@ pub async fn target_state(
                 expected.last().map_or(0, |e| e.0)
             ),
             false => format!(
-                "has another migration history (version {}, applied migrations {what} do not have or have edited)",
-                history.current_version
+                "has another migration history (version {}, with applied migrations that {what} {} not have or {} edited)",
+                history.current_version,
+                if histories.separate { "do" } else { "does" },
+                if histories.separate { "have" } else { "has" },
             ),
         }));
     }

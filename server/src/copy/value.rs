@@ -86,7 +86,7 @@ pub enum Misfit {
     #[error("text containing a NUL character, which PostgreSQL cannot store")]
     Nul,
     /// Text longer than `varchar(n)`.
-    #[error("text {text} is longer than the column's {max} characters")]
+    #[error("text {text}, longer than the column's {max} characters,")]
     TooLong {
         /// The text, quoted.
         text: String,
@@ -142,6 +142,17 @@ pub fn fit(kind: &Kind, value: Value, target: DbKind) -> Result<Value, Misfit> {
             Ok(Value::Int(i))
         }
         (Kind::Real(bits), Value::Int(i)) => fit(&Kind::Real(*bits), Value::Real(i as f64), target),
+        // A numeric column's value (text) into a real column.
+        (Kind::Real(bits), Value::Text(s)) => {
+            let exact = normalize_decimal(&s).ok_or_else(|| Misfit::NotANumber(quote(&s)))?;
+            let f: f64 = exact.parse().map_err(|_| Misfit::NotANumber(quote(&s)))?;
+            // A decimal a double would round is refused, not rounded.
+            if normalize_decimal(&format!("{f}")).as_deref() != Some(exact.as_str()) {
+                return Err(Misfit::TooManyDigits(cut(&exact)));
+            }
+            fit(&Kind::Real(*bits), Value::Real(f), target)
+        }
+        (Kind::Integer(_), Value::Bool(b)) => Ok(Value::Int(i64::from(b))),
         (Kind::Real(bits), Value::Real(f)) => {
             if !pg && f.is_nan() {
                 return Err(Misfit::NanReal);

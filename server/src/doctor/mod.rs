@@ -167,7 +167,8 @@ async fn round_trip_from(
             continue;
         }
         if let Err(e) = migrations::step_to(&mut conn, set, migration.version - 1).await {
-            problems.push(format!("{id}.down.sql: fails: {e}"));
+            let file = migration.down_file.as_deref().unwrap_or_default();
+            problems.push(format!("{file}: fails: {e}"));
             // Rolled back with its transaction: the round trip goes on from here.
             if after
                 .differs(&Snapshot::take(&mut conn).await?)
@@ -184,7 +185,8 @@ async fn round_trip_from(
         let reverted = Snapshot::take(&mut conn).await?;
         if let Some((before, reverted)) = before.differs(&reverted).await? {
             problems.push(format!(
-                "{id}.down.sql does not fully revert {id}: {}",
+                "{} does not fully revert {id}: {}",
+                migration.down_file.as_deref().unwrap_or_default(),
                 differences(&before, &reverted, "leaves behind", "removes")
             ));
             go_on = Some(at + 1);

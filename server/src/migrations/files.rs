@@ -25,6 +25,9 @@ pub struct MigrationFile {
     pub up_file: String,
     /// The down script's file name, when there is one.
     pub down_file: Option<String>,
+    /// A down script of comments only (file name, text): no down script, unless the set
+    /// is [`MigrationSet::accepting_empty_downs`].
+    pub blank_down: Option<(String, String)>,
     pub(super) checksum: u64,
     /// refinery's view of it, made once (its name is parsed with a regex).
     refinery: Migration,
@@ -95,6 +98,38 @@ impl MigrationSet {
         Self {
             engine,
             files: Arc::clone(&self.files),
+        }
+    }
+
+    /// The same migrations, with each down script of comments only taken as a down
+    /// script that does nothing (`db-downgrade --accept-empty-down`): rolling such a
+    /// migration back deletes its history row only.
+    pub fn accepting_empty_downs(&self) -> MigrationSet {
+        let accept = |files: &[MigrationFile]| -> Vec<MigrationFile> {
+            files
+                .iter()
+                .cloned()
+                .map(|mut m| {
+                    if m.down.is_none()
+                        && let Some((file, text)) = m.blank_down.take()
+                    {
+                        m.down = Some(text);
+                        m.down_file = Some(file);
+                    }
+                    m
+                })
+                .collect()
+        };
+        let files = &self.files;
+        Self {
+            engine: self.engine,
+            files: Arc::new(Files {
+                by_engine: [accept(&files.by_engine[0]), accept(&files.by_engine[1])],
+                variants: files.variants,
+                errors: files.errors.clone(),
+                warnings: files.warnings.clone(),
+                notes: files.notes.clone(),
+            }),
         }
     }
 
@@ -180,6 +215,7 @@ impl MigrationSet {
                     down,
                     up_file: scripts.up_file,
                     down_file,
+                    blank_down: scripts.blank_down,
                     checksum: refinery.checksum(),
                     refinery,
                 });
@@ -524,6 +560,18 @@ mod tests {
             error.contains("V1__a.down.sql, V1__a.sqlite.down.sql: both revert V1__a on SQLite"),
             "{error}"
         );
+        // One finding per mistake: no second line that contradicts it.
+        let s = set(&[
+            ("V1__a.sql", "SELECT 1;"),
+            ("V1__a.down.sql", "SELECT 1;"),
+            ("V1__a.sqlite.down.sql", "SELECT 1;"),
+        ]);
+        assert_eq!(s.problems().len(), 1, "{:?}", s.problems());
+        let s = set(&[
+            ("V1__a.sqlite.sql", "SELECT 1;"),
+            ("V1__a.down.sql", "SELECT 1;"),
+        ]);
+        assert_eq!(s.problems().len(), 1, "{:?}", s.problems());
         let error = errors(&[("V1__a.mysql.sql", "SELECT 1;")]);
         assert!(
             error.contains("V1__a.mysql.sql: not a migration name"),

@@ -32,6 +32,16 @@ mod status;
 pub use baseline::baseline;
 pub use failure::{Resolution, resolve};
 pub use files::{MigrationFile, MigrationSet, dir_in};
+
+impl MigrationError {
+    /// Why `migration`, which has no usable down script, cannot be rolled back.
+    pub fn no_down(migration: &MigrationFile) -> Self {
+        match &migration.blank_down {
+            Some((file, _)) => Self::EmptyDownScript(migration.id(), file.clone()),
+            None => Self::NoDownScript(migration.id()),
+        }
+    }
+}
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
@@ -97,6 +107,11 @@ pub enum MigrationError {
     /// A rollback cannot run.
     #[error("cannot roll back {0}: it has no down script (migrations/{0}.down.sql)")]
     NoDownScript(String),
+    /// A rollback would do nothing: the down script has no statement.
+    #[error(
+        "cannot roll back {0}: its down script {1} has no SQL statement (comments only), so what {0} did would stay; write it, or pass --accept-empty-down to delete only its history row"
+    )]
+    EmptyDownScript(String, String),
     /// Another process changed the history while this command ran (e.g. rolled it back):
     /// the migration `step` was not applied, the ones before it stay as they are.
     #[error(

@@ -39,6 +39,9 @@ pub struct Scripts {
     pub up: String,
     /// The down script and its file name, if there is one.
     pub down: Option<(String, String)>,
+    /// A down script of comments only for a migration that does something, kept aside
+    /// (it is no down script): its file name and text.
+    pub blank_down: Option<(String, String)>,
 }
 
 /// What is wrong with a set, one line per finding.
@@ -100,7 +103,12 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
     }
     let mut checked = Vec::new();
     for (version, candidates) in ups {
+        let names: Vec<String> = candidates.iter().map(|e| e.name.clone()).collect();
         let Some(ups) = pick_ups(version, candidates, &mut findings.errors) else {
+            // Its down scripts belong to it: the error above is the one finding.
+            for name in names {
+                downs.remove(&(version, name));
+            }
             continue;
         };
         let name = ups[0].name.clone();
@@ -124,7 +132,17 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
                     "{file}: has no SQL statement (comments only); it is applied and recorded as a migration that changes nothing"
                 ));
             }
-            let mut down = pick_down(&id, engine, &down_entries, &mut findings.errors);
+            let Ok(mut down) = pick_down(&id, engine, &down_entries, &mut findings.errors) else {
+                // Two down scripts for this engine: reported once, as that.
+                scripts.push(Scripts {
+                    up_file: file,
+                    up: up.sql,
+                    down: None,
+                    blank_down: None,
+                });
+                continue;
+            };
+            let mut blank_down = None;
             // A down script of comments only reverts nothing: it must not pass as a
             // revert, unless its migration does nothing either.
             if let Some((down_file, _)) = down.as_ref().filter(|(_, sql)| is_blank_sql(sql)) {
@@ -135,7 +153,7 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
                     if !findings.warnings.contains(&warning) {
                         findings.warnings.push(warning);
                     }
-                    down = None;
+                    blank_down = down.take();
                 }
             } else if down.is_none() {
                 missing_downs.push(engine);
@@ -144,6 +162,7 @@ pub fn check_set(files: &[(String, String)]) -> (Vec<Checked>, Findings) {
                 up_file: file,
                 up: up.sql,
                 down,
+                blank_down,
             });
         }
         match missing_downs[..] {
@@ -238,13 +257,13 @@ fn pick_ups(version: i32, candidates: Vec<Entry>, errors: &mut Vec<String>) -> O
 }
 
 /// The down script `engine` runs for migration `id`: its variant, else the portable one.
-/// Both present is an error: which one reverts the migration would be a guess.
+/// Both present is an error (reported, `Err`): which one reverts it would be a guess.
 fn pick_down(
     id: &str,
     engine: usize,
     entries: &[Entry],
     errors: &mut Vec<String>,
-) -> Option<(String, String)> {
+) -> Result<Option<(String, String)>, ()> {
     let variant = entries.iter().find(|e| e.engine == Some(engine));
     let portable = entries.iter().find(|e| e.engine.is_none());
     match (variant, portable) {
@@ -253,10 +272,10 @@ fn pick_down(
                 "{}, {}: both revert {id} on {}; keep one",
                 p.file, v.file, ENGINE_NAMES[engine]
             ));
-            None
+            Err(())
         }
-        (Some(one), None) | (None, Some(one)) => Some((one.file.clone(), one.sql.clone())),
-        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Ok(Some((one.file.clone(), one.sql.clone()))),
+        (None, None) => Ok(None),
     }
 }
 

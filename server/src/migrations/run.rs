@@ -70,7 +70,7 @@ pub(crate) async fn step_to(
     }
     let to_revert: Vec<&MigrationFile> = set.migrations().iter().filter(between).rev().collect();
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
-        return Err(MigrationError::NoDownScript(m.id()));
+        return Err(MigrationError::no_down(m));
     }
     revert(conn, to_revert, version, true).await
 }
@@ -191,7 +191,7 @@ pub async fn downgrade(
     status.ensure_compatible()?;
     let to_revert = status.to_revert(set, to);
     if let Some(m) = to_revert.iter().find(|m| m.down.is_none()) {
-        return Err(MigrationError::NoDownScript(m.id()));
+        return Err(MigrationError::no_down(m));
     }
     revert(conn, to_revert, to, !status.applied.is_empty()).await
 }

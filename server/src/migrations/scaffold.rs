@@ -141,10 +141,12 @@ pub fn check_new_name(dir: &Path, name: &str) -> Result<(), MigrationError> {
         true => MigrationSet::from_dir(dir)?,
         false => MigrationSet::default(),
     };
+    // A new migration after a broken set would only add to it (a gap grows wider).
+    set.ensure_valid()?;
     if let Some(existing) = set.migrations().iter().find(|m| m.name == name) {
         return Err(MigrationError::Files(format!(
-            "a migration named `{name}` already exists: {}.sql; choose another name",
-            existing.id()
+            "a migration named `{name}` already exists: {}; choose another name",
+            existing.up_file
         )));
     }
     Ok(())

@@ -1596,7 +1596,9 @@ fn a_down_script_of_comments_only_is_no_down_script() {
     let run = project.xtask(&["db-downgrade", "-y"]);
     let line = run.code(1).error_line();
     assert!(
-        line.contains("V2__kept") && line.contains("no down script"),
+        line.contains("V2__kept")
+            && line.contains("V2__kept.down.sql has no SQL statement")
+            && line.contains("--accept-empty-down"),
         "{line}"
     );
     assert_eq!(history(&project).len(), 2, "nothing was reverted");
@@ -1607,6 +1609,29 @@ fn a_down_script_of_comments_only_is_no_down_script() {
         check.stdout,
         check.stderr
     );
+    // Accepted knowingly: the history row goes, the table stays.
+    let run = project.xtask(&["db-downgrade", "-y", "--no-backup", "--accept-empty-down"]);
+    run.ok();
+    assert!(run.stdout.contains("reverted V2__kept"), "{}", run.stdout);
+    assert_eq!(history(&project).len(), 1);
+    assert_eq!(
+        tests::sqlite(&project.db_path(), "SELECT count(*) FROM kept"),
+        ["0"]
+    );
+    if let Some(pg) = PgDatabase::create() {
+        let on_pg = [("DATABASE_URL", pg.url.as_str())];
+        project.xtask_with(&["db-init"], &on_pg).ok();
+        project
+            .xtask_with(
+                &["db-downgrade", "-y", "--no-backup", "--accept-empty-down"],
+                &on_pg,
+            )
+            .ok();
+        assert_eq!(
+            pg.execute("SELECT count(*) FROM refinery_schema_history"),
+            "1"
+        );
+    }
 }
 
 #[test]
