@@ -16,9 +16,11 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::url::mask_url;
 
-/// The pool's connect options for `url`, before pool-specific settings.
+/// The connect options for `url`, before pool-specific settings: no startup parameter
+/// beyond the usual ones (sqlx's `extra_float_digits`, which PostgreSQL 12 and later do
+/// not need to print floats exactly, is one PgBouncer's default configuration refuses).
 pub fn connect_options(url: &url::Url) -> Result<PgConnectOptions, sqlx::Error> {
-    PgConnectOptions::from_str(url.as_str())
+    Ok(PgConnectOptions::from_str(url.as_str())?.extra_float_digits(None))
 }
 
 /// The database name the URL selects, decoded (`x%20y` is `x y`; `?dbname=` wins).

@@ -13,6 +13,7 @@ mod disk;
 mod history;
 mod http;
 mod pg;
+mod pgbouncer;
 mod process;
 mod project;
 mod random;
@@ -27,6 +28,7 @@ pub use pg::{
     PgCluster, PgDatabase, hold_pg_lock, logging_pg_tools, path_with_only, pg_bin_dir, pg_command,
     postgres_admin_url, psql, which,
 };
+pub use pgbouncer::PgBouncer;
 pub use process::{Run, binary, run_with_deadline};
 pub use project::{Project, newest_backup, workspace_root};
 pub use random::random_below;

@@ -235,6 +235,12 @@ pub async fn copy(
         .acquire()
         .await
         .map_err(CopyError::from_db(Side::Target))?;
+    let source_before = timeouts(&mut source_conn)
+        .await
+        .map_err(CopyError::db(Side::Source))?;
+    let target_before = timeouts(&mut target_conn)
+        .await
+        .map_err(CopyError::db(Side::Target))?;
     prepare(&mut source_conn, true)
         .await
         .map_err(CopyError::db(Side::Source))?;
@@ -257,8 +263,8 @@ pub async fn copy(
     let result = async {
         let stepped = stepped?;
         if stepped {
-            // The migrations put the session back as it was opened (their `RESET ALL`),
-            // the configured statement timeout included: the copy has none.
+            // The migrations put the session back as it was opened, the configured
+            // statement timeout included: the copy has none.
             prepare(&mut target_conn, false)
                 .await
                 .map_err(CopyError::db(Side::Target))?;
@@ -288,8 +294,8 @@ pub async fn copy(
         }
     }
     .await;
-    restore(&mut source_conn, true).await;
-    restore(&mut target_conn, false).await;
+    restore(&mut source_conn, true, &source_before).await;
+    restore(&mut target_conn, false, &target_before).await;
     result
 }
 
@@ -309,9 +315,18 @@ async fn prepare(conn: &mut DbConn, source: bool) -> Result<(), sqlx::Error> {
     }
 }
 
-async fn restore(conn: &mut DbConn, source: bool) {
+/// The session's timeouts as they are (PostgreSQL), for [`restore`].
+async fn timeouts(conn: &mut DbConn) -> Result<String, sqlx::Error> {
+    match conn {
+        DbConn::Postgres(c) => crate::db::pg_timeouts(c).await,
+        DbConn::Sqlite(_) => Ok(String::new()),
+    }
+}
+
+/// Puts back what [`prepare`] changed: on PostgreSQL the timeouts `before` holds.
+async fn restore(conn: &mut DbConn, source: bool, before: &str) {
     let _ = match (conn.kind(), source) {
-        (DbKind::Postgres, _) => conn.execute_script("RESET ALL").await,
+        (DbKind::Postgres, _) => conn.execute_script(before).await,
         (DbKind::Sqlite, true) => conn.execute_script("PRAGMA query_only = OFF").await,
         (DbKind::Sqlite, false) => conn.execute_script("PRAGMA foreign_keys = ON").await,
     };
@@ -371,7 +386,7 @@ pub async fn empty_target(target: &DbPool) -> Result<(), CopyError> {
     }
     let emptied = transfer::empty_again(&mut conn).await;
     if sqlite {
-        restore(&mut conn, false).await;
+        restore(&mut conn, false, "").await;
     }
     emptied.map_err(CopyError::db(Side::Target))
 }

@@ -151,6 +151,12 @@ pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> Strin
         "57014" => text.push_str(
             "; raise databases.main.statement_timeout_ms (DATABASE_STATEMENT_TIMEOUT_MS) for long statements",
         ),
+        // duplicate_prepared_statement, invalid_sql_statement_name: this program's
+        // prepared statements live in one server session; a pooler in transaction mode
+        // hands each transaction to another.
+        "42P05" | "26000" if pg.message().contains("sqlx_s_") => text.push_str(
+            "; is a connection pooler in transaction mode (PgBouncer pool_mode = transaction) in between? this program needs session mode (pool_mode = session) or a direct connection",
+        ),
         _ => {}
     }
     one_line(&mask_url(&text))

@@ -284,20 +284,35 @@ impl DbTx<'_> {
     }
 }
 
-/// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts.
+/// The statement that sets the current values of the session's timeouts again: run after
+/// `RESET ALL` (which would drop them: the pool sets them after connecting, not as
+/// startup options, so that poolers such as PgBouncer take the connection).
+pub async fn pg_timeouts(conn: &mut sqlx::PgConnection) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(string_agg(format('SET %s = %L', name, setting), '; '), '') \
+           FROM pg_settings WHERE name IN \
+           ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout')",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts, set
+/// with `SET` once connected: startup parameters beyond the usual ones (`options`,
+/// `extra_float_digits`) are refused by PgBouncer's default configuration, or dropped
+/// by it when told to ignore them.
 async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, DbError> {
-    let millis = |d: Duration| d.as_millis().to_string();
-    let options = crate::pg::connect_options(url)?
-        .options([
-            ("statement_timeout", millis(settings.statement_timeout)),
-            ("lock_timeout", millis(settings.lock_timeout)),
-            // A session idle inside a transaction holds locks: bound it like a statement.
-            (
-                "idle_in_transaction_session_timeout",
-                millis(settings.statement_timeout),
-            ),
-        ])
-        .log_statements(echo_level(settings.echo));
+    let millis = |d: Duration| d.as_millis();
+    let session: Arc<str> = format!(
+        "SET statement_timeout = {}; SET lock_timeout = {}; \
+         SET idle_in_transaction_session_timeout = {}",
+        millis(settings.statement_timeout),
+        millis(settings.lock_timeout),
+        // A session idle inside a transaction holds locks: bound it like a statement.
+        millis(settings.statement_timeout),
+    )
+    .into();
+    let options = crate::pg::connect_options(url)?.log_statements(echo_level(settings.echo));
     // One direct connection first: its error is the real one ("connection refused",
     // "password authentication failed"), where the pool only reports that it timed out.
     let first = tokio::time::timeout(settings.connect_timeout, options.connect())
@@ -311,13 +326,19 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
             other => DbError::Driver(other),
         })?;
     let _ = first.close().await;
-    tokio::time::timeout(
-        settings.connect_timeout,
-        pool_options(settings).connect_with(options),
-    )
-    .await
-    .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
-    .map_err(DbError::from)
+    let pool = pool_options(settings).after_connect(move |conn, _| {
+        let session = Arc::clone(&session);
+        Box::pin(async move {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(session.to_string()))
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+    });
+    tokio::time::timeout(settings.connect_timeout, pool.connect_with(options))
+        .await
+        .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
+        .map_err(DbError::from)
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {

@@ -224,8 +224,9 @@ async fn revert(
                     return Ok(Step::Raced);
                 }
                 let result = async {
+                    let before = session_before(&mut tx).await?;
                     tx.execute_script(down).await?;
-                    reset_session(&mut tx).await?;
+                    reset_session(&mut tx, &before).await?;
                     tx.execute_script(&format!(
                         "DELETE FROM {HISTORY_TABLE} WHERE version = {}",
                         migration.version
@@ -500,10 +501,23 @@ async fn session_lock(conn: &mut DbConn, on: bool) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
-/// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`]).
-async fn reset_session(tx: &mut DbTx<'_>) -> Result<(), sqlx::Error> {
+/// What [`reset_session`] sets again after [`PG_RESET_SESSION`]: the session's timeouts
+/// as they are before a migration runs (empty on SQLite).
+async fn session_before(tx: &mut DbTx<'_>) -> Result<String, sqlx::Error> {
     match tx {
-        DbTx::Postgres(_) => tx.execute_script(PG_RESET_SESSION).await,
+        DbTx::Postgres(pg) => crate::db::pg_timeouts(pg).await,
+        DbTx::Sqlite(_) => Ok(String::new()),
+    }
+}
+
+/// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`], then
+/// the timeouts `before` holds).
+async fn reset_session(tx: &mut DbTx<'_>, before: &str) -> Result<(), sqlx::Error> {
+    match tx {
+        DbTx::Postgres(_) => {
+            tx.execute_script(&format!("{PG_RESET_SESSION}; {before}"))
+                .await
+        }
         DbTx::Sqlite(_) => Ok(()),
     }
 }
@@ -651,11 +665,18 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                         return Err(e);
                     }
                 }
+                let before = match session_before(&mut tx).await {
+                    Ok(before) => before,
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        return Err(e);
+                    }
+                };
                 for (i, query) in queries.iter().enumerate() {
                     // The migration's statements, then the session put back before its
                     // history row lands (in the right schema, under the right timeouts).
                     let result = match tx.execute_script(query).await {
-                        Ok(()) if i == 0 && migration.is_some() => reset_session(&mut tx)
+                        Ok(()) if i == 0 && migration.is_some() => reset_session(&mut tx, &before)
                             .await
                             .inspect_err(|_| *bookkeeping = true),
                         Ok(()) => Ok(()),
@@ -726,6 +747,7 @@ impl RefineryDriver<'_, '_> {
         }
         let result = async {
             let mut tx = lock(self.conn).await?;
+            let before = session_before(&mut tx).await?;
             for query in prelude
                 .iter()
                 .map(String::as_str)
@@ -733,7 +755,7 @@ impl RefineryDriver<'_, '_> {
             {
                 // Each migration starts from the session as it was opened.
                 let result = match tx.execute_script(query).await {
-                    Ok(()) => reset_session(&mut tx).await,
+                    Ok(()) => reset_session(&mut tx, &before).await,
                     Err(e) => Err(e),
                 };
                 if let Err(e) = result {

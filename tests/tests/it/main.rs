@@ -15,6 +15,7 @@ mod engines;
 mod faults;
 mod histories;
 mod notes;
+mod poolers;
 mod postgres_faults;
 mod restore;
 mod scheduled_backups;
