@@ -143,34 +143,56 @@ impl From<crate::db::DbError> for ApiError {
 
 /// The status and public message for a driver error.
 fn classify(error: &sqlx::Error) -> (Status, &'static str) {
-    const BUSY: (Status, &str) = (
+    let (status, message, _) = class_of(error);
+    (status, message)
+}
+
+/// The status, public message and metrics class (`db_errors{class}`) of a driver error.
+fn class_of(error: &sqlx::Error) -> (Status, &'static str, &'static str) {
+    const BUSY: (Status, &str, &str) = (
         Status::ServiceUnavailable,
         "the database is busy; retry shortly",
+        "busy",
     );
-    const SCHEMA: (Status, &str) = (
+    const SCHEMA: (Status, &str, &str) = (
         Status::ServiceUnavailable,
         "the database schema does not match this server",
+        "schema",
     );
+    const UNAVAILABLE: (Status, &str, &str) = (
+        Status::ServiceUnavailable,
+        "the database is unavailable",
+        "unavailable",
+    );
+    const INVALID: &str = "invalid";
     match error {
-        sqlx::Error::RowNotFound => (Status::NotFound, "not found"),
+        sqlx::Error::RowNotFound => (Status::NotFound, "not found", "not_found"),
         sqlx::Error::PoolTimedOut => BUSY,
         sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => (Status::ServiceUnavailable, "the database is unavailable"),
+        | sqlx::Error::WorkerCrashed => UNAVAILABLE,
         sqlx::Error::Database(db) => match db.kind() {
-            ErrorKind::UniqueViolation => (Status::Conflict, "conflicts with an existing record"),
+            ErrorKind::UniqueViolation => (
+                Status::Conflict,
+                "conflicts with an existing record",
+                "conflict",
+            ),
             ErrorKind::ForeignKeyViolation => (
                 Status::UnprocessableEntity,
                 "refers to a record that does not exist, or is still referred to",
+                INVALID,
             ),
-            ErrorKind::NotNullViolation => {
-                (Status::UnprocessableEntity, "a required value is missing")
-            }
+            ErrorKind::NotNullViolation => (
+                Status::UnprocessableEntity,
+                "a required value is missing",
+                INVALID,
+            ),
             ErrorKind::CheckViolation => (
                 Status::UnprocessableEntity,
                 "a value is outside what is allowed",
+                INVALID,
             ),
             _ => match db.code().as_deref() {
                 // SQLite BUSY/LOCKED and their extended codes; PostgreSQL lock timeout,
@@ -183,6 +205,7 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
                 Some(code) if code.starts_with("22") => (
                     Status::UnprocessableEntity,
                     "a value cannot be stored as given",
+                    INVALID,
                 ),
                 // A read-only database: a PostgreSQL standby (read_only_sql_transaction,
                 // or a hot standby cancelling for recovery), SQLite read-only file or
@@ -190,6 +213,7 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
                 Some("25006" | "8" | "264" | "520" | "776" | "1032" | "1288" | "1544") => (
                     Status::ServiceUnavailable,
                     "the database accepts no writes (read-only)",
+                    "read_only",
                 ),
                 // The schema is not the one this server was built for (a file replaced
                 // by an empty database, a table dropped): what `/health/db` reports too.
@@ -200,13 +224,11 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
                 {
                     SCHEMA
                 }
-                _ if crate::db::classify_incident(error).is_some() => {
-                    (Status::ServiceUnavailable, "the database is unavailable")
-                }
-                _ => (Status::InternalServerError, "internal error"),
+                _ if crate::db::classify_incident(error).is_some() => UNAVAILABLE,
+                _ => (Status::InternalServerError, "internal error", "internal"),
             },
         },
-        _ => (Status::InternalServerError, "internal error"),
+        _ => (Status::InternalServerError, "internal error", "internal"),
     }
 }
 
@@ -216,6 +238,7 @@ impl<'r> Responder<'r, 'static> for ApiError {
             // Errors that mean the database fails also fail readiness for a while.
             if let Some(db) = request.rocket().state::<Db>() {
                 db.note_error(cause);
+                db.metrics().error(class_of(cause).2);
             }
             let text = crate::db::describe_driver_error(cause, None);
             if self.status.code >= 500 {

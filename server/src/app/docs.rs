@@ -4,12 +4,12 @@ use rocket::{Build, Rocket};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::routes;
+use super::{metrics, routes};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "server", description = "Health endpoints of the server."),
-    paths(routes::live, routes::database),
+    paths(routes::live, routes::database, metrics::metrics),
     components(schemas(
         routes::Liveness,
         crate::health::DbHealth,

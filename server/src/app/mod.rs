@@ -4,12 +4,14 @@
 //! |---|---|
 //! | `database` | the `Db` pool fairing; migrations on ignite |
 //! | `routes` | `/health`, `/health/db` |
+//! | `metrics` | `/metrics`: Prometheus series from what the pool and readiness already measured |
 //! | `docs` | `/openapi.json` and `/docs` |
 //! | `api` | [`ApiError`]: database errors as statuses and JSON, for routes that use the database |
 
 mod api;
 mod database;
 mod docs;
+mod metrics;
 mod routes;
 
 use std::process::ExitCode;

@@ -73,6 +73,16 @@ pub async fn database(
     shared: &State<Arc<health::Coalesced>>,
 ) -> NoStore<DbHealth> {
     let report = health::ready(shared, db, &migrations.0, settings, backups.0.as_ref()).await;
+    let label = match report.status {
+        health::Status::Pass => "pass",
+        health::Status::Warn => "warn",
+        health::Status::Fail => "fail",
+    };
+    db.metrics().readiness(
+        label,
+        report.reason,
+        report.schema.as_ref().map(|s| s.applied_version),
+    );
     let status = match report.status {
         health::Status::Pass | health::Status::Warn => Status::Ok,
         health::Status::Fail => Status::ServiceUnavailable,
@@ -85,6 +95,6 @@ pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Health routes", |rocket| async {
         rocket
             .manage(Arc::new(health::Coalesced::default()))
-            .mount("/", routes![live, database])
+            .mount("/", routes![live, database, super::metrics::metrics])
     })
 }

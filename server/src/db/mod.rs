@@ -13,13 +13,14 @@
 mod drop_all;
 mod error;
 mod incidents;
+mod metrics;
 mod query;
 mod sqlite;
 mod write;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::pool::{PoolConnection, PoolOptions};
 use sqlx::postgres::{PgPool, Postgres};
@@ -37,6 +38,7 @@ pub use write::WriteTx;
 use crate::config::DbSettings;
 use crate::url::{DatabaseUrl, DbKind};
 use incidents::Incidents;
+pub use metrics::PoolMetrics;
 use sqlite::SqliteEngine;
 
 /// SQLite: the size the write-ahead log is truncated back to after a checkpoint
@@ -75,6 +77,7 @@ pub struct DbPool {
     engine: Arc<Engine>,
     max_connections: u32,
     incidents: Arc<Incidents>,
+    metrics: Arc<PoolMetrics>,
 }
 
 enum Engine {
@@ -114,6 +117,7 @@ impl DbPool {
             engine: Arc::new(engine),
             max_connections: settings.max_connections,
             incidents: Arc::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -127,6 +131,7 @@ impl DbPool {
 
     /// Takes a connection, waiting at most the configured acquire timeout.
     pub async fn acquire(&self) -> Result<DbConn, DbError> {
+        let started = Instant::now();
         let conn = match &*self.engine {
             Engine::Sqlite(engine) => engine
                 .current()
@@ -137,6 +142,9 @@ impl DbPool {
                 .map(DbConn::Sqlite),
             Engine::Postgres(pool) => pool.acquire().await.map(DbConn::Postgres),
         };
+        let timed_out = matches!(conn, Err(sqlx::Error::PoolTimedOut));
+        self.metrics
+            .acquired(started.elapsed().as_secs_f64(), timed_out);
         conn.map_err(|e| {
             self.note_error(&e);
             DbError::Driver(e)
@@ -151,10 +159,17 @@ impl DbPool {
     /// the pool. On PostgreSQL it is a pooled connection's transaction. Run queries on
     /// `&mut tx`, then `tx.commit()`; dropped without a commit, it rolls back.
     pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
+        let started = Instant::now();
         let tx = match &*self.engine {
-            Engine::Sqlite(engine) => engine.current().await?.writer.begin().await,
+            Engine::Sqlite(engine) => {
+                let _queued = self.metrics.queued();
+                engine.current().await?.writer.begin().await
+            }
             Engine::Postgres(pool) => pool.begin().await.map(WriteTx::postgres),
         };
+        let timed_out = matches!(tx, Err(sqlx::Error::PoolTimedOut));
+        self.metrics
+            .acquired(started.elapsed().as_secs_f64(), timed_out);
         tx.map_err(|e| {
             self.note_error(&e);
             DbError::Driver(e)
@@ -190,6 +205,11 @@ impl DbPool {
             max: self.max_connections,
             reopened,
         }
+    }
+
+    /// The pool's measurements, for `/metrics`.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
     }
 
     /// Waits for connections in use to come back, then closes all of them.

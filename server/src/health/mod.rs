@@ -66,6 +66,9 @@ pub struct DbHealth {
     /// Why the check failed; never a path or a credential.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The kind of problem `output` describes (`none` without one), for `/metrics`.
+    #[serde(skip)]
+    pub reason: &'static str,
 }
 
 /// Free space on the file system of a SQLite database.
@@ -106,6 +109,7 @@ pub async fn ready(
             disk: None,
             backup: None,
             output: Some(timed_out(settings)),
+            reason: "timeout",
         },
     }
 }
@@ -136,26 +140,32 @@ pub async fn check(
     let timeout = settings.health_timeout;
     let started = Instant::now();
     let result = tokio::time::timeout(timeout, async {
-        let mut conn = pool.acquire().await.map_err(|e| describe(&e))?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| ("unavailable", describe(&e)))?;
         let failed = |e: &sqlx::Error| {
             pool.note_error(e);
-            describe_driver(e)
+            ("database_error", describe_driver(e))
         };
         if conn.accepts_writes().await.map_err(|e| failed(&e))? == Some(false) {
-            return Err("the database accepts no writes (read-only)".to_string());
+            return Err((
+                "read_only",
+                "the database accepts no writes (read-only)".to_string(),
+            ));
         }
         migrations::status(&mut conn, set)
             .await
             .map_err(|e| match e {
                 MigrationError::Db(e) => failed(&e),
-                _ => "cannot read the migration history".into(),
+                _ => ("history", "cannot read the migration history".into()),
             })
     })
     .await;
     let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
     let mut schema_note = None;
     let (schema, output) = match result {
-        Err(_) => (None, Some(timed_out(settings))),
+        Err(_) => (None, Some(("timeout", timed_out(settings)))),
         Ok(Err(output)) => (None, Some(output)),
         Ok(Ok(status)) => {
             let output = match status.state {
@@ -163,24 +173,33 @@ pub async fn check(
                 SchemaState::Ahead if status.ahead_by_newer_only(set) => {
                     schema_note = Some((
                         Status::Warn,
+                        "schema_ahead_compatible",
                         "database schema is ahead of this binary (a newer release migrated it)"
                             .to_string(),
                     ));
                     None
                 }
                 SchemaState::UpToDate => None,
-                SchemaState::Pending => Some(format!(
-                    "{} migration(s) not applied; run `cargo xtask db-upgrade`",
-                    status.pending.len()
+                SchemaState::Pending => Some((
+                    "schema_pending",
+                    format!(
+                        "{} migration(s) not applied; run `cargo xtask db-upgrade`",
+                        status.pending.len()
+                    ),
                 )),
-                SchemaState::Ahead => Some("database schema is ahead of this binary".into()),
-                SchemaState::Diverged => {
-                    Some("an applied migration differs from this binary's copy".into())
-                }
-                SchemaState::Failed => Some(
+                SchemaState::Ahead => Some((
+                    "schema_ahead",
+                    "database schema is ahead of this binary".into(),
+                )),
+                SchemaState::Diverged => Some((
+                    "schema_diverged",
+                    "an applied migration differs from this binary's copy".into(),
+                )),
+                SchemaState::Failed => Some((
+                    "migration_failed",
                     "a migration failed part-way outside a transaction; see `cargo xtask db-status`"
                         .into(),
-                ),
+                )),
             };
             let schema = SchemaHealth {
                 state: status.state,
@@ -198,26 +217,27 @@ pub async fn check(
     let incident = pool.recent_incident().map(|(age, reason)| {
         (
             Status::Fail,
+            "incident",
             format!("requests hit an error {} s ago: {reason}", age.as_secs()),
         )
     });
     let (backup, backup_problem) = match backups.map(Schedule::health) {
-        Some((health, problem)) => (Some(health), problem.map(|p| (Status::Warn, p))),
+        Some((health, problem)) => (Some(health), problem.map(|p| (Status::Warn, "backup", p))),
         None => (None, None),
     };
     // The worst problem wins; the probe's own failure first among equals.
-    let (status, output) = [
-        output.map(|o| (Status::Fail, o)),
-        file_problem,
+    let (status, reason, output) = [
+        output.map(|(reason, o)| (Status::Fail, reason, o)),
+        file_problem.map(|(status, problem)| (status, "file", problem)),
         incident,
         backup_problem,
         schema_note,
     ]
     .into_iter()
     .flatten()
-    .min_by_key(|(status, _)| *status != Status::Fail)
-    .map_or((Status::Pass, None), |(status, problem)| {
-        (status, Some(problem))
+    .min_by_key(|(status, ..)| *status != Status::Fail)
+    .map_or((Status::Pass, "none", None), |(status, reason, problem)| {
+        (status, reason, Some(problem))
     });
     DbHealth {
         status,
@@ -228,6 +248,7 @@ pub async fn check(
         disk,
         backup,
         output,
+        reason,
     }
 }
 

@@ -14,6 +14,7 @@ mod docs;
 mod engines;
 mod faults;
 mod histories;
+mod metrics;
 mod notes;
 mod poolers;
 mod postgres_faults;
