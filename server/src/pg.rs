@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -159,7 +159,18 @@ pub async fn run_tool_with_input(
     input: Option<Box<dyn Read + Send>>,
 ) -> Result<(), ToolError> {
     let env = tool_env(url).map_err(|e| ToolError(mask_url(&e.to_string())))?;
-    let mut command = Command::new(tool);
+    // The tool dies with this process, even by SIGKILL: a parent-death signal set by
+    // util-linux's `setpriv` before it becomes the tool (same pid). Without `setpriv`,
+    // the tool still stops at its next write to the pipe this process no longer reads.
+    let mut command = match (&*SETPRIV, on_path(tool)) {
+        (Some(setpriv), Some(resolved)) => {
+            let mut command = Command::new(setpriv);
+            command.args(["--pdeathsig", "KILL", "--"]).arg(resolved);
+            command
+        }
+        // A missing tool is reported as such when it is spawned.
+        _ => Command::new(tool),
+    };
     command.arg("--no-password").args(args);
     // Only the pool's settings: no libpq variable of the caller's shell (PGHOSTADDR,
     // PGSERVICE, ...) may point a tool at another server than the pool's.
@@ -175,6 +186,17 @@ pub async fn run_tool_with_input(
     tokio::task::spawn_blocking(move || collect(tool, &shared, output, input))
         .await
         .map_err(|e| ToolError(format!("{tool}: {e}")))?
+}
+
+/// util-linux's `setpriv`, when on `PATH`: it sets the parent-death signal of the tools.
+static SETPRIV: LazyLock<Option<std::path::PathBuf>> = LazyLock::new(|| on_path("setpriv"));
+
+/// The first `program` on this process's `PATH`.
+fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Kills the tool, unless it has been reaped already, when the caller's future is

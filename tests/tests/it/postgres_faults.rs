@@ -469,3 +469,59 @@ fn a_scratch_database_whose_owner_is_alive_is_never_dropped() {
     psql(&admin, &format!("DROP DATABASE IF EXISTS {name}")).unwrap();
     assert_eq!(left, "0", "a dead run's scratch was not swept");
 }
+
+#[test]
+fn a_killed_command_takes_its_pg_dump_with_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.xtask(&["db-init"]).ok();
+    // A pg_dump that answers --version, then takes its time like one on a big database.
+    let tools = tempfile::tempdir().unwrap();
+    let pid_file = tools.path().join("pg_dump.pid");
+    let fake = tools.path().join("pg_dump");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in --version) echo 'pg_dump (PostgreSQL) 15'; exit 0;; esac\n\
+             echo $$ > '{}'\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = std::env::join_paths(std::iter::once(tools.path().to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut command = project.command("xtask");
+    command
+        .args(["db-backup"])
+        .env("PATH", path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut xtask = command.spawn().unwrap();
+    let started = tests::poll_until(Duration::from_secs(20), || pid_file.exists());
+    assert!(started, "pg_dump never started");
+    std::thread::sleep(Duration::from_millis(100));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    xtask.kill().unwrap();
+    xtask.wait().unwrap();
+    // Gone, or a zombie waiting for its new parent to reap it: not running on.
+    let gone = tests::poll_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    });
+    if !gone {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    assert!(gone, "pg_dump ({pid}) ran on after its command was killed");
+}
