@@ -77,7 +77,7 @@ impl DbCheck {
         if settings.url.kind() == server::url::DbKind::Postgres {
             for m in project.migrations.migrations() {
                 for (line, risk) in migrations::lock_risks(&m.up) {
-                    note!("note: {}.sql: line {line}: {risk}", m.id());
+                    note!("note: {}: line {line}: {risk}", m.up_file);
                 }
             }
         }

@@ -127,6 +127,13 @@ impl DbMigrate {
             say!("created {}", project.display(path));
         }
         note!("{scope}");
+        // What would lock a table with rows, or break the previous release, on PostgreSQL.
+        if engine == DbKind::Postgres {
+            let written = std::fs::read_to_string(&up_path).unwrap_or_default();
+            for (line, risk) in migrations::lock_risks(&written) {
+                note!("note: {}: line {line}: {risk}", project.display(&up_path));
+            }
+        }
         for what in &generated.destructive {
             note!(
                 "left commented out (destructive): {what}; pass --allow-destructive to generate it"

@@ -1,13 +1,25 @@
 //! What a migration does that locks a PostgreSQL table under traffic, or breaks the
 //! previous release during a rolling deploy (the rules squawk and strong_migrations
 //! apply). Notes, not errors: on an empty or small table each is fine, and SQLite locks
-//! the whole database for any write anyway.
+//! the whole database for any write anyway. A statement whose previous line is
+//! [`LOCK_OK`] is accepted knowingly.
 
 use super::naming::statements;
 
+/// The comment that accepts the statement on the next line (`-- db: lock-ok: small table`).
+pub const LOCK_OK: &str = "-- db: lock-ok";
+
 /// `(line, what)` for each statement of `sql` that would lock or break, skipping tables
-/// the same script creates (they hold no rows yet).
+/// the same script creates (they hold no rows yet) and statements accepted with
+/// [`LOCK_OK`] on the line before.
 pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
+    let lines: Vec<&str> = sql.lines().collect();
+    let accepted = |line: usize| {
+        line >= 2
+            && lines
+                .get(line - 2)
+                .is_some_and(|l| l.trim_start().starts_with(LOCK_OK))
+    };
     let all = statements(sql);
     let created: Vec<&str> = all
         .iter()
@@ -70,8 +82,60 @@ pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
             ["ALTER", "TABLE", ..] if has(&["RENAME"]) || has(&["DROP", "COLUMN"]) => Some(
                 "renaming or dropping a column breaks the previous release while a rolling deploy runs both; stop using it in one release, drop it in a later one",
             ),
+            ["ALTER", "TABLE", ..] if has(&["CHECK"]) && !has(&["NOT", "VALID"]) => Some(
+                "a `CHECK` constraint added without `NOT VALID` scans the table while it blocks writes; add it `NOT VALID` and `VALIDATE CONSTRAINT` it in a later migration",
+            ),
+            ["ALTER", "TABLE", ..]
+                if (has(&["ADD", "UNIQUE"])
+                    || has(&["ADD", "PRIMARY", "KEY"])
+                    || (has(&["ADD", "CONSTRAINT"])
+                        && (has(&["UNIQUE"]) || has(&["PRIMARY", "KEY"]))))
+                    && !has(&["USING", "INDEX"]) =>
+            {
+                Some(
+                    "a `UNIQUE` or primary key constraint builds its index while it blocks writes; `CREATE UNIQUE INDEX CONCURRENTLY` first (in a `-- db: no-transaction` migration), then `ADD CONSTRAINT … USING INDEX`",
+                )
+            }
+            ["ALTER", "TABLE", ..]
+                if has(&["ADD"])
+                    && has(&["DEFAULT"])
+                    && [
+                        "RANDOM",
+                        "GEN_RANDOM_UUID",
+                        "CLOCK_TIMESTAMP",
+                        "UUID_GENERATE_V4",
+                        "NEXTVAL",
+                    ]
+                    .iter()
+                    .any(|f| w.contains(f)) =>
+            {
+                Some(
+                    "a new column whose default is volatile (`random()`, `gen_random_uuid()`, `clock_timestamp()`) rewrites the table under an exclusive lock; add it without a default, set the default, and backfill in batches",
+                )
+            }
+            ["DROP", "TABLE", ..] => Some(
+                "dropping a table breaks the previous release while a rolling deploy runs both; stop using it in one release, drop it in a later one",
+            ),
+            ["DROP", "INDEX", ..] if !has(&["CONCURRENTLY"]) => Some(
+                "`DROP INDEX` without `CONCURRENTLY` blocks reads and writes of its table; use `DROP INDEX CONCURRENTLY` in a `-- db: no-transaction` migration",
+            ),
+            ["REINDEX", ..] if !has(&["CONCURRENTLY"]) => Some(
+                "`REINDEX` without `CONCURRENTLY` blocks writes while it rebuilds; use `REINDEX … CONCURRENTLY` in a `-- db: no-transaction` migration",
+            ),
+            ["VACUUM", ..] if has(&["FULL"]) => Some(
+                "`VACUUM FULL` rewrites the table under an exclusive lock, blocking reads and writes",
+            ),
+            ["CLUSTER", ..] => Some(
+                "`CLUSTER` rewrites the table under an exclusive lock, blocking reads and writes",
+            ),
+            ["LOCK", ..] => Some(
+                "`LOCK TABLE` holds the lock until the migration commits, blocking the traffic it conflicts with",
+            ),
             _ => None,
         };
+        if accepted(statement.line) {
+            continue;
+        }
         if let Some(risk) = risk {
             out.push((statement.line, risk));
         }
@@ -102,5 +166,18 @@ mod tests {
             [2, 3, 4, 5, 6]
         );
         assert!(lines("ALTER TABLE a ADD COLUMN c INT NOT NULL DEFAULT 0;\nALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES p (id) NOT VALID;").is_empty());
+        assert_eq!(
+            lines(
+                "ALTER TABLE a ADD CONSTRAINT c CHECK (b > 0);\nALTER TABLE a ADD CONSTRAINT u UNIQUE (b);\nALTER TABLE a ADD COLUMN u UUID DEFAULT gen_random_uuid();\nDROP TABLE old;\nDROP INDEX a_b;\nREINDEX TABLE a;\nVACUUM FULL a;\nCLUSTER a;\nLOCK TABLE a;"
+            ),
+            [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        );
+        // The safe rewrites, and a statement accepted knowingly on the line before.
+        assert!(
+            lines(
+                "ALTER TABLE a ADD CONSTRAINT c CHECK (b > 0) NOT VALID;\nALTER TABLE a VALIDATE CONSTRAINT c;\nALTER TABLE a ADD CONSTRAINT u UNIQUE USING INDEX a_u;\nALTER TABLE a ADD COLUMN t TIMESTAMPTZ DEFAULT now();\n-- db: no-transaction\nDROP INDEX CONCURRENTLY a_b;\n-- db: lock-ok: a has ten rows\nCREATE INDEX a_c ON a (c);"
+            )
+            .is_empty()
+        );
     }
 }
