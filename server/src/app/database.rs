@@ -162,7 +162,7 @@ async fn prepare(
     let mut conn = db.acquire().await?;
     let status = migrations::status(&mut conn, set).await?;
     // An older release during a rolling deploy: the newer one migrated ahead of it.
-    if status.ahead_by_newer_only(set) {
+    if settings.serve_newer_schema && status.ahead_by_newer_only(set) {
         rocket::warn!(
             "the database is at version {}, ahead of this binary's V{}: a newer release migrated it; serving with the schema as it is",
             status.applied.last().map_or(0, |a| a.version),

@@ -23,6 +23,7 @@ pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
     "health_timeout_ms",
     "echo",
     "migrate_on_start",
+    "serve_newer_schema",
     "backup_dir",
     "disk_free_min_mb",
     "backup_interval_secs",
@@ -59,6 +60,10 @@ pub struct DbSettings {
     pub echo: bool,
     /// Apply pending migrations when the server starts.
     pub migrate_on_start: bool,
+    /// Serve a database a newer release migrated ahead (every migration of this binary
+    /// applied unchanged, newer ones besides): the rolling-deploy default. `false` makes
+    /// such a database fail startup and readiness like any other ahead one.
+    pub serve_newer_schema: bool,
     /// Where backups go.
     pub backup_dir: PathBuf,
     /// SQLite: `/health/db` warns when its file system has less free space than this.
@@ -115,6 +120,8 @@ pub(super) struct RawDbSettings {
     echo: bool,
     #[serde(default = "defaults::migrate_on_start")]
     migrate_on_start: bool,
+    #[serde(default = "defaults::serve_newer_schema")]
+    serve_newer_schema: bool,
     #[serde(default)]
     backup_dir: Option<String>,
     #[serde(default = "defaults::disk_free_min_mb")]
@@ -160,6 +167,9 @@ mod defaults {
         800
     }
     pub fn migrate_on_start() -> bool {
+        true
+    }
+    pub fn serve_newer_schema() -> bool {
         true
     }
     pub fn disk_free_min_mb() -> u64 {
@@ -354,6 +364,7 @@ impl DbSettings {
             health_timeout: Duration::from_millis(raw.health_timeout_ms),
             echo: raw.echo,
             migrate_on_start: raw.migrate_on_start,
+            serve_newer_schema: raw.serve_newer_schema,
             backup_dir: backup_dir.clone(),
             disk_free_min_bytes: raw.disk_free_min_mb << 20,
             backup_interval: (raw.backup_interval_secs > 0)

@@ -170,7 +170,9 @@ pub async fn check(
         Ok(Ok(status)) => {
             let output = match status.state {
                 // A newer release of a rolling deploy migrated ahead: this one still serves.
-                SchemaState::Ahead if status.ahead_by_newer_only(set) => {
+                SchemaState::Ahead
+                    if settings.serve_newer_schema && status.ahead_by_newer_only(set) =>
+                {
                     schema_note = Some((
                         Status::Warn,
                         "schema_ahead_compatible",

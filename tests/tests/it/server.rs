@@ -153,6 +153,19 @@ fn starts_without_migrating_when_a_newer_release_migrated_the_database_ahead() {
     assert_eq!(body["status"], "warn", "{body}");
     assert!(server.output().contains("a newer release migrated it"));
     assert!(!server.output().contains("panicked"));
+    drop(server);
+    // Teams that want such a database refused say so.
+    let refused = project
+        .server_until_exit(&[("DATABASE_SERVE_NEWER_SCHEMA", "false")])
+        .expect("the server exits");
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .error_line()
+            .contains("the database is ahead of this code"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]
