@@ -19,8 +19,70 @@ use crate::url::mask_url;
 /// The connect options for `url`, before pool-specific settings: no startup parameter
 /// beyond the usual ones (sqlx's `extra_float_digits`, which PostgreSQL 12 and later do
 /// not need to print floats exactly, is one PgBouncer's default configuration refuses).
+///
+/// A URL that lists several hosts gives the first one's options; [`hosts`] lists them
+/// all and [`connect_options_at`] gives another's.
 pub fn connect_options(url: &url::Url) -> Result<PgConnectOptions, sqlx::Error> {
-    Ok(PgConnectOptions::from_str(url.as_str())?.extra_float_digits(None))
+    // What sqlx does not read: the host list and libpq's `target_session_attrs`.
+    let several = hosts(url).len() > 1;
+    let mut plain = url.clone();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| {
+            k != "target_session_attrs" && !(several && (k == "host" || k == "port"))
+        })
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    plain.set_query(None);
+    if !kept.is_empty() {
+        plain.query_pairs_mut().extend_pairs(kept);
+    }
+    Ok(PgConnectOptions::from_str(plain.as_str())?.extra_float_digits(None))
+}
+
+/// The hosts of a URL that lists several (`postgres://u@h1:5432,h2:5433/db`, libpq's
+/// failover list), in order; one entry otherwise.
+pub fn hosts(url: &url::Url) -> Vec<(String, u16)> {
+    let param = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    match param("host").filter(|h| h.contains(',')) {
+        Some(list) => {
+            let ports: Vec<u16> = param("port")
+                .unwrap_or_default()
+                .split(',')
+                .map(|p| p.parse().unwrap_or(5432))
+                .collect();
+            list.split(',')
+                .enumerate()
+                .map(|(i, host)| {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    (host.to_string(), ports.get(i).copied().unwrap_or(5432))
+                })
+                .collect()
+        }
+        None => vec![(
+            url.host_str().unwrap_or_default().to_string(),
+            url.port().unwrap_or(5432),
+        )],
+    }
+}
+
+/// Whether the URL asks for a server that accepts writes (`target_session_attrs=read-write`,
+/// as libpq spells it): of several hosts, the first writable one is used.
+pub fn wants_read_write(url: &url::Url) -> bool {
+    url.query_pairs()
+        .any(|(k, v)| k == "target_session_attrs" && v == "read-write")
+}
+
+/// The connect options for `host` of a URL's host list.
+pub fn connect_options_at(
+    url: &url::Url,
+    (host, port): &(String, u16),
+) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(connect_options(url)?.host(host).port(*port))
 }
 
 /// The database name the URL selects, decoded (`x%20y` is `x y`; `?dbname=` wins).
@@ -80,6 +142,18 @@ pub fn tool_env(url: &url::Url) -> Result<Vec<(&'static str, String)>, sqlx::Err
     }
     if let Some(opts) = options.get_options() {
         env.push(("PGOPTIONS", opts.to_string()));
+    }
+    // Several hosts: libpq tries them in order, as the pool does.
+    let list = hosts(url);
+    if list.len() > 1 {
+        let names: Vec<&str> = list.iter().map(|(h, _)| h.as_str()).collect();
+        let ports: Vec<String> = list.iter().map(|(_, p)| p.to_string()).collect();
+        env.retain(|(var, _)| *var != "PGHOST" && *var != "PGPORT");
+        env.push(("PGHOST", names.join(",")));
+        env.push(("PGPORT", ports.join(",")));
+    }
+    if wants_read_write(url) {
+        env.push(("PGTARGETSESSIONATTRS", "read-write".to_string()));
     }
     // sqlx keeps the password and certificate paths private; its lossy URL carries them
     // (percent-encoded again), so decode once more.

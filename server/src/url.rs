@@ -121,6 +121,7 @@ const PG_PARAMETERS: &[&str] = &[
     "password",
     "application_name",
     "options",
+    "target_session_attrs",
 ];
 
 /// The canonical name of a PostgreSQL URL parameter (`ssl-mode` is `sslmode`).
@@ -145,7 +146,8 @@ impl DatabaseUrl {
             return Self::parse_sqlite(rest, root);
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            let url = url::Url::parse(raw).map_err(|e| UrlError::Malformed(e.to_string()))?;
+            let raw = host_list_in_query(raw)?;
+            let url = url::Url::parse(&raw).map_err(|e| UrlError::Malformed(e.to_string()))?;
             let mut seen = std::collections::BTreeSet::new();
             for (name, _) in url.query_pairs() {
                 if !PG_PARAMETERS.contains(&&*name) {
@@ -371,6 +373,66 @@ pub(crate) fn percent_decode_lossy(text: &str) -> String {
 /// `0x7f.0.0.1`, `2130706433`, as `inet_aton` reads them) spelt as a dotted quad, in the
 /// host and in `?host=`: sqlx takes such a host for a DNS name, which its TLS handshake
 /// (`sslmode=prefer`, the default) then refuses as invalid.
+/// A URL that lists several hosts (`postgres://u@h1:5432,h2:5433/db`, as libpq accepts
+/// for failover) in the form the URL parser takes: the first host in the authority and
+/// the whole list in libpq's `?host=h1,h2&port=5432,5433`. Other URLs as they are.
+fn host_list_in_query(raw: &str) -> Result<std::borrow::Cow<'_, str>, UrlError> {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return Ok(raw.into());
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, authority),
+    };
+    if !hosts.contains(',') {
+        return Ok(raw.into());
+    }
+    let mut names = Vec::new();
+    let mut ports = Vec::new();
+    for host in hosts.split(',') {
+        // `[::1]:5432`, `host:5432` or `host`.
+        let (name, port) = match host.strip_prefix('[') {
+            Some(v6) => {
+                let (name, tail) = v6.split_once(']').ok_or_else(|| {
+                    UrlError::Malformed(format!("unclosed `[` in the host list: {host}"))
+                })?;
+                (format!("[{name}]"), tail.strip_prefix(':').unwrap_or(""))
+            }
+            None => match host.split_once(':') {
+                Some((name, port)) => (name.to_string(), port),
+                None => (host.to_string(), ""),
+            },
+        };
+        if name.is_empty() {
+            return Err(UrlError::Malformed(
+                "an empty host in the host list".to_string(),
+            ));
+        }
+        if !port.is_empty() && port.parse::<u16>().is_err() {
+            return Err(UrlError::Malformed(format!(
+                "invalid port `{port}` in the host list"
+            )));
+        }
+        names.push(name);
+        ports.push(if port.is_empty() { "5432" } else { port }.to_string());
+    }
+    let at = userinfo.map_or(String::new(), |u| format!("{u}@"));
+    let (path, query) = match after.split_once('?') {
+        Some((path, query)) => (path, format!("?{query}&")),
+        None => (after, "?".to_string()),
+    };
+    Ok(format!(
+        "{scheme}://{at}{}:{}{path}{query}host={}&port={}",
+        names[0],
+        ports[0],
+        names.join(","),
+        ports.join(",")
+    )
+    .into())
+}
+
 fn with_dotted_ipv4(mut url: url::Url) -> url::Url {
     if let Some(ip) = url.host_str().and_then(ipv4_shorthand) {
         // A host that is a valid dotted quad can always replace another host.
@@ -624,5 +686,36 @@ mod tests {
         let root = Path::new(std::ffi::OsStr::from_bytes(b"/srv/caf\xe9"));
         let err = DatabaseUrl::parse("sqlite://app.db", root).unwrap_err();
         assert!(matches!(err, UrlError::NotUtf8 { .. }), "{err}");
+    }
+    #[test]
+    fn a_host_list_is_kept_in_libpq_form() {
+        let root = Path::new("/");
+        let url = DatabaseUrl::parse(
+            "postgres://u:secret@db1:5432,db2:6432,[::1]/app?target_session_attrs=read-write",
+            root,
+        )
+        .unwrap();
+        let DatabaseUrl::Postgres { url: inner } = &url else {
+            panic!("{url}");
+        };
+        assert_eq!(
+            crate::pg::hosts(inner),
+            [
+                ("db1".to_string(), 5432),
+                ("db2".to_string(), 6432),
+                ("::1".to_string(), 5432)
+            ]
+        );
+        assert!(crate::pg::wants_read_write(inner));
+        assert!(!url.to_string().contains("secret"), "{url}");
+        let env = crate::pg::tool_env(inner).unwrap();
+        assert!(env.contains(&("PGHOST", "db1,db2,::1".to_string())), "{env:?}");
+        assert!(env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())));
+        for bad in ["postgres://u@db1,/app", "postgres://u@db1:x,db2/app"] {
+            assert!(
+                matches!(DatabaseUrl::parse(bad, root), Err(UrlError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -179,6 +179,75 @@ impl PgCluster {
         }
     }
 
+    /// A streaming replica of this cluster (`pg_basebackup -R` over the local socket) on
+    /// its own port, started; dropped with the value. `None` (reported as skipped) when
+    /// it cannot be made outside CI.
+    pub fn replica(&self) -> Option<Self> {
+        let name = format!("{}_standby", self.name);
+        let port = free_port();
+        let created = Command::new("pg_createcluster")
+            .args([&self.version, &name, "-p", &port.to_string()])
+            .args(["--", "--auth-host=scram-sha-256", "--auth-local=trust"])
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        if !created.status.success() {
+            skip(&format!(
+                "pg_createcluster failed: {}",
+                String::from_utf8_lossy(&created.stderr).trim()
+            ));
+            return None;
+        }
+        let replica = Self {
+            version: self.version.clone(),
+            name,
+            port,
+        };
+        let data = format!("/var/lib/postgresql/{}/{}", replica.version, replica.name);
+        // Emptied, kept (pg_basebackup fills an empty directory that the server owns).
+        for entry in std::fs::read_dir(&data).expect("the replica's data directory") {
+            let path = entry.expect("entry").path();
+            let removed = match path.is_dir() {
+                true => std::fs::remove_dir_all(&path),
+                false => std::fs::remove_file(&path),
+            };
+            removed.expect("empty the replica's data directory");
+        }
+        let basebackup = pg_bin_dir()
+            .map(|dir| dir.join("pg_basebackup"))
+            .unwrap_or_else(|| "pg_basebackup".into());
+        let copied = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(basebackup)
+            .args(["-h", "/var/run/postgresql", "-p", &self.port.to_string()])
+            .args(["-D", &data, "-R", "-X", "stream", "--checkpoint=fast"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_basebackup");
+        assert!(
+            copied.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&copied.stderr)
+        );
+        replica.ctl(&["start"]);
+        Some(replica)
+    }
+
+    /// Runs `pg_ctlcluster <version> <name> <args>` (e.g. `stop -m immediate`, `promote`).
+    pub fn ctl(&self, args: &[&str]) {
+        let output = Command::new("pg_ctlcluster")
+            .args([&self.version, &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pg_ctlcluster");
+        assert!(
+            output.status.success(),
+            "pg_ctlcluster {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Runs SQL as the superuser over the local socket (trusted).
     pub fn admin(&self, sql: &str) -> String {
         let url = format!(

@@ -12,6 +12,7 @@
 
 mod drop_all;
 mod error;
+mod failover;
 mod incidents;
 mod metrics;
 mod query;
@@ -78,6 +79,8 @@ pub struct DbPool {
     max_connections: u32,
     incidents: Arc<Incidents>,
     metrics: Arc<PoolMetrics>,
+    /// PostgreSQL with a host list: which host the pool uses.
+    failover: Option<Arc<failover::Failover>>,
 }
 
 enum Engine {
@@ -104,6 +107,7 @@ pub enum DbTx<'c> {
 impl DbPool {
     /// Opens the pool described by `settings` and checks one connection.
     pub async fn open(settings: &DbSettings, mode: OpenMode) -> Result<Self, DbError> {
+        let mut failover = None;
         let engine = match &settings.url {
             DatabaseUrl::Sqlite { path } => Engine::Sqlite(Box::new(
                 SqliteEngine::open(settings, Some(path), mode).await?,
@@ -111,13 +115,18 @@ impl DbPool {
             DatabaseUrl::SqliteMemory => {
                 Engine::Sqlite(Box::new(SqliteEngine::open(settings, None, mode).await?))
             }
-            DatabaseUrl::Postgres { url } => Engine::Postgres(open_postgres(settings, url).await?),
+            DatabaseUrl::Postgres { url } => {
+                let (pool, hosts) = open_postgres(settings, url).await?;
+                failover = hosts;
+                Engine::Postgres(pool)
+            }
         };
         Ok(Self {
             engine: Arc::new(engine),
             max_connections: settings.max_connections,
             incidents: Arc::default(),
             metrics: Arc::default(),
+            failover,
         })
     }
 
@@ -181,6 +190,25 @@ impl DbPool {
     /// `/health/db` for [`INCIDENT_WINDOW`]; errors of the request's own making do not.
     pub fn note_error(&self, error: &sqlx::Error) {
         self.incidents.note(error);
+        // With a host list, a lost server or a read-only one (a promotion moved the
+        // primary) sends the pool looking for the host to use.
+        let moved = match error {
+            sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut => true,
+            sqlx::Error::Database(db) => {
+                matches!(db.code().as_deref(), Some("25006" | "57P01" | "57P02" | "57P03"))
+            }
+            _ => false,
+        };
+        if moved {
+            self.reconsider_host();
+        }
+    }
+
+    /// With a PostgreSQL host list: looks for the host to use again, in the background.
+    pub fn reconsider_host(&self) {
+        if let (Some(failover), Engine::Postgres(pool)) = (&self.failover, &*self.engine) {
+            failover.reconsider(pool);
+        }
     }
 
     /// The latest error noted by [`DbPool::note_error`] within [`INCIDENT_WINDOW`]:
@@ -321,7 +349,10 @@ pub async fn pg_timeouts(conn: &mut sqlx::PgConnection) -> Result<String, sqlx::
 /// with `SET` once connected: startup parameters beyond the usual ones (`options`,
 /// `extra_float_digits`) are refused by PgBouncer's default configuration, or dropped
 /// by it when told to ignore them.
-async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, DbError> {
+async fn open_postgres(
+    settings: &DbSettings,
+    url: &url::Url,
+) -> Result<(PgPool, Option<Arc<failover::Failover>>), DbError> {
     let millis = |d: Duration| d.as_millis();
     let session: Arc<str> = format!(
         "SET statement_timeout = {}; SET lock_timeout = {}; \
@@ -332,7 +363,33 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
         millis(settings.statement_timeout),
     )
     .into();
-    let options = crate::pg::connect_options(url)?.log_statements(echo_level(settings.echo));
+    let mut options = crate::pg::connect_options(url)?.log_statements(echo_level(settings.echo));
+    // A host list: the first host that answers (and accepts writes, when asked).
+    let hosts = crate::pg::hosts(url)
+        .iter()
+        .map(|host| {
+            crate::pg::connect_options_at(url, host)
+                .map(|o| o.log_statements(echo_level(settings.echo)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let failover = failover::Failover::new(
+        hosts,
+        crate::pg::wants_read_write(url),
+        settings.connect_timeout,
+    )
+    .map(Arc::new);
+    if let Some(failover) = &failover {
+        let (index, chosen) = failover.find().await.map_err(|reason| DbError::Unreachable {
+            server: crate::pg::hosts(url)
+                .iter()
+                .map(|(h, p)| format!("{h}:{p}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: format!("no host fits ({reason})"),
+        })?;
+        failover.start_at(index);
+        options = chosen;
+    }
     // One direct connection first: its error is the real one ("connection refused",
     // "password authentication failed"), where the pool only reports that it timed out.
     let first = tokio::time::timeout(settings.connect_timeout, options.connect())
@@ -346,7 +403,7 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
             other => DbError::Driver(other),
         })?;
     let _ = first.close().await;
-    let pool = pool_options(settings).after_connect(move |conn, _| {
+    let mut pool = pool_options(settings).after_connect(move |conn, _| {
         let session = Arc::clone(&session);
         Box::pin(async move {
             sqlx::raw_sql(sqlx::AssertSqlSafe(session.to_string()))
@@ -355,10 +412,19 @@ async fn open_postgres(settings: &DbSettings, url: &url::Url) -> Result<PgPool, 
                 .map(drop)
         })
     });
-    tokio::time::timeout(settings.connect_timeout, pool.connect_with(options))
+    if let Some(failover) = &failover {
+        // Connections to the host the pool moved away from are not handed out again.
+        let failover = Arc::clone(failover);
+        pool = pool.before_acquire(move |_, meta| {
+            let stale = failover.is_stale(meta.age);
+            Box::pin(async move { Ok(!stale) })
+        });
+    }
+    let pool = tokio::time::timeout(settings.connect_timeout, pool.connect_with(options))
         .await
         .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
-        .map_err(DbError::from)
+        .map_err(DbError::from)?;
+    Ok((pool, failover))
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {

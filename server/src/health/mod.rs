@@ -149,6 +149,8 @@ pub async fn check(
             ("database_error", describe_driver(e))
         };
         if conn.accepts_writes().await.map_err(|e| failed(&e))? == Some(false) {
+            // With a host list, another host may be the primary now.
+            pool.reconsider_host();
             return Err((
                 "read_only",
                 "the database accepts no writes (read-only)".to_string(),

@@ -22,6 +22,7 @@ mod restore;
 mod scheduled_backups;
 mod schema;
 mod server;
+mod standby;
 mod support {
     //! Code shared by several feature modules.
 
