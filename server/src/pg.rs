@@ -28,9 +28,7 @@ pub fn connect_options(url: &url::Url) -> Result<PgConnectOptions, sqlx::Error> 
     let mut plain = url.clone();
     let kept: Vec<(String, String)> = url
         .query_pairs()
-        .filter(|(k, _)| {
-            k != "target_session_attrs" && !(several && (k == "host" || k == "port"))
-        })
+        .filter(|(k, _)| k != "target_session_attrs" && !(several && (k == "host" || k == "port")))
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     plain.set_query(None);

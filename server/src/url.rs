@@ -709,7 +709,10 @@ mod tests {
         assert!(crate::pg::wants_read_write(inner));
         assert!(!url.to_string().contains("secret"), "{url}");
         let env = crate::pg::tool_env(inner).unwrap();
-        assert!(env.contains(&("PGHOST", "db1,db2,::1".to_string())), "{env:?}");
+        assert!(
+            env.contains(&("PGHOST", "db1,db2,::1".to_string())),
+            "{env:?}"
+        );
         assert!(env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())));
         for bad in ["postgres://u@db1,/app", "postgres://u@db1:x,db2/app"] {
             assert!(

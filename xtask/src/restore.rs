@@ -40,7 +40,7 @@ impl DbRestore {
         // A SQLite file that is not a database (empty, half copied) cannot be opened or
         // backed up: the restore replaces it and keeps it aside.
         let exists = match database.url.sqlite_path() {
-            Some(path) => match server::db::check_sqlite_file(path) {
+            Some(path) => match server::db::check_live_sqlite_file(path) {
                 Ok(()) => true,
                 Err(server::db::DbError::FileMissing(_)) => false,
                 Err(e) => {

@@ -225,7 +225,7 @@ pub async fn swap_in_sqlite(
     ))?;
     let mut kept_aside = None;
     if database.exists() {
-        match crate::db::check_sqlite_file(database) {
+        match crate::db::check_live_sqlite_file(database) {
             Ok(()) => checkpoint(database, busy_timeout, allow_busy).await?,
             // Not a database (empty, half copied): nothing to checkpoint; keep it as evidence.
             Err(_) => kept_aside = Some(keep_aside(database)?),

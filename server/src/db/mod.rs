@@ -32,7 +32,7 @@ pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, FileProblem, describe_driver_error, error_line};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Target, query};
-pub use sqlite::check_sqlite_file;
+pub use sqlite::{check_live_sqlite_file, check_sqlite_file};
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
 pub use write::WriteTx;
 
@@ -195,7 +195,10 @@ impl DbPool {
         let moved = match error {
             sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::PoolTimedOut => true,
             sqlx::Error::Database(db) => {
-                matches!(db.code().as_deref(), Some("25006" | "57P01" | "57P02" | "57P03"))
+                matches!(
+                    db.code().as_deref(),
+                    Some("25006" | "57P01" | "57P02" | "57P03")
+                )
             }
             _ => false,
         };
@@ -379,14 +382,17 @@ async fn open_postgres(
     )
     .map(Arc::new);
     if let Some(failover) = &failover {
-        let (index, chosen) = failover.find().await.map_err(|reason| DbError::Unreachable {
-            server: crate::pg::hosts(url)
-                .iter()
-                .map(|(h, p)| format!("{h}:{p}"))
-                .collect::<Vec<_>>()
-                .join(","),
-            reason: format!("no host fits ({reason})"),
-        })?;
+        let (index, chosen) = failover
+            .find()
+            .await
+            .map_err(|reason| DbError::Unreachable {
+                server: crate::pg::hosts(url)
+                    .iter()
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason: format!("no host fits ({reason})"),
+            })?;
         failover.start_at(index);
         options = chosen;
     }

@@ -39,9 +39,19 @@ impl FileId {
 /// half-way. A live database can look short for a moment while a checkpoint grows it, so
 /// a short file is looked at again before it is called incomplete.
 pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
+    retry_short(|| check_with(path, read_header_once))
+}
+
+/// [`check_sqlite_file`] for the live database, whose descriptor stays open ([`HELD`]).
+pub fn check_live_sqlite_file(path: &Path) -> Result<(), DbError> {
+    retry_short(|| check_sqlite_file_once(path))
+}
+
+/// Runs `check` again (three times at most, 50 ms apart) while it finds the file short.
+fn retry_short(check: impl Fn() -> Result<(), DbError>) -> Result<(), DbError> {
     let mut attempts = 0;
     loop {
-        match check_sqlite_file_once(path) {
+        match check() {
             Err(DbError::FileInvalid {
                 problem: FileProblem::Incomplete { .. },
                 ..
@@ -54,8 +64,19 @@ pub fn check_sqlite_file(path: &Path) -> Result<(), DbError> {
     }
 }
 
+///
+/// For the live database (the one this process's pools have open): its descriptor stays
+/// open ([`HELD`]). Files this process does not hold open in SQLite (backups, staged
+/// files) are checked with [`check_sqlite_file`].
 pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
-    use std::io::Read;
+    check_with(path, read_header)
+}
+
+/// [`check_sqlite_file_once`] with the header read by `read`.
+fn check_with(
+    path: &Path,
+    read: fn(&Path) -> std::io::Result<(u64, Option<[u8; 101]>)>,
+) -> Result<(), DbError> {
     let invalid = |problem: FileProblem| DbError::FileInvalid {
         path: path.to_path_buf(),
         problem,
@@ -68,20 +89,16 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
         Ok(meta) if !meta.is_file() => return Err(invalid(not_a_file(&meta))),
         _ => {}
     }
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
+    let (len, header) = read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DbError::FileMissing(path.to_path_buf()),
         _ => invalid(FileProblem::Unreadable(e.to_string())),
     })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| invalid(FileProblem::Unreadable(e.to_string())))?;
-    if meta.len() == 0 {
+    if len == 0 {
         return Err(invalid(FileProblem::Empty));
     }
-    // The 100-byte database header, and the first byte of page 1's b-tree header.
-    let mut header = [0u8; 101];
-    file.read_exact(&mut header)
-        .map_err(|_| invalid(FileProblem::TooShort(meta.len())))?;
+    let Some(header) = header else {
+        return Err(invalid(FileProblem::TooShort(len)));
+    };
     if &header[..16] != b"SQLite format 3\0" {
         return Err(invalid(FileProblem::BadHeader));
     }
@@ -105,20 +122,73 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
     let expected = if pages > 0 && be32(92) == be32(24) {
         pages * page_size
     } else {
-        meta.len().div_ceil(page_size) * page_size
+        len.div_ceil(page_size) * page_size
     };
     // A checkpoint cut short (e.g. by a full disk) writes page 1 before the pages that
     // grow the file; the rest is still in the write-ahead log, which SQLite reads.
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     let in_wal = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
-    if meta.len() < expected && !in_wal() {
+    if len < expected && !in_wal() {
         return Err(invalid(FileProblem::Incomplete {
-            have: meta.len(),
+            have: len,
             want: expected,
         }));
     }
     Ok(())
+}
+
+/// Database files whose header this process read, each kept open for as long as the
+/// process runs (the latest file at each path; one replaced at its path is let go).
+/// Closing any descriptor of a file drops every POSIX lock the process holds on it,
+/// SQLite's included: another process would then take the database for unused,
+/// checkpoint it and delete its write-ahead log under the server's connections.
+static HELD: std::sync::Mutex<Vec<(PathBuf, FileId, std::fs::File)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The length of the file at `path` and its first 101 bytes (the database header and
+/// the first byte of page 1's b-tree header; `None` when shorter), read through a
+/// descriptor that stays open ([`HELD`]).
+fn read_header(path: &Path) -> std::io::Result<(u64, Option<[u8; 101]>)> {
+    use std::os::unix::fs::FileExt;
+    let identity = FileId::of(&std::fs::metadata(path)?);
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    let at = match held
+        .iter()
+        .position(|(p, id, _)| p == path && *id == identity)
+    {
+        Some(at) => at,
+        None => {
+            let file = std::fs::File::open(path)?;
+            let identity = FileId::of(&file.metadata()?);
+            // The file that was at this path before is not the database any more.
+            held.retain(|(p, ..)| p != path);
+            held.push((path.to_path_buf(), identity, file));
+            held.len() - 1
+        }
+    };
+    let file = &held[at].2;
+    let len = file.metadata()?.len();
+    let mut header = [0u8; 101];
+    Ok(match file.read_exact_at(&mut header, 0) {
+        Ok(()) => (len, Some(header)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => (len, None),
+        Err(e) => return Err(e),
+    })
+}
+
+/// [`read_header`] through a descriptor opened and closed here: for a file no pool of
+/// this process has open.
+fn read_header_once(path: &Path) -> std::io::Result<(u64, Option<[u8; 101]>)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut header = [0u8; 101];
+    Ok(match file.read_exact(&mut header) {
+        Ok(()) => (len, Some(header)),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => (len, None),
+        Err(e) => return Err(e),
+    })
 }
 
 /// Why a path that exists is not a database file: a directory, a FIFO, a device, ...
@@ -184,7 +254,7 @@ impl SqliteEngine {
                         create_database(path, settings).await?;
                     }
                 }
-                check_sqlite_file(path)?;
+                check_live_sqlite_file(path)?;
                 if mode != OpenMode::ReadOnly {
                     check_writable(path)?;
                 }

@@ -264,11 +264,11 @@ fn file_checks(path: &Path, min_free: u64) -> (Option<DiskHealth>, Option<(Statu
         let problem = "database path is not a regular file".to_string();
         return (None, Some((Status::Fail, problem)));
     }
+    // Asked of the kernel, not by opening the file: closing a descriptor of it would drop
+    // SQLite's POSIX locks, and another process would then delete its write-ahead log.
+    let access = rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK;
     if path.exists()
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
+        && rustix::fs::accessat(rustix::fs::CWD, path, access, rustix::fs::AtFlags::EACCESS)
             .is_err()
     {
         let problem = "database file is not readable and writable by the server".to_string();

@@ -840,3 +840,43 @@ fn db_migrate_name_never_leaves_a_partial_script_killed_or_on_a_full_disk() {
     );
     assert_migrations_whole(&project, &dir, "full disk");
 }
+
+#[test]
+fn readiness_never_makes_another_process_delete_the_servers_write_ahead_log() {
+    let project = Project::sqlite();
+    let env = [("DATABASE_URL", "sqlite://notes.db")];
+    let db = project.path().join("notes.db");
+    let wal = project.path().join("notes.db-wal");
+    {
+        let server = Server::start_with(project.command("notes"), &env);
+        let one = server.post_json("/notes", r#"{"title": "one", "body": "b"}"#);
+        assert_eq!(one.status, 201, "{}", one.body);
+        for _ in 0..3 {
+            assert_eq!(server.get("/health/db").status, 200);
+        }
+        // Another process (the sqlite3 shell) reads the database while the server runs,
+        // and closes it: as the last connection it would know of, it would checkpoint
+        // and delete the log if the server's locks were gone.
+        let outside = |sql: &str| {
+            let output = std::process::Command::new("sqlite3")
+                .arg(&db)
+                .arg(sql)
+                .output()
+                .expect("run sqlite3 (apt-get install sqlite3)");
+            String::from_utf8_lossy(&output.stdout).trim().to_string()
+        };
+        assert_eq!(outside("SELECT count(*) FROM notes"), "1");
+        assert!(
+            wal.exists(),
+            "the server's write-ahead log was deleted under it"
+        );
+        let two = server.post_json("/notes", r#"{"title": "two", "body": "b"}"#);
+        assert_eq!(two.status, 201, "{}", two.body);
+        assert_eq!(outside("SELECT count(*) FROM notes"), "2");
+        // Killed without a chance to checkpoint: the log is what holds "two".
+        drop(server);
+    }
+    let server = Server::start_with(project.command("notes"), &env);
+    let page = server.get("/notes?limit=10").json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+}

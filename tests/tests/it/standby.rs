@@ -42,8 +42,10 @@ fn writes_on_a_standby_are_503_and_a_host_list_follows_a_promotion() {
 
     // A server on the standby alone starts (its schema is up to date) and refuses writes.
     {
-        let on_standby =
-            Server::start_with(project.command("notes"), &[("DATABASE_URL", &one(standby.port))]);
+        let on_standby = Server::start_with(
+            project.command("notes"),
+            &[("DATABASE_URL", &one(standby.port))],
+        );
         let health = on_standby.get("/health/db");
         assert_eq!(health.status, 503, "{}", health.body);
         assert!(health.body.contains("read-only"), "{}", health.body);
@@ -63,8 +65,15 @@ fn writes_on_a_standby_are_503_and_a_host_list_follows_a_promotion() {
         post(&server, &format!("after {n}")) == 201
     });
     let elapsed = promoted.elapsed();
-    assert!(resumed, "writes did not resume within 30 s of the promotion");
+    assert!(
+        resumed,
+        "writes did not resume within 30 s of the promotion"
+    );
     eprintln!("first successful write {elapsed:?} after the promotion");
-    assert!(server.output().contains("now using 127.0.0.1:"), "{}", server.output());
+    assert!(
+        server.output().contains("now using 127.0.0.1:"),
+        "{}",
+        server.output()
+    );
     assert!(!server.output().contains("standby-pw"));
 }
