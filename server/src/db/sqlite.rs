@@ -75,7 +75,7 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
 /// [`check_sqlite_file_once`] with the header read by `read`.
 fn check_with(
     path: &Path,
-    read: fn(&Path) -> std::io::Result<(u64, Option<[u8; 101]>)>,
+    read: fn(&Path) -> std::io::Result<Header>,
 ) -> Result<(), DbError> {
     let invalid = |problem: FileProblem| DbError::FileInvalid {
         path: path.to_path_buf(),
@@ -138,6 +138,9 @@ fn check_with(
     Ok(())
 }
 
+/// A file's length and its first 101 bytes (`None` when it is shorter).
+type Header = (u64, Option<[u8; 101]>);
+
 /// Database files whose header this process read, each kept open for as long as the
 /// process runs (the latest file at each path; one replaced at its path is let go).
 /// Closing any descriptor of a file drops every POSIX lock the process holds on it,
@@ -149,7 +152,7 @@ static HELD: std::sync::Mutex<Vec<(PathBuf, FileId, std::fs::File)>> =
 /// The length of the file at `path` and its first 101 bytes (the database header and
 /// the first byte of page 1's b-tree header; `None` when shorter), read through a
 /// descriptor that stays open ([`HELD`]).
-fn read_header(path: &Path) -> std::io::Result<(u64, Option<[u8; 101]>)> {
+fn read_header(path: &Path) -> std::io::Result<Header> {
     use std::os::unix::fs::FileExt;
     let identity = FileId::of(&std::fs::metadata(path)?);
     let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,7 +182,7 @@ fn read_header(path: &Path) -> std::io::Result<(u64, Option<[u8; 101]>)> {
 
 /// [`read_header`] through a descriptor opened and closed here: for a file no pool of
 /// this process has open.
-fn read_header_once(path: &Path) -> std::io::Result<(u64, Option<[u8; 101]>)> {
+fn read_header_once(path: &Path) -> std::io::Result<Header> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
