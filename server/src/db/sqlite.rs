@@ -73,10 +73,7 @@ pub(crate) fn check_sqlite_file_once(path: &Path) -> Result<(), DbError> {
 }
 
 /// [`check_sqlite_file_once`] with the header read by `read`.
-fn check_with(
-    path: &Path,
-    read: fn(&Path) -> std::io::Result<Header>,
-) -> Result<(), DbError> {
+fn check_with(path: &Path, read: fn(&Path) -> std::io::Result<Header>) -> Result<(), DbError> {
     let invalid = |problem: FileProblem| DbError::FileInvalid {
         path: path.to_path_buf(),
         problem,
