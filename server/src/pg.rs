@@ -392,6 +392,8 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::url::{DatabaseUrl, UrlError};
+    use std::path::Path;
 
     fn env_of(raw: &str) -> Vec<(&'static str, String)> {
         tool_env(&url::Url::parse(raw).unwrap()).unwrap()
@@ -419,5 +421,40 @@ mod tests {
         assert_eq!(get(&env, "PGHOST"), Some("::1"));
         let env = env_of("postgres://u@h/app?password=p%26w");
         assert_eq!(get(&env, "PGPASSWORD"), Some("p&w"));
+    }
+
+    #[test]
+    fn a_host_list_is_kept_in_libpq_form() {
+        let root = Path::new("/");
+        let url = DatabaseUrl::parse(
+            "postgres://u:secret@db1:5432,db2:6432,[::1]/app?target_session_attrs=read-write",
+            root,
+        )
+        .unwrap();
+        let DatabaseUrl::Postgres { url: inner } = &url else {
+            panic!("{url}");
+        };
+        assert_eq!(
+            hosts(inner),
+            [
+                ("db1".to_string(), 5432),
+                ("db2".to_string(), 6432),
+                ("::1".to_string(), 5432)
+            ]
+        );
+        assert!(wants_read_write(inner));
+        assert!(!url.to_string().contains("secret"), "{url}");
+        let env = tool_env(inner).unwrap();
+        assert!(
+            env.contains(&("PGHOST", "db1,db2,::1".to_string())),
+            "{env:?}"
+        );
+        assert!(env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())));
+        for bad in ["postgres://u@db1,/app", "postgres://u@db1:x,db2/app"] {
+            assert!(
+                matches!(DatabaseUrl::parse(bad, root), Err(UrlError::Malformed(_))),
+                "{bad}"
+            );
+        }
     }
 }

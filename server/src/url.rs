@@ -687,38 +687,4 @@ mod tests {
         let err = DatabaseUrl::parse("sqlite://app.db", root).unwrap_err();
         assert!(matches!(err, UrlError::NotUtf8 { .. }), "{err}");
     }
-    #[test]
-    fn a_host_list_is_kept_in_libpq_form() {
-        let root = Path::new("/");
-        let url = DatabaseUrl::parse(
-            "postgres://u:secret@db1:5432,db2:6432,[::1]/app?target_session_attrs=read-write",
-            root,
-        )
-        .unwrap();
-        let DatabaseUrl::Postgres { url: inner } = &url else {
-            panic!("{url}");
-        };
-        assert_eq!(
-            crate::pg::hosts(inner),
-            [
-                ("db1".to_string(), 5432),
-                ("db2".to_string(), 6432),
-                ("::1".to_string(), 5432)
-            ]
-        );
-        assert!(crate::pg::wants_read_write(inner));
-        assert!(!url.to_string().contains("secret"), "{url}");
-        let env = crate::pg::tool_env(inner).unwrap();
-        assert!(
-            env.contains(&("PGHOST", "db1,db2,::1".to_string())),
-            "{env:?}"
-        );
-        assert!(env.contains(&("PGTARGETSESSIONATTRS", "read-write".to_string())));
-        for bad in ["postgres://u@db1,/app", "postgres://u@db1:x,db2/app"] {
-            assert!(
-                matches!(DatabaseUrl::parse(bad, root), Err(UrlError::Malformed(_))),
-                "{bad}"
-            );
-        }
-    }
 }

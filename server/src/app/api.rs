@@ -218,6 +218,9 @@ fn class_of(error: &sqlx::Error) -> (Status, &'static str, &'static str) {
                 // The schema is not the one this server was built for (a file replaced
                 // by an empty database, a table dropped): what `/health/db` reports too.
                 Some("42P01" | "42703") => SCHEMA,
+                // Refused at connection time: the database is gone or not accepting
+                // connections, the credentials were rotated.
+                Some("3D000" | "28000" | "28P01" | "57P01" | "57P02" | "57P03") => UNAVAILABLE,
                 Some("1")
                     if db.message().starts_with("no such table")
                         || db.message().starts_with("no such column") =>

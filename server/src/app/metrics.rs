@@ -66,16 +66,20 @@ pub fn metrics(
         "Migration version: embedded in this binary, and applied as the last readiness check read it",
         schema,
     );
-    if let Some(age) = backups
-        .0
-        .as_ref()
-        .and_then(|schedule| schedule.health().0.last_success_age_secs)
-    {
+    // Scheduled backups: the age of the last good one, or, before any succeeded, the
+    // time since the server started (what `/health/db` warns about).
+    if let Some(age) = backups.0.as_ref().map(|schedule| {
+        schedule
+            .health()
+            .0
+            .last_success_age_secs
+            .unwrap_or_else(|| schedule.running_secs())
+    }) {
         let gauge = Gauge::<i64>::default();
         gauge.set(i64::try_from(age).unwrap_or(i64::MAX));
         registry.register(
             "db_backup_last_success_age_seconds",
-            "Seconds since the last good scheduled backup",
+            "Seconds since the last good scheduled backup (since the server started, before one succeeded)",
             gauge,
         );
     }

@@ -82,6 +82,11 @@ impl Schedule {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Seconds since the schedule started (with the server).
+    pub fn running_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
     /// The state for `/health/db`, and why it should warn: the last attempt failed, or the
     /// last good backup (or the start, before the first) is older than twice the interval.
     pub fn health(&self) -> (BackupHealth, Option<String>) {

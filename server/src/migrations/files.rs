@@ -402,6 +402,7 @@ mod tests {
             "CREATE FUNCTION f() RETURNS int AS $$ BEGIN RETURN 1; END $$ LANGUAGE plpgsql;",
             "CREATE TABLE \"commit\" (x INTEGER);",
             "CREATE TABLE café (x TEXT DEFAULT 'naïve ✓'); -- ünïcode\nSELECT 'é';",
+            "INSERT INTO quotes VALUES (1, E'It\\'s done; begin; again');\nSELECT 1;",
         ] {
             assert_eq!(refused(fine), None, "{fine}");
         }

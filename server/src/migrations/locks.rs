@@ -55,7 +55,8 @@ pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
                 )
             }
             ["ALTER", "TABLE", ..] if new_table("TABLE") => None,
-            ["ALTER", "TABLE", ..] if has(&["ALTER", "COLUMN"]) && (has(&["TYPE"])) => Some(
+            // `ALTER [COLUMN] c TYPE …`, `… SET DATA TYPE …`.
+            ["ALTER", "TABLE", rest @ ..] if rest.contains(&"ALTER") && has(&["TYPE"]) => Some(
                 "changing a column's type rewrites the table under an exclusive lock; add a new column, backfill it, and switch over instead",
             ),
             ["ALTER", "TABLE", ..] if has(&["SET", "NOT", "NULL"]) => Some(
@@ -80,8 +81,19 @@ pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
                 )
             }
             ["ALTER", "TABLE", ..] if has(&["RENAME"]) || has(&["DROP", "COLUMN"]) => Some(
-                "renaming or dropping a column breaks the previous release while a rolling deploy runs both; stop using it in one release, drop it in a later one",
+                "renaming or dropping a column or a table breaks the previous release while a rolling deploy runs both; stop using it in one release, drop it in a later one",
             ),
+            ["ALTER", "TABLE", ..]
+                if has(&["ADD"])
+                    && !has(&["ADD", "GENERATED"])
+                    && (["SERIAL", "BIGSERIAL", "SMALLSERIAL", "IDENTITY", "STORED"]
+                        .iter()
+                        .any(|k| w.contains(k))) =>
+            {
+                Some(
+                    "a new serial, identity or stored generated column fills every row: the table is rewritten under an exclusive lock; add a plain column and backfill it in batches",
+                )
+            }
             ["ALTER", "TABLE", ..] if has(&["CHECK"]) && !has(&["NOT", "VALID"]) => Some(
                 "a `CHECK` constraint added without `NOT VALID` scans the table while it blocks writes; add it `NOT VALID` and `VALIDATE CONSTRAINT` it in a later migration",
             ),
@@ -168,9 +180,9 @@ mod tests {
         assert!(lines("ALTER TABLE a ADD COLUMN c INT NOT NULL DEFAULT 0;\nALTER TABLE a ADD CONSTRAINT f FOREIGN KEY (b) REFERENCES p (id) NOT VALID;").is_empty());
         assert_eq!(
             lines(
-                "ALTER TABLE a ADD CONSTRAINT c CHECK (b > 0);\nALTER TABLE a ADD CONSTRAINT u UNIQUE (b);\nALTER TABLE a ADD COLUMN u UUID DEFAULT gen_random_uuid();\nDROP TABLE old;\nDROP INDEX a_b;\nREINDEX TABLE a;\nVACUUM FULL a;\nCLUSTER a;\nLOCK TABLE a;"
+                "ALTER TABLE a ADD CONSTRAINT c CHECK (b > 0);\nALTER TABLE a ADD CONSTRAINT u UNIQUE (b);\nALTER TABLE a ADD COLUMN u UUID DEFAULT gen_random_uuid();\nDROP TABLE old;\nDROP INDEX a_b;\nREINDEX TABLE a;\nVACUUM FULL a;\nCLUSTER a;\nLOCK TABLE a;\nALTER TABLE a ALTER b TYPE TEXT;\nALTER TABLE a ADD COLUMN n BIGSERIAL;\nALTER TABLE a ADD COLUMN g INT GENERATED ALWAYS AS (b * 2) STORED;"
             ),
-            [1, 2, 3, 4, 5, 6, 7, 8, 9]
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         );
         // The safe rewrites, and a statement accepted knowingly on the line before.
         assert!(

@@ -460,9 +460,16 @@ pub(super) fn statements(sql: &str) -> Vec<Statement> {
                 i = end;
             }
             b'\'' | b'"' | b'`' => {
-                let end = sql[i + 1..]
-                    .find(c as char)
-                    .map_or(bytes.len(), |e| i + 1 + e + 1);
+                // PostgreSQL's escape string `E'it\'s'`: a backslash escapes the quote.
+                let escapes = c == b'\''
+                    && i > 0
+                    && matches!(bytes[i - 1], b'E' | b'e')
+                    && (i == 1 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
+                let mut j = i + 1;
+                while j < bytes.len() && bytes[j] != c {
+                    j += if escapes && bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                let end = (j + 1).min(bytes.len());
                 line += sql[i..end].matches('\n').count();
                 i = end;
                 body_start = false;
