@@ -434,7 +434,7 @@ async fn connect_generation(
     }
     Ok(SqliteGeneration {
         pool,
-        writer: Writer::new(options.clone()),
+        writer: Writer::new(options.clone(), pool_options.get_acquire_timeout()),
         identity,
         truncated: AtomicBool::new(false),
     })

@@ -9,6 +9,7 @@
 //! there a write transaction is a pooled connection's transaction.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::postgres::Postgres;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
@@ -21,6 +22,8 @@ use super::query::{Executor, Target};
 pub(super) struct Writer {
     options: SqliteConnectOptions,
     slot: Arc<Mutex<Slot>>,
+    /// How long a write transaction waits for its turn (`acquire_timeout_ms`).
+    wait: Duration,
 }
 
 #[derive(Default)]
@@ -40,16 +43,21 @@ impl Slot {
 }
 
 impl Writer {
-    pub(super) fn new(options: SqliteConnectOptions) -> Self {
+    pub(super) fn new(options: SqliteConnectOptions, wait: Duration) -> Self {
         Self {
             options,
             slot: Arc::default(),
+            wait,
         }
     }
 
-    /// Waits for the writer connection, then `BEGIN IMMEDIATE`.
+    /// Waits for the writer connection, at most `acquire_timeout_ms` like any connection
+    /// (then `PoolTimedOut`: the request answers 503 at once instead of queueing behind
+    /// writers that each wait out `busy_timeout_ms`), then `BEGIN IMMEDIATE`.
     pub(super) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
-        let mut slot = Arc::clone(&self.slot).lock_owned().await;
+        let mut slot = tokio::time::timeout(self.wait, Arc::clone(&self.slot).lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
         if slot.conn.is_none() {
             slot.conn = Some(self.options.connect().await?);
         }

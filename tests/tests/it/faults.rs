@@ -880,3 +880,53 @@ fn readiness_never_makes_another_process_delete_the_servers_write_ahead_log() {
     let page = server.get("/notes?limit=10").json();
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
 }
+
+#[test]
+fn writers_queued_behind_a_locked_file_give_up_after_the_acquire_timeout() {
+    let project = Project::sqlite();
+    let db = project.path().join("notes.db");
+    let server = Server::start_with(
+        project.command("notes"),
+        &[
+            ("DATABASE_URL", "sqlite://notes.db"),
+            ("DATABASE_ACQUIRE_TIMEOUT_MS", "300"),
+            ("DATABASE_BUSY_TIMEOUT_MS", "2000"),
+        ],
+    );
+    // Another process holds the write lock for 5 s.
+    let mut holder = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .args(["BEGIN IMMEDIATE;", ".shell sleep 5", "COMMIT;"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run sqlite3 (apt-get install sqlite3)");
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let answers: Vec<(u16, Duration)> = std::thread::scope(|scope| {
+        let posts: Vec<_> = (0..6)
+            .map(|n| {
+                let server = &server;
+                scope.spawn(move || {
+                    let posted =
+                        server.post_json("/notes", &format!(r#"{{"title": "t{n}", "body": "b"}}"#));
+                    (posted.status, started.elapsed())
+                })
+            })
+            .collect();
+        posts.into_iter().map(|p| p.join().unwrap()).collect()
+    });
+    let _ = holder.wait();
+    for (status, _) in &answers {
+        assert_eq!(*status, 503, "{answers:?}");
+    }
+    // One waits out busy_timeout_ms for the file; the others give up on the queue.
+    let slowest = answers.iter().map(|(_, took)| *took).max().unwrap();
+    assert!(slowest < Duration::from_millis(3500), "{answers:?}");
+    let metrics = server.get("/metrics").body;
+    let timeouts = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("db_pool_acquire_timeouts_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(timeouts >= 5.0, "{metrics}");
+}
