@@ -375,17 +375,7 @@ async fn record(tx: &mut DbTx<'_>, migration: &MigrationFile) -> Result<(), sqlx
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    crate::db::query(
-        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-         VALUES ($1, $2, $3, $4)",
-    )
-    .bind(migration.version)
-    .bind(migration.name.clone())
-    .bind(now)
-    .bind(migration.checksum().to_string())
-    .execute(tx)
-    .await
-    .map(drop)
+    migrations::record_row(tx, migration, &now).await
 }
 
 /// Gives the copied history rows the target engine's checksums where they differ from

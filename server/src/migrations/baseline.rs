@@ -3,7 +3,7 @@
 
 use super::status::newest;
 use super::{MigrationError, MigrationSet};
-use crate::db::{DbConn, query};
+use crate::db::DbConn;
 
 /// Records migrations 1..=`version` of `set` as applied (history rows with their
 /// checksums), running none of them, in one locked transaction. Refused when the
@@ -30,16 +30,7 @@ pub async fn baseline(
         .unwrap_or_default();
     let mut recorded = Vec::new();
     for migration in set.migrations().iter().filter(|m| m.version <= version) {
-        query(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(migration.version)
-        .bind(migration.name.clone())
-        .bind(now.clone())
-        .bind(migration.checksum().to_string())
-        .execute(&mut tx)
-        .await?;
+        super::run::record_row(&mut tx, migration, &now).await?;
         recorded.push(migration.id());
     }
     tx.commit().await?;

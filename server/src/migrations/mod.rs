@@ -45,7 +45,7 @@ impl MigrationError {
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
 pub use run::{Outcome, downgrade, reset, upgrade};
-pub(crate) use run::{create_history_sql, lock, step_to};
+pub(crate) use run::{create_history_sql, lock, record_row, step_to};
 pub use scaffold::{check_new_name, scaffold, scaffold_variants};
 pub use status::{
     AppliedMigration, AppliedState, SchemaState, SchemaStatus, status, status_of_pg,

@@ -522,6 +522,26 @@ async fn reset_session(tx: &mut DbTx<'_>, before: &str) -> Result<(), sqlx::Erro
     }
 }
 
+/// Writes `migration`'s row into the history table, as applied at `applied_on` (or, for
+/// a failure, the note that says so), with its checksum.
+pub(crate) async fn record_row(
+    on: &mut impl crate::db::Executor,
+    migration: &MigrationFile,
+    applied_on: &str,
+) -> Result<(), sqlx::Error> {
+    query(
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(migration.version)
+    .bind(migration.name.clone())
+    .bind(applied_on.to_string())
+    .bind(migration.checksum().to_string())
+    .execute(on)
+    .await
+    .map(drop)
+}
+
 /// refinery's statement that creates the history table if it is missing.
 pub(crate) fn create_history_sql() -> String {
     <RefineryDriver<'_, '_> as AsyncMigrate>::assert_migrations_table_query(HISTORY_TABLE)
@@ -537,16 +557,7 @@ async fn record_failure(conn: &mut DbConn, migration: &MigrationFile, reason: &s
     let recorded = async {
         let mut tx = lock(conn).await?;
         tx.execute_script(&create_history_sql()).await?;
-        query(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(migration.version)
-        .bind(migration.name.clone())
-        .bind(note)
-        .bind(migration.checksum().to_string())
-        .execute(&mut tx)
-        .await?;
+        record_row(&mut tx, migration, &note).await?;
         tx.commit().await
     }
     .await;
