@@ -102,6 +102,19 @@ impl Project {
         }
     }
 
+    /// Writes migration `id` as one variant per engine (`<id>.sqlite.sql`,
+    /// `<id>.postgres.sql`) and one portable down script.
+    pub fn write_variants(&self, id: &str, sqlite: &str, postgres: &str, down: &str) {
+        let dir = self.path().join("migrations");
+        for (suffix, sql) in [
+            ("sqlite.sql", sqlite),
+            ("postgres.sql", postgres),
+            ("down.sql", down),
+        ] {
+            std::fs::write(dir.join(format!("{id}.{suffix}")), sql).expect("write a variant");
+        }
+    }
+
     /// A command for a workspace binary, run in this project with a clean environment.
     pub fn command(&self, binary_name: &str) -> Command {
         let mut command = Command::new(binary(binary_name));

@@ -132,8 +132,7 @@ impl DbCopy {
             Some(dir) => {
                 let dir = project.user_path(dir);
                 let set = MigrationSet::from_dir(&dir)
-                    .with_context(|| format!("--target-migrations {}", project.display(&dir)))?;
-                set.ensure_valid()
+                    .and_then(|set| set.ensure_valid().map(|()| set))
                     .with_context(|| format!("--target-migrations {}", project.display(&dir)))?;
                 Histories::separate(
                     &project.migrations,

@@ -235,10 +235,10 @@ pub async fn copy(
         .acquire()
         .await
         .map_err(CopyError::from_db(Side::Target))?;
-    let source_before = timeouts(&mut source_conn)
+    let source_before = crate::db::session_timeouts(&mut source_conn)
         .await
         .map_err(CopyError::db(Side::Source))?;
-    let target_before = timeouts(&mut target_conn)
+    let target_before = crate::db::session_timeouts(&mut target_conn)
         .await
         .map_err(CopyError::db(Side::Target))?;
     prepare(&mut source_conn, true)
@@ -312,14 +312,6 @@ async fn prepare(conn: &mut DbConn, source: bool) -> Result<(), sqlx::Error> {
         }
         (DbKind::Sqlite, true) => conn.execute_script("PRAGMA query_only = ON").await,
         (DbKind::Sqlite, false) => conn.execute_script("PRAGMA foreign_keys = OFF").await,
-    }
-}
-
-/// The session's timeouts as they are (PostgreSQL), for [`restore`].
-async fn timeouts(conn: &mut DbConn) -> Result<String, sqlx::Error> {
-    match conn {
-        DbConn::Postgres(c) => crate::db::pg_timeouts(c).await,
-        DbConn::Sqlite(_) => Ok(String::new()),
     }
 }
 

@@ -335,17 +335,23 @@ impl DbTx<'_> {
     }
 }
 
-/// The statement that sets the current values of the session's timeouts again: run after
-/// `RESET ALL` (which would drop them: the pool sets them after connecting, not as
-/// startup options, so that poolers such as PgBouncer take the connection).
-pub async fn pg_timeouts(conn: &mut sqlx::PgConnection) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT coalesce(string_agg(format('SET %s = %L', name, setting), '; '), '') \
-           FROM pg_settings WHERE name IN \
-           ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout')",
-    )
-    .fetch_one(conn)
-    .await
+/// The statement that sets the current values of the session's timeouts again, on a
+/// connection or in a transaction: run after `RESET ALL` (which would drop them: the pool
+/// sets them after connecting, not as startup options, so that poolers such as PgBouncer
+/// take the connection). Empty on SQLite, which has none.
+pub async fn session_timeouts(on: &mut impl Executor) -> Result<String, sqlx::Error> {
+    match on.target() {
+        Target::Postgres(c) => {
+            sqlx::query_scalar(
+                "SELECT coalesce(string_agg(format('SET %s = %L', name, setting), '; '), '') \
+                   FROM pg_settings WHERE name IN \
+                   ('statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout')",
+            )
+            .fetch_one(c)
+            .await
+        }
+        Target::Sqlite(_) => Ok(String::new()),
+    }
 }
 
 /// Opens a PostgreSQL pool whose connections carry the statement and lock timeouts, set
@@ -368,7 +374,8 @@ async fn open_postgres(
     .into();
     let mut options = crate::pg::connect_options(url)?.log_statements(echo_level(settings.echo));
     // A host list: the first host that answers (and accepts writes, when asked).
-    let hosts = crate::pg::hosts(url)
+    let list = crate::pg::hosts(url);
+    let hosts = list
         .iter()
         .map(|host| {
             crate::pg::connect_options_at(url, host)
@@ -386,7 +393,7 @@ async fn open_postgres(
             .find()
             .await
             .map_err(|reason| DbError::Unreachable {
-                server: crate::pg::hosts(url)
+                server: list
                     .iter()
                     .map(|(h, p)| format!("{h}:{p}"))
                     .collect::<Vec<_>>()

@@ -224,7 +224,7 @@ async fn revert(
                     return Ok(Step::Raced);
                 }
                 let result = async {
-                    let before = session_before(&mut tx).await?;
+                    let before = crate::db::session_timeouts(&mut tx).await?;
                     tx.execute_script(down).await?;
                     reset_session(&mut tx, &before).await?;
                     tx.execute_script(&format!(
@@ -501,17 +501,9 @@ async fn session_lock(conn: &mut DbConn, on: bool) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
-/// What [`reset_session`] sets again after [`PG_RESET_SESSION`]: the session's timeouts
-/// as they are before a migration runs (empty on SQLite).
-async fn session_before(tx: &mut DbTx<'_>) -> Result<String, sqlx::Error> {
-    match tx {
-        DbTx::Postgres(pg) => crate::db::pg_timeouts(pg).await,
-        DbTx::Sqlite(_) => Ok(String::new()),
-    }
-}
-
 /// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`], then
-/// the timeouts `before` holds).
+/// the timeouts `before` holds, read with [`crate::db::session_timeouts`] before the
+/// migration ran).
 async fn reset_session(tx: &mut DbTx<'_>, before: &str) -> Result<(), sqlx::Error> {
     match tx {
         DbTx::Postgres(_) => {
@@ -676,7 +668,7 @@ impl AsyncTransaction for RefineryDriver<'_, '_> {
                         return Err(e);
                     }
                 }
-                let before = match session_before(&mut tx).await {
+                let before = match crate::db::session_timeouts(&mut tx).await {
                     Ok(before) => before,
                     Err(e) => {
                         let _ = tx.rollback().await;
@@ -758,7 +750,7 @@ impl RefineryDriver<'_, '_> {
         }
         let result = async {
             let mut tx = lock(self.conn).await?;
-            let before = session_before(&mut tx).await?;
+            let before = crate::db::session_timeouts(&mut tx).await?;
             for query in prelude
                 .iter()
                 .map(String::as_str)
