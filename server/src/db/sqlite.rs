@@ -215,6 +215,8 @@ pub(super) struct SqliteEngine {
     current: RwLock<Arc<SqliteGeneration>>,
     reopen: tokio::sync::Mutex<()>,
     pub(super) reopened: AtomicU32,
+    /// Read-write: each generation switches its file to WAL before the pool opens it.
+    wal: bool,
 }
 
 /// The pool, and the writer connection, for one file identity.
@@ -261,11 +263,7 @@ impl SqliteEngine {
                 options = options.filename(path).create_if_missing(false);
                 options = match mode {
                     OpenMode::ReadOnly => options.read_only(true),
-                    _ => tuned(
-                        options
-                            .journal_mode(SqliteJournalMode::Wal)
-                            .synchronous(SqliteSynchronous::Normal),
-                    ),
+                    _ => tuned(options.synchronous(SqliteSynchronous::Normal)),
                 };
             }
             None => {
@@ -281,8 +279,10 @@ impl SqliteEngine {
                     .max_lifetime(None);
             }
         }
+        let wal = path.is_some() && mode != OpenMode::ReadOnly;
         let generation =
-            connect_generation(&pool_options, &options, path, settings.connect_timeout).await?;
+            connect_generation(&pool_options, &options, path, wal, settings.connect_timeout)
+                .await?;
         Ok(Self {
             path: path.map(Path::to_path_buf),
             options,
@@ -291,6 +291,7 @@ impl SqliteEngine {
             current: RwLock::new(Arc::new(generation)),
             reopen: tokio::sync::Mutex::new(()),
             reopened: AtomicU32::new(0),
+            wal,
         })
     }
 
@@ -356,6 +357,7 @@ impl SqliteEngine {
             &self.pool_options,
             &self.options,
             Some(path),
+            self.wal,
             self.connect_timeout,
         )
         .await?;
@@ -397,10 +399,15 @@ fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .pragma("temp_store", "memory")
 }
 
+/// Opens the pool (and the writer) of one file identity. With `wal`, one connection
+/// first switches the file to WAL, which the file keeps: the pool's own connections set
+/// no journal mode, because setting one writes page 1, and sqlx opens connections on its
+/// own (`min_connections`) at any time, also into a file truncated under the server.
 async fn connect_generation(
     pool_options: &PoolOptions<Sqlite>,
     options: &SqliteConnectOptions,
     path: Option<&Path>,
+    wal: bool,
     timeout: Duration,
 ) -> Result<SqliteGeneration, DbError> {
     let identity_of = |path: &Path| {
@@ -409,6 +416,25 @@ async fn connect_generation(
             .map_err(|_| DbError::FileMissing(path.to_path_buf()))
     };
     let before = path.map(identity_of).transpose()?;
+    if let Some(path) = path.filter(|_| wal) {
+        let switch = async {
+            let conn = options
+                .clone()
+                .journal_mode(SqliteJournalMode::Wal)
+                .connect()
+                .await?;
+            conn.close().await
+        };
+        // Like the pool's first connection below: another process holding the file's lock
+        // past the pool's wait is a locked file.
+        let wait = pool_options.get_acquire_timeout().min(timeout);
+        tokio::time::timeout(wait, switch)
+            .await
+            .map_err(|_| DbError::FileInvalid {
+                path: path.to_path_buf(),
+                problem: FileProblem::Locked(wait.as_millis()),
+            })??;
+    }
     let pool = tokio::time::timeout(timeout, pool_options.clone().connect_with(options.clone()))
         .await
         .map_err(|_| DbError::ConnectTimeout(timeout))?
