@@ -57,7 +57,7 @@ impl DbDowngrade {
         let ids: Vec<String> = planned.iter().map(|m| m.id()).collect();
         note!(
             "this rolls back {} in {} to version {to}; data in what those migrations created is lost",
-            ids.join(", "),
+            migrations::few_of(&ids, "migrations"),
             project.location()
         );
         project.confirm("roll back?", self.destructive.yes)?;

@@ -89,12 +89,12 @@ pub async fn target_state(
         } else if others.is_empty() {
             TargetState::Occupied(format!(
                 "holds objects no migration made: {}",
-                own.join(", ")
+                crate::migrations::few_of(&own, "objects")
             ))
         } else {
             TargetState::Occupied(format!(
                 "has tables no migration made: {}",
-                others.join(", ")
+                crate::migrations::few_of(&others, "tables")
             ))
         });
     }

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeSet;
 
+mod catalog;
 mod snapshot;
 
+use catalog::Catalog;
 use snapshot::Snapshot;
 
 use crate::config::DbSettings;
@@ -140,7 +142,8 @@ async fn round_trip_from(
         // Applied before, by the run that found the problem: it applies.
         migrations::step_to(&mut conn, set, previous.version).await?;
     }
-    let mut before = Snapshot::take(&mut conn).await?;
+    let catalog = &mut Catalog::default();
+    let mut before = Snapshot::take(&mut conn, catalog).await?;
     let mut go_on = None;
     for (at, migration) in all.iter().enumerate().skip(from) {
         let id = migration.id();
@@ -162,7 +165,7 @@ async fn round_trip_from(
             ));
             break;
         }
-        let after = Snapshot::take(&mut conn).await?;
+        let after = Snapshot::take(&mut conn, catalog).await?;
         if migration.down.is_none() {
             before = after;
             continue;
@@ -172,7 +175,7 @@ async fn round_trip_from(
             problems.push(format!("{file}: fails: {e}"));
             // Rolled back with its transaction: the round trip goes on from here.
             if after
-                .differs(&Snapshot::take(&mut conn).await?)
+                .differs(&Snapshot::take(&mut conn, catalog).await?)
                 .await?
                 .is_none()
                 && migrations::status(&mut conn, set).await?.current_version == migration.version
@@ -183,7 +186,7 @@ async fn round_trip_from(
             go_on = Some(at + 1);
             break;
         }
-        let reverted = Snapshot::take(&mut conn).await?;
+        let reverted = Snapshot::take(&mut conn, catalog).await?;
         if let Some((before, reverted)) = before.differs(&reverted).await? {
             problems.push(format!(
                 "{} does not fully revert {id}: {}",
@@ -200,7 +203,7 @@ async fn round_trip_from(
             go_on = Some(at + 1);
             break;
         }
-        let again = Snapshot::take(&mut conn).await?;
+        let again = Snapshot::take(&mut conn, catalog).await?;
         if let Some((after, again)) = after.differs(&again).await? {
             problems.push(format!(
                 "{id}: applying it again after its down script gives a different schema: {}",

@@ -5,12 +5,13 @@
 //! different texts (a table rebuilt by a down script, `ALTER TABLE` rewriting a
 //! `CREATE TABLE`) are loaded into two in-memory databases and compared as the schema
 //! module describes them, so a table rebuilt with other text is still the same table.
-//! PostgreSQL: one query over the catalogs.
+//! PostgreSQL: the catalogs, described again only where they changed ([`Catalog`]).
 
 use std::collections::BTreeSet;
 
 use sqlx::Connection as _;
 
+use super::catalog::Catalog;
 use crate::db::{DbConn, Target};
 use crate::schema;
 
@@ -26,8 +27,12 @@ pub(super) enum Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the schema of `conn`'s database.
-    pub(super) async fn take(conn: &mut DbConn) -> Result<Self, sqlx::Error> {
+    /// Reads the schema of `conn`'s database; on PostgreSQL through `catalog`, which
+    /// keeps what earlier reads of the same database found.
+    pub(super) async fn take(
+        conn: &mut DbConn,
+        catalog: &mut Catalog,
+    ) -> Result<Self, sqlx::Error> {
         Ok(match conn {
             DbConn::Sqlite(c) => Self::Sqlite(
                 sqlx::query_scalar(
@@ -41,40 +46,7 @@ impl Snapshot {
                 .fetch_one(&mut **c)
                 .await?,
             ),
-            DbConn::Postgres(c) => Self::Postgres(
-                sqlx::query_scalar(
-                // pg_attribute rather than information_schema.columns: the same facts,
-                // at a fraction of the cost on a schema of hundreds of tables.
-                "SELECT coalesce(string_agg(line, chr(30) ORDER BY line COLLATE \"C\"), '') FROM ( \
-                 SELECT 'column ' || c.relname || '.' || a.attname || ' ' \
-                        || format_type(a.atttypid, a.atttypmod) || ' ' \
-                        || CASE WHEN a.attnotnull THEN 'NOT NULL' ELSE 'NULL' END || ' ' \
-                        || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' \
-                        || a.attidentity::text || a.attgenerated::text \
-                   FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
-                   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-                  WHERE c.relnamespace = current_schema()::regnamespace \
-                    AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0 \
-                    AND NOT a.attisdropped AND c.relname <> 'refinery_schema_history' \
-                 UNION ALL \
-                 SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes \
-                  WHERE schemaname = current_schema() AND tablename <> 'refinery_schema_history' \
-                 UNION ALL \
-                 SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
-                  WHERE connamespace = current_schema()::regnamespace \
-                    AND conrelid <> coalesce(to_regclass('refinery_schema_history'), 0)::oid \
-                 UNION ALL \
-                 SELECT 'sequence ' || sequencename FROM pg_sequences WHERE schemaname = current_schema() \
-                 UNION ALL \
-                 SELECT 'type ' || typname FROM pg_type \
-                  WHERE typnamespace = current_schema()::regnamespace AND typtype IN ('e', 'd') \
-                 UNION ALL \
-                 SELECT 'view ' || viewname || ': ' || definition FROM pg_views WHERE schemaname = current_schema() \
-                 ) AS lines (line)",
-                )
-                .fetch_one(&mut **c)
-                .await?,
-            ),
+            DbConn::Postgres(c) => Self::Postgres(catalog.read(c).await?),
         })
     }
 

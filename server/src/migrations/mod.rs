@@ -44,7 +44,7 @@ impl MigrationError {
 }
 pub use locks::lock_risks;
 pub use naming::{FOREIGN_KEYS_OFF, is_snake_case, no_transaction};
-pub use run::{Outcome, downgrade, reset, upgrade};
+pub use run::{Outcome, downgrade, few_of, reset, upgrade};
 pub(crate) use run::{create_history_sql, lock, record_row, step_to};
 pub use scaffold::{check_new_name, scaffold, scaffold_variants};
 pub use status::{

@@ -558,16 +558,23 @@ async fn record_failure(conn: &mut DbConn, migration: &MigrationFile, reason: &s
     }
 }
 
-/// Migration ids for a message, at most five named: a long history does not make a
-/// failure's one line grow (`V1__a, V2__b, …, V247__z (247 migrations)`).
-fn list(ids: &[String]) -> String {
-    match ids {
-        [] | [_] | [_, _] | [_, _, _] | [_, _, _, _] | [_, _, _, _, _] => ids.join(", "),
+/// Names for a message, at most five of them: a long history or a large schema does not
+/// make a one-line message grow (`V1__a, V2__b, …, V247__z (247 migrations)`, with
+/// `noun` "migrations").
+pub fn few_of(names: &[impl AsRef<str>], noun: &str) -> String {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    match names.as_slice() {
+        [] | [_] | [_, _] | [_, _, _] | [_, _, _, _] | [_, _, _, _, _] => names.join(", "),
         [first, second, .., before_last, last] => format!(
-            "{first}, {second}, …, {before_last}, {last} ({} migrations)",
-            ids.len()
+            "{first}, {second}, …, {before_last}, {last} ({} {noun})",
+            names.len()
         ),
     }
+}
+
+/// Migration ids for a message ([`few_of`]).
+fn list(ids: &[String]) -> String {
+    few_of(ids, "migrations")
 }
 
 /// Starts a write transaction and takes the migration lock.
