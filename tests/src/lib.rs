@@ -25,8 +25,8 @@ pub use disk::{Tmpfs, debris, fill_disk, free_bytes, sha256};
 pub use history::{Generated, postgres_history, sqlite_history, write_history};
 pub use http::{Response, Server, free_port, get, request};
 pub use pg::{
-    PgCluster, PgDatabase, hold_pg_lock, logging_pg_tools, path_with_only, pg_bin_dir, pg_command,
-    postgres_admin_url, psql, which,
+    PgCluster, PgDatabase, hold_pg_lock, hold_pg_lock_in, logging_pg_tools, path_with_only,
+    pg_bin_dir, pg_command, postgres_admin_url, psql, which,
 };
 pub use pgbouncer::PgBouncer;
 pub use process::{Run, binary, run_with_deadline};

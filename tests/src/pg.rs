@@ -308,14 +308,30 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// Another session holding a lock on `table` of the PostgreSQL database at `url` for
-/// `seconds`, returned once PostgreSQL shows the lock granted (at most 10 s); wait on it
-/// to end.
+/// Another session holding an `ACCESS SHARE` lock on `table` of the PostgreSQL database
+/// at `url` for `seconds` (DDL waits behind it), returned once PostgreSQL shows the lock
+/// granted (at most 10 s); wait on it to end.
 pub fn hold_pg_lock(url: &str, table: &str, seconds: u32) -> Child {
+    hold_pg_lock_in(url, table, "AccessShareLock", seconds)
+}
+
+/// [`hold_pg_lock`] in `mode`, as `pg_locks` names it (`AccessExclusiveLock`: writes and
+/// reads wait behind it too).
+pub fn hold_pg_lock_in(url: &str, table: &str, mode: &str, seconds: u32) -> Child {
+    // `AccessShareLock` → `ACCESS SHARE`.
+    let words: String = mode
+        .trim_end_matches("Lock")
+        .chars()
+        .flat_map(|c| {
+            let space = c.is_uppercase().then_some(' ');
+            space.into_iter().chain(c.to_uppercase())
+        })
+        .collect();
     let mut child = pg_command("psql")
         .args(["--no-psqlrc", "-d", url, "-c"])
         .arg(format!(
-            "BEGIN; LOCK TABLE {table} IN ACCESS SHARE MODE; SELECT pg_sleep({seconds}); COMMIT;"
+            "BEGIN; LOCK TABLE {table} IN {} MODE; SELECT pg_sleep({seconds}); COMMIT;",
+            words.trim()
         ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -323,7 +339,7 @@ pub fn hold_pg_lock(url: &str, table: &str, seconds: u32) -> Child {
         .expect("spawn psql");
     let granted = format!(
         "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-         WHERE c.relname = '{table}' AND l.mode = 'AccessShareLock' AND l.granted \
+         WHERE c.relname = '{table}' AND l.mode = '{mode}' AND l.granted \
          AND l.pid <> pg_backend_pid()"
     );
     let taken = poll_until(Duration::from_secs(10), || {

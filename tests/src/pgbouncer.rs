@@ -21,6 +21,12 @@ impl PgBouncer {
     /// server, as `nobody` (PgBouncer refuses to run as root); `None` (said loudly, a
     /// failure under CI) when it is not installed or the test does not run as root.
     pub fn start(pool_mode: &str) -> Option<Self> {
+        Self::start_with_pool(pool_mode, None)
+    }
+
+    /// [`PgBouncer::start`] with at most `server_sessions` server sessions per database
+    /// (`default_pool_size`; PgBouncer's default is 20), so that clients share them.
+    pub fn start_with_pool(pool_mode: &str, server_sessions: Option<u32>) -> Option<Self> {
         let Some(binary) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
             .into_iter()
             .map(PathBuf::from)
@@ -51,12 +57,13 @@ impl PgBouncer {
             format!(
                 "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\n\
                  unix_socket_dir =\nauth_type = trust\nauth_file = {}\npool_mode = {pool_mode}\n\
-                 logfile = {}\npidfile = {}\n",
+                 logfile = {}\npidfile = {}\n{}",
                 admin.host_str().unwrap_or("127.0.0.1"),
                 admin.port().unwrap_or(5432),
                 path("userlist.txt"),
                 path("pgbouncer.log"),
                 path("pgbouncer.pid"),
+                server_sessions.map_or_else(String::new, |n| format!("default_pool_size = {n}\n")),
             ),
         )
         .expect("write pgbouncer.ini");

@@ -34,7 +34,9 @@ impl Project {
     pub fn load(migrations_dir: Option<PathBuf>, may_create: bool) -> anyhow::Result<Self> {
         let sh = Shell::new().context("cannot start a shell")?;
         let cwd = sh.current_dir();
-        let config = AppConfig::load()?;
+        let mut config = AppConfig::load()?;
+        // Behind a pooler the commands use the direct connection (`migrate_url`).
+        config.database = config.database.direct();
         for warning in &config.warnings {
             note!("warning: {warning}");
         }

@@ -89,8 +89,23 @@ async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
     ) else {
         return;
     };
-    let (schedule, pool, settings) = (Arc::clone(schedule), (**db).clone(), settings.clone());
+    let (schedule, mut pool, settings) = (Arc::clone(schedule), (**db).clone(), settings.clone());
     let set = set.clone();
+    // Behind a pooler in transaction mode, pg_dump and its snapshot take the direct
+    // connection (`migrate_url`): a pool of their own.
+    let settings = match settings.migrate_url {
+        Some(_) => match DbPool::open(&small(settings.direct()), OpenMode::MustExist).await {
+            Ok(direct) => {
+                pool = direct;
+                settings.direct()
+            }
+            Err(e) => {
+                rocket::error!("scheduled backups: cannot open migrate_url: {e}");
+                return;
+            }
+        },
+        None => settings,
+    };
     rocket::info!(
         "scheduled backups every {} s into {}",
         schedule.interval_secs(),
@@ -159,7 +174,25 @@ async fn prepare(
         .map(crate::in_use::claim_for_server)
         .transpose()?;
     set.ensure_valid()?;
-    let mut conn = db.acquire().await?;
+    // Behind a pooler in transaction mode, migrations take the direct connection.
+    let direct = match settings.migrate_url {
+        Some(_) => Some(DbPool::open(&small(settings.direct()), OpenMode::MustExist).await?),
+        None => None,
+    };
+    let result = prepare_on(direct.as_ref().unwrap_or(&**db), settings, set).await;
+    if let Some(direct) = direct {
+        direct.close().await;
+    }
+    result.map(|()| claim)
+}
+
+/// Migrates (or only checks) the schema on `pool`.
+async fn prepare_on(
+    pool: &DbPool,
+    settings: &DbSettings,
+    set: &MigrationSet,
+) -> Result<(), StartupError> {
+    let mut conn = pool.acquire().await?;
     let status = migrations::status(&mut conn, set).await?;
     // An older release during a rolling deploy: the newer one migrated ahead of it.
     if settings.serve_newer_schema && status.ahead_by_newer_only(set) {
@@ -168,7 +201,7 @@ async fn prepare(
             status.applied.last().map_or(0, |a| a.version),
             set.latest()
         );
-        return Ok(claim);
+        return Ok(());
     }
     if settings.migrate_on_start {
         for id in migrations::upgrade(&mut conn, set, None).await?.changed {
@@ -177,7 +210,14 @@ async fn prepare(
     } else {
         status.ensure_compatible()?;
     }
-    Ok(claim)
+    Ok(())
+}
+
+/// `settings` for a pool of one or two connections: migrations, backups.
+fn small(mut settings: DbSettings) -> DbSettings {
+    settings.min_connections = 0;
+    settings.max_connections = 2;
+    settings
 }
 
 /// Why the server refuses to start.

@@ -22,7 +22,7 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::{Figment, Profile};
 
 pub use error::ConfigError;
-pub use settings::DbSettings;
+pub use settings::{DbSettings, Pooler};
 use sources::{EnvLayer, find_config_file, read_dotenv, select_profile};
 
 /// Name of the database in `Rocket.toml` (`[default.databases.main]`) and in `#[database]`.

@@ -29,6 +29,8 @@ pub(super) const DATABASE_ENV_KEYS: &[&str] = &[
     "backup_interval_secs",
     "backup_keep",
     "backup_copy_to",
+    "migrate_url",
+    "pooler",
 ];
 
 /// Validated database settings.
@@ -74,6 +76,29 @@ pub struct DbSettings {
     pub backup_keep: u32,
     /// Where each scheduled backup is also copied (e.g. a mounted remote file system).
     pub backup_copy_to: Option<PathBuf>,
+    /// What is between the server and PostgreSQL.
+    pub pooler: Pooler,
+    /// PostgreSQL: a direct connection for migrations, backups and the `db-*` commands,
+    /// when `url` goes through a pooler.
+    pub migrate_url: Option<DatabaseUrl>,
+    /// Where `migrate_url` came from.
+    migrate_url_origin: String,
+}
+
+/// What `url` connects through (`pooler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler in session mode: a connection is one session.
+    #[default]
+    None,
+    /// A pooler in session mode (PgBouncer's `pool_mode = session`): the same as `none`.
+    Session,
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`): a server
+    /// session only for the length of a transaction. Each pooled connection works in one
+    /// transaction while it is held, with the timeouts set in it (`SET LOCAL`) and no
+    /// prepared statement kept past it; `migrate_url` is required.
+    Transaction,
 }
 
 /// The largest pool this configuration accepts.
@@ -132,6 +157,10 @@ pub(super) struct RawDbSettings {
     backup_keep: u32,
     #[serde(default)]
     backup_copy_to: Option<String>,
+    #[serde(default)]
+    migrate_url: Option<String>,
+    #[serde(default)]
+    pooler: Pooler,
 }
 
 /// Defaults of the database keys, also listed in `.env.example` and the README.
@@ -181,6 +210,21 @@ mod defaults {
 }
 
 impl DbSettings {
+    /// The settings for migrations, backups and maintenance: `migrate_url` when set (a
+    /// direct connection past the pooler), else these.
+    pub fn direct(&self) -> Self {
+        match &self.migrate_url {
+            Some(url) => Self {
+                url: url.clone(),
+                url_origin: format!("migrate_url, {}", self.migrate_url_origin),
+                pooler: Pooler::None,
+                migrate_url: None,
+                ..self.clone()
+            },
+            None => self.clone(),
+        }
+    }
+
     /// Extracts and validates settings from a figment focused on `databases.main`
     /// (what `rocket_db_pools` hands to a pool); relative SQLite paths resolve against `root`.
     pub fn from_focused(figment: &Figment, root: &Path) -> Result<Self, ConfigError> {
@@ -349,6 +393,47 @@ impl DbSettings {
             ));
         }
 
+        let migrate_url = match &raw.migrate_url {
+            None => None,
+            Some(text) => {
+                let parsed = DatabaseUrl::parse(text, root);
+                let reason = match &parsed {
+                    Err(reason) => Some(reason.to_string()),
+                    Ok(DatabaseUrl::Postgres { url: direct }) => crate::pg::connect_options(direct)
+                        .err()
+                        .map(|e| crate::url::mask_url(&e.to_string())),
+                    Ok(_) => Some("is not a PostgreSQL URL".into()),
+                };
+                if let Some(reason) = reason {
+                    return Err(invalid(
+                        "migrate_url",
+                        format!("{reason} in `{}`", redact_url(text)),
+                    ));
+                }
+                parsed.ok()
+            }
+        };
+        if url.kind() != crate::url::DbKind::Postgres {
+            if migrate_url.is_some() {
+                return Err(invalid(
+                    "migrate_url",
+                    "is for PostgreSQL behind a pooler; url is a SQLite database".into(),
+                ));
+            }
+            if raw.pooler != Pooler::None {
+                return Err(invalid(
+                    "pooler",
+                    "is for PostgreSQL; url is a SQLite database".into(),
+                ));
+            }
+        }
+        if raw.pooler == Pooler::Transaction && migrate_url.is_none() {
+            return Err(invalid(
+                "pooler",
+                "\"transaction\" needs migrate_url (DATABASE_MIGRATE_URL), a direct connection to the same database: migrations, backups and the db-* commands cannot run through a pooler in transaction mode".into(),
+            ));
+        }
+
         let settings = Self {
             url: url.clone(),
             url_origin,
@@ -371,8 +456,12 @@ impl DbSettings {
                 .then(|| Duration::from_secs(raw.backup_interval_secs)),
             backup_keep: raw.backup_keep,
             backup_copy_to: backup_copy_to.clone(),
+            pooler: raw.pooler,
+            migrate_url: migrate_url.clone(),
+            migrate_url_origin: origin(figment, "migrate_url"),
         };
         raw.url = url.to_url_string();
+        raw.migrate_url = migrate_url.map(|u| u.to_url_string());
         raw.backup_dir = Some(backup_dir.display().to_string());
         raw.backup_copy_to = backup_copy_to.map(|dir| dir.display().to_string());
         Ok((settings, raw))

@@ -36,7 +36,7 @@ pub use sqlite::{check_live_sqlite_file, check_sqlite_file};
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
 pub use write::WriteTx;
 
-use crate::config::DbSettings;
+use crate::config::{DbSettings, Pooler};
 use crate::url::{DatabaseUrl, DbKind};
 use incidents::Incidents;
 pub use metrics::PoolMetrics;
@@ -81,6 +81,9 @@ pub struct DbPool {
     metrics: Arc<PoolMetrics>,
     /// PostgreSQL with a host list: which host the pool uses.
     failover: Option<Arc<failover::Failover>>,
+    /// Behind a pooler in transaction mode: the statement each acquired connection
+    /// begins its transaction with (see [`Pooler::Transaction`]).
+    pinned: Option<Arc<str>>,
 }
 
 enum Engine {
@@ -108,6 +111,7 @@ impl DbPool {
     /// Opens the pool described by `settings` and checks one connection.
     pub async fn open(settings: &DbSettings, mode: OpenMode) -> Result<Self, DbError> {
         let mut failover = None;
+        let mut pinned = None;
         let engine = match &settings.url {
             DatabaseUrl::Sqlite { path } => Engine::Sqlite(Box::new(
                 SqliteEngine::open(settings, Some(path), mode).await?,
@@ -118,6 +122,8 @@ impl DbPool {
             DatabaseUrl::Postgres { url } => {
                 let (pool, hosts) = open_postgres(settings, url).await?;
                 failover = hosts;
+                pinned = (settings.pooler == Pooler::Transaction)
+                    .then(|| Arc::from(pinned_begin(settings)));
                 Engine::Postgres(pool)
             }
         };
@@ -127,6 +133,7 @@ impl DbPool {
             incidents: Arc::default(),
             metrics: Arc::default(),
             failover,
+            pinned,
         })
     }
 
@@ -149,7 +156,17 @@ impl DbPool {
                 .acquire()
                 .await
                 .map(DbConn::Sqlite),
-            Engine::Postgres(pool) => pool.acquire().await.map(DbConn::Postgres),
+            Engine::Postgres(pool) => match pool.acquire().await {
+                Ok(mut conn) if let Some(begin) = &self.pinned => {
+                    use sqlx::SqlSafeStr as _;
+                    use sqlx_core::transaction::TransactionManager as _;
+                    let begin = sqlx::AssertSqlSafe(begin.to_string()).into_sql_str();
+                    sqlx::postgres::PgTransactionManager::begin(&mut conn, Some(begin))
+                        .await
+                        .map(|()| DbConn::Postgres(conn))
+                }
+                other => other.map(DbConn::Postgres),
+            },
         };
         let timed_out = matches!(conn, Err(sqlx::Error::PoolTimedOut));
         self.metrics
@@ -174,7 +191,14 @@ impl DbPool {
                 let _queued = self.metrics.queued();
                 engine.current().await?.writer.begin().await
             }
-            Engine::Postgres(pool) => pool.begin().await.map(WriteTx::postgres),
+            Engine::Postgres(pool) => match &self.pinned {
+                Some(begin) => {
+                    pool.begin_with(sqlx::AssertSqlSafe(begin.to_string()))
+                        .await
+                }
+                None => pool.begin().await,
+            }
+            .map(WriteTx::postgres),
         };
         let timed_out = matches!(tx, Err(sqlx::Error::PoolTimedOut));
         self.metrics
@@ -372,7 +396,12 @@ async fn open_postgres(
         millis(settings.statement_timeout),
     )
     .into();
+    let pinned = settings.pooler == Pooler::Transaction;
     let mut options = crate::pg::connect_options(url)?.log_statements(echo_level(settings.echo));
+    if pinned {
+        // Nothing prepared outlives a transaction (see `pinned_begin`): nothing to cache.
+        options = options.statement_cache_capacity(0);
+    }
     // A host list: the first host that answers (and accepts writes, when asked).
     let list = crate::pg::hosts(url);
     let hosts = list
@@ -416,15 +445,33 @@ async fn open_postgres(
             other => DbError::Driver(other),
         })?;
     let _ = first.close().await;
-    let mut pool = pool_options(settings).after_connect(move |conn, _| {
-        let session = Arc::clone(&session);
-        Box::pin(async move {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(session.to_string()))
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-    });
+    let mut pool = match pinned {
+        // A session setting would stay on the pooler's server connection, for whichever
+        // client gets it next: the timeouts are set in each transaction instead.
+        true => pool_options(settings).after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx_core::transaction::TransactionManager;
+                type Manager = sqlx::postgres::PgTransactionManager;
+                match Manager::get_transaction_depth(conn) {
+                    0 => Ok(true),
+                    // The transaction `DbPool::acquire` began: what ran on the connection
+                    // is committed when it is given back (rolled back if it failed).
+                    1 => Manager::commit(conn).await.map(|()| true),
+                    // A transaction of its user still open: not reused.
+                    _ => Ok(false),
+                }
+            })
+        }),
+        false => pool_options(settings).after_connect(move |conn, _| {
+            let session = Arc::clone(&session);
+            Box::pin(async move {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(session.to_string()))
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            })
+        }),
+    };
     if let Some(failover) = &failover {
         // Connections to the host the pool moved away from are not handed out again.
         let failover = Arc::clone(failover);
@@ -438,6 +485,23 @@ async fn open_postgres(
         .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
         .map_err(DbError::from)?;
     Ok((pool, failover))
+}
+
+/// Behind a pooler in transaction mode, the statement every transaction begins with: the
+/// pooler lends a server session for one transaction, so each pooled connection works in
+/// one while it is held (see [`DbPool::acquire`]). In it, the timeouts are set for the
+/// transaction alone (`SET LOCAL`), and the prepared statements another client left on
+/// the server session are dropped: sqlx names its statements `sqlx_s_<n>` counting from
+/// 1 on every connection, so two clients' names collide on a shared server session.
+fn pinned_begin(settings: &DbSettings) -> String {
+    let millis = |d: Duration| d.as_millis();
+    format!(
+        "BEGIN; DEALLOCATE ALL; SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
+         SET LOCAL idle_in_transaction_session_timeout = {}",
+        millis(settings.statement_timeout),
+        millis(settings.lock_timeout),
+        millis(settings.statement_timeout),
+    )
 }
 
 fn echo_level(echo: bool) -> log::LevelFilter {

@@ -173,6 +173,49 @@ fn each_setting_is_blamed_on_the_variable_that_set_it() {
 }
 
 #[test]
+fn pooler_settings_that_cannot_work_are_named_without_their_secrets() {
+    let project = Project::sqlite();
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            &[("DATABASE_POOLER", "transaction")],
+            &["databases.main.pooler", "DATABASE_POOLER", "SQLite"],
+        ),
+        (
+            &[("DATABASE_POOLER", "statement")],
+            &["databases.main.pooler", "DATABASE_POOLER", "statement"],
+        ),
+        (
+            &[
+                ("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:6432/app"),
+                ("DATABASE_POOLER", "transaction"),
+            ],
+            &[
+                "databases.main.pooler",
+                "migrate_url",
+                "DATABASE_MIGRATE_URL",
+            ],
+        ),
+        (
+            &[
+                ("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:6432/app"),
+                ("DATABASE_MIGRATE_URL", "mysql://app:hunter2@127.0.0.1/app"),
+            ],
+            &[
+                "databases.main.migrate_url",
+                "DATABASE_MIGRATE_URL",
+                "mysql:",
+            ],
+        ),
+    ];
+    for (env, expected) in cases {
+        let run = xtask(&project, &["db-status"], env);
+        assert_refused(&run, 1, expected);
+        assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    }
+}
+
+#[test]
 fn an_unreachable_postgres_server_is_named_with_the_reason() {
     let project = Project::sqlite();
     let url = "postgres://app:hunter2@127.0.0.1:1/app";
