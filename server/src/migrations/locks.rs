@@ -21,30 +21,24 @@ pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
                 .is_some_and(|l| l.trim_start().starts_with(LOCK_OK))
     };
     let all = statements(sql);
-    let created: Vec<&str> = all
+    // Tables this script creates hold no rows yet. Not `CREATE TABLE IF NOT EXISTS`: the
+    // table may be there already, full.
+    let created: Vec<Relation> = all
         .iter()
-        .filter(|s| s.words.starts_with(&["CREATE".into(), "TABLE".into()]))
-        .filter_map(|s| {
-            s.words
-                .iter()
-                .skip(2)
-                .find(|w| !matches!(w.as_str(), "IF" | "NOT" | "EXISTS"))
+        .filter(|s| {
+            s.words.first().is_some_and(|w| w == "CREATE")
+                && s.words.iter().take(4).any(|w| w == "TABLE")
+                && !s.words.iter().take(7).any(|w| w == "EXISTS")
         })
-        .map(String::as_str)
+        .filter_map(|s| Relation::after(s.text(sql), "TABLE", &[]))
         .collect();
     let mut out = Vec::new();
     for statement in &all {
         let w: Vec<&str> = statement.words.iter().map(String::as_str).collect();
         let has = |seq: &[&str]| w.windows(seq.len()).any(|x| x == seq);
         let new_table = |after: &str| {
-            w.iter()
-                .position(|x| *x == after)
-                .and_then(|i| {
-                    w[i + 1..]
-                        .iter()
-                        .find(|x| !matches!(**x, "ONLY" | "IF" | "EXISTS"))
-                })
-                .is_some_and(|t| created.contains(t))
+            Relation::after(statement.text(sql), after, &["ONLY", "IF", "EXISTS"])
+                .is_some_and(|t| created.iter().any(|c| c.same(&t)))
         };
         let risk = match w.as_slice() {
             ["CREATE", "INDEX", ..] | ["CREATE", "UNIQUE", "INDEX", ..]
@@ -155,6 +149,114 @@ pub fn lock_risks(sql: &str) -> Vec<(usize, &'static str)> {
     out
 }
 
+/// A table as PostgreSQL resolves its name: unquoted folded to lower case, quoted kept
+/// as written, with its schema when one is written.
+#[derive(Debug)]
+struct Relation {
+    schema: Option<String>,
+    name: String,
+}
+
+impl Relation {
+    /// The relation named after the first `keyword` of `text` (a statement), past the
+    /// words in `skip` (`ONLY`, `IF EXISTS`).
+    fn after(text: &str, keyword: &str, skip: &[&str]) -> Option<Self> {
+        let tokens = tokens(text);
+        let at = tokens
+            .iter()
+            .position(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case(keyword)))?;
+        let mut rest = tokens[at + 1..].iter().skip_while(
+            |t| matches!(t, Token::Word(w) if skip.iter().any(|s| w.eq_ignore_ascii_case(s))),
+        );
+        let first = rest.next()?.identifier()?;
+        let mut rest = rest.peekable();
+        Some(match rest.peek() {
+            Some(Token::Dot) => {
+                rest.next();
+                Self {
+                    schema: Some(first),
+                    name: rest.next()?.identifier()?,
+                }
+            }
+            _ => Self {
+                schema: None,
+                name: first,
+            },
+        })
+    }
+
+    /// Whether both name the same table (a name without a schema matches either).
+    fn same(&self, other: &Self) -> bool {
+        self.name == other.name
+            && (self.schema.is_none() || other.schema.is_none() || self.schema == other.schema)
+    }
+}
+
+/// What [`Relation::after`] reads a statement as.
+enum Token {
+    /// A bare word, as written.
+    Word(String),
+    /// A quoted name.
+    Quoted(String),
+    Dot,
+    Other,
+}
+
+impl Token {
+    /// The name this token is, as PostgreSQL resolves it.
+    fn identifier(&self) -> Option<String> {
+        match self {
+            Self::Word(w) => Some(w.to_ascii_lowercase()),
+            Self::Quoted(q) => Some(q.clone()),
+            Self::Dot | Self::Other => None,
+        }
+    }
+}
+
+/// The tokens of one statement (comments and strings are skipped as one token).
+fn tokens(text: &str) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '-' if text[i..].starts_with("--") => {
+                while chars.next_if(|&(_, c)| c != '\n').is_some() {}
+            }
+            '"' => {
+                let mut name = String::new();
+                while let Some((_, c)) = chars.next() {
+                    if c == '"' {
+                        // `""` inside a quoted name is one quote.
+                        if chars.next_if(|&(_, c)| c == '"').is_none() {
+                            break;
+                        }
+                    }
+                    name.push(c);
+                }
+                out.push(Token::Quoted(name));
+            }
+            '\'' => {
+                while chars.next_if(|&(_, c)| c != '\'').is_some() {}
+                chars.next();
+                out.push(Token::Other);
+            }
+            '.' => out.push(Token::Dot),
+            c if c.is_alphabetic() || c == '_' => {
+                let mut word = c.to_string();
+                while let Some((_, c)) =
+                    chars.next_if(|&(_, c)| c.is_alphanumeric() || c == '_' || c == '$')
+                {
+                    word.push(c);
+                }
+                out.push(Token::Word(word));
+            }
+            c if c.is_whitespace() => {}
+            _ => out.push(Token::Other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::lock_risks;
@@ -183,6 +285,15 @@ mod tests {
                 "ALTER TABLE a ADD CONSTRAINT c CHECK (b > 0);\nALTER TABLE a ADD CONSTRAINT u UNIQUE (b);\nALTER TABLE a ADD COLUMN u UUID DEFAULT gen_random_uuid();\nDROP TABLE old;\nDROP INDEX a_b;\nREINDEX TABLE a;\nVACUUM FULL a;\nCLUSTER a;\nLOCK TABLE a;\nALTER TABLE a ALTER b TYPE TEXT;\nALTER TABLE a ADD COLUMN n BIGSERIAL;\nALTER TABLE a ADD COLUMN g INT GENERATED ALWAYS AS (b * 2) STORED;"
             ),
             [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        // Names as PostgreSQL resolves them: quoted, schema-qualified, temporary tables.
+        assert!(lines("CREATE TABLE \"Items\" (b INT);\nCREATE INDEX i ON \"Items\" (b);\nCREATE TEMP TABLE t (b INT);\nCREATE INDEX t_b ON t (b);\nCREATE TABLE app.x (b INT);\nALTER TABLE ONLY app.x ADD COLUMN c INT NOT NULL;\nCREATE INDEX x_b ON x (b);").is_empty());
+        // Another table of the same name elsewhere, or one that may exist already.
+        assert_eq!(
+            lines(
+                "CREATE TABLE \"Items\" (b INT);\nCREATE INDEX i ON items (b);\nCREATE TABLE app.x (b INT);\nCREATE INDEX x_b ON other.x (b);\nCREATE TABLE IF NOT EXISTS y (b INT);\nCREATE INDEX y_b ON y (b);"
+            ),
+            [2, 4, 6]
         );
         // The safe rewrites, and a statement accepted knowingly on the line before.
         assert!(

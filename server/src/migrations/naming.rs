@@ -425,6 +425,13 @@ pub(super) struct Statement {
     span: std::ops::Range<usize>,
 }
 
+impl Statement {
+    /// Its text in `sql`, the script it was read from.
+    pub(super) fn text<'s>(&self, sql: &'s str) -> &'s str {
+        &sql[self.span.clone()]
+    }
+}
+
 /// The statements of `sql`. The `BEGIN … END` body of a SQLite trigger belongs to its
 /// `CREATE TRIGGER`.
 pub(super) fn statements(sql: &str) -> Vec<Statement> {
