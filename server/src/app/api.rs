@@ -148,7 +148,7 @@ fn classify(error: &sqlx::Error) -> (Status, &'static str) {
 }
 
 /// The status, public message and metrics class (`db_errors{class}`) of a driver error.
-fn class_of(error: &sqlx::Error) -> (Status, &'static str, &'static str) {
+pub(crate) fn class_of(error: &sqlx::Error) -> (Status, &'static str, &'static str) {
     const BUSY: (Status, &str, &str) = (
         Status::ServiceUnavailable,
         "the database is busy; retry shortly",

@@ -31,8 +31,16 @@ impl rocket_db_pools::Pool for DbPool {
         DbPool::open(&settings, OpenMode::Create).await
     }
 
+    /// The `Connection<Db>` guard: a failure answers 503 before any handler runs, so it
+    /// is counted here (`db_errors_total`), by the class a handler's error would have.
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
-        self.acquire().await
+        self.acquire().await.inspect_err(|e| {
+            let class = match e {
+                DbError::Driver(cause) => super::api::class_of(cause).2,
+                _ => "unavailable",
+            };
+            self.metrics().error(class);
+        })
     }
 
     async fn close(&self) {

@@ -66,7 +66,7 @@ pub struct PoolStats {
     pub size: u32,
     /// Open connections not in use.
     pub idle: u32,
-    /// Upper bound.
+    /// Upper bound (on SQLite, the writer connection comes on top of it).
     pub max: u32,
     /// SQLite: how often the pool reopened because the file at its path was replaced.
     pub reopened: u32,
@@ -248,9 +248,15 @@ impl DbPool {
     pub fn stats(&self) -> PoolStats {
         let (size, idle, reopened) = match &*self.engine {
             Engine::Sqlite(engine) => {
-                let pool = engine.snapshot().pool.clone();
+                let generation = engine.snapshot();
                 let reopened = engine.reopened.load(Ordering::Relaxed);
-                (pool.size(), pool.num_idle(), reopened)
+                // The writer connection counts as one of the pool's.
+                let (open, in_use) = generation.writer.state();
+                (
+                    generation.pool.size() + u32::from(open),
+                    generation.pool.num_idle() + usize::from(open && !in_use),
+                    reopened,
+                )
             }
             Engine::Postgres(pool) => (pool.size(), pool.num_idle(), 0),
         };

@@ -71,6 +71,15 @@ impl Writer {
         Ok(WriteTx(Some(Inner::Sqlite(slot))))
     }
 
+    /// Whether the writer connection is open, and whether a write transaction holds it
+    /// (or is about to): for the pool's statistics.
+    pub(super) fn state(&self) -> (bool, bool) {
+        match self.slot.try_lock() {
+            Ok(slot) => (slot.conn.is_some(), false),
+            Err(_) => (true, true),
+        }
+    }
+
     /// Closes the writer connection (after the transaction in progress, if any).
     pub(super) async fn close(&self) {
         let conn = self.slot.lock().await.conn.take();

@@ -59,7 +59,8 @@ fn metrics_carry_the_pool_errors_readiness_schema_and_backups_and_parse() {
         value(&samples, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in {names:?}"))
     };
     assert!(has("db_pool_connections", &[("which", "max")]) >= 1.0);
-    assert!(has("db_pool_connections", &[("which", "open")]) >= 1.0);
+    // The pool's connection (min_connections) and the writer the POSTs opened.
+    assert!(has("db_pool_connections", &[("which", "open")]) >= 2.0);
     has("db_pool_connections", &[("which", "in_use")]);
     assert!(
         has("db_pool_acquire_seconds_count", &[]) >= 1.0,
@@ -77,6 +78,17 @@ fn metrics_carry_the_pool_errors_readiness_schema_and_backups_and_parse() {
     assert_eq!(has("db_schema_version", &[("which", "embedded")]), 1.0);
     assert_eq!(has("db_schema_version", &[("which", "applied")]), 1.0);
     assert!(has("db_backup_last_success_age_seconds", &[]) < 60.0);
+    // A request whose `Connection<Db>` guard fails (the database file is gone) answers
+    // 503 before its handler runs, and counts as an error of its class.
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(project.path().join(format!("notes.db{side}")));
+    }
+    assert_eq!(server.get("/notes/1").status, 503);
+    let samples = scrape(&server);
+    assert_eq!(
+        value(&samples, "db_errors_total", &[("class", "unavailable")]),
+        Some(1.0)
+    );
     // Listed in the OpenAPI document.
     let doc = server.get("/openapi.json").json();
     assert!(doc["paths"]["/metrics"]["get"].is_object(), "{doc}");
