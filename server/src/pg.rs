@@ -114,6 +114,36 @@ fn host(options: &PgConnectOptions) -> String {
     }
 }
 
+/// Whether the server of `options` refuses connections right now (nothing listens at
+/// its port or socket): the error, when it does. Unknown (`None`) when it accepts or
+/// does not answer within 200 ms. The pool retries refused connections until its
+/// acquire timeout and then says only that it timed out.
+pub async fn refuses(options: &PgConnectOptions) -> Option<std::io::Error> {
+    let attempt = async {
+        match options.get_socket() {
+            Some(dir) => tokio::net::UnixStream::connect(
+                dir.join(format!(".s.PGSQL.{}", options.get_port())),
+            )
+            .await
+            .map(drop),
+            None => tokio::net::TcpStream::connect((options.get_host(), options.get_port()))
+                .await
+                .map(drop),
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_millis(200), attempt).await {
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            Some(e)
+        }
+        _ => None,
+    }
+}
+
 /// `host:port` of the server (`[::1]:5432` for IPv6, the socket directory for a socket),
 /// never credentials.
 pub fn server_address(options: &PgConnectOptions) -> String {

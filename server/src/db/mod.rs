@@ -145,8 +145,11 @@ impl DbPool {
         }
     }
 
-    /// Takes a connection, waiting at most the configured acquire timeout.
+    /// Takes a connection, waiting at most the configured acquire timeout. A PostgreSQL
+    /// server that refuses connections while the pool has none fails at once, as
+    /// unreachable, instead of as a timeout (busy) after the wait.
     pub async fn acquire(&self) -> Result<DbConn, DbError> {
+        self.refused().await?;
         let started = Instant::now();
         let conn = match &*self.engine {
             Engine::Sqlite(engine) => engine
@@ -185,6 +188,7 @@ impl DbPool {
     /// the pool. On PostgreSQL it is a pooled connection's transaction. Run queries on
     /// `&mut tx`, then `tx.commit()`; dropped without a commit, it rolls back.
     pub async fn begin_write(&self) -> Result<WriteTx, DbError> {
+        self.refused().await?;
         let started = Instant::now();
         let tx = match &*self.engine {
             Engine::Sqlite(engine) => {
@@ -206,6 +210,27 @@ impl DbPool {
         tx.map_err(|e| {
             self.note_error(&e);
             DbError::Driver(e)
+        })
+    }
+
+    /// PostgreSQL, with no connection open: whether the server refuses connections (see
+    /// [`crate::pg::refuses`]), noted like any connection error.
+    async fn refused(&self) -> Result<(), DbError> {
+        let Engine::Postgres(pool) = &*self.engine else {
+            return Ok(());
+        };
+        if pool.size() > 0 {
+            return Ok(());
+        }
+        let options = pool.connect_options();
+        let Some(error) = crate::pg::refuses(&options).await else {
+            return Ok(());
+        };
+        let reason = error.to_string();
+        self.note_error(&sqlx::Error::Io(error));
+        Err(DbError::Unreachable {
+            server: crate::pg::server_address(&options),
+            reason,
         })
     }
 

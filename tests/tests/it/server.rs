@@ -283,6 +283,13 @@ fn postgres_going_away_fails_within_a_second_and_recovers_without_restart() {
         assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
         assert!(!response.body.contains("postgres://"), "{}", response.body);
     }
+    // Refused, not busy: once the pool's connections are gone, it says so at once.
+    let response = server.get("/health/db");
+    assert!(
+        response.body.contains("cannot connect to the database"),
+        "{}",
+        response.body
+    );
 
     let _proxy = Proxy::start(port, upstream);
     let deadline = Instant::now() + Duration::from_secs(10);
