@@ -95,18 +95,31 @@ pub async fn init(settings: &DbSettings, set: &MigrationSet) -> Result<InitRepor
 pub async fn open_or_create(settings: &DbSettings) -> Result<(DbPool, bool), LifecycleError> {
     let created = settings.url.sqlite_path().is_some_and(|p| !p.exists());
     match DbPool::open(settings, OpenMode::Create).await {
-        Err(DbError::Driver(sqlx::Error::Database(e)))
-            if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) =>
-        {
+        Err(DbError::Driver(e)) if crate::db::is_missing_database(&e) => {
             let created = create_pg_database(settings).await?;
-            Ok((DbPool::open(settings, OpenMode::Create).await?, created))
+            // A pooler (PgBouncer: 08P01) that failed to log in to the missing database
+            // tries again only after `server_login_retry` (15 s by default): wait for it.
+            let pooled =
+                matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("08P01"));
+            let deadline = std::time::Instant::now() + POOLER_LOGIN_RETRY;
+            loop {
+                match DbPool::open(settings, OpenMode::Create).await {
+                    Err(DbError::ConnectTimeout(_)) | Err(DbError::Driver(_))
+                        if pooled && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    other => return Ok((other?, created)),
+                }
+            }
         }
         other => Ok((other?, created)),
     }
 }
 
-/// SQLSTATE `invalid_catalog_name`: the database does not exist.
-const PG_NO_SUCH_DATABASE: &str = "3D000";
+/// How long a database just created is waited for through a pooler: PgBouncer's default
+/// `server_login_retry` and a margin.
+const POOLER_LOGIN_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Key of the advisory lock (in the `postgres` database) that serializes creating databases.
 const PG_CREATE_LOCK_KEY: i64 = 0x6462_696e_6974; // "dbinit"

@@ -273,9 +273,7 @@ impl PgScratch {
                 .await
                 .map_err(|_| cannot("connecting", &"timed out"))?
                 .map_err(|e| match &e {
-                    sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000") => {
-                        ScratchError::NoSuchDatabase
-                    }
+                    e if crate::db::is_missing_database(e) => ScratchError::NoSuchDatabase,
                     _ => cannot("connecting", &crate::db::describe_driver_error(&e, None)),
                 })?;
         sweep_pg(&mut marker).await;

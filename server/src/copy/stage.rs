@@ -20,9 +20,6 @@ use crate::db::{DbError, DbPool, OpenMode};
 use crate::scratch::Scratch;
 use crate::url::DatabaseUrl;
 
-/// SQLSTATE `invalid_catalog_name`: the database does not exist.
-const PG_NO_SUCH_DATABASE: &str = "3D000";
-
 /// The opened target of a copy; see the module docs.
 pub struct CopyTarget {
     /// The pool the copy reads and writes the target through.
@@ -89,8 +86,7 @@ impl CopyTarget {
             return Ok(target);
         }
         match DbPool::open(settings, OpenMode::MustExist).await {
-            Err(DbError::Driver(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some(PG_NO_SUCH_DATABASE) => {}
+            Err(DbError::Driver(e)) if crate::db::is_missing_database(&e) => {}
             other => {
                 return Ok(Self {
                     pool: other.map_err(fail)?,

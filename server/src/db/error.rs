@@ -174,3 +174,19 @@ fn one_line(text: &str) -> String {
         false => text.to_string(),
     }
 }
+
+/// Whether connecting failed because the PostgreSQL database does not exist: SQLSTATE
+/// 3D000 (`invalid_catalog_name`) from the server, or the same refusal relayed by
+/// PgBouncer, which sends its own errors as 08P01 (`database "x" does not exist`).
+pub fn is_missing_database(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    match db.code().as_deref() {
+        Some("3D000") => true,
+        Some("08P01") => {
+            db.message().starts_with("database ") && db.message().ends_with("does not exist")
+        }
+        _ => false,
+    }
+}

@@ -29,7 +29,7 @@ use sqlx::sqlite::Sqlite;
 use sqlx::{ConnectOptions, Connection, Transaction};
 
 pub use drop_all::{PG_DROP_ALL, drop_all_script};
-pub use error::{DbError, FileProblem, describe_driver_error, error_line};
+pub use error::{DbError, FileProblem, describe_driver_error, error_line, is_missing_database};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Target, query};
 pub use sqlite::{check_live_sqlite_file, check_sqlite_file};

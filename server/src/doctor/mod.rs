@@ -46,15 +46,11 @@ pub async fn check(settings: &DbSettings, set: &MigrationSet) -> Result<Vec<Stri
 
     let exists = settings.url.sqlite_path().is_none_or(|p| p.exists());
     // A PostgreSQL database that does not exist yet has no history to check, like a
-    // SQLite file that is not there (SQLSTATE 3D000, invalid_catalog_name).
+    // SQLite file that is not there.
     let opened = match exists && settings.url != DatabaseUrl::SqliteMemory {
         false => None,
         true => match DbPool::open(settings, OpenMode::MustExist).await {
-            Err(DbError::Driver(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("3D000") =>
-            {
-                None
-            }
+            Err(DbError::Driver(e)) if crate::db::is_missing_database(&e) => None,
             other => Some(other?),
         },
     };

@@ -149,6 +149,17 @@ fn through_pgbouncer(mode: &str) {
         let health = server.get("/health/db");
         assert_eq!(health.status, 200, "{}", health.body);
     }
+    // A database that does not exist yet: PgBouncer relays the refusal as its own error
+    // (08P01), and db-init still creates it.
+    let created = format!("{}_created", pg.name());
+    let missing = bouncer.url(&pg.url.replace(pg.name(), &created));
+    let init = project.xtask_with(&["db-init"], &[("DATABASE_URL", &missing)]);
+    tests::psql(
+        &tests::postgres_admin_url(),
+        &format!("DROP DATABASE IF EXISTS {created} WITH (FORCE)"),
+    )
+    .ok();
+    assert_eq!(init.code, 0, "{}{}", init.stdout, init.stderr);
     let notes = PgDatabase::create().unwrap();
     let server = Server::start_with(
         project.command("notes"),
