@@ -58,10 +58,16 @@ impl DbRestore {
         if let Some(pool) = &pool
             && matches!(database.url, DatabaseUrl::Postgres { .. })
         {
-            let others = backup::other_pg_sessions(pool).await?;
+            let (others, idle) = backup::other_pg_sessions(pool).await?;
             if others > 0 && !self.while_in_use {
+                let pooler = match idle {
+                    0 => String::new(),
+                    n => format!(
+                        " ({n} idle: a connection pooler keeps its server sessions open after the servers stop; PgBouncer's console closes them with `KILL <database>`, or pause it with `PAUSE <database>` for the restore)"
+                    ),
+                };
                 bail!(
-                    "{others} other session(s) are connected to {}; stop the server first, or pass --while-in-use",
+                    "{others} other session(s) are connected to {}{pooler}; stop the server first, or pass --while-in-use",
                     project.location()
                 );
             }

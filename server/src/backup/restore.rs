@@ -324,15 +324,18 @@ pub async fn restore_postgres(
     Ok(())
 }
 
-/// Counts other sessions connected to the same PostgreSQL database.
-pub async fn other_pg_sessions(pool: &DbPool) -> Result<i64, BackupError> {
+/// Other sessions connected to the same PostgreSQL database: how many, and how many of
+/// them are idle (a stopped server's sessions kept open by a connection pooler look so).
+pub async fn other_pg_sessions(pool: &DbPool) -> Result<(i64, i64), BackupError> {
     match pool.acquire().await? {
-        DbConn::Postgres(mut c) => Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        DbConn::Postgres(mut c) => Ok(sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'idle') FROM pg_stat_activity \
+              WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                AND backend_type = 'client backend'",
         )
         .fetch_one(&mut *c)
         .await?),
-        DbConn::Sqlite(_) => Ok(0),
+        DbConn::Sqlite(_) => Ok((0, 0)),
     }
 }
 

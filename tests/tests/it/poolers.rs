@@ -149,6 +149,16 @@ fn through_pgbouncer(mode: &str) {
         let health = server.get("/health/db");
         assert_eq!(health.status, 200, "{}", health.body);
     }
+    // The servers are gone, but the pooler keeps its server sessions: a restore names
+    // them and how to close them.
+    let backup = tests::newest_backup(&project.path().join("backups"), ".dump");
+    let restore = project.xtask(&["db-restore", &backup.to_string_lossy(), "-y"]);
+    restore.code(1);
+    assert!(
+        restore.error_line().contains("idle") && restore.error_line().contains("KILL"),
+        "{}",
+        restore.stderr
+    );
     // A database that does not exist yet: PgBouncer relays the refusal as its own error
     // (08P01), and db-init still creates it.
     let created = format!("{}_created", pg.name());
