@@ -1,6 +1,7 @@
 //! `bench`: every scenario of `cargo xtask bench`, side by side in one run, on release
 //! builds. `cargo xtask bench` builds this, the server and the anchor, then runs it.
 //!
+//! - [`app`]: the notes example's reads and inserts against the anchor's and `/health`;
 //! - [`readiness`]: `/health/db` against `/health` and against the naive anchor
 //!   (`src/bin/anchor.rs`), under [`load`] from 16 to 1,024 connections;
 //! - [`writes`]: write transactions through the pool, through sqlx's defaults and through
@@ -10,6 +11,7 @@
 //!   it back;
 //! - [`report`]: the Markdown section of `docs/benchmarks.md`, JSON and the SVG plot.
 
+mod app;
 mod backup;
 mod histories;
 mod load;

@@ -56,13 +56,20 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A binary built beside this one (`target/release/<name>`).
+/// A binary built beside this one (`target/release/<name>`, or an example's
+/// `target/release/examples/<name>`).
 fn sibling(name: &str) -> Result<PathBuf> {
     let me = std::env::current_exe().context("cannot find the bench executable")?;
-    let path = me.with_file_name(name);
+    let path = [
+        me.with_file_name(name),
+        me.with_file_name("examples").join(name),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .unwrap_or_else(|| me.with_file_name(name));
     if !path.is_file() {
         bail!(
-            "{} is missing: build it with `cargo build --release -p server -p bench` (or run `cargo xtask bench`)",
+            "{} is missing: build it with `cargo build --release -p server -p bench --bins --example notes` (or run `cargo xtask bench`)",
             path.display()
         );
     }

@@ -87,7 +87,8 @@ pub async fn measure(
     points
 }
 
-fn average(runs: &[LoadResult]) -> LoadResult {
+/// The mean of `runs` (the worst maximum latency, every error).
+pub fn average(runs: &[LoadResult]) -> LoadResult {
     let n = runs.len() as f64;
     let mean = |f: fn(&LoadResult) -> f64| runs.iter().map(f).sum::<f64>() / n;
     LoadResult {

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
+use crate::app::AppPoint;
 use crate::backup::BackupResult;
 use crate::histories::HistoryResult;
 use crate::readiness::ReadinessPoint;
@@ -27,6 +28,8 @@ pub struct Report {
     pub postgres_version: Option<String>,
     /// Readiness per engine.
     pub readiness: Vec<Engine<ReadinessPoint>>,
+    /// The application's endpoints per engine.
+    pub app: Vec<Engine<AppPoint>>,
     /// Writes per engine.
     pub writes: Vec<Engine<WritePoint>>,
     /// The backup, SQLite.
@@ -98,6 +101,38 @@ impl Report {
                 ),
                 met: Some(p.health_db.latency.p99_ms <= 15.0 && p.health_db.errors == 0),
             });
+        }
+        for engine in &self.app {
+            let e = engine.engine;
+            for p in engine.points.iter().filter(|p| p.connections == 256) {
+                let read = p.endpoint.starts_with("GET");
+                let (target, met) = match (read, e) {
+                    (true, "sqlite") => ("≥ 1.2", p.ratio_to_anchor() >= 1.2),
+                    (true, _) => ("≥ 1", p.ratio_to_anchor() >= 1.0),
+                    (false, "sqlite") => ("≥ 3", p.ratio_to_anchor() >= 3.0),
+                    (false, _) => ("(no goal set)", true),
+                };
+                goals.push(Goal {
+                    what: format!("{e}: `{}` ÷ naive anchor's, 256 connections", p.endpoint),
+                    target,
+                    measured: format!("{:.2}", p.ratio_to_anchor()),
+                    met: (target != "(no goal set)").then_some(met),
+                });
+                if read {
+                    goals.push(Goal {
+                        what: format!("{e}: `{}` ÷ `/health`, 256 connections", p.endpoint),
+                        target: "≥ 0.5",
+                        measured: format!("{:.2}", p.ratio_to_health()),
+                        met: Some(p.ratio_to_health() >= 0.5),
+                    });
+                }
+                goals.push(Goal {
+                    what: format!("{e}: `{}` p99 and errors, 256 connections", p.endpoint),
+                    target: "≤ 20 ms, 0",
+                    measured: format!("{:.1} ms, {}", p.ours.latency.p99_ms, p.ours.errors),
+                    met: Some(p.ours.latency.p99_ms <= 20.0 && p.ours.errors == 0),
+                });
+            }
         }
         for engine in &self.writes {
             for p in engine
@@ -240,6 +275,30 @@ impl Report {
                     p.ratio_to_health(),
                     p.ratio_to_anchor(),
                     p.health_db.errors
+                );
+            }
+        }
+        for engine in &self.app {
+            let _ = writeln!(
+                w,
+                "\n### The application (notes example), {}: requests/s (p99 ms)\n\n| connections | endpoint | notes example | naive anchor | `/health` | ÷ anchor | ÷ `/health` | errors |\n|---|---|---|---|---|---|---|---|",
+                engine.engine
+            );
+            for p in &engine.points {
+                let cell = |r: &crate::load::LoadResult| {
+                    format!("{:.0} ({:.1})", r.per_sec, r.latency.p99_ms)
+                };
+                let _ = writeln!(
+                    w,
+                    "| {} | `{}` | {} | {} | {} | {:.2} | {:.2} | {} |",
+                    p.connections,
+                    p.endpoint,
+                    cell(&p.ours),
+                    cell(&p.anchor),
+                    cell(&p.health),
+                    p.ratio_to_anchor(),
+                    p.ratio_to_health(),
+                    p.ours.errors
                 );
             }
         }

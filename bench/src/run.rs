@@ -8,7 +8,7 @@ use sqlx::Connection;
 
 use crate::process::ServerProcess;
 use crate::report::{Engine, Report, WritePoint};
-use crate::{backup, histories, progress, readiness, writes};
+use crate::{app, backup, histories, progress, readiness, writes};
 
 /// What `bench` was asked to do.
 pub struct Options {
@@ -28,6 +28,16 @@ impl Options {
             &[256]
         } else {
             &[16, 64, 256, 1024]
+        }
+    }
+
+    /// The application's endpoints: at these concurrencies, each load this long, in
+    /// this many alternating rounds.
+    fn app_load(&self) -> (&'static [usize], Duration, usize) {
+        if self.quick {
+            (&[256], Duration::from_secs(1), 1)
+        } else {
+            (&[16, 64, 256], Duration::from_secs(2), 2)
         }
     }
 
@@ -68,6 +78,7 @@ pub async fn all(options: Options) -> Result<()> {
         sqlite_version: rusqlite::version().to_string(),
         postgres_version: postgres.as_ref().map(|p| p.version.clone()),
         readiness: Vec::new(),
+        app: Vec::new(),
         writes: Vec::new(),
         backup: None,
         histories: Vec::new(),
@@ -91,6 +102,26 @@ pub async fn all(options: Options) -> Result<()> {
         report.readiness.push(Engine {
             engine: "postgres",
             points: readiness_on(&options, dir.path(), &ours, &anchor).await?,
+        });
+    }
+
+    progress("application (the notes example), sqlite");
+    report.app.push(Engine {
+        engine: "sqlite",
+        points: app_on(
+            &options,
+            dir.path(),
+            &sqlite("notes.db"),
+            &sqlite("anchor-notes.db"),
+        )
+        .await?,
+    });
+    if let Some(pg) = &postgres {
+        progress("application (the notes example), postgres");
+        let (ours, anchor) = (pg.create("notes").await?, pg.create("anchor_notes").await?);
+        report.app.push(Engine {
+            engine: "postgres",
+            points: app_on(&options, dir.path(), &ours, &anchor).await?,
         });
     }
 
@@ -149,6 +180,18 @@ async fn readiness_on(
     let anchor = ServerProcess::start("anchor", dir, anchor).await?;
     let (duration, rounds) = options.load();
     Ok(readiness::measure(&ours, &anchor, options.connections(), duration, rounds).await)
+}
+
+async fn app_on(
+    options: &Options,
+    dir: &Path,
+    ours: &str,
+    anchor: &str,
+) -> Result<Vec<app::AppPoint>> {
+    let ours = ServerProcess::start("notes", dir, ours).await?;
+    let anchor = ServerProcess::start("anchor", dir, anchor).await?;
+    let (connections, duration, rounds) = options.app_load();
+    app::measure(&ours, &anchor, connections, duration, rounds).await
 }
 
 async fn sqlite_writes(options: &Options, dir: &Path) -> Result<Vec<WritePoint>> {

@@ -25,9 +25,12 @@ impl Bench {
             .context("cannot find the workspace")?
             .to_path_buf();
         sh.change_dir(&root);
-        cmd!(sh, "{cargo} build --release -p server -p bench")
-            .run()
-            .context("cannot build the release binaries")?;
+        cmd!(
+            sh,
+            "{cargo} build --release -p server -p bench --bins --example notes"
+        )
+        .run()
+        .context("cannot build the release binaries")?;
         let mut args = Vec::new();
         if self.quick {
             args.push("--quick".to_string());
