@@ -4,14 +4,17 @@
 //! the history: described whole each time (`format_type`, `pg_get_indexdef`,
 //! `pg_get_constraintdef` for every object), the reads were most of a long history's
 //! `db-check`. So the schema is kept in groups, one per relation (a table with its
-//! columns, indexes and constraints; a view; a sequence) plus one for the types, each
+//! columns, indexes, constraints and triggers; a view; a sequence) plus one for the types, each
 //! with a version: the oid and `xmin` (the transaction that wrote it) of every catalog
-//! row it is described from. A row inserted, updated or deleted changes the version, so
+//! row it is described from. The types group also stands for every name a description
+//! may print from elsewhere: enums and their labels, domains, composite types, and the
+//! schema's functions (not an extension's). A row inserted, updated or deleted changes the version, so
 //! each read asks the catalogs for the versions (no deparsing) and describes only the
 //! groups whose version moved. What a description names outside its own group is
 //! described again with it: a table renamed or a type changed makes every group be
 //! described again (names appear everywhere), a changed table also redescribes the
-//! tables whose foreign keys reference it, and any change redescribes the views.
+//! tables whose foreign keys reference it (also when it left the schema), and any change
+//! redescribes the views.
 
 use std::collections::{HashMap, HashSet};
 
@@ -39,22 +42,36 @@ WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), \
      cons AS (SELECT conrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v, \
                      array_agg(confrelid) FILTER (WHERE confrelid <> 0) AS refs \
                 FROM pg_constraint WHERE conrelid IN (SELECT oid FROM rels) GROUP BY conrelid), \
+     trig AS (SELECT tgrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v \
+                FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM rels) AND NOT tgisinternal \
+               GROUP BY tgrelid), \
      idx AS (SELECT i.indrelid AS oid, \
                     string_agg(i.indexrelid || ':' || i.xmin || ':' || c.xmin, ',' ORDER BY i.indexrelid) AS v \
                FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
               WHERE i.indrelid IN (SELECT oid FROM rels) GROUP BY i.indrelid) \
 SELECT r.oid, r.relname::text, r.relkind IN ('v', 'm'), \
        r.v || ';' || coalesce(atts.v, '') || ';' || coalesce(defs.v, '') || ';' \
-           || coalesce(cons.v, '') || ';' || coalesce(idx.v, ''), \
+           || coalesce(cons.v, '') || ';' || coalesce(idx.v, '') || ';' || coalesce(trig.v, ''), \
        coalesce(cons.refs, '{}') \
   FROM rels r LEFT JOIN atts USING (oid) LEFT JOIN defs USING (oid) \
-  LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) \
+  LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) LEFT JOIN trig USING (oid) \
 UNION ALL \
 SELECT 0::oid, '', false, \
-       coalesce((SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_type \
-                  WHERE typnamespace = (SELECT oid FROM ns) AND typtype IN ('e', 'd')), '') || ';' \
-       || coalesce((SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_constraint \
-                  WHERE connamespace = (SELECT oid FROM ns) AND conrelid = 0), ''), \
+       concat_ws(';', \
+         (SELECT string_agg(t.oid || ':' || t.xmin, ',' ORDER BY t.oid) FROM pg_type t \
+           WHERE t.typnamespace = (SELECT oid FROM ns) AND (t.typtype IN ('e', 'd') \
+              OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))), \
+         (SELECT string_agg(e.oid || ':' || e.xmin, ',' ORDER BY e.oid) FROM pg_enum e \
+           JOIN pg_type t ON t.oid = e.enumtypid WHERE t.typnamespace = (SELECT oid FROM ns)), \
+         (SELECT string_agg(a.attrelid || '.' || a.attnum || ':' || a.xmin || ':' || c.xmin, ',' \
+                            ORDER BY a.attrelid, a.attnum) \
+            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+           WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind = 'c'), \
+         (SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_constraint \
+           WHERE connamespace = (SELECT oid FROM ns) AND conrelid = 0), \
+         (SELECT string_agg(p.oid || ':' || p.xmin, ',' ORDER BY p.oid) FROM pg_proc p \
+           WHERE p.pronamespace = (SELECT oid FROM ns) AND NOT EXISTS (SELECT 1 FROM pg_depend d \
+             WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'))), \
        '{}'::oid[]";
 
 /// The lines of the groups in `$1`, each with its group. Straight from the catalogs (not
@@ -70,6 +87,10 @@ SELECT c.oid, 'column ' || c.relname || '.' || a.attname || ' ' \
              FROM pg_attrdef d WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum), '') \
            ELSE '' END || ' ' \
         || a.attidentity::text || a.attgenerated::text \
+        || CASE WHEN a.attcollation <> 0 AND a.attcollation <> \
+                     (SELECT typcollation FROM pg_type WHERE oid = a.atttypid) \
+                THEN ' COLLATE ' || (SELECT quote_ident(collname) FROM pg_collation \
+                                   WHERE oid = a.attcollation) ELSE '' END \
    FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
   WHERE c.oid IN (SELECT oid FROM wanted) AND c.relkind <> 'S' \
     AND a.attnum > 0 AND NOT a.attisdropped \
@@ -83,13 +104,37 @@ SELECT i.indrelid, 'index ' || c.relname || ': ' || pg_get_indexdef(i.indexrelid
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
  WHERE i.indrelid IN (SELECT oid FROM wanted) \
 UNION ALL \
-SELECT conrelid, 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
- WHERE conrelid IN (SELECT oid FROM wanted) \
-    OR (conrelid = 0 AND 0 IN (SELECT oid FROM wanted) AND connamespace = (SELECT oid FROM ns)) \
+SELECT t.tgrelid, 'trigger ' || t.tgname || ': ' || pg_get_triggerdef(t.oid) FROM pg_trigger t \
+ WHERE t.tgrelid IN (SELECT oid FROM wanted) AND NOT t.tgisinternal \
 UNION ALL \
-SELECT 0::oid, 'type ' || typname FROM pg_type \
- WHERE 0 IN (SELECT oid FROM wanted) \
-   AND typnamespace = (SELECT oid FROM ns) AND typtype IN ('e', 'd')";
+SELECT k.conrelid, 'constraint ' || k.conname || ' on ' \
+        || coalesce((SELECT relname FROM pg_class WHERE oid = k.conrelid), \
+                    (SELECT typname FROM pg_type WHERE oid = k.contypid)) \
+        || ': ' || pg_get_constraintdef(k.oid) \
+  FROM pg_constraint k \
+ WHERE k.conrelid IN (SELECT oid FROM wanted) \
+    OR (k.conrelid = 0 AND 0 IN (SELECT oid FROM wanted) AND k.connamespace = (SELECT oid FROM ns)) \
+UNION ALL \
+SELECT 0::oid, 'type ' || t.typname || CASE t.typtype \
+         WHEN 'e' THEN ': enum' \
+         WHEN 'd' THEN ': domain ' || format_type(t.typbasetype, t.typtypmod) \
+                       || CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END \
+                       || coalesce(' DEFAULT ' || t.typdefault, '') \
+         ELSE ': (' || (SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' \
+                                          ORDER BY a.attnum) \
+                          FROM pg_attribute a WHERE a.attrelid = t.typrelid AND a.attnum > 0 \
+                           AND NOT a.attisdropped) || ')' END \
+  FROM pg_type t \
+ WHERE 0 IN (SELECT oid FROM wanted) AND t.typnamespace = (SELECT oid FROM ns) \
+   AND (t.typtype IN ('e', 'd') \
+        OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')) \
+UNION ALL \
+SELECT 0::oid, 'function ' || p.oid::regprocedure || ': ' || pg_get_functiondef(p.oid) \
+  FROM pg_proc p \
+ WHERE 0 IN (SELECT oid FROM wanted) AND p.pronamespace = (SELECT oid FROM ns) \
+   AND p.prokind IN ('f', 'p') \
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d \
+        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')";
 
 /// The groups read so far, for one database.
 #[derive(Default)]
@@ -130,6 +175,14 @@ impl Catalog {
                 })
                 .collect();
         let present: HashSet<Oid> = entries.iter().map(|e| e.oid).collect();
+        // Gone: dropped, or moved to another schema (`SET SCHEMA`), where a foreign key
+        // still names it, now with its schema.
+        let gone: HashSet<Oid> = self
+            .groups
+            .keys()
+            .filter(|oid| !present.contains(oid))
+            .copied()
+            .collect();
         self.groups.retain(|oid, _| present.contains(oid));
         let changed: HashSet<Oid> = entries
             .iter()
@@ -150,10 +203,11 @@ impl Catalog {
         let wanted: Vec<Oid> = entries
             .iter()
             .filter(|e| {
+                let moved = |r: &Oid| changed.contains(r) || gone.contains(r);
                 everything
                     || changed.contains(&e.oid)
-                    || (!changed.is_empty()
-                        && (e.view || e.references.iter().any(|r| changed.contains(r))))
+                    || (!(changed.is_empty() && gone.is_empty())
+                        && (e.view || e.references.iter().any(moved)))
             })
             .map(|e| e.oid)
             .collect();

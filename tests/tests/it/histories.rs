@@ -366,6 +366,96 @@ fn db_check_on_postgres_follows_renames_of_every_kind() {
     );
 }
 
+/// What a description prints from elsewhere (an enum's labels, a function a view calls,
+/// a composite type, a referenced table's schema) changes without the table changing:
+/// correct reverts pass; and what the catalog reader did not describe before (constraints
+/// of the same name on two tables, triggers) is compared. An enum's labels are not: a
+/// value added (`ADD VALUE`) cannot be dropped, so down scripts leave it.
+#[test]
+fn db_check_on_postgres_sees_names_from_elsewhere_and_what_tables_carry() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let correct: [(&str, &str, &str); 6] = [
+        (
+            "V2__base",
+            "CREATE TYPE status AS ENUM ('active', 'gone');\n\
+             CREATE TYPE address AS (street TEXT, city TEXT);\n\
+             CREATE FUNCTION with_vat(n NUMERIC) RETURNS NUMERIC LANGUAGE sql IMMUTABLE AS 'SELECT n * 1.2';\n\
+             CREATE SCHEMA archive;\n\
+             CREATE TABLE regions (id BIGINT PRIMARY KEY);\n\
+             CREATE TABLE shops (id BIGINT PRIMARY KEY, region_id BIGINT REFERENCES regions (id), \
+               s status NOT NULL DEFAULT 'active', addr address, net NUMERIC);\n\
+             CREATE VIEW gross AS SELECT id, with_vat(net) AS gross FROM shops;\n",
+            "DROP VIEW gross; DROP TABLE shops; DROP TABLE regions; DROP SCHEMA archive;\n\
+             DROP FUNCTION with_vat(NUMERIC); DROP TYPE address; DROP TYPE status;",
+        ),
+        (
+            "V3__rename_value",
+            "ALTER TYPE status RENAME VALUE 'active' TO 'enabled';",
+            "ALTER TYPE status RENAME VALUE 'enabled' TO 'active';",
+        ),
+        (
+            "V4__rename_function",
+            "ALTER FUNCTION with_vat(NUMERIC) RENAME TO add_vat;",
+            "ALTER FUNCTION add_vat(NUMERIC) RENAME TO with_vat;",
+        ),
+        (
+            "V5__rename_type",
+            "ALTER TYPE address RENAME TO postal_address;",
+            "ALTER TYPE postal_address RENAME TO address;",
+        ),
+        (
+            "V6__move",
+            "ALTER TABLE regions SET SCHEMA archive;",
+            "ALTER TABLE archive.regions SET SCHEMA public;",
+        ),
+        (
+            "V7__touch",
+            "ALTER TABLE shops ADD COLUMN email TEXT;",
+            "ALTER TABLE shops DROP COLUMN email;",
+        ),
+    ];
+    for (id, up, down) in correct {
+        project.write_migration(id, up, Some(down));
+    }
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+
+    let planted: [(&str, &str, &str); 3] = [
+        (
+            "V8__two_checks",
+            "CREATE TABLE orders (id BIGINT PRIMARY KEY, amount NUMERIC, CONSTRAINT positive CHECK (amount > 0));\n\
+             CREATE TABLE refunds (id BIGINT PRIMARY KEY, amount NUMERIC, CONSTRAINT positive CHECK (amount > 0));\n\
+             CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;\n\
+             CREATE TRIGGER orders_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch();",
+            "DROP TABLE orders; DROP TABLE refunds; DROP FUNCTION touch();",
+        ),
+        (
+            "V9__drop_check",
+            "ALTER TABLE refunds DROP CONSTRAINT positive;",
+            "SELECT 1;",
+        ),
+        (
+            "V10__drop_trigger",
+            "DROP TRIGGER orders_touch ON orders;",
+            "SELECT 1;",
+        ),
+    ];
+    for (id, up, down) in planted {
+        project.write_migration(id, up, Some(down));
+    }
+    let (lines, _) = problems(&project);
+    assert_in_order(
+        &lines,
+        &[
+            "V9__drop_check.down.sql does not fully revert V9__drop_check: removes constraint positive on refunds",
+            "V10__drop_trigger.down.sql does not fully revert V10__drop_trigger: removes trigger orders_touch",
+        ],
+    );
+}
+
 #[test]
 fn a_migration_of_comments_only_is_applied_recorded_and_noted() {
     let project = Project::sqlite();
