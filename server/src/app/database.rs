@@ -184,7 +184,14 @@ async fn prepare(
     set.ensure_valid()?;
     // Behind a pooler in transaction mode, migrations take the direct connection.
     let direct = match settings.migrate_url {
-        Some(_) => Some(DbPool::open(&small(settings.direct()), OpenMode::MustExist).await?),
+        Some(_) => {
+            let direct = settings.direct();
+            let opened = DbPool::open(&small(direct.clone()), OpenMode::MustExist).await;
+            Some(opened.map_err(|source| StartupError::Direct {
+                source,
+                origin: direct.url_origin,
+            })?)
+        }
         None => None,
     };
     let result = prepare_on(direct.as_ref().unwrap_or(&**db), settings, set).await;
@@ -235,6 +242,9 @@ enum StartupError {
     InUse(#[from] crate::in_use::InUseError),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The direct connection (`migrate_url`) could not be opened.
+    #[error("{source} (databases.main.{origin})")]
+    Direct { source: DbError, origin: String },
     #[error(transparent)]
     Migration(#[from] migrations::MigrationError),
 }

@@ -155,7 +155,7 @@ pub fn describe_driver_error(error: &sqlx::Error, script: Option<&str>) -> Strin
         // prepared statements live in one server session; a pooler in transaction mode
         // hands each transaction to another.
         "42P05" | "26000" if pg.message().contains("sqlx_s_") => text.push_str(
-            "; is a connection pooler in transaction mode (PgBouncer pool_mode = transaction) in between? set pooler = \"transaction\" (DATABASE_POOLER) with migrate_url (DATABASE_MIGRATE_URL) a direct connection, or use session mode (pool_mode = session)",
+            "; is a connection pooler in transaction mode (PgBouncer pool_mode = transaction) in between? set pooler = \"transaction\" (DATABASE_POOLER) with migrate_url (DATABASE_MIGRATE_URL) a direct connection that does not go through the pooler, or use session mode (pool_mode = session)",
         ),
         _ => {}
     }

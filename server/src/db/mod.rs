@@ -164,9 +164,12 @@ impl DbPool {
                     use sqlx::SqlSafeStr as _;
                     use sqlx_core::transaction::TransactionManager as _;
                     let begin = sqlx::AssertSqlSafe(begin.to_string()).into_sql_str();
-                    sqlx::postgres::PgTransactionManager::begin(&mut conn, Some(begin))
-                        .await
-                        .map(|()| DbConn::Postgres(conn))
+                    to_the_end(async move {
+                        sqlx::postgres::PgTransactionManager::begin(&mut conn, Some(begin))
+                            .await
+                            .map(|()| DbConn::Postgres(conn))
+                    })
+                    .await
                 }
                 other => other.map(DbConn::Postgres),
             },
@@ -197,7 +200,8 @@ impl DbPool {
             }
             Engine::Postgres(pool) => match &self.pinned {
                 Some(begin) => {
-                    pool.begin_with(sqlx::AssertSqlSafe(begin.to_string()))
+                    let (pool, begin) = (pool.clone(), begin.to_string());
+                    to_the_end(async move { pool.begin_with(sqlx::AssertSqlSafe(begin)).await })
                         .await
                 }
                 None => pool.begin().await,
@@ -516,6 +520,20 @@ async fn open_postgres(
         .map_err(|_| DbError::ConnectTimeout(settings.connect_timeout))?
         .map_err(DbError::from)?;
     Ok((pool, failover))
+}
+
+/// Runs `begin` (a transaction's `BEGIN` behind a pooler in transaction mode) to its end
+/// even when the request waiting for it goes away (a timeout): a `BEGIN` the pooler
+/// holds back until a server session is free still reaches the server later, and cut
+/// short here, it would open a transaction no one ends, holding that session until the
+/// idle-in-transaction timeout. Finished, the connection goes back to the pool, which
+/// ends the transaction (see `after_release` in `open_postgres`).
+async fn to_the_end<T: Send + 'static>(
+    begin: impl Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, sqlx::Error> {
+    tokio::spawn(begin)
+        .await
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
 }
 
 /// Behind a pooler in transaction mode, the statement every transaction begins with: the

@@ -216,6 +216,36 @@ fn pooler_settings_that_cannot_work_are_named_without_their_secrets() {
 }
 
 #[test]
+fn an_unusable_migrate_url_stops_the_server_naming_the_setting() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let closed = format!(
+        "postgres://postgres:hunter2@127.0.0.1:{}/{}",
+        tests::free_port(),
+        pg.name()
+    );
+    let run = server_refuses(
+        &project,
+        &[
+            ("DATABASE_POOLER", "transaction"),
+            ("DATABASE_MIGRATE_URL", &closed),
+        ],
+    );
+    assert_refused(
+        &run,
+        1,
+        &["databases.main.migrate_url", "DATABASE_MIGRATE_URL"],
+    );
+    assert!(
+        !run.stderr.contains("hunter2") && !run.stdout.contains("hunter2"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn an_unreachable_postgres_server_is_named_with_the_reason() {
     let project = Project::sqlite();
     let url = "postgres://app:hunter2@127.0.0.1:1/app";

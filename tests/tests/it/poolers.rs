@@ -85,7 +85,7 @@ fn the_server_and_the_notes_example_work_through_pgbouncer_in_transaction_mode()
         ("DATABASE_URL", bouncer.url(&notes.url)),
         ("DATABASE_POOLER", "transaction".to_string()),
         ("DATABASE_MIGRATE_URL", notes.url.clone()),
-        ("DATABASE_LOCK_TIMEOUT_MS", "500".to_string()),
+        ("DATABASE_LOCK_TIMEOUT_MS", "1500".to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let servers = [
@@ -114,6 +114,35 @@ fn the_server_and_the_notes_example_work_through_pgbouncer_in_transaction_mode()
     let _ = holder.wait();
     assert_eq!(blocked.status, 503, "{}", blocked.body);
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+
+    // Readiness checks that give up while the pooler's two server sessions are taken
+    // (the history is locked) leave no session idle in a transaction once it is free.
+    let mut holder = tests::hold_pg_lock_in(
+        &notes.url,
+        "refinery_schema_history",
+        "AccessExclusiveLock",
+        6,
+    );
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = (0..6)
+            .map(|i| {
+                let server = &servers[i % 2];
+                std::thread::sleep(Duration::from_millis(300));
+                scope.spawn(move || server.get("/health/db").status)
+            })
+            .collect();
+        for check in checks {
+            assert_eq!(check.join().unwrap(), 503);
+        }
+    });
+    let _ = holder.wait();
+    let idle = "SELECT count(*) FROM pg_stat_activity \
+                WHERE datname = current_database() AND state LIKE 'idle in transaction%'";
+    let freed = tests::poll_until(Duration::from_secs(5), || {
+        tests::psql(&notes.url, idle).as_deref() == Ok("0")
+    });
+    assert!(freed, "{:?}", tests::psql(&notes.url, idle));
+    assert_eq!(servers[1].get("/health/db").status, 200);
 }
 
 fn through_pgbouncer(mode: &str) {
