@@ -63,6 +63,11 @@ pub struct WritePoint {
     pub raw_one: Option<WriteResult>,
 }
 
+/// A load's table cell: requests per second, and its p99 latency in ms.
+fn cell(r: &crate::load::LoadResult) -> String {
+    format!("{:.0} ({:.1})", r.per_sec, r.latency.p99_ms)
+}
+
 /// A goal of the issue and whether this run met it.
 struct Goal {
     what: String,
@@ -261,9 +266,6 @@ impl Report {
                 engine.engine
             );
             for p in &engine.points {
-                let cell = |r: &crate::load::LoadResult| {
-                    format!("{:.0} ({:.1})", r.per_sec, r.latency.p99_ms)
-                };
                 let _ = writeln!(
                     w,
                     "| {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
@@ -285,9 +287,6 @@ impl Report {
                 engine.engine
             );
             for p in &engine.points {
-                let cell = |r: &crate::load::LoadResult| {
-                    format!("{:.0} ({:.1})", r.per_sec, r.latency.p99_ms)
-                };
                 let _ = writeln!(
                     w,
                     "| {} | `{}` | {} | {} | {} | {:.2} | {:.2} | {} |",

@@ -3,30 +3,31 @@
 //! A round trip reads the schema three times per migration, and the schema grows with
 //! the history: described whole each time (`format_type`, `pg_get_indexdef`,
 //! `pg_get_constraintdef` for every object), the reads were most of a long history's
-//! `db-check`. So the schema is kept in groups, one per relation (a table with its
-//! columns, indexes, constraints and triggers; a view; a sequence) plus one for the types, each
-//! with a version: the oid and `xmin` (the transaction that wrote it) of every catalog
-//! row it is described from. The types group also stands for every name a description
-//! may print from elsewhere: enums and their labels, domains, composite types, and the
-//! schema's functions (not an extension's). A row inserted, updated or deleted changes the version, so
-//! each read asks the catalogs for the versions (no deparsing) and describes only the
-//! groups whose version moved. What a description names outside its own group is
-//! described again with it: a table renamed or a type changed makes every group be
-//! described again (names appear everywhere), a changed table also redescribes the
-//! tables whose foreign keys reference it (also when it left the schema), and any change
-//! redescribes the views.
+//! `db-check`. So the schema is kept in groups: one per relation (a table with its
+//! columns, indexes, constraints and triggers; a view; a sequence), and one for every
+//! name a description may print from elsewhere (enums and their labels, domains,
+//! composite types, the schema's own functions). Each group has a version: the oid and
+//! `xmin` (the transaction that wrote it) of every catalog row it is described from. A
+//! row inserted, updated or deleted changes the version, so each read asks the catalogs
+//! for the versions (no deparsing) and describes only the groups whose version moved.
+//! What a description names outside its own group is described again with it: a table
+//! renamed or the names group changed makes every group be described again, a changed
+//! table also redescribes the tables whose foreign keys reference it (also when it left
+//! the schema), and any change redescribes the views.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::PgConnection;
 use sqlx::postgres::types::Oid;
 
-/// The group of the schema's types (enums, domains) and their constraints.
+/// The group of the schema's types (enums, domains, composite types), their constraints,
+/// and its functions.
 const TYPES: Oid = Oid(0);
 
 /// One row per group: its oid, name, whether it is a view, its version, and the
 /// relations its foreign keys reference. The schema's and the history table's oids are
-/// looked up once, not per row.
+/// looked up once, not per row; a relation's columns by the catalog's index (one small
+/// lookup each, instead of scanning every column of every catalog).
 const INVENTORY: &str = "\
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), \
      history AS (SELECT coalesce(to_regclass('refinery_schema_history')::oid, 0) AS oid), \
@@ -34,44 +35,46 @@ WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), \
                WHERE c.relnamespace = (SELECT oid FROM ns) \
                  AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
                  AND c.oid <> (SELECT oid FROM history)), \
-     atts AS (SELECT attrelid AS oid, string_agg(attnum || ':' || xmin, ',' ORDER BY attnum) AS v \
-                FROM pg_attribute WHERE attrelid IN (SELECT oid FROM rels) AND attnum > 0 \
-               GROUP BY attrelid), \
      defs AS (SELECT adrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v \
                 FROM pg_attrdef WHERE adrelid IN (SELECT oid FROM rels) GROUP BY adrelid), \
      cons AS (SELECT conrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v, \
                      array_agg(confrelid) FILTER (WHERE confrelid <> 0) AS refs \
-                FROM pg_constraint WHERE conrelid IN (SELECT oid FROM rels) GROUP BY conrelid), \
+                FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns) AND conrelid <> 0 \
+               GROUP BY conrelid), \
      trig AS (SELECT tgrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v \
                 FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM rels) AND NOT tgisinternal \
                GROUP BY tgrelid), \
      idx AS (SELECT i.indrelid AS oid, \
                     string_agg(i.indexrelid || ':' || i.xmin || ':' || c.xmin, ',' ORDER BY i.indexrelid) AS v \
-               FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-              WHERE i.indrelid IN (SELECT oid FROM rels) GROUP BY i.indrelid) \
+               FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
+              WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind IN ('i', 'I') \
+              GROUP BY i.indrelid) \
 SELECT r.oid, r.relname::text, r.relkind IN ('v', 'm'), \
        r.v || ';' || coalesce(atts.v, '') || ';' || coalesce(defs.v, '') || ';' \
            || coalesce(cons.v, '') || ';' || coalesce(idx.v, '') || ';' || coalesce(trig.v, ''), \
        coalesce(cons.refs, '{}') \
-  FROM rels r LEFT JOIN atts USING (oid) LEFT JOIN defs USING (oid) \
-  LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) LEFT JOIN trig USING (oid) \
+  FROM rels r \
+  LEFT JOIN LATERAL (SELECT string_agg(attnum || ':' || xmin, ',' ORDER BY attnum) AS v \
+                       FROM pg_attribute WHERE attrelid = r.oid AND attnum > 0) atts ON true \
+  LEFT JOIN defs USING (oid) LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) \
+  LEFT JOIN trig USING (oid) \
 UNION ALL \
 SELECT 0::oid, '', false, \
        concat_ws(';', \
          (SELECT string_agg(t.oid || ':' || t.xmin, ',' ORDER BY t.oid) FROM pg_type t \
-           WHERE t.typnamespace = (SELECT oid FROM ns) AND (t.typtype IN ('e', 'd') \
-              OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))), \
+           WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype IN ('e', 'd')), \
          (SELECT string_agg(e.oid || ':' || e.xmin, ',' ORDER BY e.oid) FROM pg_enum e \
-           JOIN pg_type t ON t.oid = e.enumtypid WHERE t.typnamespace = (SELECT oid FROM ns)), \
-         (SELECT string_agg(a.attrelid || '.' || a.attnum || ':' || a.xmin || ':' || c.xmin, ',' \
-                            ORDER BY a.attrelid, a.attnum) \
-            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid \
+           WHERE e.enumtypid IN (SELECT oid FROM pg_type \
+                                  WHERE typnamespace = (SELECT oid FROM ns) AND typtype = 'e')), \
+         (SELECT string_agg(c.oid || ':' || c.xmin || ':' || t.xmin || ':' || a.v, ',' ORDER BY c.oid) \
+            FROM pg_class c JOIN pg_type t ON t.oid = c.reltype, \
+                 LATERAL (SELECT string_agg(attnum || ':' || xmin, '.') AS v FROM pg_attribute \
+                           WHERE attrelid = c.oid) a \
            WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind = 'c'), \
          (SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_constraint \
            WHERE connamespace = (SELECT oid FROM ns) AND conrelid = 0), \
-         (SELECT string_agg(p.oid || ':' || p.xmin, ',' ORDER BY p.oid) FROM pg_proc p \
-           WHERE p.pronamespace = (SELECT oid FROM ns) AND NOT EXISTS (SELECT 1 FROM pg_depend d \
-             WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'))), \
+         (SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_proc \
+           WHERE pronamespace = (SELECT oid FROM ns))), \
        '{}'::oid[]";
 
 /// The lines of the groups in `$1`, each with its group. Straight from the catalogs (not
