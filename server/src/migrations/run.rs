@@ -81,6 +81,11 @@ async fn apply(
     set: &MigrationSet,
     pending: Vec<&MigrationFile>,
 ) -> Result<Outcome, MigrationError> {
+    // Nothing to run: refinery would still log that the history is empty (it is only
+    // ever shown the pending migrations), at every start of an up-to-date server.
+    if pending.is_empty() {
+        return Ok(Outcome::default());
+    }
     let runner = Runner::new(&pending.iter().map(|m| m.to_refinery()).collect::<Vec<_>>())
         .set_target(Target::Latest);
     let mut driver = RefineryDriver {

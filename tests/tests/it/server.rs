@@ -60,6 +60,16 @@ fn the_same_binary_serves_postgres_when_database_url_says_so() {
 }
 
 #[test]
+fn a_restart_on_an_up_to_date_database_logs_no_empty_history() {
+    let project = Project::sqlite();
+    drop(Server::start(&project, &[]));
+    let server = Server::start(&project, &[]);
+    assert_eq!(server.get("/health/db").status, 200);
+    let log = server.output();
+    assert!(!log.contains("schema history table is empty"), "{log}");
+}
+
+#[test]
 fn passwords_never_appear_in_logs_or_health_output() {
     let Some(pg) = PgDatabase::create() else {
         return;
