@@ -178,10 +178,29 @@ fn through_pgbouncer(mode: &str) {
         let health = server.get("/health/db");
         assert_eq!(health.status, 200, "{}", health.body);
     }
-    // The servers are gone, but the pooler keeps its server sessions: a restore names
-    // them and how to close them.
+    // An idle client of the pooler keeps a server session: a restore names it and how
+    // to close a pooler's sessions.
+    let mut client = tests::pg_command("psql")
+        .args(["--no-psqlrc", "-q", "-d", &url])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = client.stdin.as_mut().unwrap();
+        stdin.write_all(b"SELECT 1;\n").unwrap();
+        stdin.flush().unwrap();
+    }
+    let idle = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                AND state = 'idle' AND pid <> pg_backend_pid()";
+    assert!(tests::poll_until(Duration::from_secs(10), || {
+        tests::psql(&pg.url, idle).is_ok_and(|n| n != "0")
+    }));
     let backup = tests::newest_backup(&project.path().join("backups"), ".dump");
     let restore = project.xtask(&["db-restore", &backup.to_string_lossy(), "-y"]);
+    let _ = client.kill();
+    let _ = client.wait();
     restore.code(1);
     assert!(
         restore.error_line().contains("idle") && restore.error_line().contains("KILL"),
