@@ -61,10 +61,7 @@ impl Project {
 
     /// Database settings for a short-lived command: a small pool.
     pub fn settings(&self) -> DbSettings {
-        let mut settings = self.config.database.clone();
-        settings.min_connections = 1;
-        settings.max_connections = 2;
-        settings
+        self.config.database.maintenance()
     }
 
     /// Where the database is, for messages: the masked URL, paths relative to the project root.

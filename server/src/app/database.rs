@@ -102,7 +102,7 @@ async fn start_backups(rocket: &Rocket<rocket::Orbit>) {
     // Behind a pooler in transaction mode, pg_dump and its snapshot take the direct
     // connection (`migrate_url`): a pool of their own.
     let settings = match settings.migrate_url {
-        Some(_) => match DbPool::open(&small(settings.direct()), OpenMode::MustExist).await {
+        Some(_) => match DbPool::open(&settings.maintenance(), OpenMode::MustExist).await {
             Ok(direct) => {
                 pool = direct;
                 settings.direct()
@@ -185,8 +185,8 @@ async fn prepare(
     // Behind a pooler in transaction mode, migrations take the direct connection.
     let direct = match settings.migrate_url {
         Some(_) => {
-            let direct = settings.direct();
-            let opened = DbPool::open(&small(direct.clone()), OpenMode::MustExist).await;
+            let direct = settings.maintenance();
+            let opened = DbPool::open(&direct, OpenMode::MustExist).await;
             Some(opened.map_err(|source| StartupError::Direct {
                 source,
                 origin: direct.url_origin,
@@ -226,13 +226,6 @@ async fn prepare_on(
         status.ensure_compatible()?;
     }
     Ok(())
-}
-
-/// `settings` for a pool of one or two connections: migrations, backups.
-fn small(mut settings: DbSettings) -> DbSettings {
-    settings.min_connections = 0;
-    settings.max_connections = 2;
-    settings
 }
 
 /// Why the server refuses to start.

@@ -210,6 +210,16 @@ mod defaults {
 }
 
 impl DbSettings {
+    /// [`DbSettings::direct`] with a pool of at most two connections, none kept open when
+    /// idle: for a command, the server's startup migrations and its backups.
+    pub fn maintenance(&self) -> Self {
+        Self {
+            min_connections: 0,
+            max_connections: 2,
+            ..self.direct()
+        }
+    }
+
     /// The settings for migrations, backups and maintenance: `migrate_url` when set (a
     /// direct connection past the pooler), else these.
     pub fn direct(&self) -> Self {
