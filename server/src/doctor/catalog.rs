@@ -6,10 +6,11 @@
 //! `db-check`. So the schema is kept in groups: one per relation (a table with its
 //! columns, indexes, constraints and triggers; a view; a sequence), and one for every
 //! name a description may print from elsewhere (enums and their labels, domains,
-//! composite types, the schema's own functions). Each group has a version: the oid and
-//! `xmin` (the transaction that wrote it) of every catalog row it is described from. A
-//! row inserted, updated or deleted changes the version, so each read asks the catalogs
-//! for the versions (no deparsing) and describes only the groups whose version moved.
+//! composite types, the schema's own functions). Each read asks the catalogs which
+//! groups moved since the last one (no deparsing) and describes only those: a group
+//! moved when one of its catalog rows was written by a transaction the last read could
+//! not see (its `xmin` is at or past that read's snapshot horizon), or when it has fewer
+//! or more rows of a kind (a constraint, index or trigger dropped leaves no row to see).
 //! What a description names outside its own group is described again with it: a table
 //! renamed or the names group changed makes every group be described again, a changed
 //! table also redescribes the tables whose foreign keys reference it (also when it left
@@ -24,58 +25,55 @@ use sqlx::postgres::types::Oid;
 /// and its functions.
 const TYPES: Oid = Oid(0);
 
-/// One row per group: its oid, name, whether it is a view, its version, and the
-/// relations its foreign keys reference. The schema's and the history table's oids are
-/// looked up once, not per row; a relation's columns by the catalog's index (one small
-/// lookup each, instead of scanning every column of every catalog).
+/// One row per group: its oid, name, whether it is a view, its row counts (constraints,
+/// indexes, triggers; for the types group: types, composite types, domain constraints,
+/// functions), whether a row of it was written since the horizon `$1` (all are, without
+/// one), the relations its foreign keys reference, and the horizon for the next read
+/// (this statement's snapshot `xmin`, as an `xid`). Each catalog is scanned once; the
+/// schema's and the history table's oids are looked up once, not per row.
 const INVENTORY: &str = "\
 WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), \
-     history AS (SELECT coalesce(to_regclass('refinery_schema_history')::oid, 0) AS oid), \
-     rels AS (SELECT c.oid, c.relname, c.relkind, c.xmin::text AS v FROM pg_class c \
-               WHERE c.relnamespace = (SELECT oid FROM ns) \
-                 AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
-                 AND c.oid <> (SELECT oid FROM history)), \
-     defs AS (SELECT adrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v \
-                FROM pg_attrdef WHERE adrelid IN (SELECT oid FROM rels) GROUP BY adrelid), \
-     cons AS (SELECT conrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v, \
+     t AS (SELECT coalesce(age(nullif($1, '')::xid), 2147483647) AS a), \
+     cls AS MATERIALIZED (SELECT c.oid, c.relname, c.relkind, age(c.xmin) <= (SELECT a FROM t) AS recent \
+               FROM pg_class c \
+              WHERE c.relnamespace = (SELECT oid FROM ns) \
+                AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 'i', 'I', 'c') \
+                AND c.oid <> coalesce(to_regclass('refinery_schema_history')::oid, 0)), \
+     touched AS MATERIALIZED ( \
+         SELECT attrelid AS oid FROM pg_attribute WHERE age(xmin) <= (SELECT a FROM t) \
+         UNION SELECT adrelid FROM pg_attrdef WHERE age(xmin) <= (SELECT a FROM t) \
+         UNION SELECT ev_class FROM pg_rewrite WHERE age(xmin) <= (SELECT a FROM t)), \
+     cons AS (SELECT conrelid AS oid, count(*) AS n, bool_or(age(xmin) <= (SELECT a FROM t)) AS recent, \
                      array_agg(confrelid) FILTER (WHERE confrelid <> 0) AS refs \
-                FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns) AND conrelid <> 0 \
-               GROUP BY conrelid), \
-     trig AS (SELECT tgrelid AS oid, string_agg(oid || ':' || xmin, ',' ORDER BY oid) AS v \
-                FROM pg_trigger WHERE tgrelid IN (SELECT oid FROM rels) AND NOT tgisinternal \
+                FROM pg_constraint WHERE connamespace = (SELECT oid FROM ns) GROUP BY conrelid), \
+     trig AS (SELECT tgrelid AS oid, count(*) AS n, bool_or(age(xmin) <= (SELECT a FROM t)) AS recent \
+                FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM cls) \
                GROUP BY tgrelid), \
-     idx AS (SELECT i.indrelid AS oid, \
-                    string_agg(i.indexrelid || ':' || i.xmin || ':' || c.xmin, ',' ORDER BY i.indexrelid) AS v \
-               FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid \
-              WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind IN ('i', 'I') \
-              GROUP BY i.indrelid) \
+     idx AS (SELECT i.indrelid AS oid, count(*) AS n, \
+                    bool_or(age(i.xmin) <= (SELECT a FROM t) OR c.recent) AS recent \
+               FROM cls c JOIN pg_index i ON i.indexrelid = c.oid GROUP BY i.indrelid), \
+     typ AS (SELECT count(*) AS n, coalesce(bool_or(age(xmin) <= (SELECT a FROM t)), false) AS recent \
+               FROM pg_type WHERE typnamespace = (SELECT oid FROM ns) AND typtype IN ('e', 'd')), \
+     comp AS (SELECT count(*) AS n, \
+                     coalesce(bool_or(recent OR oid IN (SELECT oid FROM touched)), false) AS recent \
+                FROM cls WHERE relkind = 'c'), \
+     fns AS (SELECT count(*) AS n, coalesce(bool_or(age(xmin) <= (SELECT a FROM t)), false) AS recent \
+               FROM pg_proc WHERE pronamespace = (SELECT oid FROM ns)), \
+     horizon AS (SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text AS h) \
 SELECT r.oid, r.relname::text, r.relkind IN ('v', 'm'), \
-       r.v || ';' || coalesce(atts.v, '') || ';' || coalesce(defs.v, '') || ';' \
-           || coalesce(cons.v, '') || ';' || coalesce(idx.v, '') || ';' || coalesce(trig.v, ''), \
-       coalesce(cons.refs, '{}') \
-  FROM rels r \
-  LEFT JOIN LATERAL (SELECT string_agg(attnum || ':' || xmin, ',' ORDER BY attnum) AS v \
-                       FROM pg_attribute WHERE attrelid = r.oid AND attnum > 0) atts ON true \
-  LEFT JOIN defs USING (oid) LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) \
-  LEFT JOIN trig USING (oid) \
+       coalesce(cons.n, 0) || ':' || coalesce(idx.n, 0) || ':' || coalesce(trig.n, 0), \
+       r.recent OR r.oid IN (SELECT oid FROM touched) \
+           OR coalesce(cons.recent, false) OR coalesce(idx.recent, false) OR coalesce(trig.recent, false), \
+       coalesce(cons.refs, '{}'), (SELECT h FROM horizon) \
+  FROM cls r LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) LEFT JOIN trig USING (oid) \
+ WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
 UNION ALL \
-SELECT 0::oid, '', false, \
-       concat_ws(';', \
-         (SELECT string_agg(t.oid || ':' || t.xmin, ',' ORDER BY t.oid) FROM pg_type t \
-           WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype IN ('e', 'd')), \
-         (SELECT string_agg(e.oid || ':' || e.xmin, ',' ORDER BY e.oid) FROM pg_enum e \
-           WHERE e.enumtypid IN (SELECT oid FROM pg_type \
-                                  WHERE typnamespace = (SELECT oid FROM ns) AND typtype = 'e')), \
-         (SELECT string_agg(c.oid || ':' || c.xmin || ':' || t.xmin || ':' || a.v, ',' ORDER BY c.oid) \
-            FROM pg_class c JOIN pg_type t ON t.oid = c.reltype, \
-                 LATERAL (SELECT string_agg(attnum || ':' || xmin, '.') AS v FROM pg_attribute \
-                           WHERE attrelid = c.oid) a \
-           WHERE c.relnamespace = (SELECT oid FROM ns) AND c.relkind = 'c'), \
-         (SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_constraint \
-           WHERE connamespace = (SELECT oid FROM ns) AND conrelid = 0), \
-         (SELECT string_agg(oid || ':' || xmin, ',' ORDER BY oid) FROM pg_proc \
-           WHERE pronamespace = (SELECT oid FROM ns))), \
-       '{}'::oid[]";
+SELECT 0::oid, '', false, typ.n || ':' || comp.n || ':' || coalesce(cons.n, 0) || ':' || fns.n, \
+       typ.recent OR comp.recent OR coalesce(cons.recent, false) OR fns.recent \
+       OR EXISTS (SELECT FROM pg_enum WHERE age(xmin) <= (SELECT a FROM t) \
+                   AND enumtypid IN (SELECT oid FROM pg_type WHERE typnamespace = (SELECT oid FROM ns))), \
+       '{}'::oid[], (SELECT h FROM horizon) \
+  FROM typ, comp, fns LEFT JOIN cons ON cons.oid = 0";
 
 /// The lines of the groups in `$1`, each with its group. Straight from the catalogs (not
 /// `information_schema` or the `pg_indexes`/`pg_views` views, which join far more), a
@@ -143,11 +141,14 @@ SELECT 0::oid, 'function ' || p.oid::regprocedure || ': ' || pg_get_functiondef(
 #[derive(Default)]
 pub(super) struct Catalog {
     groups: HashMap<Oid, Group>,
+    /// The last read's snapshot horizon (an `xid`); empty before the first read.
+    horizon: String,
 }
 
 struct Group {
     name: String,
-    version: String,
+    /// Its rows of each kind that can be dropped on their own, counted.
+    counts: String,
     lines: Vec<String>,
 }
 
@@ -156,7 +157,9 @@ struct Entry {
     oid: Oid,
     name: String,
     view: bool,
-    version: String,
+    counts: String,
+    /// A row of it was written since the last read.
+    recent: bool,
     references: Vec<Oid>,
 }
 
@@ -164,19 +167,23 @@ impl Catalog {
     /// The schema now: one line per object or column, sorted, record separators
     /// between them, in one string.
     pub(super) async fn read(&mut self, conn: &mut PgConnection) -> Result<String, sqlx::Error> {
-        let entries: Vec<Entry> =
-            sqlx::query_as::<_, (Oid, String, bool, String, Vec<Oid>)>(INVENTORY)
+        let rows: Vec<(Oid, String, bool, String, bool, Vec<Oid>, String)> =
+            sqlx::query_as(INVENTORY)
+                .bind(&self.horizon)
                 .fetch_all(&mut *conn)
-                .await?
-                .into_iter()
-                .map(|(oid, name, view, version, references)| Entry {
-                    oid,
-                    name,
-                    view,
-                    version,
-                    references,
-                })
-                .collect();
+                .await?;
+        let horizon = rows.first().map(|row| row.6.clone()).unwrap_or_default();
+        let entries: Vec<Entry> = rows
+            .into_iter()
+            .map(|(oid, name, view, counts, recent, references, _)| Entry {
+                oid,
+                name,
+                view,
+                counts,
+                recent,
+                references,
+            })
+            .collect();
         let present: HashSet<Oid> = entries.iter().map(|e| e.oid).collect();
         // Gone: dropped, or moved to another schema (`SET SCHEMA`), where a foreign key
         // still names it, now with its schema.
@@ -189,11 +196,7 @@ impl Catalog {
         self.groups.retain(|oid, _| present.contains(oid));
         let changed: HashSet<Oid> = entries
             .iter()
-            .filter(|e| {
-                self.groups
-                    .get(&e.oid)
-                    .is_none_or(|g| g.version != e.version)
-            })
+            .filter(|e| e.recent || self.groups.get(&e.oid).is_none_or(|g| g.counts != e.counts))
             .map(|e| e.oid)
             .collect();
         let everything = changed.iter().any(|oid| {
@@ -232,12 +235,14 @@ impl Catalog {
                     entry.oid,
                     Group {
                         name: entry.name.clone(),
-                        version: entry.version.clone(),
+                        counts: entry.counts.clone(),
                         lines,
                     },
                 );
             }
         }
+        // Only once every moved group is described again: a failed read is repeated whole.
+        self.horizon = horizon;
         let mut lines: Vec<&str> = self
             .groups
             .values()

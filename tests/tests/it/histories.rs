@@ -366,6 +366,108 @@ fn db_check_on_postgres_follows_renames_of_every_kind() {
     );
 }
 
+/// Every kind of schema change a down script can forget to undo is found, also the ones
+/// that leave no catalog row behind to notice (a dropped constraint, index or trigger)
+/// or change only a row of another catalog (a view's or function's body, a column's
+/// type, nullability, default or collation, a domain's or composite type's parts).
+#[test]
+fn db_check_on_postgres_sees_every_change_a_down_script_forgets() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__base",
+        "CREATE DOMAIN posint AS integer CONSTRAINT posint_positive CHECK (VALUE > 0);\n\
+         CREATE TYPE pair AS (a integer, b integer);\n\
+         CREATE TABLE parent (id BIGINT PRIMARY KEY, code TEXT UNIQUE, n INTEGER DEFAULT 1);\n\
+         CREATE TABLE child (id BIGINT PRIMARY KEY, parent_id BIGINT REFERENCES parent (id), v INTEGER, w TEXT);\n\
+         CREATE INDEX child_v ON child (v);\n\
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;\n\
+         CREATE FUNCTION twice(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x * 2';\n\
+         CREATE FUNCTION spare() RETURNS integer LANGUAGE sql AS 'SELECT 1';\n\
+         CREATE TRIGGER child_touch BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION touch();\n\
+         CREATE VIEW pv AS SELECT id, code FROM parent;\n",
+        Some(
+            "DROP VIEW pv; DROP TABLE child; DROP TABLE parent; DROP FUNCTION touch(); \
+             DROP FUNCTION twice(integer); DROP FUNCTION spare(); DROP TYPE pair; DROP DOMAIN posint;",
+        ),
+    );
+    let forgotten = [
+        (
+            "V3__drop_fk",
+            "ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey;",
+        ),
+        ("V4__drop_index", "DROP INDEX child_v;"),
+        ("V5__drop_trigger", "DROP TRIGGER child_touch ON child;"),
+        (
+            "V6__drop_unique",
+            "ALTER TABLE parent DROP CONSTRAINT parent_code_key;",
+        ),
+        (
+            "V7__add_check",
+            "ALTER TABLE child ADD CONSTRAINT v_small CHECK (v < 100);",
+        ),
+        (
+            "V8__column_type",
+            "ALTER TABLE child ALTER COLUMN v TYPE BIGINT;",
+        ),
+        (
+            "V9__not_null",
+            "ALTER TABLE child ALTER COLUMN w SET NOT NULL;",
+        ),
+        (
+            "V10__set_default",
+            "ALTER TABLE child ALTER COLUMN w SET DEFAULT 'x';",
+        ),
+        (
+            "V11__drop_default",
+            "ALTER TABLE parent ALTER COLUMN n DROP DEFAULT;",
+        ),
+        (
+            "V12__collation",
+            "ALTER TABLE child ALTER COLUMN w TYPE TEXT COLLATE \"C\";",
+        ),
+        (
+            "V13__view_body",
+            "CREATE OR REPLACE VIEW pv AS SELECT id, upper(code) AS code FROM parent;",
+        ),
+        (
+            "V14__function_body",
+            "CREATE OR REPLACE FUNCTION twice(x integer) RETURNS integer LANGUAGE sql AS 'SELECT x + x';",
+        ),
+        ("V15__composite", "ALTER TYPE pair ADD ATTRIBUTE c integer;"),
+        (
+            "V16__domain_check",
+            "ALTER DOMAIN posint ADD CONSTRAINT posint_small CHECK (VALUE < 1000);",
+        ),
+        (
+            "V17__domain_drop",
+            "ALTER DOMAIN posint DROP CONSTRAINT posint_positive;",
+        ),
+        ("V18__drop_function", "DROP FUNCTION spare();"),
+        (
+            "V19__add_column",
+            "ALTER TABLE parent ADD COLUMN extra TEXT;",
+        ),
+        ("V20__drop_column", "ALTER TABLE parent DROP COLUMN extra;"),
+    ];
+    for (id, up) in forgotten {
+        project.write_migration(id, up, Some("SELECT 1;"));
+    }
+    let (lines, left) = problems(&project);
+    assert_eq!(left, "0", "scratch databases left behind");
+    for (id, _) in forgotten {
+        let begins = format!("{id}.down.sql does not fully revert {id}: ");
+        assert!(
+            lines.iter().any(|line| line.starts_with(&begins)),
+            "{id} not found:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_eq!(lines.len(), forgotten.len(), "{}", lines.join("\n"));
+}
+
 /// What a description prints from elsewhere (an enum's labels, a function a view calls,
 /// a composite type, a referenced table's schema) changes without the table changing:
 /// correct reverts pass; and what the catalog reader did not describe before (constraints
