@@ -60,11 +60,12 @@ WITH ns AS (SELECT oid FROM pg_namespace WHERE nspname = current_schema()), \
      fns AS (SELECT count(*) AS n, coalesce(bool_or(age(xmin) <= (SELECT a FROM t)), false) AS recent \
                FROM pg_proc WHERE pronamespace = (SELECT oid FROM ns)), \
      horizon AS (SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint % 4294967296)::text AS h) \
-SELECT r.oid, r.relname::text, r.relkind IN ('v', 'm'), \
-       coalesce(cons.n, 0) || ':' || coalesce(idx.n, 0) || ':' || coalesce(trig.n, 0), \
+SELECT r.oid, r.relname::text AS name, r.relkind IN ('v', 'm') AS view, \
+       coalesce(cons.n, 0) || ':' || coalesce(idx.n, 0) || ':' || coalesce(trig.n, 0) AS counts, \
        r.recent OR r.oid IN (SELECT oid FROM touched) \
-           OR coalesce(cons.recent, false) OR coalesce(idx.recent, false) OR coalesce(trig.recent, false), \
-       coalesce(cons.refs, '{}'), (SELECT h FROM horizon) \
+           OR coalesce(cons.recent, false) OR coalesce(idx.recent, false) \
+           OR coalesce(trig.recent, false) AS recent, \
+       coalesce(cons.refs, '{}') AS references, (SELECT h FROM horizon) AS horizon \
   FROM cls r LEFT JOIN cons USING (oid) LEFT JOIN idx USING (oid) LEFT JOIN trig USING (oid) \
  WHERE r.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') \
 UNION ALL \
@@ -153,6 +154,7 @@ struct Group {
 }
 
 /// A row of [`INVENTORY`].
+#[derive(sqlx::FromRow)]
 struct Entry {
     oid: Oid,
     name: String,
@@ -161,29 +163,22 @@ struct Entry {
     /// A row of it was written since the last read.
     recent: bool,
     references: Vec<Oid>,
+    /// This read's snapshot horizon, for the next one.
+    horizon: String,
 }
 
 impl Catalog {
     /// The schema now: one line per object or column, sorted, record separators
     /// between them, in one string.
     pub(super) async fn read(&mut self, conn: &mut PgConnection) -> Result<String, sqlx::Error> {
-        let rows: Vec<(Oid, String, bool, String, bool, Vec<Oid>, String)> =
-            sqlx::query_as(INVENTORY)
-                .bind(&self.horizon)
-                .fetch_all(&mut *conn)
-                .await?;
-        let horizon = rows.first().map(|row| row.6.clone()).unwrap_or_default();
-        let entries: Vec<Entry> = rows
-            .into_iter()
-            .map(|(oid, name, view, counts, recent, references, _)| Entry {
-                oid,
-                name,
-                view,
-                counts,
-                recent,
-                references,
-            })
-            .collect();
+        let entries: Vec<Entry> = sqlx::query_as(INVENTORY)
+            .bind(&self.horizon)
+            .fetch_all(&mut *conn)
+            .await?;
+        let horizon = entries
+            .first()
+            .map(|e| e.horizon.clone())
+            .unwrap_or_default();
         let present: HashSet<Oid> = entries.iter().map(|e| e.oid).collect();
         // Gone: dropped, or moved to another schema (`SET SCHEMA`), where a foreign key
         // still names it, now with its schema.
