@@ -2,7 +2,8 @@
 //!
 //! SQLite connections run in WAL mode with `synchronous=NORMAL` and foreign keys on;
 //! write transactions queue for one writer connection and start with `BEGIN IMMEDIATE`
-//! (see [`DbPool::begin_write`]).
+//! (see [`DbPool::begin_write`]); the log is checkpointed by a task of the pool, not by
+//! the commits (see [`checkpoint`]).
 //! A SQLite pool watches the identity of its file: when the file at the path is
 //! removed, acquiring fails (an outage, never a fresh empty database); when it is
 //! replaced, the pool reopens on the new file once that file is a complete SQLite
@@ -10,6 +11,7 @@
 //! file half copied in): a new database is only created whole, at startup or by
 //! `db-init`, by linking a finished file into place.
 
+mod checkpoint;
 mod drop_all;
 mod error;
 mod failover;
@@ -127,8 +129,14 @@ impl DbPool {
                 Engine::Postgres(pool)
             }
         };
+        let engine = Arc::new(engine);
+        if let Engine::Sqlite(sqlite) = &*engine
+            && sqlite.checkpoints()
+        {
+            tokio::spawn(checkpoint::every_so_often(Arc::downgrade(&engine)));
+        }
         Ok(Self {
-            engine: Arc::new(engine),
+            engine,
             max_connections: settings.max_connections,
             incidents: Arc::default(),
             metrics: Arc::default(),

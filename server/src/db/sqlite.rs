@@ -13,6 +13,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
+use super::checkpoint::Checkpointer;
 use super::write::Writer;
 use super::{DbError, FileProblem, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
 use crate::config::DbSettings;
@@ -219,10 +220,11 @@ pub(super) struct SqliteEngine {
     wal: bool,
 }
 
-/// The pool, and the writer connection, for one file identity.
+/// The pool, the writer connection and the checkpoints, for one file identity.
 pub(super) struct SqliteGeneration {
     pub(super) pool: SqlitePool,
     pub(super) writer: Writer,
+    pub(super) checkpoints: Checkpointer,
     identity: Option<FileId>,
     /// The file was seen truncated to 0 bytes: reopen once it is valid again.
     truncated: AtomicBool,
@@ -372,6 +374,11 @@ impl SqliteEngine {
         self.current.read().expect("pool lock poisoned").clone()
     }
 
+    /// Whether the pool's task checkpoints the file: a file opened read-write.
+    pub(super) fn checkpoints(&self) -> bool {
+        self.wal
+    }
+
     /// The current generation, without looking at the file.
     pub(super) fn snapshot(&self) -> Arc<SqliteGeneration> {
         self.read()
@@ -379,9 +386,11 @@ impl SqliteEngine {
 }
 
 impl SqliteGeneration {
-    /// Closes the writer (after its transaction in progress) and the pool.
+    /// Closes the writer (after its transaction in progress), the checkpoints' connection
+    /// and the pool.
     pub(super) async fn close(&self) {
         self.writer.close().await;
+        self.checkpoints.close().await;
         self.pool.close().await;
     }
 }
@@ -460,7 +469,13 @@ async fn connect_generation(
     }
     Ok(SqliteGeneration {
         pool,
-        writer: Writer::new(options.clone(), pool_options.get_acquire_timeout()),
+        // The writer never checkpoints as it commits: the pool's task does (see
+        // [`super::checkpoint`]). The other connections keep SQLite's automatic ones.
+        writer: Writer::new(
+            options.clone().pragma("wal_autocheckpoint", "0"),
+            pool_options.get_acquire_timeout(),
+        ),
+        checkpoints: Checkpointer::new(options.clone()),
         identity,
         truncated: AtomicBool::new(false),
     })

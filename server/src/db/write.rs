@@ -9,6 +9,7 @@
 //! there a write transaction is a pooled connection's transaction.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::Postgres;
@@ -22,6 +23,8 @@ use super::query::{Executor, Target};
 pub(super) struct Writer {
     options: SqliteConnectOptions,
     slot: Arc<Mutex<Slot>>,
+    /// Transactions committed so far.
+    commits: Arc<AtomicU64>,
     /// How long a write transaction waits for its turn (`acquire_timeout_ms`).
     wait: Duration,
 }
@@ -32,6 +35,8 @@ struct Slot {
     /// A transaction may still be open: a writer went away before its rollback ran, or
     /// a rollback failed. The next transaction rolls back first.
     open: bool,
+    /// The writer's count of committed transactions.
+    commits: Arc<AtomicU64>,
 }
 
 impl Slot {
@@ -44,11 +49,21 @@ impl Slot {
 
 impl Writer {
     pub(super) fn new(options: SqliteConnectOptions, wait: Duration) -> Self {
+        let commits = Arc::new(AtomicU64::new(0));
         Self {
             options,
-            slot: Arc::default(),
+            slot: Arc::new(Mutex::new(Slot {
+                commits: Arc::clone(&commits),
+                ..Slot::default()
+            })),
+            commits,
             wait,
         }
+    }
+
+    /// How many transactions it committed so far.
+    pub(super) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     /// Waits for the writer connection, at most `acquire_timeout_ms` like any connection
@@ -78,6 +93,14 @@ impl Writer {
             Ok(slot) => (slot.conn.is_some(), false),
             Err(_) => (true, true),
         }
+    }
+
+    /// Holds write transactions back (after the one in progress) until the guard is
+    /// dropped; `None` when the writer stayed busy past `acquire_timeout_ms`.
+    pub(super) async fn pause(&self) -> Option<impl Send> {
+        tokio::time::timeout(self.wait, Arc::clone(&self.slot).lock_owned())
+            .await
+            .ok()
     }
 
     /// Closes the writer connection (after the transaction in progress, if any).
@@ -132,6 +155,9 @@ async fn finish(
         .execute(slot.conn())
         .await
         .map(drop);
+    if result.is_ok() && statement == "COMMIT" {
+        slot.commits.fetch_add(1, Ordering::Relaxed);
+    }
     if result.is_err()
         && sqlx::raw_sql("ROLLBACK")
             .execute(slot.conn())

@@ -186,6 +186,73 @@ async fn sqlite_pragmas_are_in_effect_on_every_pooled_connection() {
     pool.close().await;
 }
 
+/// The writer commits without checkpointing (its `wal_autocheckpoint` is 0): the pool's
+/// task copies the log into the database file while writes go on, keeps the log within
+/// `journal_size_limit` under a steady stream of writes, and closes its connection
+/// once the log is copied whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_checkpoints_the_log_off_the_write_path_and_keeps_it_bounded() {
+    let target = sqlite(&[]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    let path = target.settings.url.sqlite_path().unwrap().to_path_buf();
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let mut conn = pool.acquire().await.unwrap();
+    server::db::query("CREATE TABLE blobs (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+
+    let mut tx = pool.begin_write().await.unwrap();
+    #[derive(sqlx::FromRow)]
+    struct Pages {
+        wal_autocheckpoint: i64,
+    }
+    let on_writer: Pages = server::db::query("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        on_writer.wal_autocheckpoint, 0,
+        "the writer checkpoints as it commits"
+    );
+    tx.rollback().await.unwrap();
+
+    // About 160 MiB through the log: 2.5 times its limit.
+    let limit = server::db::JOURNAL_SIZE_LIMIT;
+    let mut largest_log = 0;
+    for _ in 0..40_000 {
+        let mut tx = pool.begin_write().await.unwrap();
+        server::db::query("INSERT INTO blobs (b) VALUES (zeroblob(4000))")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        largest_log = largest_log.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    assert!(
+        largest_log < 2 * limit,
+        "the log grew to {largest_log} bytes under a steady writer (limit {limit})"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let file = std::fs::metadata(&path).unwrap().len();
+        let log = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if file >= 40_000 * 4000 && log <= limit {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not checkpointed: database file {file} bytes, log {log} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+}
+
 #[tokio::test]
 async fn postgres_connections_carry_statement_and_lock_timeouts() {
     let Some(target) = postgres(&[

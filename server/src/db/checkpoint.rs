@@ -1,0 +1,158 @@
+//! SQLite checkpoints off the write path.
+//!
+//! By default SQLite runs a checkpoint inside the commit that grows the write-ahead log
+//! past 1,000 pages: that commit then waits for the checkpoint's two `fsync`s, longer
+//! still while something else floods the disk (a backup's copy). The writer connection
+//! has automatic checkpoints off (`wal_autocheckpoint = 0`); instead, after it committed,
+//! a task of the pool runs passive checkpoints (every [`EVERY`]) on a connection of its
+//! own, closed again once the log is copied whole, so an idle server keeps no extra
+//! connection. A passive checkpoint never waits for a lock and never holds up a writer:
+//! writers only append to the log, and the next one after a complete checkpoint starts
+//! the log over (truncated back to `journal_size_limit`).
+
+use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
+
+use super::Engine;
+use super::write::Writer;
+
+/// How often the log is checkpointed.
+pub(super) const EVERY: Duration = Duration::from_millis(250);
+
+/// At most this many passive checkpoints in a row, each catching up with the writes made
+/// during the one before.
+const CATCH_UP: usize = 4;
+
+/// Frames left uncopied that end the catching up.
+const TAIL: i64 = 256;
+
+/// A log of more frames than this (about `journal_size_limit` of 4 KiB pages) is copied
+/// whole with the writers held back a moment, or it would never start over under a
+/// steady stream of writes.
+const LIMIT_FRAMES: i64 = (super::JOURNAL_SIZE_LIMIT / 4096) as i64;
+
+/// One passive checkpoint: the frames in the log and how many of them are copied into
+/// the database.
+async fn passive(conn: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
+    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((log, copied))
+}
+
+/// The connection one file's checkpoints run on, opened on first use and closed with
+/// the pool (before the pool's last connection, which deletes the log by its path).
+pub(super) struct Checkpointer {
+    options: SqliteConnectOptions,
+    conn: tokio::sync::Mutex<Option<SqliteConnection>>,
+    closed: AtomicBool,
+    /// The writer's commits that the last complete checkpoint copied.
+    copied: AtomicU64,
+}
+
+impl Checkpointer {
+    pub(super) fn new(options: SqliteConnectOptions) -> Self {
+        Self {
+            options,
+            conn: tokio::sync::Mutex::new(None),
+            closed: AtomicBool::new(false),
+            copied: AtomicU64::new(0),
+        }
+    }
+
+    /// Checkpoints the log when `writer` committed since the last complete checkpoint;
+    /// `false` once closed. Passive checkpoints first, each copying
+    /// what the writers appended during the one before, until the rest is small; then,
+    /// only when the log has grown past its limit, one more with `writer`'s transactions
+    /// held back, so that the next one finds the log copied whole and starts it over.
+    /// A failure is left for the next round (on a new connection): the requests that use
+    /// the file report its problems.
+    async fn run(&self, writer: &Writer) -> bool {
+        let mut slot = self.conn.lock().await;
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let commits = writer.commits();
+        if commits == self.copied.load(Ordering::Relaxed) {
+            return true;
+        }
+        if slot.is_none() {
+            match self.options.connect().await {
+                Ok(conn) => *slot = Some(conn),
+                Err(e) => {
+                    log::debug!("checkpoint: cannot connect: {e}");
+                    return true;
+                }
+            }
+        }
+        let Some(conn) = slot.as_mut() else {
+            return true;
+        };
+        let result = async {
+            let mut frames = passive(conn).await?;
+            for _ in 1..CATCH_UP {
+                if frames.0 - frames.1 <= TAIL {
+                    break;
+                }
+                frames = passive(conn).await?;
+            }
+            if frames.0 > LIMIT_FRAMES
+                && let Some(_paused) = writer.pause().await
+            {
+                frames = passive(conn).await?;
+            }
+            Ok::<_, sqlx::Error>(frames.0 == frames.1)
+        }
+        .await;
+        let whole = result.as_ref().is_ok_and(|whole| *whole);
+        if let Err(e) = &result {
+            log::debug!("checkpoint failed: {e}");
+        }
+        if whole {
+            self.copied.store(commits, Ordering::Relaxed);
+        }
+        if (whole || result.is_err())
+            && let Some(conn) = slot.take()
+        {
+            let _ = conn.close().await;
+        }
+        true
+    }
+
+    /// Closes the connection (after a checkpoint in progress); no checkpoint runs after.
+    pub(super) async fn close(&self) {
+        let mut slot = self.conn.lock().await;
+        self.closed.store(true, Ordering::Relaxed);
+        if let Some(conn) = slot.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Checkpoints the current file of `engine` every [`EVERY`], through the same file
+/// checks as a request (never into a file that is not a complete database), until the
+/// pool is dropped or closed.
+pub(super) async fn every_so_often(engine: Weak<Engine>) {
+    loop {
+        tokio::time::sleep(EVERY).await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let Engine::Sqlite(sqlite) = &*engine else {
+            return;
+        };
+        let Ok(generation) = sqlite.current().await else {
+            continue;
+        };
+        if !generation.checkpoints.run(&generation.writer).await
+            && std::sync::Arc::ptr_eq(&generation, &sqlite.snapshot())
+        {
+            // The pool was closed.
+            return;
+        }
+    }
+}
