@@ -134,11 +134,15 @@ async fn round_trip_from(
     let pool = DbPool::open(settings, OpenMode::Create).await?;
     let mut conn = pool.acquire().await?;
     without_durability(&mut conn).await?;
+    // Before any migration: one may create a schema that `search_path` then finds first.
+    let catalog = &mut match &mut conn {
+        DbConn::Postgres(c) => Some(Catalog::of(c).await?),
+        DbConn::Sqlite(_) => None,
+    };
     if let Some(previous) = from.checked_sub(1).map(|i| &all[i]) {
         // Applied before, by the run that found the problem: it applies.
         migrations::step_to(&mut conn, set, previous.version).await?;
     }
-    let catalog = &mut Catalog::default();
     let mut before = Snapshot::take(&mut conn, catalog).await?;
     let mut go_on = None;
     for (at, migration) in all.iter().enumerate().skip(from) {
@@ -243,37 +247,112 @@ async fn without_durability(conn: &mut DbConn) -> Result<(), sqlx::Error> {
 
 /// How schema `now` differs from `then`, for a message: the objects only in one of
 /// them (at most [`SHOWN`] of each, and how many more), each cut to a readable length.
+/// A long line whose object is also on the other side (the same view, function or
+/// column, changed) is cut around where the two first differ, not after its head.
 fn differences(then: &BTreeSet<String>, now: &BTreeSet<String>, added: &str, gone: &str) -> String {
-    let list = |lines: Vec<&String>| {
-        let mut shown: Vec<String> = lines
-            .iter()
-            .take(SHOWN)
-            .map(|line| {
-                // One line per object, whatever line breaks its SQL has.
-                let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
-                let line = line.trim_end_matches(';');
-                match line.char_indices().nth(120) {
-                    Some((at, _)) => format!("{}…", &line[..at]),
-                    None => line.to_string(),
-                }
-            })
-            .collect();
-        if lines.len() > SHOWN {
-            shown.push(format!("and {} more", lines.len() - SHOWN));
-        }
-        shown.join("; ")
-    };
     let new: Vec<&String> = now.difference(then).collect();
     let old: Vec<&String> = then.difference(now).collect();
     let mut detail = Vec::new();
     if !new.is_empty() {
-        detail.push(format!("{added} {}", list(new)));
+        detail.push(format!("{added} {}", listed(&new, &old)));
     }
     if !old.is_empty() {
-        detail.push(format!("{gone} {}", list(old)));
+        detail.push(format!("{gone} {}", listed(&old, &new)));
     }
     detail.join("; ")
 }
 
+/// `lines` for a message, each one line of at most [`WIDTH`] characters, cut around its
+/// first difference from the line of the same object in `others` when it has one.
+fn listed(lines: &[&String], others: &[&String]) -> String {
+    let one_line = |line: &str| {
+        let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+        line.trim_end_matches(';').to_string()
+    };
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(SHOWN)
+        .map(|line| {
+            let line = one_line(line);
+            let chars: Vec<char> = line.chars().collect();
+            if chars.len() <= WIDTH {
+                return line;
+            }
+            let key = object_of(&line);
+            let twin = others
+                .iter()
+                .map(|other| one_line(other))
+                .find(|other| object_of(other) == key);
+            let head = key.chars().count();
+            let from = twin
+                .map(|twin| {
+                    line.chars()
+                        .zip(twin.chars())
+                        .take_while(|(a, b)| a == b)
+                        .count()
+                })
+                .filter(|&same| same > head + CONTEXT)
+                .map_or(0, |same| same - CONTEXT);
+            let cut: String = chars[from..].iter().take(WIDTH - head).collect();
+            match from {
+                0 => format!("{}…", chars[..WIDTH].iter().collect::<String>()),
+                _ => format!("{key} …{cut}…"),
+            }
+        })
+        .collect();
+    if lines.len() > SHOWN {
+        shown.push(format!("and {} more", lines.len() - SHOWN));
+    }
+    shown.join("; ")
+}
+
+/// The object a schema line is about: what comes before its first `": "` (`view v`,
+/// `function f(integer)`), or its first two words (`column t.c`).
+fn object_of(line: &str) -> String {
+    match line.split_once(": ") {
+        Some((object, _)) => format!("{object}:"),
+        None => line.split(' ').take(2).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// How long a line of a message may be, in characters.
+const WIDTH: usize = 120;
+
+/// How much of what two lines share is shown before where they differ.
+const CONTEXT: usize = 30;
+
 /// How many differing objects a message names.
 const SHOWN: usize = 5;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_long_changed_object_is_shown_where_it_differs() {
+        let body = |rate: &str| {
+            format!(
+                "function price_with_tax(numeric): CREATE OR REPLACE FUNCTION public.price_with_tax(p numeric) \
+                 RETURNS numeric LANGUAGE sql AS $function$SELECT round(p * {rate}, 2)$function$"
+            )
+        };
+        let then = BTreeSet::from([body("1.19")]);
+        let now = BTreeSet::from([body("1.20")]);
+        let message = super::differences(&then, &now, "leaves behind", "removes");
+        assert!(
+            message.contains("round(p * 1.20, 2)") && message.contains("round(p * 1.19, 2)"),
+            "{message}"
+        );
+        assert!(
+            message.starts_with("leaves behind function price_with_tax(numeric): …"),
+            "{message}"
+        );
+        // Short lines are shown whole.
+        let then = BTreeSet::from(["column t.c integer NULL".to_string()]);
+        let now = BTreeSet::from(["column t.c bigint NULL".to_string()]);
+        assert_eq!(
+            super::differences(&then, &now, "now has", "no longer has"),
+            "now has column t.c bigint NULL; no longer has column t.c integer NULL"
+        );
+    }
+}

@@ -21,17 +21,16 @@ pub(super) enum Snapshot {
     /// `type`, `name` and `sql` of each SQLite object, in that order (unit and record
     /// separators between them), in one string: one value to read and compare.
     Sqlite(String),
-    /// One line per PostgreSQL object or column, sorted, record separators between
-    /// them, in one string.
-    Postgres(String),
+    /// One line per PostgreSQL object or column, sorted.
+    Postgres(Vec<String>),
 }
 
 impl Snapshot {
-    /// Reads the schema of `conn`'s database; on PostgreSQL through `catalog`, which
-    /// keeps what earlier reads of the same database found.
+    /// Reads the schema of `conn`'s database; on PostgreSQL through `catalog` (made on
+    /// first use when `None`), which keeps what earlier reads of the same database found.
     pub(super) async fn take(
         conn: &mut DbConn,
-        catalog: &mut Catalog,
+        catalog: &mut Option<Catalog>,
     ) -> Result<Self, sqlx::Error> {
         Ok(match conn {
             DbConn::Sqlite(c) => Self::Sqlite(
@@ -46,7 +45,13 @@ impl Snapshot {
                 .fetch_one(&mut **c)
                 .await?,
             ),
-            DbConn::Postgres(c) => Self::Postgres(catalog.read(c).await?),
+            DbConn::Postgres(c) => {
+                let catalog = match catalog {
+                    Some(catalog) => catalog,
+                    None => catalog.insert(Catalog::of(c).await?),
+                };
+                Self::Postgres(catalog.read(c).await?)
+            }
         })
     }
 
@@ -67,13 +72,7 @@ impl Snapshot {
     /// spells them (loaded into an in-memory database), its views and triggers as written.
     async fn lines(&self) -> Result<BTreeSet<String>, sqlx::Error> {
         let objects: Vec<(String, String, String)> = match self {
-            Self::Postgres(text) => {
-                return Ok(text
-                    .split('\u{1e}')
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect());
-            }
+            Self::Postgres(lines) => return Ok(lines.iter().cloned().collect()),
             Self::Sqlite(text) => text
                 .split('\u{1e}')
                 .filter(|o| !o.is_empty())

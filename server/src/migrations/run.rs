@@ -506,16 +506,40 @@ async fn session_lock(conn: &mut DbConn, on: bool) -> Result<(), sqlx::Error> {
         .map(drop)
 }
 
-/// On PostgreSQL, puts the session back as it was opened ([`PG_RESET_SESSION`], then
-/// the timeouts `before` holds, read with [`crate::db::session_timeouts`] before the
-/// migration ran).
+/// Puts the session back as it was opened, so that what a migration left in it does not
+/// reach the next one (or itself, applied again by `db-check`): on PostgreSQL
+/// [`PG_RESET_SESSION`], its temporary tables and the statements it prepared with
+/// `PREPARE`, then the timeouts `before` holds (read with
+/// [`crate::db::session_timeouts`] before the migration ran); on SQLite its temporary
+/// tables and views.
 async fn reset_session(tx: &mut DbTx<'_>, before: &str) -> Result<(), sqlx::Error> {
+    let leftovers: String = match tx {
+        DbTx::Postgres(pg) => {
+            sqlx::query_scalar(
+                "SELECT coalesce(string_agg(format('DEALLOCATE %I', name), '; '), '') \
+                   FROM pg_prepared_statements WHERE from_sql",
+            )
+            .fetch_one(&mut **pg)
+            .await?
+        }
+        DbTx::Sqlite(sqlite) => {
+            sqlx::query_scalar(
+                "SELECT coalesce(group_concat(format('DROP %s temp.\"%w\"', upper(type), name), '; '), '') \
+                   FROM temp.sqlite_schema WHERE type IN ('table', 'view')",
+            )
+            .fetch_one(&mut **sqlite)
+            .await?
+        }
+    };
     match tx {
         DbTx::Postgres(_) => {
-            tx.execute_script(&format!("{PG_RESET_SESSION}; {before}"))
-                .await
+            tx.execute_script(&format!(
+                "{PG_RESET_SESSION}; DISCARD TEMP; {leftovers}; {before}"
+            ))
+            .await
         }
-        DbTx::Sqlite(_) => Ok(()),
+        DbTx::Sqlite(_) if leftovers.is_empty() => Ok(()),
+        DbTx::Sqlite(_) => tx.execute_script(&leftovers).await,
     }
 }
 

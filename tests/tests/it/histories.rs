@@ -468,6 +468,155 @@ fn db_check_on_postgres_sees_every_change_a_down_script_forgets() {
     assert_eq!(lines.len(), forgotten.len(), "{}", lines.join("\n"));
 }
 
+/// More of what a down script can forget: row level security, a policy, a sequence's
+/// settings, a disabled trigger, a partition's bounds; and a schema named after the role,
+/// which `search_path` finds before `public` once a migration creates it.
+#[test]
+fn db_check_on_postgres_sees_forgotten_policies_sequences_triggers_and_partitions() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    project.write_migration(
+        "V2__base",
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, owner TEXT, price NUMERIC);\n\
+         CREATE POLICY own ON items USING (owner = current_user);\n\
+         CREATE SEQUENCE item_no;\n\
+         CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;\n\
+         CREATE TRIGGER items_touch BEFORE UPDATE ON items FOR EACH ROW EXECUTE FUNCTION touch();\n\
+         CREATE TABLE events (at DATE NOT NULL) PARTITION BY RANGE (at);\n\
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');\n",
+        Some(
+            "DROP TABLE events; DROP TABLE items; DROP FUNCTION touch(); DROP SEQUENCE item_no;",
+        ),
+    );
+    let forgotten = [
+        ("V3__rls", "ALTER TABLE items ENABLE ROW LEVEL SECURITY;"),
+        (
+            "V4__policy",
+            "ALTER POLICY own ON items USING (owner = session_user);",
+        ),
+        ("V5__sequence", "ALTER SEQUENCE item_no INCREMENT BY 10;"),
+        (
+            "V6__trigger_off",
+            "ALTER TABLE items DISABLE TRIGGER items_touch;",
+        ),
+        (
+            "V7__bounds",
+            "ALTER TABLE events DETACH PARTITION events_2024;\n\
+             ALTER TABLE events ATTACH PARTITION events_2024 FOR VALUES FROM ('2024-01-01') TO ('2024-07-01');",
+        ),
+        (
+            "V8__role_schema",
+            "DO $$ BEGIN EXECUTE format('CREATE SCHEMA %I', current_user); END $$;",
+        ),
+        (
+            "V9__price_default",
+            "ALTER TABLE public.items ALTER COLUMN price SET DEFAULT 0;",
+        ),
+    ];
+    for (id, up) in forgotten {
+        let down = match id {
+            "V8__role_schema" => {
+                "DO $$ BEGIN EXECUTE format('DROP SCHEMA %I', current_user); END $$;"
+            }
+            _ => "SELECT 1;",
+        };
+        project.write_migration(id, up, Some(down));
+    }
+    let (lines, _) = problems(&project);
+    for (id, _) in forgotten.iter().filter(|(id, _)| *id != "V8__role_schema") {
+        let begins = format!("{id}.down.sql does not fully revert {id}: ");
+        assert!(
+            lines.iter().any(|line| line.starts_with(&begins)),
+            "{id} not found:\n{}",
+            lines.join("\n")
+        );
+    }
+    assert_eq!(lines.len(), forgotten.len() - 1, "{}", lines.join("\n"));
+}
+
+/// Correct down scripts pass whatever the migrations do around the schema described:
+/// objects in other schemas that its views, defaults and foreign keys name (renamed,
+/// moved there), range types and collations renamed, a composite type without
+/// attributes, and a migration that leaves temporary tables and prepared statements in
+/// its session (applied again by the round trip, on the same connection).
+#[test]
+fn db_check_on_postgres_follows_other_schemas_and_session_leftovers() {
+    let Some(pg) = PgDatabase::create() else {
+        return;
+    };
+    let project = Project::with_url(&pg.url);
+    let steps: [(&str, &str, &str); 9] = [
+        (
+            "V2__base",
+            "CREATE SCHEMA billing;\n\
+             CREATE TABLE billing.invoices (id BIGINT PRIMARY KEY, total NUMERIC NOT NULL);\n\
+             CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+                                     invoice_id BIGINT REFERENCES billing.invoices (id));\n\
+             CREATE VIEW invoice_totals AS SELECT id, total FROM billing.invoices;\n\
+             CREATE SEQUENCE invoice_seq;\n\
+             CREATE TABLE numbered (id BIGINT PRIMARY KEY DEFAULT nextval('invoice_seq'));\n\
+             CREATE TYPE span AS RANGE (subtype = integer);\n\
+             CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);\n\
+             CREATE TABLE labels (s span, name TEXT COLLATE nocase);\n",
+            "DROP TABLE labels; DROP COLLATION nocase; DROP TYPE span; DROP TABLE numbered; \
+             DROP SEQUENCE invoice_seq; DROP VIEW invoice_totals; DROP TABLE customers; \
+             DROP TABLE billing.invoices; DROP SCHEMA billing;",
+        ),
+        (
+            "V3__rename_elsewhere",
+            "ALTER TABLE billing.invoices RENAME COLUMN total TO amount;",
+            "ALTER TABLE billing.invoices RENAME COLUMN amount TO total;",
+        ),
+        (
+            "V4__email",
+            "ALTER TABLE customers ADD COLUMN email TEXT;",
+            "ALTER TABLE customers DROP COLUMN email;",
+        ),
+        (
+            "V5__move_sequence",
+            "CREATE SCHEMA seqs; ALTER SEQUENCE invoice_seq SET SCHEMA seqs;",
+            "ALTER SEQUENCE seqs.invoice_seq SET SCHEMA public; DROP SCHEMA seqs;",
+        ),
+        (
+            "V6__note",
+            "ALTER TABLE numbered ADD COLUMN note TEXT;",
+            "ALTER TABLE numbered DROP COLUMN note;",
+        ),
+        (
+            "V7__renames",
+            "ALTER TYPE span RENAME TO stretch; ALTER COLLATION nocase RENAME TO caseless;\n\
+             ALTER TABLE billing.invoices RENAME TO bills;",
+            "ALTER TYPE stretch RENAME TO span; ALTER COLLATION caseless RENAME TO nocase;\n\
+             ALTER TABLE billing.bills RENAME TO invoices;",
+        ),
+        (
+            "V8__marker",
+            "CREATE TYPE marker AS ();",
+            "DROP TYPE marker;",
+        ),
+        (
+            "V9__backfill",
+            "ALTER TABLE customers ADD COLUMN cents BIGINT;\n\
+             CREATE TEMP TABLE conv AS SELECT id, 100::bigint AS cents FROM customers;\n\
+             PREPARE set_cents AS UPDATE customers c SET cents = v.cents FROM conv v WHERE v.id = c.id;\n\
+             EXECUTE set_cents;",
+            "ALTER TABLE customers DROP COLUMN cents;",
+        ),
+        (
+            "V10__last",
+            "ALTER TABLE labels ADD COLUMN n INTEGER;",
+            "ALTER TABLE labels DROP COLUMN n;",
+        ),
+    ];
+    for (id, up, down) in steps {
+        project.write_migration(id, up, Some(down));
+    }
+    let run = project.xtask(&["db-check"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+}
+
 /// What a description prints from elsewhere (an enum's labels, a function a view calls,
 /// a composite type, a referenced table's schema) changes without the table changing:
 /// correct reverts pass; and what the catalog reader did not describe before (constraints
