@@ -74,6 +74,8 @@ pub async fn create_within(
     let temp = |what| durable::temp_in(dir, &base, durable::PARTIAL).map_err(io_error(what, dir));
 
     let conn = pool.acquire().await?;
+    // The file's sha256 and size when already taken (beside the integrity check).
+    let mut digest = None;
     let (file, schema_version) = match conn {
         DbConn::Sqlite(mut c) => {
             progress.step(&format!("snapshotting into {}", dir.display()));
@@ -96,13 +98,33 @@ pub async fn create_within(
                     reason: other.to_string(),
                 },
             })?;
-            progress.step("verifying (integrity_check)");
-            sqlite_check(snapshot.path())
-                .await
-                .map_err(|e| BackupError::Invalid {
-                    path: snapshot.path().to_path_buf(),
-                    reason: e.to_string(),
-                })?;
+            // An uncompressed snapshot is the backup file: it is synced and hashed on one
+            // core while the other checks it (both only read it).
+            let hashing = compression.is_none().then(|| {
+                let (handle, path) = (
+                    snapshot.as_file().try_clone(),
+                    snapshot.path().to_path_buf(),
+                );
+                off_the_runtime(move || {
+                    handle?.sync_all()?;
+                    durable::sha256_file(&path)
+                })
+            });
+            progress.step(match hashing {
+                Some(_) => "verifying (integrity_check) while syncing and checksumming (sha256)",
+                None => "verifying (integrity_check)",
+            });
+            let (checked, hashed) = tokio::join!(sqlite_check(snapshot.path()), async {
+                match hashing {
+                    Some(hashing) => Some(hashing.await),
+                    None => None,
+                }
+            });
+            checked.map_err(|e| BackupError::Invalid {
+                path: snapshot.path().to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            digest = hashed;
             let version = sqlite_schema_version(snapshot.path(), set).await?;
             let file = match compression {
                 Some(Compression::Gzip) => {
@@ -137,14 +159,19 @@ pub async fn create_within(
         }
     };
     durable::give(file.as_file(), owner);
-    progress.step("syncing and checksumming (sha256)");
-    let (handle, path) = (file.as_file().try_clone(), file.path().to_path_buf());
-    off_the_runtime(move || handle?.sync_all())
-        .await
-        .map_err(io_error("cannot sync", file.path()))?;
-    let (sha256, size) = off_the_runtime(move || durable::sha256_file(&path))
-        .await
-        .map_err(io_error("cannot read", file.path()))?;
+    let (sha256, size) = match digest {
+        Some(digest) => digest.map_err(io_error("cannot sync and read", file.path()))?,
+        None => {
+            progress.step("syncing and checksumming (sha256)");
+            let (handle, path) = (file.as_file().try_clone(), file.path().to_path_buf());
+            off_the_runtime(move || handle?.sync_all())
+                .await
+                .map_err(io_error("cannot sync", file.path()))?;
+            off_the_runtime(move || durable::sha256_file(&path))
+                .await
+                .map_err(io_error("cannot read", file.path()))?
+        }
+    };
 
     let name = format!("{base}-v{schema_version}.{ext}");
     let final_path = dir.join(&name);
