@@ -35,13 +35,26 @@ const TAIL: i64 = 256;
 /// steady stream of writes.
 const LIMIT_FRAMES: i64 = (super::JOURNAL_SIZE_LIMIT / 4096) as i64;
 
-/// One passive checkpoint: the frames in the log and how many of them are copied into
-/// the database.
-async fn passive(conn: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
-    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+/// What one passive checkpoint found.
+struct Frames {
+    /// Another connection was checkpointing: nothing is known of the log.
+    busy: bool,
+    /// Frames in the log.
+    log: i64,
+    /// Frames of it copied into the database.
+    copied: i64,
+}
+
+/// One passive checkpoint.
+async fn passive(conn: &mut SqliteConnection) -> Result<Frames, sqlx::Error> {
+    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&mut *conn)
         .await?;
-    Ok((log, copied))
+    Ok(Frames {
+        busy: busy != 0,
+        log,
+        copied,
+    })
 }
 
 /// The connection one file's checkpoints run on, opened on first use and closed with
@@ -65,19 +78,21 @@ impl Checkpointer {
     }
 
     /// Checkpoints the log when `writer` committed since the last complete checkpoint;
-    /// `false` once closed. Passive checkpoints first, each copying
-    /// what the writers appended during the one before, until the rest is small; then,
-    /// only when the log has grown past its limit, one more with `writer`'s transactions
-    /// held back, so that the next one finds the log copied whole and starts it over.
-    /// A failure is left for the next round (on a new connection): the requests that use
+    /// `false` once closed. Passive checkpoints first, each copying what the writers
+    /// appended during the one before, until the rest is small; then, only when the log
+    /// has grown past its limit, one more with `writer`'s transactions held back, so that
+    /// the next one finds the log copied whole and starts it over. Before each, `ours`
+    /// must say the file is still the one this connection was opened for (a checkpoint
+    /// copies pages into it: never into a file replaced or emptied under the pool). A
+    /// failure is left for the next round (on a new connection): the requests that use
     /// the file report its problems.
-    async fn run(&self, writer: &Writer) -> bool {
+    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync)) -> bool {
         let mut slot = self.conn.lock().await;
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let commits = writer.commits();
-        if commits == self.copied.load(Ordering::Relaxed) {
+        if commits == self.copied.load(Ordering::Relaxed) || !ours() {
             return true;
         }
         if slot.is_none() {
@@ -92,22 +107,7 @@ impl Checkpointer {
         let Some(conn) = slot.as_mut() else {
             return true;
         };
-        let result = async {
-            let mut frames = passive(conn).await?;
-            for _ in 1..CATCH_UP {
-                if frames.0 - frames.1 <= TAIL {
-                    break;
-                }
-                frames = passive(conn).await?;
-            }
-            if frames.0 > LIMIT_FRAMES
-                && let Some(_paused) = writer.pause().await
-            {
-                frames = passive(conn).await?;
-            }
-            Ok::<_, sqlx::Error>(frames.0 == frames.1)
-        }
-        .await;
+        let result = catch_up(conn, writer, ours).await;
         let whole = result.as_ref().is_ok_and(|whole| *whole);
         if let Err(e) = &result {
             log::debug!("checkpoint failed: {e}");
@@ -115,9 +115,10 @@ impl Checkpointer {
         if whole {
             self.copied.store(commits, Ordering::Relaxed);
         }
-        if (whole || result.is_err())
-            && let Some(conn) = slot.take()
-        {
+        // Kept only while the log is being caught up with: an idle pool holds no extra
+        // connection, and one opened on a file since replaced is not used again.
+        let keep = result.is_ok() && !whole && ours();
+        if !keep && let Some(conn) = slot.take() {
             let _ = conn.close().await;
         }
         true
@@ -133,6 +134,39 @@ impl Checkpointer {
     }
 }
 
+/// The passes of [`Checkpointer::run`]: whether the log ended copied whole (`false` also
+/// when `ours` stopped them).
+async fn catch_up(
+    conn: &mut SqliteConnection,
+    writer: &Writer,
+    ours: &(dyn Fn() -> bool + Sync),
+) -> Result<bool, sqlx::Error> {
+    let mut frames = None;
+    for _ in 0..CATCH_UP {
+        if !ours() {
+            return Ok(false);
+        }
+        let now = passive(conn).await?;
+        let done = now.log - now.copied <= TAIL;
+        frames = Some(now);
+        if done {
+            break;
+        }
+    }
+    let Some(mut frames) = frames else {
+        return Ok(false);
+    };
+    if frames.log > LIMIT_FRAMES
+        && let Some(_paused) = writer.pause().await
+    {
+        if !ours() {
+            return Ok(false);
+        }
+        frames = passive(conn).await?;
+    }
+    Ok(!frames.busy && frames.log == frames.copied)
+}
+
 /// Checkpoints the current file of `engine` every [`EVERY`], through the same file
 /// checks as a request (never into a file that is not a complete database), until the
 /// pool is dropped or closed.
@@ -145,10 +179,14 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
         let Engine::Sqlite(sqlite) = &*engine else {
             return;
         };
+        if sqlite.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(generation) = sqlite.current().await else {
             continue;
         };
-        if !generation.checkpoints.run(&generation.writer).await
+        let ours = || sqlite.still_holds(&generation);
+        if !generation.checkpoints.run(&generation.writer, &ours).await
             && std::sync::Arc::ptr_eq(&generation, &sqlite.snapshot())
         {
             // The pool was closed.

@@ -313,7 +313,10 @@ impl DbPool {
     /// Waits for connections in use to come back, then closes all of them.
     pub async fn close(&self) {
         match &*self.engine {
-            Engine::Sqlite(engine) => engine.snapshot().close().await,
+            Engine::Sqlite(engine) => {
+                engine.closed.store(true, Ordering::Relaxed);
+                engine.snapshot().close().await
+            }
             Engine::Postgres(pool) => pool.close().await,
         }
     }

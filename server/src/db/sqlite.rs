@@ -218,6 +218,8 @@ pub(super) struct SqliteEngine {
     pub(super) reopened: AtomicU32,
     /// Read-write: each generation switches its file to WAL before the pool opens it.
     wal: bool,
+    /// Closed by its owner ([`super::DbPool::close`]): nothing reopens it.
+    pub(super) closed: AtomicBool,
 }
 
 /// The pool, the writer connection and the checkpoints, for one file identity.
@@ -294,6 +296,7 @@ impl SqliteEngine {
             reopen: tokio::sync::Mutex::new(()),
             reopened: AtomicU32::new(0),
             wal,
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -372,6 +375,17 @@ impl SqliteEngine {
 
     fn read(&self) -> Arc<SqliteGeneration> {
         self.current.read().expect("pool lock poisoned").clone()
+    }
+
+    /// Whether the file at the path is still `generation`'s and not emptied: checked
+    /// before anything other than a request's statements writes into it (a checkpoint).
+    pub(super) fn still_holds(&self, generation: &SqliteGeneration) -> bool {
+        let Some(path) = &self.path else {
+            return false;
+        };
+        std::fs::metadata(path).is_ok_and(|m| {
+            m.is_file() && m.len() > 0 && Some(FileId::of(&m)) == generation.identity
+        }) && !generation.truncated.load(Ordering::Relaxed)
     }
 
     /// Whether the pool's task checkpoints the file: a file opened read-write.
