@@ -77,8 +77,8 @@ impl Checkpointer {
         }
     }
 
-    /// Checkpoints the log when `writer` committed since the last complete checkpoint;
-    /// `false` once closed. Passive checkpoints first, each copying what the writers
+    /// Checkpoints the log when `writer` committed since the last complete checkpoint
+    /// (nothing once closed). Passive checkpoints first, each copying what the writers
     /// appended during the one before, until the rest is small; then, only when the log
     /// has grown past its limit, one more with `writer`'s transactions held back, so that
     /// the next one finds the log copied whole and starts it over. Before each, `ours`
@@ -86,26 +86,26 @@ impl Checkpointer {
     /// copies pages into it: never into a file replaced or emptied under the pool). A
     /// failure is left for the next round (on a new connection): the requests that use
     /// the file report its problems.
-    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync)) -> bool {
+    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync)) {
         let mut slot = self.conn.lock().await;
-        if self.closed.load(Ordering::Relaxed) {
-            return false;
-        }
         let commits = writer.commits();
-        if commits == self.copied.load(Ordering::Relaxed) || !ours() {
-            return true;
+        if self.closed.load(Ordering::Relaxed)
+            || commits == self.copied.load(Ordering::Relaxed)
+            || !ours()
+        {
+            return;
         }
         if slot.is_none() {
             match self.options.connect().await {
                 Ok(conn) => *slot = Some(conn),
                 Err(e) => {
                     log::debug!("checkpoint: cannot connect: {e}");
-                    return true;
+                    return;
                 }
             }
         }
         let Some(conn) = slot.as_mut() else {
-            return true;
+            return;
         };
         let result = catch_up(conn, writer, ours).await;
         let whole = result.as_ref().is_ok_and(|whole| *whole);
@@ -121,7 +121,6 @@ impl Checkpointer {
         if !keep && let Some(conn) = slot.take() {
             let _ = conn.close().await;
         }
-        true
     }
 
     /// Closes the connection (after a checkpoint in progress); no checkpoint runs after.
@@ -186,11 +185,6 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
             continue;
         };
         let ours = || sqlite.still_holds(&generation);
-        if !generation.checkpoints.run(&generation.writer, &ours).await
-            && std::sync::Arc::ptr_eq(&generation, &sqlite.snapshot())
-        {
-            // The pool was closed.
-            return;
-        }
+        generation.checkpoints.run(&generation.writer, &ours).await;
     }
 }

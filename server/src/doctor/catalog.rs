@@ -241,11 +241,13 @@ struct Entry {
 }
 
 impl Catalog {
-    /// A reader of the schema `conn`'s `search_path` names now (`public`, as a rule).
+    /// A reader of the schema `conn`'s `search_path` names now (`public`, as a rule, and
+    /// when it names none that exists).
     pub(super) async fn of(conn: &mut PgConnection) -> Result<Self, sqlx::Error> {
-        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
-            .fetch_one(&mut *conn)
-            .await?;
+        let schema: String =
+            sqlx::query_scalar("SELECT coalesce(current_schema(), 'public')::text")
+                .fetch_one(&mut *conn)
+                .await?;
         Ok(Self {
             schema,
             groups: HashMap::new(),

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 mod catalog;
 mod snapshot;
 
-use catalog::Catalog;
 use snapshot::Snapshot;
 
 use crate::config::DbSettings;
@@ -137,16 +136,15 @@ async fn round_trip_from(
     let pool = DbPool::open(settings, OpenMode::Create).await?;
     let mut conn = pool.acquire().await?;
     without_durability(&mut conn).await?;
-    // Before any migration: one may create a schema that `search_path` then finds first.
-    let catalog = &mut match &mut conn {
-        DbConn::Postgres(c) => Some(Catalog::of(c).await?),
-        DbConn::Sqlite(_) => None,
-    };
+    // The first read, before any migration, fixes which schema is described on
+    // PostgreSQL: a migration may create one that `search_path` then finds first.
+    let catalog = &mut None;
+    let mut before = Snapshot::take(&mut conn, catalog).await?;
     if let Some(previous) = from.checked_sub(1).map(|i| &all[i]) {
         // Applied before, by the run that found the problem: it applies.
         migrations::step_to(&mut conn, set, previous.version).await?;
+        before = Snapshot::take(&mut conn, catalog).await?;
     }
-    let mut before = Snapshot::take(&mut conn, catalog).await?;
     let mut go_on = None;
     for (at, migration) in all.iter().enumerate().skip(from) {
         let id = migration.id();
