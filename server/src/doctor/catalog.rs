@@ -1,6 +1,6 @@
 //! PostgreSQL's schema for the round trip, read again only where it changed.
 //!
-//! A round trip reads the schema three times per migration, and the schema grows with
+//! A round trip reads the schema twice per migration, and the schema grows with
 //! the history: described whole each time (`format_type`, `pg_get_indexdef`,
 //! `pg_get_constraintdef` for every object), the reads were most of a long history's
 //! `db-check`. So the schema is kept in groups: one per relation (a table with its
