@@ -8,7 +8,9 @@
 //! own, closed again once the log is copied whole, so an idle server keeps no extra
 //! connection. A passive checkpoint never waits for a lock and never holds up a writer:
 //! writers only append to the log, and the next one after a complete checkpoint starts
-//! the log over (truncated back to `journal_size_limit`).
+//! the log over (truncated back to `journal_size_limit`). A log grown past that limit is
+//! copied whole with the writers held back a moment, and then emptied by the task
+//! itself: when the writes stop, it does not stay as large as their burst made it.
 
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +37,14 @@ const TAIL: i64 = 256;
 /// steady stream of writes.
 const LIMIT_FRAMES: i64 = (super::JOURNAL_SIZE_LIMIT / 4096) as i64;
 
-/// What one passive checkpoint found.
+/// SQLite's checkpoint modes this task runs.
+#[derive(Clone, Copy)]
+enum Mode {
+    Passive,
+    Truncate,
+}
+
+/// What one checkpoint found.
 struct Frames {
     /// Another connection was checkpointing: nothing is known of the log.
     busy: bool,
@@ -45,11 +54,15 @@ struct Frames {
     copied: i64,
 }
 
-/// One passive checkpoint.
-async fn passive(conn: &mut SqliteConnection) -> Result<Frames, sqlx::Error> {
-    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
-        .await?;
+/// One checkpoint: `PASSIVE` (copies what it can, never waits) or `TRUNCATE` (starts
+/// the log over and empties its file, or gives up at once on the connection's zero
+/// busy timeout when a reader still uses the log).
+async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<Frames, sqlx::Error> {
+    let sql = match mode {
+        Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+        Mode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
+    let (busy, log, copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(&mut *conn).await?;
     Ok(Frames {
         busy: busy != 0,
         log,
@@ -70,7 +83,9 @@ pub(super) struct Checkpointer {
 impl Checkpointer {
     pub(super) fn new(options: SqliteConnectOptions) -> Self {
         Self {
-            options,
+            // A checkpoint never waits for a lock (a `TRUNCATE` one would wait holding
+            // the log's write lock, writers of other processes behind it).
+            options: options.busy_timeout(Duration::ZERO),
             conn: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
             copied: AtomicU64::new(0),
@@ -145,7 +160,7 @@ async fn catch_up(
         if !ours() {
             return Ok(false);
         }
-        let now = passive(conn).await?;
+        let now = checkpoint(conn, Mode::Passive).await?;
         let done = now.log - now.copied <= TAIL;
         frames = Some(now);
         if done {
@@ -161,7 +176,14 @@ async fn catch_up(
         if !ours() {
             return Ok(false);
         }
-        frames = passive(conn).await?;
+        frames = checkpoint(conn, Mode::Passive).await?;
+        // Copied whole: the log starts over now, not at the next write, and its file
+        // goes back to the file system (otherwise it would stay as large as the burst
+        // made it for as long as no one writes). A reader still in the log makes it
+        // give up; the next writer starts the log over then.
+        if !frames.busy && frames.log == frames.copied {
+            checkpoint(conn, Mode::Truncate).await?;
+        }
     }
     Ok(!frames.busy && frames.log == frames.copied)
 }
