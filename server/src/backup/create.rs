@@ -73,6 +73,7 @@ pub async fn create_within(
     );
     let temp = |what| durable::temp_in(dir, &base, durable::PARTIAL).map_err(io_error(what, dir));
 
+    let _backing_up = pool.backing_up();
     let conn = pool.acquire().await?;
     // The file's sha256 and size when already taken (beside the integrity check).
     let mut digest = None;

@@ -95,13 +95,14 @@ impl Checkpointer {
     /// Checkpoints the log when `writer` committed since the last complete checkpoint
     /// (nothing once closed). Passive checkpoints first, each copying what the writers
     /// appended during the one before, until the rest is small; then, only when the log
-    /// has grown past its limit, one more with `writer`'s transactions held back, so that
-    /// the next one finds the log copied whole and starts it over. Before each, `ours`
+    /// has grown past its limit and `hold` allows it (no backup running), one more with
+    /// `writer`'s transactions held back, so that the log is copied whole and starts
+    /// over. Before each, `ours`
     /// must say the file is still the one this connection was opened for (a checkpoint
     /// copies pages into it: never into a file replaced or emptied under the pool). A
     /// failure is left for the next round (on a new connection): the requests that use
     /// the file report its problems.
-    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync)) {
+    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync), hold: bool) {
         let mut slot = self.conn.lock().await;
         let commits = writer.commits();
         if self.closed.load(Ordering::Relaxed)
@@ -122,7 +123,7 @@ impl Checkpointer {
         let Some(conn) = slot.as_mut() else {
             return;
         };
-        let result = catch_up(conn, writer, ours).await;
+        let result = catch_up(conn, writer, ours, hold).await;
         let whole = result.as_ref().is_ok_and(|whole| *whole);
         if let Err(e) = &result {
             log::debug!("checkpoint failed: {e}");
@@ -154,6 +155,7 @@ async fn catch_up(
     conn: &mut SqliteConnection,
     writer: &Writer,
     ours: &(dyn Fn() -> bool + Sync),
+    hold: bool,
 ) -> Result<bool, sqlx::Error> {
     let mut frames = None;
     for _ in 0..CATCH_UP {
@@ -170,7 +172,8 @@ async fn catch_up(
     let Some(mut frames) = frames else {
         return Ok(false);
     };
-    if frames.log > LIMIT_FRAMES
+    if hold
+        && frames.log > LIMIT_FRAMES
         && let Some(_paused) = writer.pause().await
     {
         if !ours() {
@@ -207,6 +210,10 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
             continue;
         };
         let ours = || sqlite.still_holds(&generation);
-        generation.checkpoints.run(&generation.writer, &ours).await;
+        let hold = sqlite.backups.load(Ordering::Relaxed) == 0;
+        generation
+            .checkpoints
+            .run(&generation.writer, &ours, hold)
+            .await;
     }
 }

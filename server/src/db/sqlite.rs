@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -220,6 +220,8 @@ pub(super) struct SqliteEngine {
     wal: bool,
     /// Closed by its owner ([`super::DbPool::close`]): nothing reopens it.
     pub(super) closed: AtomicBool,
+    /// Backups of this pool running now ([`super::DbPool::backing_up`]).
+    pub(super) backups: AtomicUsize,
 }
 
 /// The pool, the writer connection and the checkpoints, for one file identity.
@@ -297,6 +299,7 @@ impl SqliteEngine {
             reopened: AtomicU32::new(0),
             wal,
             closed: AtomicBool::new(false),
+            backups: AtomicUsize::new(0),
         })
     }
 
