@@ -16,11 +16,11 @@ pub const MIGRATIONS: usize = 350;
 pub struct HistoryResult {
     /// Migrations in the history.
     pub migrations: usize,
-    /// `db-upgrade` from empty.
+    /// `db-upgrade` from empty (median of [`ROUNDS`]).
     pub upgrade_secs: f64,
-    /// `db-downgrade --to 0` afterwards.
+    /// `db-downgrade --to 0` afterwards (median).
     pub downgrade_secs: f64,
-    /// `db-check`: every migration up, down and up on a scratch database.
+    /// `db-check`: every migration up, down and up on a scratch database (median).
     pub check_secs: f64,
 }
 
@@ -46,27 +46,46 @@ fn history(count: usize) -> MigrationSet {
     }))
 }
 
-/// Measures the history on the (empty) database at `url`.
+/// Rounds of the baseline and the check, alternating: each figure is the median of its
+/// rounds (the baseline is a third of a second on SQLite, where one slow or fast
+/// `fsync` moves a single sample's ratio by a whole point).
+const ROUNDS: usize = 3;
+
+/// Measures the history on the (empty) database at `url`: [`ROUNDS`] times
+/// `db-upgrade` from empty, `db-downgrade --to 0` (which leaves it empty again) and
+/// `db-check`, one after the other; the median of each.
 pub async fn measure(url: &str, dir: &Path) -> Result<HistoryResult> {
     let set = history(MIGRATIONS);
     let figment = figment::Figment::new().merge(("url", url));
     let settings = server::config::DbSettings::from_focused(&figment, dir)?;
-    let pool = DbPool::open(&settings, OpenMode::Create).await?;
-    let mut conn = pool.acquire().await?;
-    let started = Instant::now();
-    migrations::upgrade(&mut conn, &set, None).await?;
-    let upgraded = Instant::now();
-    migrations::downgrade(&mut conn, &set, 0).await?;
-    let downgraded = Instant::now();
-    drop(conn);
-    pool.close().await;
-    let problems = server::doctor::check(&settings, &set).await?;
-    let checked = Instant::now();
-    anyhow::ensure!(problems.is_empty(), "db-check found problems: {problems:?}");
+    let (mut upgrades, mut downgrades, mut checks) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let pool = DbPool::open(&settings, OpenMode::Create).await?;
+        let mut conn = pool.acquire().await?;
+        let started = Instant::now();
+        migrations::upgrade(&mut conn, &set, None).await?;
+        let upgraded = Instant::now();
+        migrations::downgrade(&mut conn, &set, 0).await?;
+        let downgraded = Instant::now();
+        drop(conn);
+        pool.close().await;
+        let problems = server::doctor::check(&settings, &set).await?;
+        let checked = Instant::now();
+        anyhow::ensure!(problems.is_empty(), "db-check found problems: {problems:?}");
+        upgrades.push((upgraded - started).as_secs_f64());
+        downgrades.push((downgraded - upgraded).as_secs_f64());
+        checks.push((checked - downgraded).as_secs_f64());
+    }
     Ok(HistoryResult {
         migrations: MIGRATIONS,
-        upgrade_secs: (upgraded - started).as_secs_f64(),
-        downgrade_secs: (downgraded - upgraded).as_secs_f64(),
-        check_secs: (checked - downgraded).as_secs_f64(),
+        upgrade_secs: median(upgrades),
+        downgrade_secs: median(downgrades),
+        check_secs: median(checks),
     })
+}
+
+/// The middle value of `samples` (not empty).
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
 }
