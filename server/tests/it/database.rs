@@ -224,16 +224,7 @@ async fn the_pool_checkpoints_the_log_off_the_write_path_and_keeps_it_bounded() 
 
     // About 160 MiB through the log: 2.5 times its limit.
     let limit = server::db::JOURNAL_SIZE_LIMIT;
-    let mut largest_log = 0;
-    for _ in 0..40_000 {
-        let mut tx = pool.begin_write().await.unwrap();
-        server::db::query("INSERT INTO blobs (b) VALUES (zeroblob(4000))")
-            .execute(&mut tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        largest_log = largest_log.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
-    }
+    let largest_log = write_blobs(&pool, 40_000, Path::new(&wal)).await;
     assert!(
         largest_log < 2 * limit,
         "the log grew to {largest_log} bytes under a steady writer (limit {limit})"
@@ -248,15 +239,7 @@ async fn the_pool_checkpoints_the_log_off_the_write_path_and_keeps_it_bounded() 
         .execute(&mut reader)
         .await
         .unwrap();
-    for _ in 0..20_000 {
-        let mut tx = pool.begin_write().await.unwrap();
-        server::db::query("INSERT INTO blobs (b) VALUES (zeroblob(4000))")
-            .execute(&mut tx)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-    }
-    let burst = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let burst = write_blobs(&pool, 20_000, Path::new(&wal)).await;
     assert!(burst > limit, "the burst's log: {burst} bytes");
     reader.close().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -273,6 +256,22 @@ async fn the_pool_checkpoints_the_log_off_the_write_path_and_keeps_it_bounded() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pool.close().await;
+}
+
+/// Commits `rows` rows of 4,000 bytes into `blobs`, one transaction each, through the
+/// pool's writer; returns the largest size the log at `wal` had after a commit.
+async fn write_blobs(pool: &DbPool, rows: usize, wal: &Path) -> u64 {
+    let mut largest = 0;
+    for _ in 0..rows {
+        let mut tx = pool.begin_write().await.unwrap();
+        server::db::query("INSERT INTO blobs (b) VALUES (zeroblob(4000))")
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        largest = largest.max(std::fs::metadata(wal).map_or(0, |m| m.len()));
+    }
+    largest
 }
 
 #[tokio::test]
