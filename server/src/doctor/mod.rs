@@ -285,11 +285,20 @@ fn listed(lines: &[&String], others: &[&String]) -> String {
                 })
                 .filter(|&same| same > head + CONTEXT)
                 .map_or(0, |same| same - CONTEXT);
-            let cut: String = chars[from..].iter().take(WIDTH - head).collect();
-            match from {
-                0 => format!("{}…", chars[..WIDTH].iter().collect::<String>()),
-                _ => format!("{key} …{cut}…"),
+            if from == 0 {
+                return format!("{}…", chars[..WIDTH].iter().collect::<String>());
             }
+            // The object's name first, itself cut when it would take most of the line
+            // (a function with many arguments), then the text around the difference.
+            let key: String = match head > WIDTH / 2 {
+                true => format!("{}…", key.chars().take(WIDTH / 2).collect::<String>()),
+                false => key,
+            };
+            let cut: String = chars[from..]
+                .iter()
+                .take(WIDTH - key.chars().count())
+                .collect();
+            format!("{key} …{cut}…")
         })
         .collect();
     if lines.len() > SHOWN {
@@ -346,5 +355,29 @@ mod tests {
             super::differences(&then, &now, "now has", "no longer has"),
             "now has column t.c bigint NULL; no longer has column t.c integer NULL"
         );
+    }
+
+    #[test]
+    fn an_object_named_longer_than_a_line_is_cut_too() {
+        let arguments = ["timestamp with time zone"; 8].join(", ");
+        let body = |rate: &str| {
+            format!(
+                "function public.window_total({arguments}): CREATE OR REPLACE FUNCTION                  public.window_total() RETURNS numeric LANGUAGE sql AS $function$SELECT {rate}$function$"
+            )
+        };
+        let then = BTreeSet::from([body("1.19")]);
+        let now = BTreeSet::from([body("1.20")]);
+        let message = super::differences(&then, &now, "leaves behind", "removes");
+        assert!(
+            message.contains("SELECT 1.20") && message.contains("SELECT 1.19"),
+            "{message}"
+        );
+        assert!(
+            message.starts_with("leaves behind function public.window_total("),
+            "{message}"
+        );
+        for part in message.split("; ") {
+            assert!(part.chars().count() < 400, "{part}");
+        }
     }
 }
