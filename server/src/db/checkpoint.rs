@@ -97,11 +97,10 @@ impl Checkpointer {
     /// appended during the one before, until the rest is small; then, only when the log
     /// has grown past its limit and `hold` allows it (no backup running), one more with
     /// `writer`'s transactions held back, so that the log is copied whole and starts
-    /// over. Before each, `ours`
-    /// must say the file is still the one this connection was opened for (a checkpoint
-    /// copies pages into it: never into a file replaced or emptied under the pool). A
-    /// failure is left for the next round (on a new connection): the requests that use
-    /// the file report its problems.
+    /// over. Before each, `ours` must say the file is still the one this connection was
+    /// opened for (a checkpoint copies pages into it: never into a file replaced or
+    /// emptied under the pool). A failure is left for the next round (on a new
+    /// connection): the requests that use the file report its problems.
     async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync), hold: bool) {
         let mut slot = self.conn.lock().await;
         let commits = writer.commits();
