@@ -12,7 +12,7 @@ use server::db::{DbConn, DbPool, OpenMode, query};
 const ROUNDS: usize = 20_000;
 const ROWS: i64 = 1_000;
 
-#[derive(sqlx::FromRow)]
+#[derive(server::db::Record)]
 struct Note {
     id: i64,
     title: String,

@@ -20,5 +20,5 @@ pub use rocket::serde::json::Json;
 pub use rocket::{Build, Rocket, State, delete, get, patch, post, put, routes};
 pub use rocket_db_pools::Connection;
 pub use serde::{Deserialize, Serialize};
-pub use sqlx::FromRow;
+pub use crate::db::Record;
 pub use utoipa::{OpenApi, ToSchema};

@@ -41,7 +41,7 @@ static MIGRATIONS: LazyLock<MigrationSet> = LazyLock::new(|| {
 
 // ANCHOR: types
 /// A stored note.
-#[derive(Debug, Serialize, FromRow, ToSchema)]
+#[derive(Debug, Serialize, Record, ToSchema)]
 struct Note {
     id: i64,
     title: String,
@@ -68,7 +68,7 @@ struct NoteWithTags {
     tags: Vec<String>,
 }
 
-#[derive(Debug, FromRow)]
+#[derive(Debug, Record)]
 struct Tag {
     tag: String,
 }

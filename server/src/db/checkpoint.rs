@@ -194,8 +194,16 @@ async fn catch_up(
 /// checks as a request (never into a file that is not a complete database), until the
 /// pool is dropped or closed.
 pub(super) async fn every_so_often(engine: Weak<Engine>) {
+    let grew = match engine.upgrade().as_deref() {
+        Some(Engine::Sqlite(sqlite)) => std::sync::Arc::clone(&sqlite.log_grew),
+        _ => return,
+    };
     loop {
-        tokio::time::sleep(EVERY).await;
+        // Or at once when the writer finds the log past its limit.
+        tokio::select! {
+            () = tokio::time::sleep(EVERY) => {}
+            () = grew.notified() => {}
+        }
         let Some(engine) = engine.upgrade() else {
             return;
         };

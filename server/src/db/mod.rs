@@ -12,6 +12,7 @@
 //! `db-init`, by linking a finished file into place.
 
 mod checkpoint;
+mod direct;
 mod drop_all;
 mod error;
 mod failover;
@@ -33,7 +34,9 @@ use sqlx::{ConnectOptions, Connection, Transaction};
 pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, FileProblem, describe_driver_error, error_line, is_missing_database};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
-pub use query::{Executor, Param, Query, Record, Target, query};
+pub use direct::WriterError;
+pub use query::{Executor, Param, Query, Record, Runner, RunsQueries, Target, query};
+pub use server_macros::Record;
 pub use sqlite::{check_live_sqlite_file, check_sqlite_file};
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
 pub use write::WriteTx;
@@ -43,6 +46,14 @@ use crate::url::{DatabaseUrl, DbKind};
 use incidents::Incidents;
 pub use metrics::PoolMetrics;
 use sqlite::SqliteEngine;
+
+/// What the code `#[derive(Record)]` writes refers to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use super::direct::column;
+    pub use rusqlite;
+    pub use sqlx;
+}
 
 /// SQLite: the size the write-ahead log is truncated back to after a checkpoint
 /// (`PRAGMA journal_size_limit`), so that a burst of writes (or a long backup) does not

@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn example(conn: &mut server::db::DbConn) -> Result<(), sqlx::Error> {
-//! #[derive(sqlx::FromRow)]
+//! #[derive(server::db::Record)]
 //! struct Note { id: i64, title: String }
 //!
 //! let mut tx = conn.begin_write().await?;
@@ -16,28 +16,33 @@
 //! ```
 //!
 //! The SQL is a `&'static str`: values only ever travel as parameters, never spliced into
-//! the text. Each engine prepares the statement once per connection and caches it.
+//! the text. Each engine prepares the statement once per connection and caches it. On
+//! SQLite, the statements of a write transaction run on the caller's thread (see
+//! [`super::direct`]); everything else goes through sqlx.
 
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Type};
 
-use super::{DbConn, DbTx};
+use super::write::WriteTx;
+use super::{DbConn, DbTx, direct};
 
 /// A value that binds as a parameter on both engines: `i64`, `i32`, `f64`, `bool`,
 /// `String`, `&str`, `Vec<u8>`, `Option` of these, and any type that implements sqlx's
-/// `Encode` and `Type` for SQLite and PostgreSQL.
+/// `Encode` and `Type` for SQLite and PostgreSQL and rusqlite's `ToSql`.
 pub trait Param: Send + Sync {
     /// Appends the value to SQLite arguments.
     fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>;
     /// Appends the value to PostgreSQL arguments.
     fn add_to_pg(&self, args: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError>;
+    /// The value for the SQLite writer (see [`super::direct`]).
+    fn as_sql(&self) -> &dyn rusqlite::ToSql;
 }
 
 impl<T> Param for T
 where
     T: for<'e> Encode<'e, Sqlite> + Type<Sqlite> + for<'e> Encode<'e, Postgres> + Type<Postgres>,
-    T: Send + Sync,
+    T: rusqlite::ToSql + Send + Sync,
 {
     fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError> {
         args.add(self)
@@ -46,18 +51,20 @@ where
     fn add_to_pg(&self, args: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError> {
         args.add(self)
     }
+
+    fn as_sql(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
 }
 
-/// A row type both engines can decode: derive `sqlx::FromRow` on a struct whose fields
-/// are types both engines know (`i64`, `String`, `bool`, `Option<…>`, …).
+/// A row type both engines decode: `#[derive(Record)]` on a struct whose fields are
+/// named as the columns and typed as both engines know (`i64`, `f64`, `bool`,
+/// `String`, `Vec<u8>`, `Option` of these).
 pub trait Record:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
 {
-}
-
-impl<T> Record for T where
-    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
-{
+    /// Decodes a row of the SQLite writer (written by `#[derive(Record)]`).
+    fn from_writer_row(row: &rusqlite::Row<'_>) -> Result<Self, sqlx::Error>;
 }
 
 /// A connection or transaction a [`Query`] runs on, of either engine.
@@ -68,11 +75,38 @@ pub enum Target<'c> {
     Postgres(&'c mut PgConnection),
 }
 
-/// Something a query can run on: a pooled connection ([`DbConn`], and Rocket's
-/// `Connection<Db>` guard) or a transaction ([`DbTx`]).
+/// A connection of sqlx's: a pooled connection ([`DbConn`], and Rocket's
+/// `Connection<Db>` guard) or a transaction on one ([`DbTx`]).
 pub trait Executor {
     /// The underlying connection.
     fn target(&mut self) -> Target<'_>;
+}
+
+/// Something a [`Query`] runs on: any [`Executor`], and a write transaction
+/// ([`WriteTx`]).
+pub trait RunsQueries {
+    /// Where the statement goes.
+    fn runner(&mut self) -> Runner<'_>;
+}
+
+/// Where a [`Query`] runs.
+pub enum Runner<'c> {
+    /// A connection of sqlx's.
+    Sqlx(Target<'c>),
+    /// The SQLite writer's connection, and whether its statements are logged.
+    Writer(&'c rusqlite::Connection, bool),
+}
+
+impl<E: Executor> RunsQueries for E {
+    fn runner(&mut self) -> Runner<'_> {
+        Runner::Sqlx(self.target())
+    }
+}
+
+impl RunsQueries for WriteTx {
+    fn runner(&mut self) -> Runner<'_> {
+        self.runner()
+    }
 }
 
 impl Executor for DbConn {
@@ -142,13 +176,14 @@ impl<'a> Query<'a> {
     }
 
     /// Runs the statement; returns the number of rows it changed.
-    pub async fn execute(self, on: &mut impl Executor) -> Result<u64, sqlx::Error> {
-        match on.target() {
-            Target::Sqlite(c) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
+    pub async fn execute(self, on: &mut impl RunsQueries) -> Result<u64, sqlx::Error> {
+        match on.runner() {
+            Runner::Writer(c, echo) => direct::execute(c, self.sql, &self.params, echo),
+            Runner::Sqlx(Target::Sqlite(c)) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
                 .execute(c)
                 .await?
                 .rows_affected()),
-            Target::Postgres(c) => Ok(sqlx::query_with(self.sql, self.pg_args()?)
+            Runner::Sqlx(Target::Postgres(c)) => Ok(sqlx::query_with(self.sql, self.pg_args()?)
                 .execute(c)
                 .await?
                 .rows_affected()),
@@ -156,14 +191,17 @@ impl<'a> Query<'a> {
     }
 
     /// Exactly one row: `sqlx::Error::RowNotFound` when there is none.
-    pub async fn fetch_one<T: Record>(self, on: &mut impl Executor) -> Result<T, sqlx::Error> {
-        match on.target() {
-            Target::Sqlite(c) => {
+    pub async fn fetch_one<T: Record>(self, on: &mut impl RunsQueries) -> Result<T, sqlx::Error> {
+        match on.runner() {
+            Runner::Writer(c, echo) => direct::fetch(c, self.sql, &self.params, echo, 1)?
+                .pop()
+                .ok_or(sqlx::Error::RowNotFound),
+            Runner::Sqlx(Target::Sqlite(c)) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_one(c)
                     .await
             }
-            Target::Postgres(c) => {
+            Runner::Sqlx(Target::Postgres(c)) => {
                 sqlx::query_as_with(self.sql, self.pg_args()?)
                     .fetch_one(c)
                     .await
@@ -174,15 +212,18 @@ impl<'a> Query<'a> {
     /// At most one row.
     pub async fn fetch_optional<T: Record>(
         self,
-        on: &mut impl Executor,
+        on: &mut impl RunsQueries,
     ) -> Result<Option<T>, sqlx::Error> {
-        match on.target() {
-            Target::Sqlite(c) => {
+        match on.runner() {
+            Runner::Writer(c, echo) => {
+                Ok(direct::fetch(c, self.sql, &self.params, echo, 1)?.pop())
+            }
+            Runner::Sqlx(Target::Sqlite(c)) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_optional(c)
                     .await
             }
-            Target::Postgres(c) => {
+            Runner::Sqlx(Target::Postgres(c)) => {
                 sqlx::query_as_with(self.sql, self.pg_args()?)
                     .fetch_optional(c)
                     .await
@@ -191,14 +232,18 @@ impl<'a> Query<'a> {
     }
 
     /// Every row.
-    pub async fn fetch_all<T: Record>(self, on: &mut impl Executor) -> Result<Vec<T>, sqlx::Error> {
-        match on.target() {
-            Target::Sqlite(c) => {
+    pub async fn fetch_all<T: Record>(
+        self,
+        on: &mut impl RunsQueries,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        match on.runner() {
+            Runner::Writer(c, echo) => direct::fetch(c, self.sql, &self.params, echo, usize::MAX),
+            Runner::Sqlx(Target::Sqlite(c)) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_all(c)
                     .await
             }
-            Target::Postgres(c) => {
+            Runner::Sqlx(Target::Postgres(c)) => {
                 sqlx::query_as_with(self.sql, self.pg_args()?)
                     .fetch_all(c)
                     .await

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 
 use super::checkpoint::Checkpointer;
-use super::write::Writer;
+use super::write::{LogWatch, Writer, WriterConfig};
 use super::{DbError, FileProblem, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
 use crate::config::DbSettings;
 
@@ -218,6 +218,10 @@ pub(super) struct SqliteEngine {
     pub(super) reopened: AtomicU32,
     /// Read-write: each generation switches its file to WAL before the pool opens it.
     wal: bool,
+    /// How each generation's writer connection opens.
+    writer: WriterConfig,
+    /// Notified by the writer when the log has grown past its limit.
+    pub(super) log_grew: Arc<tokio::sync::Notify>,
     /// Closed by its owner ([`super::DbPool::close`]): nothing reopens it.
     pub(super) closed: AtomicBool,
     /// Backups of this pool running now ([`super::DbPool::backing_up`]).
@@ -286,9 +290,25 @@ impl SqliteEngine {
             }
         }
         let wal = path.is_some() && mode != OpenMode::ReadOnly;
-        let generation =
-            connect_generation(&pool_options, &options, path, wal, settings.connect_timeout)
-                .await?;
+        let log_grew = Arc::new(tokio::sync::Notify::new());
+        let log = path.filter(|_| wal).map(|path| {
+            let mut log = path.as_os_str().to_owned();
+            log.push("-wal");
+            LogWatch {
+                path: log.into(),
+                grew: Arc::clone(&log_grew),
+            }
+        });
+        let writer = writer_config(settings, &options, path.is_none(), mode, log);
+        let generation = connect_generation(
+            &pool_options,
+            &options,
+            &writer,
+            path,
+            wal,
+            settings.connect_timeout,
+        )
+        .await?;
         Ok(Self {
             path: path.map(Path::to_path_buf),
             options,
@@ -298,6 +318,8 @@ impl SqliteEngine {
             reopen: tokio::sync::Mutex::new(()),
             reopened: AtomicU32::new(0),
             wal,
+            writer,
+            log_grew,
             closed: AtomicBool::new(false),
             backups: AtomicUsize::new(0),
         })
@@ -364,6 +386,7 @@ impl SqliteEngine {
         let fresh = connect_generation(
             &self.pool_options,
             &self.options,
+            &self.writer,
             Some(path),
             self.wal,
             self.connect_timeout,
@@ -419,10 +442,46 @@ impl SqliteGeneration {
 /// truncated or replaced under a mapping kills the process with SIGBUS instead of
 /// failing one request, which is the outage this pool is built to survive.
 fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
-    options
-        .pragma("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string())
-        .pragma("cache_size", "-8192")
-        .pragma("temp_store", "memory")
+    tuning()
+        .into_iter()
+        .fold(options, |options, (name, value)| options.pragma(name, value))
+}
+
+/// The writer connection of a pool whose connections open with `options`: the same
+/// file and pragmas, rusqlite's (see [`super::direct`]).
+fn writer_config(
+    settings: &DbSettings,
+    options: &SqliteConnectOptions,
+    memory: bool,
+    mode: OpenMode,
+    log: Option<LogWatch>,
+) -> WriterConfig {
+    let mut pragmas = vec![("foreign_keys", "ON".to_string())];
+    if log.is_some() {
+        pragmas.push(("synchronous", "NORMAL".to_string()));
+        pragmas.extend(tuning());
+        // The writer never checkpoints as it commits: the pool's task does (see
+        // [`super::checkpoint`]). The other connections keep SQLite's automatic ones.
+        pragmas.push(("wal_autocheckpoint", "0".to_string()));
+    }
+    WriterConfig {
+        filename: options.get_filename().to_path_buf(),
+        memory,
+        read_only: mode == OpenMode::ReadOnly,
+        pragmas,
+        busy_timeout: settings.busy_timeout,
+        echo: settings.echo,
+        log,
+    }
+}
+
+/// The pragmas of [`tuned`].
+fn tuning() -> [(&'static str, String); 3] {
+    [
+        ("journal_size_limit", JOURNAL_SIZE_LIMIT.to_string()),
+        ("cache_size", "-8192".to_string()),
+        ("temp_store", "memory".to_string()),
+    ]
 }
 
 /// Opens the pool (and the writer) of one file identity. With `wal`, one connection
@@ -432,6 +491,7 @@ fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
 async fn connect_generation(
     pool_options: &PoolOptions<Sqlite>,
     options: &SqliteConnectOptions,
+    writer: &WriterConfig,
     path: Option<&Path>,
     wal: bool,
     timeout: Duration,
@@ -486,12 +546,7 @@ async fn connect_generation(
     }
     Ok(SqliteGeneration {
         pool,
-        // The writer never checkpoints as it commits: the pool's task does (see
-        // [`super::checkpoint`]). The other connections keep SQLite's automatic ones.
-        writer: Writer::new(
-            options.clone().pragma("wal_autocheckpoint", "0"),
-            pool_options.get_acquire_timeout(),
-        ),
+        writer: Writer::new(writer.clone(), pool_options.get_acquire_timeout()),
         checkpoints: Checkpointer::new(options.clone()),
         identity,
         truncated: AtomicBool::new(false),

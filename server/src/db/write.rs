@@ -8,20 +8,89 @@
 //! up to `busy_timeout_ms` rather than fail half-way. PostgreSQL writes concurrently:
 //! there a write transaction is a pooled connection's transaction.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use rusqlite::OpenFlags;
+use sqlx::Transaction;
 use sqlx::postgres::Postgres;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::query::{Executor, Target};
+use super::direct::{STATEMENT_CACHE, to_sqlx};
+use super::query::{Runner, Target};
+
+/// How the writer connection opens: the pool's file, with the pool's pragmas.
+#[derive(Clone)]
+pub(super) struct WriterConfig {
+    /// The file (or the shared in-memory database's name) the pool's connections open.
+    pub(super) filename: PathBuf,
+    /// A shared in-memory database.
+    pub(super) memory: bool,
+    /// Opened read-only (`db-copy`'s source): every write fails.
+    pub(super) read_only: bool,
+    /// Pragmas set when the connection opens, in order.
+    pub(super) pragmas: Vec<(&'static str, String)>,
+    /// How long `BEGIN IMMEDIATE` waits for another process's lock (`busy_timeout_ms`).
+    pub(super) busy_timeout: Duration,
+    /// Log each statement (`echo`).
+    pub(super) echo: bool,
+    /// A file in WAL mode: its log, watched as the writer commits.
+    pub(super) log: Option<LogWatch>,
+}
+
+/// The write-ahead log, as the writer sees it grow: when it has grown past
+/// `journal_size_limit`, the pool's checkpoint task is woken at once rather than at its
+/// next round (a fast writer fills the limit in a fraction of a round).
+#[derive(Clone)]
+pub(super) struct LogWatch {
+    /// `<db>-wal`.
+    pub(super) path: PathBuf,
+    /// What the checkpoint task waits on besides its timer.
+    pub(super) grew: Arc<tokio::sync::Notify>,
+}
+
+/// Commits between two looks at the log's size.
+const LOOK_EVERY: u64 = 64;
+
+impl LogWatch {
+    /// After the writer's `commits`-th commit: wakes the checkpoint task if the log is
+    /// past its limit.
+    fn committed(&self, commits: u64) {
+        if commits % LOOK_EVERY == 0
+            && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > super::JOURNAL_SIZE_LIMIT)
+        {
+            self.grew.notify_one();
+        }
+    }
+}
+
+impl WriterConfig {
+    /// Opens the connection: never creates the file, and its statements never wait for
+    /// a lock (the write lock is taken up front, by `BEGIN IMMEDIATE`).
+    fn open(&self) -> Result<rusqlite::Connection, sqlx::Error> {
+        let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= match self.read_only {
+            true => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            false => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        };
+        if self.memory {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = rusqlite::Connection::open_with_flags(&self.filename, flags).map_err(to_sqlx)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        for (name, value) in &self.pragmas {
+            conn.pragma_update(None, name, value).map_err(to_sqlx)?;
+        }
+        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
+        Ok(conn)
+    }
+}
 
 /// The one connection SQLite write transactions take turns on; opened on first use.
 pub(super) struct Writer {
-    options: SqliteConnectOptions,
+    config: WriterConfig,
     slot: Arc<Mutex<Slot>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
@@ -29,33 +98,57 @@ pub(super) struct Writer {
     wait: Duration,
 }
 
-#[derive(Default)]
 struct Slot {
-    conn: Option<SqliteConnection>,
-    /// A transaction may still be open: a writer went away before its rollback ran, or
-    /// a rollback failed. The next transaction rolls back first.
-    open: bool,
+    /// `None` until the first transaction, and after a transaction could not be ended
+    /// (a failed rollback): closing a connection rolls its transaction back.
+    conn: Option<rusqlite::Connection>,
     /// The writer's count of committed transactions.
     commits: Arc<AtomicU64>,
+    echo: bool,
+    log: Option<LogWatch>,
 }
 
 impl Slot {
-    fn conn(&mut self) -> &mut SqliteConnection {
+    fn conn(&self) -> &rusqlite::Connection {
         self.conn
-            .as_mut()
+            .as_ref()
             .expect("a write transaction holds a connection")
+    }
+
+    /// Ends the transaction with `statement` (`COMMIT` or `ROLLBACK`). A statement that
+    /// fails leaves the transaction open (a `COMMIT` on a full disk, say): it is rolled
+    /// back, and when even that fails, the connection is closed, which rolls it back.
+    fn finish(&mut self, statement: &str) -> Result<(), sqlx::Error> {
+        let run = |conn: &rusqlite::Connection, sql: &str| {
+            conn.prepare_cached(sql)
+                .and_then(|mut s| s.raw_execute())
+                .map(drop)
+        };
+        let result = run(self.conn(), statement).map_err(to_sqlx);
+        if result.is_ok() && statement == "COMMIT" {
+            let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some(log) = &self.log {
+                log.committed(commits);
+            }
+        }
+        if !self.conn().is_autocommit() && run(self.conn(), "ROLLBACK").is_err() {
+            self.conn = None;
+        }
+        result
     }
 }
 
 impl Writer {
-    pub(super) fn new(options: SqliteConnectOptions, wait: Duration) -> Self {
+    pub(super) fn new(config: WriterConfig, wait: Duration) -> Self {
         let commits = Arc::new(AtomicU64::new(0));
         Self {
-            options,
             slot: Arc::new(Mutex::new(Slot {
+                conn: None,
                 commits: Arc::clone(&commits),
-                ..Slot::default()
+                echo: config.echo,
+                log: config.log.clone(),
             })),
+            config,
             commits,
             wait,
         }
@@ -68,21 +161,46 @@ impl Writer {
 
     /// Waits for the writer connection, at most `acquire_timeout_ms` like any connection
     /// (then `PoolTimedOut`: the request answers 503 at once instead of queueing behind
-    /// writers that each wait out `busy_timeout_ms`), then `BEGIN IMMEDIATE`.
+    /// writers that each wait out `busy_timeout_ms`), then `BEGIN IMMEDIATE`. When
+    /// another process holds the file's lock, the wait for it (up to `busy_timeout_ms`)
+    /// runs on a blocking thread, not on the caller's.
     pub(super) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
         let mut slot = tokio::time::timeout(self.wait, Arc::clone(&self.slot).lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        if slot.conn.is_none() {
-            slot.conn = Some(self.options.connect().await?);
+        let conn = match slot.conn.take() {
+            Some(conn) => conn,
+            None => self.config.open()?,
+        };
+        if !conn.is_autocommit() {
+            // Left open by a begin whose reset failed; harmless when nothing is open.
+            let _ = conn.execute_batch("ROLLBACK");
         }
-        if std::mem::take(&mut slot.open) {
-            // Fails harmlessly when nothing was open.
-            let _ = sqlx::raw_sql("ROLLBACK").execute(slot.conn()).await;
-        }
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(slot.conn())
-            .await?;
+        let begin = |conn: &rusqlite::Connection| {
+            conn.prepare_cached("BEGIN IMMEDIATE")
+                .and_then(|mut s| s.raw_execute())
+                .map(drop)
+        };
+        let (conn, begun) = match begin(&conn) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && !self.config.busy_timeout.is_zero() =>
+            {
+                let wait = self.config.busy_timeout;
+                // Cancelled or panicked, the connection is dropped (and reopened by the
+                // next transaction): nothing was begun on it.
+                tokio::task::spawn_blocking(move || {
+                    let begun = conn.busy_timeout(wait).and_then(|()| begin(&conn));
+                    let reset = conn.busy_timeout(Duration::ZERO);
+                    (conn, begun.and(reset))
+                })
+                .await
+                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+            }
+            other => (conn, other),
+        };
+        slot.conn = Some(conn);
+        begun.map_err(to_sqlx)?;
         Ok(WriteTx(Some(Inner::Sqlite(slot))))
     }
 
@@ -105,10 +223,7 @@ impl Writer {
 
     /// Closes the writer connection (after the transaction in progress, if any).
     pub(super) async fn close(&self) {
-        let conn = self.slot.lock().await.conn.take();
-        if let Some(conn) = conn {
-            let _ = conn.close().await;
-        }
+        drop(self.slot.lock().await.conn.take());
     }
 }
 
@@ -129,7 +244,7 @@ impl WriteTx {
     /// Makes every change of the transaction durable and visible.
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match self.0.take() {
-            Some(Inner::Sqlite(slot)) => finish(slot, "COMMIT").await,
+            Some(Inner::Sqlite(mut slot)) => slot.finish("COMMIT"),
             Some(Inner::Postgres(tx)) => tx.commit().await,
             None => Ok(()),
         }
@@ -138,62 +253,28 @@ impl WriteTx {
     /// Undoes every change of the transaction.
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
         match self.0.take() {
-            Some(Inner::Sqlite(slot)) => finish(slot, "ROLLBACK").await,
+            Some(Inner::Sqlite(mut slot)) => slot.finish("ROLLBACK"),
             Some(Inner::Postgres(tx)) => tx.rollback().await,
             None => Ok(()),
         }
     }
-}
 
-/// Ends a SQLite write transaction with `statement`, then lets the next writer in. A
-/// `COMMIT` that fails (a full disk, say) leaves the transaction open: it is rolled back.
-async fn finish(
-    mut slot: OwnedMutexGuard<Slot>,
-    statement: &'static str,
-) -> Result<(), sqlx::Error> {
-    let result = sqlx::raw_sql(statement)
-        .execute(slot.conn())
-        .await
-        .map(drop);
-    if result.is_ok() && statement == "COMMIT" {
-        slot.commits.fetch_add(1, Ordering::Relaxed);
-    }
-    if result.is_err()
-        && sqlx::raw_sql("ROLLBACK")
-            .execute(slot.conn())
-            .await
-            .is_err()
-    {
-        slot.open = true;
-    }
-    result
-}
-
-impl Drop for WriteTx {
-    fn drop(&mut self) {
-        // sqlx rolls a PostgreSQL transaction back itself.
-        let Some(Inner::Sqlite(mut slot)) = self.0.take() else {
-            return;
-        };
-        // Roll back on a task that keeps the writer until it is done; without a runtime,
-        // the next transaction rolls back first.
-        slot.open = true;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if sqlx::raw_sql("ROLLBACK").execute(slot.conn()).await.is_ok() {
-                    slot.open = false;
-                }
-            });
+    /// Where its queries run.
+    pub(super) fn runner(&mut self) -> Runner<'_> {
+        match self.0.as_mut() {
+            Some(Inner::Sqlite(slot)) => Runner::Writer(slot.conn(), slot.echo),
+            Some(Inner::Postgres(tx)) => Runner::Sqlx(Target::Postgres(tx)),
+            None => unreachable!("commit and rollback consume the transaction"),
         }
     }
 }
 
-impl Executor for WriteTx {
-    fn target(&mut self) -> Target<'_> {
-        match self.0.as_mut() {
-            Some(Inner::Sqlite(slot)) => Target::Sqlite(slot.conn()),
-            Some(Inner::Postgres(tx)) => Target::Postgres(tx),
-            None => unreachable!("commit and rollback consume the transaction"),
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        // sqlx rolls a PostgreSQL transaction back itself; SQLite's rolls back here, on
+        // the spot, before the next writer gets the connection.
+        if let Some(Inner::Sqlite(mut slot)) = self.0.take() {
+            let _ = slot.finish("ROLLBACK");
         }
     }
 }

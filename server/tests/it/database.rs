@@ -163,7 +163,7 @@ async fn sqlite_pragmas_are_in_effect_on_every_pooled_connection() {
     }
     // The writer connection has the same pragmas.
     let mut tx = pool.begin_write().await.unwrap();
-    #[derive(sqlx::FromRow)]
+    #[derive(server::db::Record)]
     struct Limit {
         n: i64,
     }
@@ -208,7 +208,7 @@ async fn the_pool_checkpoints_the_log_off_the_write_path_and_keeps_it_bounded() 
     drop(conn);
 
     let mut tx = pool.begin_write().await.unwrap();
-    #[derive(sqlx::FromRow)]
+    #[derive(server::db::Record)]
     struct Pages {
         wal_autocheckpoint: i64,
     }

@@ -75,7 +75,7 @@ async fn write_then_panic(mut db: Connection<Db>) -> &'static str {
 /// Counts the rows of `scratch`, through the same query API.
 #[get("/scratch")]
 async fn scratch_rows(mut db: Connection<Db>) -> server::app::ApiResult<String> {
-    #[derive(sqlx::FromRow)]
+    #[derive(server::db::Record)]
     struct Count {
         n: i64,
     }
