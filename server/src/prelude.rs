@@ -12,6 +12,7 @@ pub use crate::app::{
     ApiError, ApiResult, Db, ErrorBody, JsonBody, base_openapi, mount_docs, rocket_with, run,
 };
 pub use crate::config::{AppConfig, Environment};
+pub use crate::db::Record;
 pub use crate::db::{DbConn, WriteTx, query};
 pub use crate::migrations::MigrationSet;
 pub use rocket::http::uri::Origin;
@@ -20,5 +21,4 @@ pub use rocket::serde::json::Json;
 pub use rocket::{Build, Rocket, State, delete, get, patch, post, put, routes};
 pub use rocket_db_pools::Connection;
 pub use serde::{Deserialize, Serialize};
-pub use crate::db::Record;
 pub use utoipa::{OpenApi, ToSchema};

@@ -13,10 +13,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use rusqlite::ToSql;
 use rusqlite::types::FromSql;
 use sqlx::error::{DatabaseError, ErrorKind};
-
-use super::query::{Param, Record};
 
 /// Statements the writer keeps prepared (sqlx's default for a connection).
 pub(super) const STATEMENT_CACHE: usize = 100;
@@ -83,9 +82,10 @@ pub(super) fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
         })),
         E::QueryReturnedNoRows => sqlx::Error::RowNotFound,
         E::InvalidColumnName(name) => sqlx::Error::ColumnNotFound(name),
-        E::FromSqlConversionFailure(index, _, source) => {
-            sqlx::Error::ColumnDecode { index: index.to_string(), source }
-        }
+        E::FromSqlConversionFailure(index, _, source) => sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source,
+        },
         E::InvalidColumnType(index, name, found) => sqlx::Error::ColumnDecode {
             index: format!("{name:?} ({index})"),
             source: format!("a {found} value does not decode to this field's type").into(),
@@ -108,7 +108,7 @@ pub fn column<T: FromSql>(row: &rusqlite::Row<'_>, name: &str) -> Result<T, sqlx
 fn prepare<'c>(
     conn: &'c rusqlite::Connection,
     sql: &str,
-    params: &[Box<dyn Param + '_>],
+    params: &[&dyn ToSql],
     echo: bool,
 ) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
     if echo {
@@ -133,7 +133,7 @@ fn prepare<'c>(
         // Like sqlx: a placeholder without a value is NULL.
         if let Some(param) = number.checked_sub(1).and_then(|i| params.get(i)) {
             statement
-                .raw_bind_parameter(index, param.as_sql())
+                .raw_bind_parameter(index, param)
                 .map_err(to_sqlx)?;
         }
     }
@@ -144,7 +144,7 @@ fn prepare<'c>(
 pub(super) fn execute(
     conn: &rusqlite::Connection,
     sql: &str,
-    params: &[Box<dyn Param + '_>],
+    params: &[&dyn ToSql],
     echo: bool,
 ) -> Result<u64, sqlx::Error> {
     let mut statement = prepare(conn, sql, params, echo)?;
@@ -155,20 +155,21 @@ pub(super) fn execute(
     Ok(if read_only { 0 } else { conn.changes() })
 }
 
-/// Every row (at most `limit`), decoded.
-pub(super) fn fetch<T: Record>(
+/// Every row (at most `limit`), decoded by `decode`.
+pub(super) fn fetch<T>(
     conn: &rusqlite::Connection,
     sql: &str,
-    params: &[Box<dyn Param + '_>],
+    params: &[&dyn ToSql],
     echo: bool,
     limit: usize,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T, sqlx::Error>,
 ) -> Result<Vec<T>, sqlx::Error> {
     let mut statement = prepare(conn, sql, params, echo)?;
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {
         match rows.next().map_err(to_sqlx)? {
-            Some(row) => out.push(T::from_writer_row(row)?),
+            Some(row) => out.push(decode(row)?),
             None => break,
         }
     }

@@ -31,10 +31,10 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::sqlite::Sqlite;
 use sqlx::{ConnectOptions, Connection, Transaction};
 
+pub use direct::WriterError;
 pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, FileProblem, describe_driver_error, error_line, is_missing_database};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
-pub use direct::WriterError;
 pub use query::{Executor, Param, Query, Record, Runner, RunsQueries, Target, query};
 pub use server_macros::Record;
 pub use sqlite::{check_live_sqlite_file, check_sqlite_file};

@@ -24,7 +24,6 @@ use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Type};
 
-use super::write::WriteTx;
 use super::{DbConn, DbTx, direct};
 
 /// A value that binds as a parameter on both engines: `i64`, `i32`, `f64`, `bool`,
@@ -83,7 +82,7 @@ pub trait Executor {
 }
 
 /// Something a [`Query`] runs on: any [`Executor`], and a write transaction
-/// ([`WriteTx`]).
+/// (`WriteTx`).
 pub trait RunsQueries {
     /// Where the statement goes.
     fn runner(&mut self) -> Runner<'_>;
@@ -100,12 +99,6 @@ pub enum Runner<'c> {
 impl<E: Executor> RunsQueries for E {
     fn runner(&mut self) -> Runner<'_> {
         Runner::Sqlx(self.target())
-    }
-}
-
-impl RunsQueries for WriteTx {
-    fn runner(&mut self) -> Runner<'_> {
-        self.runner()
     }
 }
 
@@ -175,10 +168,25 @@ impl<'a> Query<'a> {
         Ok(args)
     }
 
+    fn writer_args(&self) -> Vec<&dyn rusqlite::ToSql> {
+        self.params.iter().map(|p| p.as_sql()).collect()
+    }
+
+    /// At most `limit` rows, from the SQLite writer.
+    fn fetch_on_writer<T: Record>(
+        &self,
+        conn: &rusqlite::Connection,
+        echo: bool,
+        limit: usize,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let args = self.writer_args();
+        direct::fetch(conn, self.sql, &args, echo, limit, T::from_writer_row)
+    }
+
     /// Runs the statement; returns the number of rows it changed.
     pub async fn execute(self, on: &mut impl RunsQueries) -> Result<u64, sqlx::Error> {
         match on.runner() {
-            Runner::Writer(c, echo) => direct::execute(c, self.sql, &self.params, echo),
+            Runner::Writer(c, echo) => direct::execute(c, self.sql, &self.writer_args(), echo),
             Runner::Sqlx(Target::Sqlite(c)) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
                 .execute(c)
                 .await?
@@ -193,7 +201,8 @@ impl<'a> Query<'a> {
     /// Exactly one row: `sqlx::Error::RowNotFound` when there is none.
     pub async fn fetch_one<T: Record>(self, on: &mut impl RunsQueries) -> Result<T, sqlx::Error> {
         match on.runner() {
-            Runner::Writer(c, echo) => direct::fetch(c, self.sql, &self.params, echo, 1)?
+            Runner::Writer(c, echo) => self
+                .fetch_on_writer(c, echo, 1)?
                 .pop()
                 .ok_or(sqlx::Error::RowNotFound),
             Runner::Sqlx(Target::Sqlite(c)) => {
@@ -215,9 +224,7 @@ impl<'a> Query<'a> {
         on: &mut impl RunsQueries,
     ) -> Result<Option<T>, sqlx::Error> {
         match on.runner() {
-            Runner::Writer(c, echo) => {
-                Ok(direct::fetch(c, self.sql, &self.params, echo, 1)?.pop())
-            }
+            Runner::Writer(c, echo) => Ok(self.fetch_on_writer(c, echo, 1)?.pop()),
             Runner::Sqlx(Target::Sqlite(c)) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_optional(c)
@@ -237,7 +244,7 @@ impl<'a> Query<'a> {
         on: &mut impl RunsQueries,
     ) -> Result<Vec<T>, sqlx::Error> {
         match on.runner() {
-            Runner::Writer(c, echo) => direct::fetch(c, self.sql, &self.params, echo, usize::MAX),
+            Runner::Writer(c, echo) => self.fetch_on_writer(c, echo, usize::MAX),
             Runner::Sqlx(Target::Sqlite(c)) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_all(c)

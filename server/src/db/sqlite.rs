@@ -444,7 +444,9 @@ impl SqliteGeneration {
 fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
     tuning()
         .into_iter()
-        .fold(options, |options, (name, value)| options.pragma(name, value))
+        .fold(options, |options, (name, value)| {
+            options.pragma(name, value)
+        })
 }
 
 /// The writer connection of a pool whose connections open with `options`: the same

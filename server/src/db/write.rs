@@ -19,7 +19,7 @@ use sqlx::postgres::Postgres;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::direct::{STATEMENT_CACHE, to_sqlx};
-use super::query::{Runner, Target};
+use super::query::{Runner, RunsQueries, Target};
 
 /// How the writer connection opens: the pool's file, with the pool's pragmas.
 #[derive(Clone)]
@@ -58,7 +58,7 @@ impl LogWatch {
     /// After the writer's `commits`-th commit: wakes the checkpoint task if the log is
     /// past its limit.
     fn committed(&self, commits: u64) {
-        if commits % LOOK_EVERY == 0
+        if commits.is_multiple_of(LOOK_EVERY)
             && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > super::JOURNAL_SIZE_LIMIT)
         {
             self.grew.notify_one();
@@ -258,9 +258,10 @@ impl WriteTx {
             None => Ok(()),
         }
     }
+}
 
-    /// Where its queries run.
-    pub(super) fn runner(&mut self) -> Runner<'_> {
+impl RunsQueries for WriteTx {
+    fn runner(&mut self) -> Runner<'_> {
         match self.0.as_mut() {
             Some(Inner::Sqlite(slot)) => Runner::Writer(slot.conn(), slot.echo),
             Some(Inner::Postgres(tx)) => Runner::Sqlx(Target::Postgres(tx)),

@@ -10,8 +10,8 @@ use sqlx::Connection as _;
 use tests::PgDatabase;
 
 /// A database to test against, cleaned up on drop.
-struct Target {
-    settings: DbSettings,
+pub(crate) struct Target {
+    pub(crate) settings: DbSettings,
     _dir: tempfile::TempDir,
     _pg: Option<PgDatabase>,
 }
@@ -24,7 +24,7 @@ fn settings(dir: &Path, url: &str, extra: &[(&str, &str)]) -> DbSettings {
         .database
 }
 
-fn sqlite(extra: &[(&str, &str)]) -> Target {
+pub(crate) fn sqlite(extra: &[(&str, &str)]) -> Target {
     let dir = tempfile::tempdir().unwrap();
     Target {
         settings: settings(dir.path(), "sqlite://data/app.db", extra),
@@ -44,7 +44,7 @@ fn postgres(extra: &[(&str, &str)]) -> Option<Target> {
 }
 
 /// SQLite always; PostgreSQL when reachable (required in CI).
-fn targets(extra: &[(&str, &str)]) -> Vec<Target> {
+pub(crate) fn targets(extra: &[(&str, &str)]) -> Vec<Target> {
     let mut all = vec![sqlite(extra)];
     all.extend(postgres(extra));
     all

@@ -4,3 +4,4 @@
 mod config;
 mod database;
 mod http;
+mod writer;

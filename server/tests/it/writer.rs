@@ -1,0 +1,274 @@
+//! The SQLite writer runs its statements on the caller's thread (rusqlite, not sqlx): a
+//! query gives the same rows and the same errors there as on a pooled connection, and
+//! waiting for another process's lock never stalls the runtime.
+
+use std::time::{Duration, Instant};
+
+use server::db::{DbError, DbPool, OpenMode, Record, query};
+use sqlx::Connection as _;
+use sqlx::error::ErrorKind;
+
+use crate::database::{sqlite, targets};
+
+#[derive(Debug, PartialEq, Record)]
+struct Picked {
+    a: i64,
+    b: i64,
+    c: i64,
+    d: Option<i64>,
+}
+
+#[derive(Debug, Record)]
+struct Count {
+    n: i64,
+}
+
+const SCHEMA: &str = "CREATE TABLE items (
+    name TEXT NOT NULL UNIQUE,
+    qty BIGINT CHECK (qty >= 0)
+)";
+
+/// `$N` names its value by number, in any order and as often as wanted, and one
+/// without a value is NULL: on the writer as on a pooled connection (sqlx's rules).
+#[tokio::test]
+async fn placeholders_bind_by_number_on_the_writer_as_on_a_pooled_connection() {
+    let target = sqlite(&[]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    const SQL: &str = "SELECT $2 AS a, $1 AS b, $1 + $2 AS c, $3 AS d";
+    let expected = Picked {
+        a: 20,
+        b: 10,
+        c: 30,
+        d: None,
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    let pooled: Picked = query(SQL)
+        .bind(10_i64)
+        .bind(20_i64)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let mut tx = pool.begin_write().await.unwrap();
+    let written: Picked = query(SQL)
+        .bind(10_i64)
+        .bind(20_i64)
+        .fetch_one(&mut tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!((&pooled, &written), (&expected, &expected));
+}
+
+/// A constraint a write breaks comes back as sqlx's database error of that kind, which
+/// the app answers with 409 or 422: on both engines. The transaction goes on after
+/// the failed statement on SQLite (PostgreSQL aborts it, as it always did).
+#[tokio::test]
+async fn a_broken_constraint_is_a_database_error_of_its_kind_on_both_engines() {
+    for target in targets(&[]) {
+        let engine = target.settings.url.kind();
+        let pool = DbPool::open(&target.settings, OpenMode::Create)
+            .await
+            .unwrap();
+        pool.acquire()
+            .await
+            .unwrap()
+            .execute_script(SCHEMA)
+            .await
+            .unwrap();
+        let mut tx = pool.begin_write().await.unwrap();
+        query("INSERT INTO items (name, qty) VALUES ($1, $2)")
+            .bind("pen")
+            .bind(1_i64)
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        for (sql, name, qty, kind) in [
+            (
+                "INSERT INTO items (name, qty) VALUES ($1, $2)",
+                Some("pen"),
+                1,
+                ErrorKind::UniqueViolation,
+            ),
+            (
+                "INSERT INTO items (name, qty) VALUES ($1, $2)",
+                Some("ink"),
+                -1,
+                ErrorKind::CheckViolation,
+            ),
+            (
+                "INSERT INTO items (name, qty) VALUES ($1, $2)",
+                None,
+                1_i64,
+                ErrorKind::NotNullViolation,
+            ),
+        ] {
+            let mut tx = pool.begin_write().await.unwrap();
+            let error = query(sql)
+                .bind(name)
+                .bind(qty)
+                .execute(&mut tx)
+                .await
+                .expect_err("the constraint refuses the row");
+            let sqlx::Error::Database(db) = &error else {
+                panic!("{engine:?}: not a database error: {error:?}");
+            };
+            assert_eq!(db.kind(), kind, "{engine:?}: {error}");
+            if engine == server::url::DbKind::Sqlite {
+                assert!(
+                    db.code()
+                        .is_some_and(|c| c.parse::<i32>().unwrap() & 0xff == 19)
+                );
+                // The statement failed, not the transaction.
+                query("INSERT INTO items (name, qty) VALUES ('cup', 2)")
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                let mut tx = pool.begin_write().await.unwrap();
+                query("DELETE FROM items WHERE name = 'cup'")
+                    .execute(&mut tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+        let mut conn = pool.acquire().await.unwrap();
+        let count: Count = query("SELECT count(*) AS n FROM items")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(count.n, 1, "{engine:?}: only the first row stays");
+    }
+}
+
+/// On the writer, a value that does not fit its field's type is a decode error, and a
+/// column the query does not return is named: never a panic, never a made-up value.
+#[tokio::test]
+async fn rows_that_do_not_fit_their_type_are_errors_on_the_writer() {
+    let target = sqlite(&[]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    let mut tx = pool.begin_write().await.unwrap();
+    // sqlx's SQLite driver reads both as 0 on a pooled connection; the writer, like
+    // PostgreSQL, refuses them.
+    let null = query("SELECT NULL AS n")
+        .fetch_one::<Count>(&mut tx)
+        .await
+        .unwrap_err();
+    let text = query("SELECT 'seven' AS n")
+        .fetch_one::<Count>(&mut tx)
+        .await
+        .unwrap_err();
+    for (error, what) in [(null, "NULL"), (text, "text")] {
+        {
+            assert!(
+                matches!(error, sqlx::Error::ColumnDecode { .. }),
+                "{what}: {error:?}"
+            );
+        }
+    }
+    let written = query("SELECT 1 AS m")
+        .fetch_one::<Count>(&mut tx)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&written, sqlx::Error::ColumnNotFound(name) if name == "n"),
+        "{written:?}"
+    );
+    let none = query("SELECT 1 AS n WHERE 0")
+        .fetch_one::<Count>(&mut tx)
+        .await
+        .unwrap_err();
+    assert!(matches!(none, sqlx::Error::RowNotFound), "{none:?}");
+    tx.rollback().await.unwrap();
+}
+
+/// Another process holding the file's write lock: `begin_write` waits for it (up to
+/// `busy_timeout_ms`) on a blocking thread, so the runtime's one thread keeps running
+/// other tasks meanwhile; past the timeout it fails as busy, and the next write works.
+#[tokio::test(flavor = "current_thread")]
+async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
+    let target = sqlite(&[("DATABASE_BUSY_TIMEOUT_MS", "2000")]);
+    let path = target.settings.url.sqlite_path().unwrap().to_path_buf();
+    let pool = std::sync::Arc::new(
+        DbPool::open(&target.settings, OpenMode::Create)
+            .await
+            .unwrap(),
+    );
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(SCHEMA)
+        .await
+        .unwrap();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let writer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin_write().await?;
+            query("INSERT INTO items (name, qty) VALUES ('pen', 1)")
+                .execute(&mut tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, DbError>(started.elapsed())
+        })
+    };
+    let mut ticks = 0;
+    while started.elapsed() < Duration::from_millis(400) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        ticks += 1;
+    }
+    assert!(
+        ticks >= 20,
+        "the runtime ran {ticks} ticks in 400 ms while the writer waited"
+    );
+    assert!(!writer.is_finished(), "the writer waits for the lock");
+    sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    let waited = writer.await.unwrap().unwrap();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "committed after {waited:?}"
+    );
+
+    // Held past the busy timeout: busy (503 in a handler), and nothing is left locked.
+    sqlx::raw_sql("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let error = match pool.begin_write().await {
+        Err(DbError::Driver(e)) => e,
+        other => panic!("expected the lock to time out: {:?}", other.err()),
+    };
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    let sqlx::Error::Database(db) = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(db.code().as_deref(), Some("5"), "SQLITE_BUSY: {error}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+    let mut tx = pool.begin_write().await.unwrap();
+    query("INSERT INTO items (name, qty) VALUES ('ink', 1)")
+        .execute(&mut tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let count: Count = query("SELECT count(*) AS n FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 2);
+}
