@@ -34,7 +34,7 @@ impl rocket_db_pools::Pool for DbPool {
     /// The `Connection<Db>` guard: a failure answers 503 before any handler runs, so it
     /// is counted here (`db_errors_total`), by the class a handler's error would have.
     async fn get(&self) -> Result<Self::Connection, Self::Error> {
-        self.acquire().await.inspect_err(|e| {
+        self.acquire_for_request().await.inspect_err(|e| {
             let class = match e {
                 DbError::Driver(cause) => super::api::class_of(cause).2,
                 _ => "unavailable",
@@ -54,6 +54,13 @@ impl rocket_db_pools::Pool for DbPool {
 pub struct Migrations(pub MigrationSet);
 
 /// Handlers run queries on the request's connection: `query(…).fetch_one(&mut db)`.
+impl crate::db::RunsQueries for rocket_db_pools::Connection<Db> {
+    fn runner(&mut self) -> crate::db::Runner<'_> {
+        (**self).runner()
+    }
+}
+
+/// Maintenance code takes the request's connection too (`schema::read(db.target())`).
 impl crate::db::Executor for rocket_db_pools::Connection<Db> {
     fn target(&mut self) -> crate::db::Target<'_> {
         (**self).target()

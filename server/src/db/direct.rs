@@ -12,13 +12,100 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use rusqlite::ToSql;
 use rusqlite::types::FromSql;
+use rusqlite::{OpenFlags, ToSql};
 use sqlx::error::{DatabaseError, ErrorKind};
 
-/// Statements the writer keeps prepared (sqlx's default for a connection).
-pub(super) const STATEMENT_CACHE: usize = 100;
+/// Statements a connection keeps prepared (sqlx's default for a connection).
+const STATEMENT_CACHE: usize = 100;
+
+/// How the writer and the readers open: the pool's file, with the pool's pragmas.
+#[derive(Clone)]
+pub(super) struct DirectOptions {
+    /// The file (or the shared in-memory database's name) the pool's connections open.
+    pub(super) filename: PathBuf,
+    /// A shared in-memory database.
+    pub(super) memory: bool,
+    /// Opened read-only (`db-copy`'s source): every write fails.
+    pub(super) read_only: bool,
+    /// Pragmas set when the connection opens, in order.
+    pub(super) pragmas: Vec<(&'static str, String)>,
+    /// How long `BEGIN IMMEDIATE` waits for another process's lock (`busy_timeout_ms`).
+    pub(super) busy_timeout: Duration,
+    /// Log each statement (`echo`).
+    pub(super) echo: bool,
+    /// A file in WAL mode: its log, watched as the writer commits.
+    pub(super) log: Option<LogWatch>,
+}
+
+/// The write-ahead log, as the writer sees it grow: when it has grown past
+/// `journal_size_limit`, the pool's checkpoint task is woken at once rather than at its
+/// next round (a fast writer fills the limit in a fraction of a round).
+#[derive(Clone)]
+pub(super) struct LogWatch {
+    /// `<db>-wal`.
+    pub(super) path: PathBuf,
+    /// What the checkpoint task waits on besides its timer.
+    pub(super) grew: Arc<tokio::sync::Notify>,
+}
+
+/// Commits between two looks at the log's size.
+const LOOK_EVERY: u64 = 64;
+
+impl LogWatch {
+    /// After the writer's `commits`-th commit: wakes the checkpoint task if the log is
+    /// past its limit.
+    pub(super) fn committed(&self, commits: u64) {
+        if commits.is_multiple_of(LOOK_EVERY)
+            && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > super::JOURNAL_SIZE_LIMIT)
+        {
+            self.grew.notify_one();
+        }
+    }
+}
+
+impl DirectOptions {
+    /// A reader of the same file: its cache and temporary storage as the writer's, and
+    /// refusing to write (`query_only`), should a write ever reach it.
+    pub(super) fn for_reading(&self) -> Self {
+        let mut pragmas: Vec<_> = self
+            .pragmas
+            .iter()
+            .filter(|(name, _)| matches!(*name, "cache_size" | "temp_store"))
+            .cloned()
+            .collect();
+        pragmas.push(("query_only", "ON".to_string()));
+        Self {
+            pragmas,
+            log: None,
+            ..self.clone()
+        }
+    }
+
+    /// Opens the connection: never creates the file, and its statements never wait for
+    /// a lock (the write lock is taken up front, by `BEGIN IMMEDIATE`).
+    pub(super) fn open(&self) -> Result<rusqlite::Connection, sqlx::Error> {
+        let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        flags |= match self.read_only {
+            true => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            false => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        };
+        if self.memory {
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        }
+        let conn = rusqlite::Connection::open_with_flags(&self.filename, flags).map_err(to_sqlx)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        for (name, value) in &self.pragmas {
+            conn.pragma_update(None, name, value).map_err(to_sqlx)?;
+        }
+        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
+        Ok(conn)
+    }
+}
 
 /// A failure SQLite reported to the writer: its extended result code and message.
 #[derive(Debug)]
@@ -165,13 +252,66 @@ pub(super) fn fetch<T>(
     decode: fn(&rusqlite::Row<'_>) -> Result<T, sqlx::Error>,
 ) -> Result<Vec<T>, sqlx::Error> {
     let mut statement = prepare(conn, sql, params, echo)?;
+    collect(&mut statement, limit, decode).map_err(|(e, _)| e)
+}
+
+/// [`fetch`] for a reader: `None` (nothing run) when the statement would change
+/// anything, or when SQLite found the database busy or locked before the first row.
+pub(super) fn read<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[&dyn ToSql],
+    echo: bool,
+    limit: usize,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T, sqlx::Error>,
+) -> Option<Result<Vec<T>, sqlx::Error>> {
+    let mut statement = match prepare(conn, sql, params, echo) {
+        Ok(statement) => statement,
+        Err(e) if is_busy(&e) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    if !statement.readonly() {
+        return None;
+    }
+    match collect(&mut statement, limit, decode) {
+        Err((_, true)) => None,
+        other => Some(other.map_err(|(e, _)| e)),
+    }
+}
+
+/// The rows of a prepared statement; with an error, whether it is SQLite finding the
+/// database busy or locked before the first row.
+fn collect<T>(
+    statement: &mut rusqlite::Statement<'_>,
+    limit: usize,
+    decode: fn(&rusqlite::Row<'_>) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, (sqlx::Error, bool)> {
     let mut rows = statement.raw_query();
     let mut out = Vec::new();
     while out.len() < limit {
-        match rows.next().map_err(to_sqlx)? {
-            Some(row) => out.push(decode(row)?),
-            None => break,
+        match rows.next() {
+            Ok(Some(row)) => out.push(decode(row).map_err(|e| (e, false))?),
+            Ok(None) => break,
+            Err(e) => {
+                let e = to_sqlx(e);
+                let busy = out.is_empty() && is_busy(&e);
+                return Err((e, busy));
+            }
         }
     }
     Ok(out)
+}
+
+/// SQLite's `BUSY` or `LOCKED`, with any extended code.
+fn is_busy(error: &sqlx::Error) -> bool {
+    let code = match error {
+        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
+        _ => None,
+    };
+    code.is_some_and(|c| {
+        matches!(
+            c & 0xff,
+            rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED
+        )
+    })
 }

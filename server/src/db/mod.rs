@@ -19,6 +19,7 @@ mod failover;
 mod incidents;
 mod metrics;
 mod query;
+mod read;
 mod sqlite;
 mod write;
 
@@ -36,6 +37,7 @@ pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, FileProblem, describe_driver_error, error_line, is_missing_database};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Runner, RunsQueries, Target, query};
+pub use read::{Readers, SqliteConn};
 pub use server_macros::Record;
 pub use sqlite::{check_live_sqlite_file, check_sqlite_file};
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
@@ -107,7 +109,7 @@ enum Engine {
 /// A pooled connection to either engine.
 pub enum DbConn {
     /// A SQLite connection.
-    Sqlite(PoolConnection<Sqlite>),
+    Sqlite(SqliteConn),
     /// A PostgreSQL connection.
     Postgres(PoolConnection<Postgres>),
 }
@@ -168,16 +170,28 @@ impl DbPool {
     /// server that refuses connections while the pool has none fails at once, as
     /// unreachable, instead of as a timeout (busy) after the wait.
     pub async fn acquire(&self) -> Result<DbConn, DbError> {
+        self.acquire_with(false).await
+    }
+
+    /// [`DbPool::acquire`] for a request handler (the `Connection<Db>` guard): on SQLite,
+    /// its reads run on the pool's readers, on the handler's thread (see [`read`]).
+    pub async fn acquire_for_request(&self) -> Result<DbConn, DbError> {
+        self.acquire_with(true).await
+    }
+
+    async fn acquire_with(&self, readers: bool) -> Result<DbConn, DbError> {
         self.refused().await?;
         let started = Instant::now();
         let conn = match &*self.engine {
-            Engine::Sqlite(engine) => engine
-                .current()
-                .await?
-                .pool
-                .acquire()
-                .await
-                .map(DbConn::Sqlite),
+            Engine::Sqlite(engine) => {
+                let generation = engine.current().await?;
+                let readers = readers.then(|| Arc::clone(&generation.readers));
+                generation
+                    .pool
+                    .acquire()
+                    .await
+                    .map(|c| DbConn::Sqlite(SqliteConn::new(c, readers)))
+            }
             Engine::Postgres(pool) => match pool.acquire().await {
                 Ok(mut conn) if let Some(begin) = &self.pinned => {
                     use sqlx::SqlSafeStr as _;

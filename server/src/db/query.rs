@@ -24,6 +24,7 @@ use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Type};
 
+use super::read::Readers;
 use super::{DbConn, DbTx, direct};
 
 /// A value that binds as a parameter on both engines: `i64`, `i32`, `f64`, `bool`,
@@ -81,7 +82,8 @@ pub trait Executor {
     fn target(&mut self) -> Target<'_>;
 }
 
-/// Something a [`Query`] runs on: any [`Executor`], and a write transaction
+/// Something a [`Query`] runs on: a connection ([`DbConn`], and Rocket's
+/// `Connection<Db>` guard), a transaction on one ([`DbTx`]), a write transaction
 /// (`WriteTx`).
 pub trait RunsQueries {
     /// Where the statement goes.
@@ -92,11 +94,26 @@ pub trait RunsQueries {
 pub enum Runner<'c> {
     /// A connection of sqlx's.
     Sqlx(Target<'c>),
+    /// A request's SQLite connection: reads go to the pool's readers (see
+    /// [`super::read`]), the rest to the connection.
+    Read(&'c mut SqliteConnection, &'c Readers),
     /// The SQLite writer's connection, and whether its statements are logged.
     Writer(&'c rusqlite::Connection, bool),
 }
 
-impl<E: Executor> RunsQueries for E {
+impl RunsQueries for DbConn {
+    fn runner(&mut self) -> Runner<'_> {
+        match self {
+            Self::Sqlite(c) => match c.split() {
+                (c, Some(readers)) => Runner::Read(c, readers),
+                (c, None) => Runner::Sqlx(Target::Sqlite(c)),
+            },
+            Self::Postgres(c) => Runner::Sqlx(Target::Postgres(c)),
+        }
+    }
+}
+
+impl RunsQueries for DbTx<'_> {
     fn runner(&mut self) -> Runner<'_> {
         Runner::Sqlx(self.target())
     }
@@ -172,26 +189,21 @@ impl<'a> Query<'a> {
         self.params.iter().map(|p| p.as_sql()).collect()
     }
 
-    /// At most `limit` rows, from the SQLite writer.
-    fn fetch_on_writer<T: Record>(
-        &self,
-        conn: &rusqlite::Connection,
-        echo: bool,
-        limit: usize,
-    ) -> Result<Vec<T>, sqlx::Error> {
-        let args = self.writer_args();
-        direct::fetch(conn, self.sql, &args, echo, limit, T::from_writer_row)
-    }
-
     /// Runs the statement; returns the number of rows it changed.
     pub async fn execute(self, on: &mut impl RunsQueries) -> Result<u64, sqlx::Error> {
-        match on.runner() {
-            Runner::Writer(c, echo) => direct::execute(c, self.sql, &self.writer_args(), echo),
-            Runner::Sqlx(Target::Sqlite(c)) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
+        let target = match on.runner() {
+            Runner::Writer(c, echo) => {
+                return direct::execute(c, self.sql, &self.writer_args(), echo);
+            }
+            Runner::Read(c, _) => Target::Sqlite(c),
+            Runner::Sqlx(target) => target,
+        };
+        match target {
+            Target::Sqlite(c) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
                 .execute(c)
                 .await?
                 .rows_affected()),
-            Runner::Sqlx(Target::Postgres(c)) => Ok(sqlx::query_with(self.sql, self.pg_args()?)
+            Target::Postgres(c) => Ok(sqlx::query_with(self.sql, self.pg_args()?)
                 .execute(c)
                 .await?
                 .rows_affected()),
@@ -200,22 +212,9 @@ impl<'a> Query<'a> {
 
     /// Exactly one row: `sqlx::Error::RowNotFound` when there is none.
     pub async fn fetch_one<T: Record>(self, on: &mut impl RunsQueries) -> Result<T, sqlx::Error> {
-        match on.runner() {
-            Runner::Writer(c, echo) => self
-                .fetch_on_writer(c, echo, 1)?
-                .pop()
-                .ok_or(sqlx::Error::RowNotFound),
-            Runner::Sqlx(Target::Sqlite(c)) => {
-                sqlx::query_as_with(self.sql, self.sqlite_args()?)
-                    .fetch_one(c)
-                    .await
-            }
-            Runner::Sqlx(Target::Postgres(c)) => {
-                sqlx::query_as_with(self.sql, self.pg_args()?)
-                    .fetch_one(c)
-                    .await
-            }
-        }
+        self.fetch_optional(on)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)
     }
 
     /// At most one row.
@@ -223,19 +222,7 @@ impl<'a> Query<'a> {
         self,
         on: &mut impl RunsQueries,
     ) -> Result<Option<T>, sqlx::Error> {
-        match on.runner() {
-            Runner::Writer(c, echo) => Ok(self.fetch_on_writer(c, echo, 1)?.pop()),
-            Runner::Sqlx(Target::Sqlite(c)) => {
-                sqlx::query_as_with(self.sql, self.sqlite_args()?)
-                    .fetch_optional(c)
-                    .await
-            }
-            Runner::Sqlx(Target::Postgres(c)) => {
-                sqlx::query_as_with(self.sql, self.pg_args()?)
-                    .fetch_optional(c)
-                    .await
-            }
-        }
+        Ok(self.rows(on, true).await?.pop())
     }
 
     /// Every row.
@@ -243,14 +230,45 @@ impl<'a> Query<'a> {
         self,
         on: &mut impl RunsQueries,
     ) -> Result<Vec<T>, sqlx::Error> {
-        match on.runner() {
-            Runner::Writer(c, echo) => self.fetch_on_writer(c, echo, usize::MAX),
-            Runner::Sqlx(Target::Sqlite(c)) => {
+        self.rows(on, false).await
+    }
+
+    /// The first row (`one`) or every row.
+    async fn rows<T: Record>(
+        self,
+        on: &mut impl RunsQueries,
+        one: bool,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        let limit = if one { 1 } else { usize::MAX };
+        let target = match on.runner() {
+            Runner::Writer(c, echo) => {
+                let args = self.writer_args();
+                return direct::fetch(c, self.sql, &args, echo, limit, T::from_writer_row);
+            }
+            Runner::Read(c, readers) => {
+                let args = self.writer_args();
+                if let Some(rows) = readers.fetch(self.sql, &args, limit, T::from_writer_row) {
+                    return rows;
+                }
+                Target::Sqlite(c)
+            }
+            Runner::Sqlx(target) => target,
+        };
+        match (target, one) {
+            (Target::Sqlite(c), true) => {
+                let query = sqlx::query_as_with(self.sql, self.sqlite_args()?);
+                Ok(query.fetch_optional(c).await?.into_iter().collect())
+            }
+            (Target::Sqlite(c), false) => {
                 sqlx::query_as_with(self.sql, self.sqlite_args()?)
                     .fetch_all(c)
                     .await
             }
-            Runner::Sqlx(Target::Postgres(c)) => {
+            (Target::Postgres(c), true) => {
+                let query = sqlx::query_as_with(self.sql, self.pg_args()?);
+                Ok(query.fetch_optional(c).await?.into_iter().collect())
+            }
+            (Target::Postgres(c), false) => {
                 sqlx::query_as_with(self.sql, self.pg_args()?)
                     .fetch_all(c)
                     .await

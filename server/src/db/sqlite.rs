@@ -14,7 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection};
 
 use super::checkpoint::Checkpointer;
-use super::write::{LogWatch, Writer, WriterConfig};
+use super::direct::{DirectOptions, LogWatch};
+use super::read::Readers;
+use super::write::Writer;
 use super::{DbError, FileProblem, JOURNAL_SIZE_LIMIT, OpenMode, echo_level, pool_options};
 use crate::config::DbSettings;
 
@@ -219,7 +221,7 @@ pub(super) struct SqliteEngine {
     /// Read-write: each generation switches its file to WAL before the pool opens it.
     wal: bool,
     /// How each generation's writer connection opens.
-    writer: WriterConfig,
+    writer: DirectOptions,
     /// Notified by the writer when the log has grown past its limit.
     pub(super) log_grew: Arc<tokio::sync::Notify>,
     /// Closed by its owner ([`super::DbPool::close`]): nothing reopens it.
@@ -232,6 +234,8 @@ pub(super) struct SqliteEngine {
 pub(super) struct SqliteGeneration {
     pub(super) pool: SqlitePool,
     pub(super) writer: Writer,
+    /// Request handlers' reads (see [`super::read`]).
+    pub(super) readers: Arc<Readers>,
     pub(super) checkpoints: Checkpointer,
     identity: Option<FileId>,
     /// The file was seen truncated to 0 bytes: reopen once it is valid again.
@@ -429,6 +433,7 @@ impl SqliteGeneration {
     /// Closes the writer (after its transaction in progress), the checkpoints' connection
     /// and the pool.
     pub(super) async fn close(&self) {
+        self.readers.close();
         self.writer.close().await;
         self.checkpoints.close().await;
         self.pool.close().await;
@@ -457,7 +462,7 @@ fn writer_config(
     memory: bool,
     mode: OpenMode,
     log: Option<LogWatch>,
-) -> WriterConfig {
+) -> DirectOptions {
     let mut pragmas = vec![("foreign_keys", "ON".to_string())];
     if log.is_some() {
         pragmas.push(("synchronous", "NORMAL".to_string()));
@@ -466,7 +471,7 @@ fn writer_config(
         // [`super::checkpoint`]). The other connections keep SQLite's automatic ones.
         pragmas.push(("wal_autocheckpoint", "0".to_string()));
     }
-    WriterConfig {
+    DirectOptions {
         filename: options.get_filename().to_path_buf(),
         memory,
         read_only: mode == OpenMode::ReadOnly,
@@ -493,7 +498,7 @@ fn tuning() -> [(&'static str, String); 3] {
 async fn connect_generation(
     pool_options: &PoolOptions<Sqlite>,
     options: &SqliteConnectOptions,
-    writer: &WriterConfig,
+    writer: &DirectOptions,
     path: Option<&Path>,
     wal: bool,
     timeout: Duration,
@@ -549,6 +554,10 @@ async fn connect_generation(
     Ok(SqliteGeneration {
         pool,
         writer: Writer::new(writer.clone(), pool_options.get_acquire_timeout()),
+        readers: Arc::new(Readers::new(
+            writer.for_reading(),
+            pool_options.get_max_connections() as usize,
+        )),
         checkpoints: Checkpointer::new(options.clone()),
         identity,
         truncated: AtomicBool::new(false),

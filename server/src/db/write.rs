@@ -8,89 +8,20 @@
 //! up to `busy_timeout_ms` rather than fail half-way. PostgreSQL writes concurrently:
 //! there a write transaction is a pooled connection's transaction.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rusqlite::OpenFlags;
 use sqlx::Transaction;
 use sqlx::postgres::Postgres;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::direct::{STATEMENT_CACHE, to_sqlx};
+use super::direct::{DirectOptions, LogWatch, to_sqlx};
 use super::query::{Runner, RunsQueries, Target};
-
-/// How the writer connection opens: the pool's file, with the pool's pragmas.
-#[derive(Clone)]
-pub(super) struct WriterConfig {
-    /// The file (or the shared in-memory database's name) the pool's connections open.
-    pub(super) filename: PathBuf,
-    /// A shared in-memory database.
-    pub(super) memory: bool,
-    /// Opened read-only (`db-copy`'s source): every write fails.
-    pub(super) read_only: bool,
-    /// Pragmas set when the connection opens, in order.
-    pub(super) pragmas: Vec<(&'static str, String)>,
-    /// How long `BEGIN IMMEDIATE` waits for another process's lock (`busy_timeout_ms`).
-    pub(super) busy_timeout: Duration,
-    /// Log each statement (`echo`).
-    pub(super) echo: bool,
-    /// A file in WAL mode: its log, watched as the writer commits.
-    pub(super) log: Option<LogWatch>,
-}
-
-/// The write-ahead log, as the writer sees it grow: when it has grown past
-/// `journal_size_limit`, the pool's checkpoint task is woken at once rather than at its
-/// next round (a fast writer fills the limit in a fraction of a round).
-#[derive(Clone)]
-pub(super) struct LogWatch {
-    /// `<db>-wal`.
-    pub(super) path: PathBuf,
-    /// What the checkpoint task waits on besides its timer.
-    pub(super) grew: Arc<tokio::sync::Notify>,
-}
-
-/// Commits between two looks at the log's size.
-const LOOK_EVERY: u64 = 64;
-
-impl LogWatch {
-    /// After the writer's `commits`-th commit: wakes the checkpoint task if the log is
-    /// past its limit.
-    fn committed(&self, commits: u64) {
-        if commits.is_multiple_of(LOOK_EVERY)
-            && std::fs::metadata(&self.path).is_ok_and(|m| m.len() > super::JOURNAL_SIZE_LIMIT)
-        {
-            self.grew.notify_one();
-        }
-    }
-}
-
-impl WriterConfig {
-    /// Opens the connection: never creates the file, and its statements never wait for
-    /// a lock (the write lock is taken up front, by `BEGIN IMMEDIATE`).
-    fn open(&self) -> Result<rusqlite::Connection, sqlx::Error> {
-        let mut flags = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        flags |= match self.read_only {
-            true => OpenFlags::SQLITE_OPEN_READ_ONLY,
-            false => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        };
-        if self.memory {
-            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
-        }
-        let conn = rusqlite::Connection::open_with_flags(&self.filename, flags).map_err(to_sqlx)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        for (name, value) in &self.pragmas {
-            conn.pragma_update(None, name, value).map_err(to_sqlx)?;
-        }
-        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
-        Ok(conn)
-    }
-}
 
 /// The one connection SQLite write transactions take turns on; opened on first use.
 pub(super) struct Writer {
-    config: WriterConfig,
+    config: DirectOptions,
     slot: Arc<Mutex<Slot>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
@@ -139,7 +70,7 @@ impl Slot {
 }
 
 impl Writer {
-    pub(super) fn new(config: WriterConfig, wait: Duration) -> Self {
+    pub(super) fn new(config: DirectOptions, wait: Duration) -> Self {
         let commits = Arc::new(AtomicU64::new(0));
         Self {
             slot: Arc::new(Mutex::new(Slot {

@@ -546,7 +546,7 @@ async fn reset_session(tx: &mut DbTx<'_>, before: &str) -> Result<(), sqlx::Erro
 /// Writes `migration`'s row into the history table, as applied at `applied_on` (or, for
 /// a failure, the note that says so), with its checksum.
 pub(crate) async fn record_row(
-    on: &mut impl crate::db::Executor,
+    on: &mut impl crate::db::RunsQueries,
     migration: &MigrationFile,
     applied_on: &str,
 ) -> Result<(), sqlx::Error> {

@@ -272,3 +272,59 @@ async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
         .unwrap();
     assert_eq!(count.n, 2);
 }
+
+/// A request's connection reads on the pool's readers: every read sees what the writer
+/// committed before it (a snapshot of its own, never one left open), and what is not a
+/// `SELECT` (a write, `RETURNING` rows) runs on the connection as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_reads_what_was_committed_before_it_and_still_writes() {
+    let target = sqlite(&[]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(SCHEMA)
+        .await
+        .unwrap();
+    let mut request = pool.acquire_for_request().await.unwrap();
+    for i in 1..=50_i64 {
+        let mut tx = pool.begin_write().await.unwrap();
+        query("INSERT INTO items (name, qty) VALUES ($1, $2)")
+            .bind(format!("item {i}"))
+            .bind(i)
+            .execute(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let count: Count = query("SELECT count(*) AS n FROM items")
+            .fetch_one(&mut request)
+            .await
+            .unwrap();
+        let first: Option<Count> = query("SELECT qty AS n FROM items ORDER BY qty")
+            .fetch_optional(&mut request)
+            .await
+            .unwrap();
+        assert_eq!((count.n, first.map(|c| c.n)), (i, Some(1)));
+    }
+    // A write on the request's connection, and rows it returns.
+    let added: Count =
+        query("INSERT INTO items (name, qty) VALUES ('last', 99) RETURNING qty AS n")
+            .fetch_one(&mut request)
+            .await
+            .unwrap();
+    let changed = query("UPDATE items SET qty = qty + 1 WHERE name = 'last'")
+        .execute(&mut request)
+        .await
+        .unwrap();
+    let all: Vec<Count> =
+        query("WITH q AS (SELECT qty AS n FROM items) SELECT n FROM q ORDER BY n")
+            .fetch_all(&mut request)
+            .await
+            .unwrap();
+    assert_eq!(
+        (added.n, changed, all.len(), all.last().map(|c| c.n)),
+        (99, 1, 51, Some(100))
+    );
+}
