@@ -174,7 +174,7 @@ impl DbPool {
     }
 
     /// [`DbPool::acquire`] for a request handler (the `Connection<Db>` guard): on SQLite,
-    /// its reads run on the pool's readers, on the handler's thread (see [`read`]).
+    /// its reads run on the pool's readers, on the handler's thread (see `db::read`).
     pub async fn acquire_for_request(&self) -> Result<DbConn, DbError> {
         self.acquire_with(true).await
     }

@@ -17,8 +17,7 @@
 //!
 //! The SQL is a `&'static str`: values only ever travel as parameters, never spliced into
 //! the text. Each engine prepares the statement once per connection and caches it. On
-//! SQLite, the statements of a write transaction run on the caller's thread (see
-//! [`super::direct`]); everything else goes through sqlx.
+//! SQLite, the statements of a write transaction run on the caller's thread (see `db::direct`); everything else goes through sqlx.
 
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
@@ -35,7 +34,7 @@ pub trait Param: Send + Sync {
     fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>;
     /// Appends the value to PostgreSQL arguments.
     fn add_to_pg(&self, args: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError>;
-    /// The value for the SQLite writer (see [`super::direct`]).
+    /// The value for the SQLite writer (see `db::direct`).
     fn as_sql(&self) -> &dyn rusqlite::ToSql;
 }
 
@@ -95,7 +94,7 @@ pub enum Runner<'c> {
     /// A connection of sqlx's.
     Sqlx(Target<'c>),
     /// A request's SQLite connection: reads go to the pool's readers (see
-    /// [`super::read`]), the rest to the connection.
+    /// `db::read`), the rest to the connection.
     Read(&'c mut SqliteConnection, &'c Readers),
     /// The SQLite writer's connection, and whether its statements are logged.
     Writer(&'c rusqlite::Connection, bool),

@@ -1,6 +1,6 @@
 //! SQLite reads of request handlers, on the caller's thread.
 //!
-//! A request's connection (`Connection<Db>`, [`super::DbPool::for_request`]) is a pooled
+//! A request's connection (`Connection<Db>`, [`super::DbPool::acquire_for_request`]) is a pooled
 //! sqlx connection that also carries its pool's readers: rusqlite connections to the
 //! same file. A query it fetches rows with, whose statement starts with `SELECT` or
 //! `WITH` and that SQLite calls read-only, runs on one of those readers right where the
