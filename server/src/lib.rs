@@ -1,6 +1,9 @@
 //! The database foundation: configuration, pool, migrations, health checks and backups,
 //! shared by the `server` binary and `cargo xtask`; plus the Rocket application.
 
+// `#[derive(Record)]` names this crate `::server`, inside it too.
+extern crate self as server;
+
 pub mod adopt;
 pub mod app;
 pub mod backup;

@@ -69,7 +69,7 @@ fn expand(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         #sqlite
         #postgres
         impl ::server::db::Record for #name {
-            fn from_writer_row(
+            fn from_rusqlite_row(
                 row: &#private::rusqlite::Row<'_>,
             ) -> ::std::result::Result<Self, #private::sqlx::Error> {
                 ::std::result::Result::Ok(Self {

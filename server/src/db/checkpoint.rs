@@ -25,6 +25,9 @@ use super::write::Writer;
 /// How often the log is checkpointed.
 pub(super) const EVERY: Duration = Duration::from_millis(250);
 
+/// The shortest time between two rounds, when the writer asks for them.
+const SOONEST: Duration = Duration::from_millis(20);
+
 /// At most this many passive checkpoints in a row, each catching up with the writes made
 /// during the one before.
 const CATCH_UP: usize = 4;
@@ -199,10 +202,15 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
         _ => return,
     };
     loop {
-        // Or at once when the writer finds the log past its limit.
+        // Or sooner when the writer finds the log past its limit, but never more often
+        // than every [`SOONEST`]: a log that cannot be copied (a reader holds it) keeps
+        // the writer notifying.
         tokio::select! {
             () = tokio::time::sleep(EVERY) => {}
-            () = grew.notified() => {}
+            () = async {
+                tokio::time::sleep(SOONEST).await;
+                grew.notified().await;
+            } => {}
         }
         let Some(engine) = engine.upgrade() else {
             return;

@@ -1,14 +1,17 @@
-//! The SQLite writer's statements, run on the caller's thread with rusqlite.
+//! SQLite statements run on the caller's thread with rusqlite: the writer's (see
+//! [`super::write`]) and the request handlers' reads (see [`super::read`]).
 //!
 //! sqlx runs each SQLite statement on a worker thread of its connection: a round trip
 //! (a channel send, a thread woken, the answer sent back, the task woken) of about
 //! 30 µs on a small machine, where a whole single-row transaction takes SQLite about
-//! 7 µs. The writer connection (see [`super::write`]) runs its statements right where
-//! the transaction's code runs instead, like a blocking call of a few microseconds.
-//! What this module keeps equal to sqlx: `$N` and `?N` placeholders bound by number
-//! (missing ones are NULL), the values rows decode to, and the errors: a failure of
-//! SQLite comes back as `sqlx::Error::Database` with SQLite's extended result code and
-//! its constraint kind, so callers classify it exactly as they classify sqlx's.
+//! 7 µs. These connections run their statements right where the request's code runs
+//! instead, like a blocking call of a few microseconds. What this module keeps equal to
+//! sqlx: `$N` and `?N` placeholders bound by number (missing ones are NULL), and the
+//! errors: a failure of SQLite comes back as `sqlx::Error::Database` with SQLite's
+//! extended result code and its constraint kind, so callers classify it exactly as they
+//! classify sqlx's. Rows decode more strictly than sqlx's SQLite driver does: a NULL
+//! or a text for an `i64` field is a decode error here, where sqlx reads 0 (PostgreSQL
+//! refuses them too).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -40,6 +43,9 @@ pub(super) struct DirectOptions {
     pub(super) echo: bool,
     /// A file in WAL mode: its log, watched as the writer commits.
     pub(super) log: Option<LogWatch>,
+    /// A reader: closing it never checkpoints or deletes the log (the pool's own
+    /// connections and its checkpoint task do).
+    pub(super) reader: bool,
 }
 
 /// The write-ahead log, as the writer sees it grow: when it has grown past
@@ -82,6 +88,7 @@ impl DirectOptions {
         Self {
             pragmas,
             log: None,
+            reader: true,
             ..self.clone()
         }
     }
@@ -98,23 +105,32 @@ impl DirectOptions {
             flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
         }
         let conn = rusqlite::Connection::open_with_flags(&self.filename, flags).map_err(to_sqlx)?;
+        // Before the pragmas, which read the schema: never a wait on the caller's thread.
+        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
+        if self.reader {
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )
+            .map_err(to_sqlx)?;
+        }
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         for (name, value) in &self.pragmas {
             conn.pragma_update(None, name, value).map_err(to_sqlx)?;
         }
-        conn.busy_timeout(Duration::ZERO).map_err(to_sqlx)?;
         Ok(conn)
     }
 }
 
-/// A failure SQLite reported to the writer: its extended result code and message.
+/// A failure SQLite reported to a rusqlite connection: its extended result code and
+/// message.
 #[derive(Debug)]
-pub struct WriterError {
+pub struct DirectError {
     code: i32,
     message: String,
 }
 
-impl fmt::Display for WriterError {
+impl fmt::Display for DirectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // As sqlx words SQLite's errors: some messages ("database is locked") are
         // ambiguous without the code.
@@ -122,9 +138,9 @@ impl fmt::Display for WriterError {
     }
 }
 
-impl std::error::Error for WriterError {}
+impl std::error::Error for DirectError {}
 
-impl DatabaseError for WriterError {
+impl DatabaseError for DirectError {
     fn message(&self) -> &str {
         &self.message
     }
@@ -163,7 +179,7 @@ impl DatabaseError for WriterError {
 pub(super) fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
     use rusqlite::Error as E;
     match error {
-        E::SqliteFailure(failure, message) => sqlx::Error::Database(Box::new(WriterError {
+        E::SqliteFailure(failure, message) => sqlx::Error::Database(Box::new(DirectError {
             code: failure.extended_code,
             message: message.unwrap_or_else(|| failure.to_string()),
         })),
@@ -181,14 +197,42 @@ pub(super) fn to_sqlx(error: rusqlite::Error) -> sqlx::Error {
             index: index.to_string(),
             source: format!("{value} is out of range for this field's type").into(),
         },
+        E::Utf8Error(index, source) => sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source: Box::new(source),
+        },
         E::ToSqlConversionFailure(source) => sqlx::Error::Encode(source),
-        other => sqlx::Error::Protocol(other.to_string()),
+        // Whatever else SQLite itself reported (an error pointing into the SQL, with
+        // rusqlite's `modern_sqlite`), with its code.
+        other => match other.sqlite_error() {
+            Some(failure) => sqlx::Error::Database(Box::new(DirectError {
+                code: failure.extended_code,
+                message: other.to_string(),
+            })),
+            // The caller's mistake (two statements in one query, a NUL in the SQL).
+            None => sqlx::Error::InvalidArgument(other.to_string()),
+        },
     }
 }
 
 /// The value of column `name` (the field decoders `#[derive(Record)]` writes).
 pub fn column<T: FromSql>(row: &rusqlite::Row<'_>, name: &str) -> Result<T, sqlx::Error> {
     row.get(name).map_err(to_sqlx)
+}
+
+/// Refuses a statement on the writer once SQLite ended its transaction (rolled back
+/// after a full disk or an I/O error, `INSERT OR ROLLBACK`, a `COMMIT` sent as a
+/// query): it would commit on its own, outside the transaction the caller thinks it is in.
+pub(super) fn in_transaction(conn: &rusqlite::Connection) -> Result<(), sqlx::Error> {
+    if conn.is_autocommit() {
+        return Err(sqlx::Error::Database(Box::new(DirectError {
+            code: rusqlite::ffi::SQLITE_ERROR,
+            message: "the write transaction was already ended by SQLite (rolled back after \
+                      an error, or ended by a statement); start a new one"
+                .to_string(),
+        })));
+    }
+    Ok(())
 }
 
 /// `sql`, prepared (or taken from the cache) with `params` bound by number.
@@ -199,7 +243,7 @@ fn prepare<'c>(
     echo: bool,
 ) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
     if echo {
-        log::info!(target: "server::db::writer", "{sql}");
+        log::info!(target: "server::db::direct", "{sql}");
     }
     let mut statement = conn.prepare_cached(sql).map_err(to_sqlx)?;
     let mut unnamed = 0;
@@ -302,13 +346,21 @@ fn collect<T>(
     Ok(out)
 }
 
+/// SQLite's `LOCKED_SHAREDCACHE`: a shared-cache (in-memory) database's table lock.
+pub(super) fn is_shared_cache_locked(error: &sqlx::Error) -> bool {
+    code_of(error) == Some(rusqlite::ffi::SQLITE_LOCKED_SHAREDCACHE)
+}
+
+fn code_of(error: &sqlx::Error) -> Option<i32> {
+    match error {
+        sqlx::Error::Database(db) => db.try_downcast_ref::<DirectError>().map(|e| e.code),
+        _ => None,
+    }
+}
+
 /// SQLite's `BUSY` or `LOCKED`, with any extended code.
 fn is_busy(error: &sqlx::Error) -> bool {
-    let code = match error {
-        sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i32>().ok()),
-        _ => None,
-    };
-    code.is_some_and(|c| {
+    code_of(error).is_some_and(|c| {
         matches!(
             c & 0xff,
             rusqlite::ffi::SQLITE_BUSY | rusqlite::ffi::SQLITE_LOCKED

@@ -32,12 +32,12 @@ use sqlx::postgres::{PgPool, Postgres};
 use sqlx::sqlite::Sqlite;
 use sqlx::{ConnectOptions, Connection, Transaction};
 
-pub use direct::WriterError;
+pub use direct::DirectError;
 pub use drop_all::{PG_DROP_ALL, drop_all_script};
 pub use error::{DbError, FileProblem, describe_driver_error, error_line, is_missing_database};
 pub use incidents::{INCIDENT_WINDOW, classify as classify_incident};
 pub use query::{Executor, Param, Query, Record, Runner, RunsQueries, Target, query};
-pub use read::{Readers, SqliteConn};
+pub use read::SqliteConn;
 pub use server_macros::Record;
 pub use sqlite::{check_live_sqlite_file, check_sqlite_file};
 pub(crate) use sqlite::{check_sqlite_file_once, new_database_file};
@@ -81,7 +81,8 @@ pub struct PoolStats {
     pub size: u32,
     /// Open connections not in use.
     pub idle: u32,
-    /// Upper bound (on SQLite, the writer connection comes on top of it).
+    /// Upper bound (on SQLite, the writer connection and the request readers, a few per
+    /// core, come on top of it).
     pub max: u32,
     /// SQLite: how often the pool reopened because the file at its path was replaced.
     pub reopened: u32,

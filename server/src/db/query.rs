@@ -1,5 +1,5 @@
 //! One query for both engines: written once, with `$1, $2, …` placeholders (both SQLite
-//! and PostgreSQL accept them), typed parameters and typed rows (`sqlx::FromRow`).
+//! and PostgreSQL accept them), typed parameters and typed rows (`#[derive(Record)]`).
 //!
 //! ```no_run
 //! # async fn example(conn: &mut server::db::DbConn) -> Result<(), sqlx::Error> {
@@ -17,13 +17,16 @@
 //!
 //! The SQL is a `&'static str`: values only ever travel as parameters, never spliced into
 //! the text. Each engine prepares the statement once per connection and caches it. On
-//! SQLite, the statements of a write transaction run on the caller's thread (see `db::direct`); everything else goes through sqlx.
+//! SQLite, a write transaction's statements and a request's reads run on the caller's
+//! thread (see `db::direct` and `db::read`); everything else goes through sqlx.
+
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgArguments, PgConnection, PgRow, Postgres};
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqliteConnection, SqliteRow};
 use sqlx::{Arguments, Encode, FromRow, Type};
 
-use super::read::Readers;
+use super::read::SqliteConn;
 use super::{DbConn, DbTx, direct};
 
 /// A value that binds as a parameter on both engines: `i64`, `i32`, `f64`, `bool`,
@@ -34,7 +37,7 @@ pub trait Param: Send + Sync {
     fn add_to_sqlite(&self, args: &mut SqliteArguments) -> Result<(), sqlx::error::BoxDynError>;
     /// Appends the value to PostgreSQL arguments.
     fn add_to_pg(&self, args: &mut PgArguments) -> Result<(), sqlx::error::BoxDynError>;
-    /// The value for the SQLite writer (see `db::direct`).
+    /// The value for SQLite's rusqlite connections (see `db::direct`).
     fn as_sql(&self) -> &dyn rusqlite::ToSql;
 }
 
@@ -62,8 +65,8 @@ where
 pub trait Record:
     for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
 {
-    /// Decodes a row of the SQLite writer (written by `#[derive(Record)]`).
-    fn from_writer_row(row: &rusqlite::Row<'_>) -> Result<Self, sqlx::Error>;
+    /// Decodes a row of SQLite's rusqlite connections (written by `#[derive(Record)]`).
+    fn from_rusqlite_row(row: &rusqlite::Row<'_>) -> Result<Self, sqlx::Error>;
 }
 
 /// A connection or transaction a [`Query`] runs on, of either engine.
@@ -89,32 +92,32 @@ pub trait RunsQueries {
     fn runner(&mut self) -> Runner<'_>;
 }
 
-/// Where a [`Query`] runs.
-pub enum Runner<'c> {
+/// Where a [`Query`] runs: opaque outside this module's crate.
+pub struct Runner<'c>(pub(super) Run<'c>);
+
+pub(super) enum Run<'c> {
     /// A connection of sqlx's.
     Sqlx(Target<'c>),
-    /// A request's SQLite connection: reads go to the pool's readers (see
-    /// `db::read`), the rest to the connection.
-    Read(&'c mut SqliteConnection, &'c Readers),
-    /// The SQLite writer's connection, and whether its statements are logged.
-    Writer(&'c rusqlite::Connection, bool),
+    /// A request's SQLite connection: reads go to the pool's readers (see `db::read`)
+    /// while it allows, the rest to the connection.
+    Read(&'c mut SqliteConn),
+    /// The SQLite writer's connection, whether its statements are logged, and how long
+    /// a statement waits for an in-memory database's table locks (`busy_timeout_ms`).
+    Writer(&'c rusqlite::Connection, bool, Duration),
 }
 
 impl RunsQueries for DbConn {
     fn runner(&mut self) -> Runner<'_> {
-        match self {
-            Self::Sqlite(c) => match c.split() {
-                (c, Some(readers)) => Runner::Read(c, readers),
-                (c, None) => Runner::Sqlx(Target::Sqlite(c)),
-            },
-            Self::Postgres(c) => Runner::Sqlx(Target::Postgres(c)),
-        }
+        Runner(match self {
+            Self::Sqlite(c) => Run::Read(c),
+            Self::Postgres(c) => Run::Sqlx(Target::Postgres(c)),
+        })
     }
 }
 
 impl RunsQueries for DbTx<'_> {
     fn runner(&mut self) -> Runner<'_> {
-        Runner::Sqlx(self.target())
+        Runner(Run::Sqlx(self.target()))
     }
 }
 
@@ -190,12 +193,14 @@ impl<'a> Query<'a> {
 
     /// Runs the statement; returns the number of rows it changed.
     pub async fn execute(self, on: &mut impl RunsQueries) -> Result<u64, sqlx::Error> {
-        let target = match on.runner() {
-            Runner::Writer(c, echo) => {
-                return direct::execute(c, self.sql, &self.writer_args(), echo);
+        let target = match on.runner().0 {
+            Run::Writer(c, echo, busy) => {
+                direct::in_transaction(c)?;
+                let args = self.writer_args();
+                return locked_retried(busy, || direct::execute(c, self.sql, &args, echo));
             }
-            Runner::Read(c, _) => Target::Sqlite(c),
-            Runner::Sqlx(target) => target,
+            Run::Read(c) => Target::Sqlite(c),
+            Run::Sqlx(target) => target,
         };
         match target {
             Target::Sqlite(c) => Ok(sqlx::query_with(self.sql, self.sqlite_args()?)
@@ -239,19 +244,26 @@ impl<'a> Query<'a> {
         one: bool,
     ) -> Result<Vec<T>, sqlx::Error> {
         let limit = if one { 1 } else { usize::MAX };
-        let target = match on.runner() {
-            Runner::Writer(c, echo) => {
+        let target = match on.runner().0 {
+            Run::Writer(c, echo, busy) => {
+                direct::in_transaction(c)?;
                 let args = self.writer_args();
-                return direct::fetch(c, self.sql, &args, echo, limit, T::from_writer_row);
+                return locked_retried(busy, || {
+                    direct::fetch(c, self.sql, &args, echo, limit, T::from_rusqlite_row)
+                });
             }
-            Runner::Read(c, readers) => {
+            Run::Read(c) => {
                 let args = self.writer_args();
-                if let Some(rows) = readers.fetch(self.sql, &args, limit, T::from_writer_row) {
+                let read = c.readers().and_then(|readers| {
+                    readers.fetch(self.sql, &args, limit, T::from_rusqlite_row)
+                });
+                if let Some(rows) = read {
                     return rows;
                 }
+                // On the connection itself (which pins the request's reads to it).
                 Target::Sqlite(c)
             }
-            Runner::Sqlx(target) => target,
+            Run::Sqlx(target) => target,
         };
         match (target, one) {
             (Target::Sqlite(c), true) => {
@@ -272,6 +284,26 @@ impl<'a> Query<'a> {
                     .fetch_all(c)
                     .await
             }
+        }
+    }
+}
+
+/// Runs `statement` on the writer again, a millisecond apart and for at most `busy`,
+/// while an in-memory database's reader holds the table it needs (shared-cache table
+/// locks, which SQLite's busy timeout does not cover); the failed attempts changed
+/// nothing. The wait is on the caller's thread, as SQLite's busy handler would be: only
+/// in-memory databases (tests, development) have such locks, held for one statement.
+fn locked_retried<R>(
+    busy: Duration,
+    mut statement: impl FnMut() -> Result<R, sqlx::Error>,
+) -> Result<R, sqlx::Error> {
+    let started = Instant::now();
+    loop {
+        match statement() {
+            Err(e) if direct::is_shared_cache_locked(&e) && started.elapsed() < busy => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            other => return other,
         }
     }
 }

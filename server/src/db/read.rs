@@ -9,11 +9,12 @@
 //! control, `execute`) runs on the sqlx connection, as does a read that finds the
 //! database busy (it waits there, off the caller's thread, for `busy_timeout_ms`).
 //! Each read is a statement of its own, in its own snapshot, as it was on the pooled
-//! connection in autocommit; transactions are [`super::DbConn::begin_write`]'s and
+//! connection in autocommit; once anything ran on the sqlx connection itself (a write,
+//! a `PRAGMA`, the connection used directly), the request's later reads run there too,
+//! so they see what it did. Transactions are [`super::DbConn::begin_write`]'s and
 //! [`super::DbPool::begin_write`]'s.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::ToSql;
@@ -27,16 +28,24 @@ pub struct SqliteConn {
     conn: PoolConnection<Sqlite>,
     /// The pool's readers, on a request's connection.
     readers: Option<Arc<Readers>>,
+    /// Something ran on the sqlx connection itself (a write, a statement that is not a
+    /// `SELECT`, direct use of the connection): the request's reads stay on it too, so
+    /// they see what it did (`last_insert_rowid()`, a temporary table, a `BEGIN`).
+    pinned: bool,
 }
 
 impl SqliteConn {
     pub(super) fn new(conn: PoolConnection<Sqlite>, readers: Option<Arc<Readers>>) -> Self {
-        Self { conn, readers }
+        Self {
+            conn,
+            readers,
+            pinned: false,
+        }
     }
 
-    /// The connection, and the pool's readers when reads may run on them.
-    pub(super) fn split(&mut self) -> (&mut SqliteConnection, Option<&Readers>) {
-        (&mut self.conn, self.readers.as_deref())
+    /// The pool's readers, while reads may run on them.
+    pub(super) fn readers(&self) -> Option<&Readers> {
+        self.readers.as_deref().filter(|_| !self.pinned)
     }
 }
 
@@ -48,34 +57,44 @@ impl Deref for SqliteConn {
     }
 }
 
+/// Any statement run on the connection itself pins the request's reads to it.
 impl DerefMut for SqliteConn {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.pinned = true;
         &mut self.conn
     }
 }
 
-/// The read connections of one file identity, opened as needed and kept idle up to the
-/// pool's size.
+/// The read connections of one file identity, opened as needed and kept idle up to a
+/// few per core (reads on the caller's thread never outnumber the threads running them).
 pub struct Readers {
     config: DirectOptions,
-    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// `None` once closed.
+    idle: Mutex<Option<Vec<rusqlite::Connection>>>,
     keep: usize,
-    closed: AtomicBool,
+    /// Whether the file at the path is still this generation's: checked before a reader
+    /// opens it by its path, so a reader never opens a file that replaced it.
+    same_file: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl Readers {
-    pub(super) fn new(config: DirectOptions, keep: usize) -> Self {
+    pub(super) fn new(
+        config: DirectOptions,
+        max_connections: usize,
+        same_file: Box<dyn Fn() -> bool + Send + Sync>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
         Self {
             config,
-            idle: Mutex::new(Vec::new()),
-            keep,
-            closed: AtomicBool::new(false),
+            idle: Mutex::new(Some(Vec::new())),
+            keep: max_connections.min(2 * cores),
+            same_file,
         }
     }
 
     /// At most `limit` rows of `sql`, decoded by `decode`, read on a reader; `None` when
-    /// the statement is not a read, or found the database busy: the caller runs it on its
-    /// sqlx connection instead.
+    /// the statement is not a read, found the database busy, or no reader could be had
+    /// (the pool closed, the file replaced): the caller runs it on its sqlx connection.
     pub(super) fn fetch<T>(
         &self,
         sql: &str,
@@ -83,19 +102,22 @@ impl Readers {
         limit: usize,
         decode: fn(&rusqlite::Row<'_>) -> Result<T, sqlx::Error>,
     ) -> Option<Result<Vec<T>, sqlx::Error>> {
-        if !is_select(sql) || self.closed.load(Ordering::Relaxed) {
+        // An in-memory database's readers would meet the writer's shared-cache table
+        // locks, which sqlx's connections wait out and these would not.
+        if !is_select(sql) || self.config.memory {
             return None;
         }
-        let taken = self.idle.lock().ok()?.pop();
-        // A reader that cannot open leaves the read to sqlx, which reports the problem.
+        let taken = self.idle.lock().ok()?.as_mut()?.pop();
         let conn = match taken {
             Some(conn) => conn,
-            None => self.config.open().ok()?,
+            // A reader that cannot open leaves the read to sqlx, which reports the problem.
+            None if (self.same_file)() => self.config.open().ok()?,
+            None => return None,
         };
         let rows = direct::read(&conn, sql, params, self.config.echo, limit, decode);
         if conn.is_autocommit()
-            && !self.closed.load(Ordering::Relaxed)
             && let Ok(mut idle) = self.idle.lock()
+            && let Some(idle) = idle.as_mut()
             && idle.len() < self.keep
         {
             idle.push(conn);
@@ -105,9 +127,8 @@ impl Readers {
 
     /// Closes the idle readers; those in use close when they finish.
     pub(super) fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
         if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+            *idle = None;
         }
     }
 }

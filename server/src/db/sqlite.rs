@@ -479,6 +479,7 @@ fn writer_config(
         busy_timeout: settings.busy_timeout,
         echo: settings.echo,
         log,
+        reader: false,
     }
 }
 
@@ -557,10 +558,23 @@ async fn connect_generation(
         readers: Arc::new(Readers::new(
             writer.for_reading(),
             pool_options.get_max_connections() as usize,
+            same_file(path, identity),
         )),
         checkpoints: Checkpointer::new(options.clone()),
         identity,
         truncated: AtomicBool::new(false),
+    })
+}
+
+/// Whether the file at `path` is still the one of `identity`, not emptied: checked before
+/// a reader opens it by its path (in-memory databases always are).
+fn same_file(path: Option<&Path>, identity: Option<FileId>) -> Box<dyn Fn() -> bool + Send + Sync> {
+    let Some(path) = path.map(Path::to_path_buf) else {
+        return Box::new(|| true);
+    };
+    Box::new(move || {
+        std::fs::metadata(&path)
+            .is_ok_and(|m| m.is_file() && m.len() > 0 && Some(FileId::of(&m)) == identity)
     })
 }
 

@@ -17,7 +17,7 @@ use sqlx::postgres::Postgres;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::direct::{DirectOptions, LogWatch, to_sqlx};
-use super::query::{Runner, RunsQueries, Target};
+use super::query::{Run, Runner, RunsQueries, Target};
 
 /// The one connection SQLite write transactions take turns on; opened on first use.
 pub(super) struct Writer {
@@ -30,12 +30,15 @@ pub(super) struct Writer {
 }
 
 struct Slot {
-    /// `None` until the first transaction, and after a transaction could not be ended
-    /// (a failed rollback): closing a connection rolls its transaction back.
+    /// `None` until the first transaction (or a connection failed to open), and after a
+    /// transaction could not be ended (a failed rollback: closing a connection rolls its
+    /// transaction back).
     conn: Option<rusqlite::Connection>,
     /// The writer's count of committed transactions.
     commits: Arc<AtomicU64>,
     echo: bool,
+    /// `busy_timeout_ms`.
+    busy: Duration,
     log: Option<LogWatch>,
 }
 
@@ -50,11 +53,6 @@ impl Slot {
     /// fails leaves the transaction open (a `COMMIT` on a full disk, say): it is rolled
     /// back, and when even that fails, the connection is closed, which rolls it back.
     fn finish(&mut self, statement: &str) -> Result<(), sqlx::Error> {
-        let run = |conn: &rusqlite::Connection, sql: &str| {
-            conn.prepare_cached(sql)
-                .and_then(|mut s| s.raw_execute())
-                .map(drop)
-        };
         let result = run(self.conn(), statement).map_err(to_sqlx);
         if result.is_ok() && statement == "COMMIT" {
             let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
@@ -69,6 +67,13 @@ impl Slot {
     }
 }
 
+/// Runs a statement without parameters or rows (transaction control), prepared once.
+fn run(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.raw_execute())
+        .map(drop)
+}
+
 impl Writer {
     pub(super) fn new(config: DirectOptions, wait: Duration) -> Self {
         let commits = Arc::new(AtomicU64::new(0));
@@ -77,6 +82,7 @@ impl Writer {
                 conn: None,
                 commits: Arc::clone(&commits),
                 echo: config.echo,
+                busy: config.busy_timeout,
                 log: config.log.clone(),
             })),
             config,
@@ -99,40 +105,39 @@ impl Writer {
         let mut slot = tokio::time::timeout(self.wait, Arc::clone(&self.slot).lock_owned())
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
-        let conn = match slot.conn.take() {
-            Some(conn) => conn,
-            None => self.config.open()?,
-        };
-        if !conn.is_autocommit() {
-            // Left open by a begin whose reset failed; harmless when nothing is open.
-            let _ = conn.execute_batch("ROLLBACK");
+        if slot.conn.is_none() {
+            slot.conn = Some(self.config.open()?);
         }
-        let begin = |conn: &rusqlite::Connection| {
-            conn.prepare_cached("BEGIN IMMEDIATE")
-                .and_then(|mut s| s.raw_execute())
-                .map(drop)
-        };
-        let (conn, begun) = match begin(&conn) {
+        if !slot.conn().is_autocommit() {
+            // Left open by a wait for the lock that ended after its caller went away.
+            let _ = run(slot.conn(), "ROLLBACK");
+        }
+        match run(slot.conn(), "BEGIN IMMEDIATE") {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     && !self.config.busy_timeout.is_zero() =>
             {
+                // The wait holds the writer (the slot goes with it): a caller that goes
+                // away meanwhile leaves the writer held until the wait ends, and a
+                // transaction it began is rolled back by the next one.
                 let wait = self.config.busy_timeout;
-                // Cancelled or panicked, the connection is dropped (and reopened by the
-                // next transaction): nothing was begun on it.
-                tokio::task::spawn_blocking(move || {
-                    let begun = conn.busy_timeout(wait).and_then(|()| begin(&conn));
+                let (slot, begun) = tokio::task::spawn_blocking(move || {
+                    let conn = slot.conn();
+                    let begun = conn
+                        .busy_timeout(wait)
+                        .and_then(|()| run(conn, "BEGIN IMMEDIATE"));
                     let reset = conn.busy_timeout(Duration::ZERO);
-                    (conn, begun.and(reset))
+                    let begun = begun.and(reset);
+                    (slot, begun)
                 })
                 .await
-                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+                .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
+                begun.map_err(to_sqlx)?;
+                Ok(WriteTx(Some(Inner::Sqlite(slot))))
             }
-            other => (conn, other),
-        };
-        slot.conn = Some(conn);
-        begun.map_err(to_sqlx)?;
-        Ok(WriteTx(Some(Inner::Sqlite(slot))))
+            Err(e) => Err(to_sqlx(e)),
+            Ok(()) => Ok(WriteTx(Some(Inner::Sqlite(slot)))),
+        }
     }
 
     /// Whether the writer connection is open, and whether a write transaction holds it
@@ -193,11 +198,11 @@ impl WriteTx {
 
 impl RunsQueries for WriteTx {
     fn runner(&mut self) -> Runner<'_> {
-        match self.0.as_mut() {
-            Some(Inner::Sqlite(slot)) => Runner::Writer(slot.conn(), slot.echo),
-            Some(Inner::Postgres(tx)) => Runner::Sqlx(Target::Postgres(tx)),
+        Runner(match self.0.as_mut() {
+            Some(Inner::Sqlite(slot)) => Run::Writer(slot.conn(), slot.echo, slot.busy),
+            Some(Inner::Postgres(tx)) => Run::Sqlx(Target::Postgres(tx)),
             None => unreachable!("commit and rollback consume the transaction"),
-        }
+        })
     }
 }
 

@@ -327,4 +327,153 @@ async fn a_request_reads_what_was_committed_before_it_and_still_writes() {
         (added.n, changed, all.len(), all.last().map(|c| c.n)),
         (99, 1, 51, Some(100))
     );
+    // After a write on it, its reads are its own: they see the connection's state.
+    let last: Count = query("SELECT last_insert_rowid() AS n")
+        .fetch_one(&mut request)
+        .await
+        .unwrap();
+    assert_eq!(last.n, 51, "the rowid of the request's own insert");
+}
+
+/// A statement after SQLite itself ended the write transaction (here a `COMMIT` sent
+/// as a query) is refused: it would otherwise commit on its own, outside the
+/// transaction its caller thinks it is in. Two statements in one query are the
+/// caller's mistake, not an outage.
+#[tokio::test]
+async fn the_writer_refuses_statements_outside_its_transaction() {
+    let target = sqlite(&[]);
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(SCHEMA)
+        .await
+        .unwrap();
+    let mut tx = pool.begin_write().await.unwrap();
+    let two = query("SELECT 1; SELECT 2")
+        .execute(&mut tx)
+        .await
+        .unwrap_err();
+    assert!(matches!(two, sqlx::Error::InvalidArgument(_)), "{two:?}");
+    query("COMMIT").execute(&mut tx).await.unwrap();
+    let refused = query("INSERT INTO items (name, qty) VALUES ('pen', 1)")
+        .execute(&mut tx)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("already ended"), "{refused}");
+    assert!(tx.commit().await.is_err(), "nothing left to commit");
+    let mut conn = pool.acquire().await.unwrap();
+    let count: Count = query("SELECT count(*) AS n FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 0, "the refused insert did not commit on its own");
+}
+
+/// An in-memory database (one shared cache): writers and readers running at once all
+/// succeed; the writer waits out the readers' table locks instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_takes_concurrent_reads_and_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = server::config::AppConfig::from_env(&server::config::Environment::new(
+        dir.path(),
+        vec![("DATABASE_URL".to_string(), "sqlite::memory:".to_string())],
+    ))
+    .unwrap()
+    .database;
+    let pool = std::sync::Arc::new(DbPool::open(&settings, OpenMode::Create).await.unwrap());
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(SCHEMA)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..50_i64 {
+                    if t % 2 == 0 {
+                        let mut tx = pool.begin_write().await.unwrap();
+                        query("INSERT INTO items (name, qty) VALUES ($1, $2)")
+                            .bind(format!("{t}-{i}"))
+                            .bind(i)
+                            .execute(&mut tx)
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                    } else {
+                        let mut conn = pool.acquire_for_request().await.unwrap();
+                        query("SELECT count(*) AS n FROM items")
+                            .fetch_one::<Count>(&mut conn)
+                            .await
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("no read or write fails");
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    let count: Count = query("SELECT count(*) AS n FROM items")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 200);
+}
+
+/// A request's reads stay on the file its connection was taken from: a file renamed
+/// into place meanwhile is never opened by a reader of the old one (which would share
+/// its log and shared memory with the old file's connections); the next request reads
+/// the new file.
+#[tokio::test]
+async fn a_request_never_reads_a_file_that_replaced_its_own() {
+    let target = sqlite(&[]);
+    let path = target.settings.url.sqlite_path().unwrap().to_path_buf();
+    let pool = DbPool::open(&target.settings, OpenMode::Create)
+        .await
+        .unwrap();
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(&format!("{SCHEMA}; INSERT INTO items VALUES ('old', 1)"))
+        .await
+        .unwrap();
+    let mut request = pool.acquire_for_request().await.unwrap();
+    // The replacement: a complete database with two rows, renamed over the path.
+    let staged = path.with_file_name("staged.db");
+    let mut other =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", staged.display()))
+            .await
+            .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "{SCHEMA}; INSERT INTO items VALUES ('new', 1), ('newer', 2)"
+    )))
+    .execute(&mut other)
+    .await
+    .unwrap();
+    other.close().await.unwrap();
+    std::fs::rename(&staged, &path).unwrap();
+
+    let count: Count = query("SELECT count(*) AS n FROM items")
+        .fetch_one(&mut request)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 1, "the request read the file it was taken from");
+    drop(request);
+    // The old file's log, which the pool waits to see gone (`StaleLog`) before it opens
+    // the new file (a restore removes it the same way).
+    for side in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", path.display()));
+    }
+    let mut next = pool.acquire_for_request().await.unwrap();
+    let count: Count = query("SELECT count(*) AS n FROM items")
+        .fetch_one(&mut next)
+        .await
+        .unwrap();
+    assert_eq!(count.n, 2, "the next request reads the new file");
 }
