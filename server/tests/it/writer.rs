@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use server::db::{DbError, DbPool, OpenMode, Record, query};
+use server::db::{DbError, DbPool, OpenMode, Record, RunsQueries, query};
 use sqlx::Connection as _;
 use sqlx::error::ErrorKind;
 
@@ -27,6 +27,27 @@ const SCHEMA: &str = "CREATE TABLE items (
     name TEXT NOT NULL UNIQUE,
     qty BIGINT CHECK (qty >= 0)
 )";
+
+/// A pool on `settings` with the `items` table.
+async fn with_items(settings: &server::config::DbSettings) -> DbPool {
+    let pool = DbPool::open(settings, OpenMode::Create).await.unwrap();
+    pool.acquire()
+        .await
+        .unwrap()
+        .execute_script(SCHEMA)
+        .await
+        .unwrap();
+    pool
+}
+
+/// The rows of `items`, read on `on`.
+async fn items(on: &mut impl RunsQueries) -> i64 {
+    query("SELECT count(*) AS n FROM items")
+        .fetch_one::<Count>(on)
+        .await
+        .unwrap()
+        .n
+}
 
 /// `$N` names its value by number, in any order and as often as wanted, and one
 /// without a value is NULL: on the writer as on a pooled connection (sqlx's rules).
@@ -69,15 +90,7 @@ async fn placeholders_bind_by_number_on_the_writer_as_on_a_pooled_connection() {
 async fn a_broken_constraint_is_a_database_error_of_its_kind_on_both_engines() {
     for target in targets(&[]) {
         let engine = target.settings.url.kind();
-        let pool = DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap();
-        pool.acquire()
-            .await
-            .unwrap()
-            .execute_script(SCHEMA)
-            .await
-            .unwrap();
+        let pool = with_items(&target.settings).await;
         let mut tx = pool.begin_write().await.unwrap();
         query("INSERT INTO items (name, qty) VALUES ($1, $2)")
             .bind("pen")
@@ -137,11 +150,8 @@ async fn a_broken_constraint_is_a_database_error_of_its_kind_on_both_engines() {
             }
         }
         let mut conn = pool.acquire().await.unwrap();
-        let count: Count = query("SELECT count(*) AS n FROM items")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(count.n, 1, "{engine:?}: only the first row stays");
+        let count = items(&mut conn).await;
+        assert_eq!(count, 1, "{engine:?}: only the first row stays");
     }
 }
 
@@ -195,17 +205,7 @@ async fn rows_that_do_not_fit_their_type_are_errors_on_the_writer() {
 async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
     let target = sqlite(&[("DATABASE_BUSY_TIMEOUT_MS", "2000")]);
     let path = target.settings.url.sqlite_path().unwrap().to_path_buf();
-    let pool = std::sync::Arc::new(
-        DbPool::open(&target.settings, OpenMode::Create)
-            .await
-            .unwrap(),
-    );
-    pool.acquire()
-        .await
-        .unwrap()
-        .execute_script(SCHEMA)
-        .await
-        .unwrap();
+    let pool = std::sync::Arc::new(with_items(&target.settings).await);
     let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
         .unwrap();
@@ -266,11 +266,8 @@ async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
         .unwrap();
     tx.commit().await.unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    let count: Count = query("SELECT count(*) AS n FROM items")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 2);
+    let count = items(&mut conn).await;
+    assert_eq!(count, 2);
 }
 
 /// A request's connection reads on the pool's readers: every read sees what the writer
@@ -279,15 +276,7 @@ async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_reads_what_was_committed_before_it_and_still_writes() {
     let target = sqlite(&[]);
-    let pool = DbPool::open(&target.settings, OpenMode::Create)
-        .await
-        .unwrap();
-    pool.acquire()
-        .await
-        .unwrap()
-        .execute_script(SCHEMA)
-        .await
-        .unwrap();
+    let pool = with_items(&target.settings).await;
     let mut request = pool.acquire_for_request().await.unwrap();
     for i in 1..=50_i64 {
         let mut tx = pool.begin_write().await.unwrap();
@@ -298,15 +287,12 @@ async fn a_request_reads_what_was_committed_before_it_and_still_writes() {
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        let count: Count = query("SELECT count(*) AS n FROM items")
-            .fetch_one(&mut request)
-            .await
-            .unwrap();
+        let count = items(&mut request).await;
         let first: Option<Count> = query("SELECT qty AS n FROM items ORDER BY qty")
             .fetch_optional(&mut request)
             .await
             .unwrap();
-        assert_eq!((count.n, first.map(|c| c.n)), (i, Some(1)));
+        assert_eq!((count, first.map(|c| c.n)), (i, Some(1)));
     }
     // A write on the request's connection, and rows it returns.
     let added: Count =
@@ -342,15 +328,7 @@ async fn a_request_reads_what_was_committed_before_it_and_still_writes() {
 #[tokio::test]
 async fn the_writer_refuses_statements_outside_its_transaction() {
     let target = sqlite(&[]);
-    let pool = DbPool::open(&target.settings, OpenMode::Create)
-        .await
-        .unwrap();
-    pool.acquire()
-        .await
-        .unwrap()
-        .execute_script(SCHEMA)
-        .await
-        .unwrap();
+    let pool = with_items(&target.settings).await;
     let mut tx = pool.begin_write().await.unwrap();
     let two = query("SELECT 1; SELECT 2")
         .execute(&mut tx)
@@ -365,11 +343,8 @@ async fn the_writer_refuses_statements_outside_its_transaction() {
     assert!(refused.to_string().contains("already ended"), "{refused}");
     assert!(tx.commit().await.is_err(), "nothing left to commit");
     let mut conn = pool.acquire().await.unwrap();
-    let count: Count = query("SELECT count(*) AS n FROM items")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 0, "the refused insert did not commit on its own");
+    let count = items(&mut conn).await;
+    assert_eq!(count, 0, "the refused insert did not commit on its own");
 }
 
 /// An in-memory database (one shared cache): writers and readers running at once all
@@ -383,13 +358,7 @@ async fn an_in_memory_database_takes_concurrent_reads_and_writes() {
     ))
     .unwrap()
     .database;
-    let pool = std::sync::Arc::new(DbPool::open(&settings, OpenMode::Create).await.unwrap());
-    pool.acquire()
-        .await
-        .unwrap()
-        .execute_script(SCHEMA)
-        .await
-        .unwrap();
+    let pool = std::sync::Arc::new(with_items(&settings).await);
     let tasks: Vec<_> = (0..8)
         .map(|t| {
             let pool = pool.clone();
@@ -419,11 +388,8 @@ async fn an_in_memory_database_takes_concurrent_reads_and_writes() {
         task.await.expect("no read or write fails");
     }
     let mut conn = pool.acquire().await.unwrap();
-    let count: Count = query("SELECT count(*) AS n FROM items")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 200);
+    let count = items(&mut conn).await;
+    assert_eq!(count, 200);
 }
 
 /// A request's reads stay on the file its connection was taken from: a file renamed
@@ -459,11 +425,8 @@ async fn a_request_never_reads_a_file_that_replaced_its_own() {
     other.close().await.unwrap();
     std::fs::rename(&staged, &path).unwrap();
 
-    let count: Count = query("SELECT count(*) AS n FROM items")
-        .fetch_one(&mut request)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 1, "the request read the file it was taken from");
+    let count = items(&mut request).await;
+    assert_eq!(count, 1, "the request read the file it was taken from");
     drop(request);
     // The old file's log, which the pool waits to see gone (`StaleLog`) before it opens
     // the new file (a restore removes it the same way).
@@ -471,9 +434,6 @@ async fn a_request_never_reads_a_file_that_replaced_its_own() {
         let _ = std::fs::remove_file(format!("{}{side}", path.display()));
     }
     let mut next = pool.acquire_for_request().await.unwrap();
-    let count: Count = query("SELECT count(*) AS n FROM items")
-        .fetch_one(&mut next)
-        .await
-        .unwrap();
-    assert_eq!(count.n, 2, "the next request reads the new file");
+    let count = items(&mut next).await;
+    assert_eq!(count, 2, "the next request reads the new file");
 }
