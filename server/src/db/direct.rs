@@ -253,8 +253,12 @@ fn prepare<'c>(
             Some(name) => name
                 .strip_prefix(['$', '?'])
                 .and_then(|n| n.parse::<usize>().ok())
+                // The caller's SQL (`:name`, `@name`), not an outage: sqlx's SQLite
+                // driver calls it a protocol error, which the app would answer 503.
                 .ok_or_else(|| {
-                    sqlx::Error::Protocol(format!("unsupported SQL parameter format: {name}"))
+                    sqlx::Error::InvalidArgument(format!(
+                        "unsupported SQL parameter {name}: use $1, $2, …"
+                    ))
                 })?,
             None => {
                 unnamed += 1;

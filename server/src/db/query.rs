@@ -92,7 +92,7 @@ pub trait RunsQueries {
     fn runner(&mut self) -> Runner<'_>;
 }
 
-/// Where a [`Query`] runs: opaque outside this module's crate.
+/// Where a [`Query`] runs: opaque outside `server::db`.
 pub struct Runner<'c>(pub(super) Run<'c>);
 
 pub(super) enum Run<'c> {

@@ -126,8 +126,7 @@ fn check_with(path: &Path, read: fn(&Path) -> std::io::Result<Header>) -> Result
     };
     // A checkpoint cut short (e.g. by a full disk) writes page 1 before the pages that
     // grow the file; the rest is still in the write-ahead log, which SQLite reads.
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
+    let wal = wal_of(path);
     let in_wal = || std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
     if len < expected && !in_wal() {
         return Err(invalid(FileProblem::Incomplete {
@@ -295,13 +294,9 @@ impl SqliteEngine {
         }
         let wal = path.is_some() && mode != OpenMode::ReadOnly;
         let log_grew = Arc::new(tokio::sync::Notify::new());
-        let log = path.filter(|_| wal).map(|path| {
-            let mut log = path.as_os_str().to_owned();
-            log.push("-wal");
-            LogWatch {
-                path: log.into(),
-                grew: Arc::clone(&log_grew),
-            }
+        let log = path.filter(|_| wal).map(|path| LogWatch {
+            path: wal_of(path),
+            grew: Arc::clone(&log_grew),
         });
         let writer = writer_config(settings, &options, path.is_none(), mode, log);
         let generation = connect_generation(
@@ -379,9 +374,7 @@ impl SqliteEngine {
         }
         // A log still there belongs to the file that was replaced (another process keeps
         // it open): SQLite would replay it into the new file. Wait until it is gone.
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        if std::fs::metadata(wal_of(path)).is_ok_and(|m| m.len() > 0) {
             return Err(DbError::FileInvalid {
                 path: path.clone(),
                 problem: FileProblem::StaleLog,
@@ -564,6 +557,13 @@ async fn connect_generation(
         identity,
         truncated: AtomicBool::new(false),
     })
+}
+
+/// `<db>-wal`: the write-ahead log of the database at `path`.
+fn wal_of(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    wal.into()
 }
 
 /// Whether the file at `path` is still the one of `identity`, not emptied: checked before

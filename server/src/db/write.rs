@@ -16,12 +16,11 @@ use sqlx::Transaction;
 use sqlx::postgres::Postgres;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::direct::{DirectOptions, LogWatch, to_sqlx};
+use super::direct::{DirectOptions, to_sqlx};
 use super::query::{Run, Runner, RunsQueries, Target};
 
 /// The one connection SQLite write transactions take turns on; opened on first use.
 pub(super) struct Writer {
-    config: DirectOptions,
     slot: Arc<Mutex<Slot>>,
     /// Transactions committed so far.
     commits: Arc<AtomicU64>,
@@ -34,12 +33,10 @@ struct Slot {
     /// transaction could not be ended (a failed rollback: closing a connection rolls its
     /// transaction back).
     conn: Option<rusqlite::Connection>,
+    /// How the connection opens, and what its statements log and wait for.
+    config: DirectOptions,
     /// The writer's count of committed transactions.
     commits: Arc<AtomicU64>,
-    echo: bool,
-    /// `busy_timeout_ms`.
-    busy: Duration,
-    log: Option<LogWatch>,
 }
 
 impl Slot {
@@ -56,7 +53,7 @@ impl Slot {
         let result = run(self.conn(), statement).map_err(to_sqlx);
         if result.is_ok() && statement == "COMMIT" {
             let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
-            if let Some(log) = &self.log {
+            if let Some(log) = &self.config.log {
                 log.committed(commits);
             }
         }
@@ -80,12 +77,9 @@ impl Writer {
         Self {
             slot: Arc::new(Mutex::new(Slot {
                 conn: None,
+                config,
                 commits: Arc::clone(&commits),
-                echo: config.echo,
-                busy: config.busy_timeout,
-                log: config.log.clone(),
             })),
-            config,
             commits,
             wait,
         }
@@ -106,7 +100,7 @@ impl Writer {
             .await
             .map_err(|_| sqlx::Error::PoolTimedOut)?;
         if slot.conn.is_none() {
-            slot.conn = Some(self.config.open()?);
+            slot.conn = Some(slot.config.open()?);
         }
         if !slot.conn().is_autocommit() {
             // Left open by a wait for the lock that ended after its caller went away.
@@ -115,12 +109,12 @@ impl Writer {
         match run(slot.conn(), "BEGIN IMMEDIATE") {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && !self.config.busy_timeout.is_zero() =>
+                    && !slot.config.busy_timeout.is_zero() =>
             {
                 // The wait holds the writer (the slot goes with it): a caller that goes
                 // away meanwhile leaves the writer held until the wait ends, and a
                 // transaction it began is rolled back by the next one.
-                let wait = self.config.busy_timeout;
+                let wait = slot.config.busy_timeout;
                 let (slot, begun) = tokio::task::spawn_blocking(move || {
                     let conn = slot.conn();
                     let begun = conn
@@ -199,7 +193,9 @@ impl WriteTx {
 impl RunsQueries for WriteTx {
     fn runner(&mut self) -> Runner<'_> {
         Runner(match self.0.as_mut() {
-            Some(Inner::Sqlite(slot)) => Run::Writer(slot.conn(), slot.echo, slot.busy),
+            Some(Inner::Sqlite(slot)) => {
+                Run::Writer(slot.conn(), slot.config.echo, slot.config.busy_timeout)
+            }
             Some(Inner::Postgres(tx)) => Run::Sqlx(Target::Postgres(tx)),
             None => unreachable!("commit and rollback consume the transaction"),
         })

@@ -40,6 +40,13 @@ async fn with_items(settings: &server::config::DbSettings) -> DbPool {
     pool
 }
 
+/// Runs `sql` in a write transaction of its own, committed.
+async fn committed(pool: &DbPool, sql: &'static str) {
+    let mut tx = pool.begin_write().await.unwrap();
+    query(sql).execute(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// The rows of `items`, read on `on`.
 async fn items(on: &mut impl RunsQueries) -> i64 {
     query("SELECT count(*) AS n FROM items")
@@ -141,12 +148,7 @@ async fn a_broken_constraint_is_a_database_error_of_its_kind_on_both_engines() {
                     .await
                     .unwrap();
                 tx.commit().await.unwrap();
-                let mut tx = pool.begin_write().await.unwrap();
-                query("DELETE FROM items WHERE name = 'cup'")
-                    .execute(&mut tx)
-                    .await
-                    .unwrap();
-                tx.commit().await.unwrap();
+                committed(&pool, "DELETE FROM items WHERE name = 'cup'").await;
             }
         }
         let mut conn = pool.acquire().await.unwrap();
@@ -259,12 +261,7 @@ async fn waiting_for_another_process_lock_never_stalls_the_runtime() {
     };
     assert_eq!(db.code().as_deref(), Some("5"), "SQLITE_BUSY: {error}");
     sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
-    let mut tx = pool.begin_write().await.unwrap();
-    query("INSERT INTO items (name, qty) VALUES ('ink', 1)")
-        .execute(&mut tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    committed(&pool, "INSERT INTO items (name, qty) VALUES ('ink', 1)").await;
     let mut conn = pool.acquire().await.unwrap();
     let count = items(&mut conn).await;
     assert_eq!(count, 2);
@@ -335,6 +332,16 @@ async fn the_writer_refuses_statements_outside_its_transaction() {
         .await
         .unwrap_err();
     assert!(matches!(two, sqlx::Error::InvalidArgument(_)), "{two:?}");
+    // A placeholder by name: the caller's mistake, named, not an outage.
+    let named = query("SELECT :qty AS n")
+        .bind(1_i64)
+        .fetch_one::<Count>(&mut tx)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&named, sqlx::Error::InvalidArgument(m) if m.contains(":qty")),
+        "{named:?}"
+    );
     query("COMMIT").execute(&mut tx).await.unwrap();
     let refused = query("INSERT INTO items (name, qty) VALUES ('pen', 1)")
         .execute(&mut tx)
@@ -400,15 +407,8 @@ async fn an_in_memory_database_takes_concurrent_reads_and_writes() {
 async fn a_request_never_reads_a_file_that_replaced_its_own() {
     let target = sqlite(&[]);
     let path = target.settings.url.sqlite_path().unwrap().to_path_buf();
-    let pool = DbPool::open(&target.settings, OpenMode::Create)
-        .await
-        .unwrap();
-    pool.acquire()
-        .await
-        .unwrap()
-        .execute_script(&format!("{SCHEMA}; INSERT INTO items VALUES ('old', 1)"))
-        .await
-        .unwrap();
+    let pool = with_items(&target.settings).await;
+    committed(&pool, "INSERT INTO items VALUES ('old', 1)").await;
     let mut request = pool.acquire_for_request().await.unwrap();
     // The replacement: a complete database with two rows, renamed over the path.
     let staged = path.with_file_name("staged.db");
