@@ -97,14 +97,21 @@ impl Checkpointer {
 
     /// Checkpoints the log when `writer` committed since the last complete checkpoint
     /// (nothing once closed). Passive checkpoints first, each copying what the writers
-    /// appended during the one before, until the rest is small; then, only when the log
-    /// has grown past its limit and `hold` allows it (no backup running), one more with
+    /// appended during the one before, until the rest is small or the log is past its
+    /// limit; then, only when the log has grown past its limit and `hold` allows it (no
+    /// backup running), one more with
     /// `writer`'s transactions held back, so that the log is copied whole and starts
-    /// over. Before each, `ours` must say the file is still the one this connection was
+    /// over; with `urgent` (the writer found the log past its limit), only that one. Before each, `ours` must say the file is still the one this connection was
     /// opened for (a checkpoint copies pages into it: never into a file replaced or
     /// emptied under the pool). A failure is left for the next round (on a new
     /// connection): the requests that use the file report its problems.
-    async fn run(&self, writer: &Writer, ours: &(dyn Fn() -> bool + Sync), hold: bool) {
+    async fn run(
+        &self,
+        writer: &Writer,
+        ours: &(dyn Fn() -> bool + Sync),
+        hold: bool,
+        urgent: bool,
+    ) {
         let mut slot = self.conn.lock().await;
         let commits = writer.commits();
         if self.closed.load(Ordering::Relaxed)
@@ -125,7 +132,7 @@ impl Checkpointer {
         let Some(conn) = slot.as_mut() else {
             return;
         };
-        let result = catch_up(conn, writer, ours, hold).await;
+        let result = catch_up(conn, writer, ours, hold, urgent).await;
         let whole = result.as_ref().is_ok_and(|whole| *whole);
         if let Err(e) = &result {
             log::debug!("checkpoint failed: {e}");
@@ -152,45 +159,49 @@ impl Checkpointer {
 }
 
 /// The passes of [`Checkpointer::run`]: whether the log ended copied whole (`false` also
-/// when `ours` stopped them).
+/// when `ours` stopped them). When `hold` and `urgent` (the writer found the log past its
+/// limit), the writers are held back from the start: the rounds before copied most of
+/// the log, and passes beside a writer faster than the copy would only let it grow.
 async fn catch_up(
     conn: &mut SqliteConnection,
     writer: &Writer,
     ours: &(dyn Fn() -> bool + Sync),
     hold: bool,
+    urgent: bool,
 ) -> Result<bool, sqlx::Error> {
     let mut frames = None;
-    for _ in 0..CATCH_UP {
+    for _ in 0..if hold && urgent { 0 } else { CATCH_UP } {
         if !ours() {
             return Ok(false);
         }
         let now = checkpoint(conn, Mode::Passive).await?;
-        let done = now.log - now.copied <= TAIL;
+        // Past its limit, the log is not chased any further: a writer faster than the
+        // copy grows it with every pass; the writers are held back for the rest now.
+        let done = now.log - now.copied <= TAIL || (hold && now.log > LIMIT_FRAMES);
         frames = Some(now);
         if done {
             break;
         }
     }
-    let Some(mut frames) = frames else {
-        return Ok(false);
-    };
+    let past = frames.as_ref().map_or(urgent, |f| f.log > LIMIT_FRAMES);
     if hold
-        && frames.log > LIMIT_FRAMES
+        && past
         && let Some(_paused) = writer.pause().await
     {
         if !ours() {
             return Ok(false);
         }
-        frames = checkpoint(conn, Mode::Passive).await?;
+        let now = checkpoint(conn, Mode::Passive).await?;
         // Copied whole: the log starts over now, not at the next write, and its file
         // goes back to the file system (otherwise it would stay as large as the burst
         // made it for as long as no one writes). A reader still in the log makes it
         // give up; the next writer starts the log over then.
-        if !frames.busy && frames.log == frames.copied {
+        if !now.busy && now.log == now.copied {
             checkpoint(conn, Mode::Truncate).await?;
         }
+        frames = Some(now);
     }
-    Ok(!frames.busy && frames.log == frames.copied)
+    Ok(frames.is_some_and(|f| !f.busy && f.log == f.copied))
 }
 
 /// Checkpoints the current file of `engine` every [`EVERY`], through the same file
@@ -202,16 +213,16 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
         _ => return,
     };
     loop {
-        // Or sooner when the writer finds the log past its limit, but never more often
-        // than every [`SOONEST`]: a log that cannot be copied (a reader holds it) keeps
-        // the writer notifying.
-        tokio::select! {
-            () = tokio::time::sleep(EVERY) => {}
+        // Every [`EVERY`], or sooner when the writer finds the log past its limit
+        // (`urgent`), but never more often than every [`SOONEST`]: a log that cannot be
+        // copied (a reader holds it) keeps the writer notifying.
+        let urgent = tokio::select! {
+            () = tokio::time::sleep(EVERY) => false,
             () = async {
                 tokio::time::sleep(SOONEST).await;
                 grew.notified().await;
-            } => {}
-        }
+            } => true,
+        };
         let Some(engine) = engine.upgrade() else {
             return;
         };
@@ -228,7 +239,7 @@ pub(super) async fn every_so_often(engine: Weak<Engine>) {
         let hold = sqlite.backups.load(Ordering::Relaxed) == 0;
         generation
             .checkpoints
-            .run(&generation.writer, &ours, hold)
+            .run(&generation.writer, &ours, hold, urgent)
             .await;
     }
 }
